@@ -1,0 +1,34 @@
+# Two commands on a fresh machine:  make demo   and   make test
+PY      ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+# torch/torchvision come from local wheel files on the project machines; pinning them here
+# keeps pip from fetching a multi-GB CUDA build elsewhere. Override: make TORCH="torch torchvision"
+TORCH   ?= torch==2.14.1 torchvision==0.29.1
+
+.PHONY: demo test install install-test clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install --upgrade pip >/dev/null
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install $(TORCH)
+	$(BIN)/pip install -e .
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed
+	$(BIN)/pip install -e ".[test]"
+	touch $@
+
+install: $(VENV)/.installed
+install-test: $(VENV)/.installed-test
+
+demo: install
+	bash scripts/demo.sh
+
+test: install-test
+	$(BIN)/python -m pytest
+
+clean:
+	rm -rf runs/demo .pytest_cache

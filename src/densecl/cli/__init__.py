@@ -1,0 +1,42 @@
+"""The ``densecl`` command line: one module per subcommand.
+
+Each module in :data:`COMMANDS` defines ``register(subparsers)``, which adds
+its parser and sets ``func`` to a ``run(args) -> int``. Only this package reads
+argv and the environment; nothing imports it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from densecl.errors import InputError
+
+COMMANDS = ("pretrain", "eval", "data", "export", "correspond", "plot")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="densecl",
+        description="DenseCL / MoCo-v2 self-supervised pre-training, evaluation and export.",
+    )
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(f"densecl.cli.{name}")
+        except ModuleNotFoundError as e:
+            if e.name == f"densecl.cli.{name}":  # subcommand not built yet
+                continue
+            raise
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except InputError as e:
+        print(f"densecl {args.command}: error: {e}", file=sys.stderr)
+        return 2

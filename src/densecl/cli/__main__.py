@@ -1,0 +1,5 @@
+import sys
+
+from densecl.cli import main
+
+sys.exit(main())

@@ -1,0 +1,57 @@
+"""``densecl pretrain``: recipe + flags -> resolved config -> :func:`densecl.train.pretrain`."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from pathlib import Path
+
+from densecl import checkpoint, config
+from densecl.config import PretrainConfig
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "pretrain",
+        help="pre-train DenseCL (or MoCo-v2 with --loss-lambda 0)",
+        description="Pre-train DenseCL. A recipe (--config) sets the defaults; every flag below overrides it. "
+        f"Recipes: {', '.join(config.recipe_names())}. Multi-GPU / multi-node: "
+        "torchrun --nproc_per_node N [--nnodes M ...] -m densecl pretrain ...",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        argument_default=argparse.SUPPRESS,  # so we know which flags were given
+    )
+    p.add_argument("--config", help="recipe name or YAML file (default: built-in defaults, DenseCL R50)")
+    p.add_argument(
+        "--resume",
+        nargs="?",
+        const="auto",
+        help="continue from a checkpoint (default: OUTPUT_DIR/checkpoint.pt); its config is reused, flags given here override it",
+    )
+    defaults = PretrainConfig()
+    for f in dataclasses.fields(PretrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        help_text = f.metadata.get("help", f"default {getattr(defaults, f.name)!r}")
+        p.add_argument(flag, dest=f.name, metavar=f.type.split()[0].upper(), help=help_text)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from densecl.train import CHECKPOINT_NAME, pretrain
+
+    given = vars(args)
+    types = {f.name: f.type for f in dataclasses.fields(PretrainConfig)}
+    overrides = {k: config.coerce(k, types[k], v, "the command line") for k, v in given.items() if k in types}
+
+    state = None
+    if "resume" in given:
+        if given["resume"] == "auto":
+            out = overrides.get("output_dir") or (config.from_dict(config.load_recipe(given["config"])).output_dir if "config" in given else PretrainConfig().output_dir)
+            path = Path(out) / CHECKPOINT_NAME
+        else:
+            path = Path(given["resume"])
+        state = checkpoint.load(path)
+        values = {**state["config"], **overrides}
+    else:
+        values = {**(config.load_recipe(given["config"]) if "config" in given else {}), **overrides}
+    pretrain(config.from_dict(values), resume=state)
+    return 0

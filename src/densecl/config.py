@@ -1,0 +1,181 @@
+"""The pre-training configuration: one flat dataclass, flat YAML recipes, validation.
+
+A recipe is a YAML file of ``key: value`` lines naming fields of
+:class:`PretrainConfig`; the CLI turns every field into a flag that overrides
+the recipe. The resolved config is printed at start and stored in every
+checkpoint, so a run describes itself.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from densecl.errors import InputError
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass
+class PretrainConfig:
+    """Everything a pre-training run depends on. Defaults: DenseCL R50, ImageNet 200 ep."""
+
+    # model (spec section 1)
+    arch: str = "resnet50"
+    hidden_dim: int = 2048
+    out_dim: int = 128
+    queue_len: int = 65536
+    momentum: float = 0.999  # EMA momentum m of the key encoder
+    temperature: float = 0.2  # tau
+    loss_lambda: float = 0.5  # lambda: 0 is MoCo-v2
+    lambda_warmup_iters: int = 0  # lambda = 0 for the first K iterations
+    num_grid: int | None = None  # pool the dense grid to G x G; None keeps the C5 grid
+    # data (spec section 2)
+    data: str = "scenes"  # a directory tree, a .txt list of paths, a COCO .json, or "scenes"
+    scenes_length: int = 2000  # images in the embedded data set
+    scenes_size: int = 128  # side of the embedded images
+    crop_size: int = 224
+    min_scale: float = 0.2  # RandomResizedCrop scale (min_scale, 1)
+    workers: int = 4  # data-loading processes per rank
+    # optimisation
+    epochs: int = 200
+    batch_size: int = 256  # global, over all ranks
+    lr: float = 0.03  # for a batch of 256; scaled linearly with batch_size
+    weight_decay: float = 1e-4
+    sgd_momentum: float = 0.9
+    max_iters: int | None = None  # stop early (the schedule still spans all epochs)
+    # engine
+    device: str = "auto"
+    precision: str = "auto"  # auto: bf16 where the hardware has it, fp16 on older GPUs, else fp32
+    channels_last: bool = True
+    sync_bn: bool = False
+    seed: int = 0
+    deterministic: bool = False
+    init: str | None = None  # start the backbone from these weights (any format densecl.weights reads)
+    output_dir: str = "runs/densecl"
+    log_every: int = 10  # iterations between metrics lines
+    save_every: int = 0  # iterations between checkpoints; 0: at the end of every epoch only
+    comment: str = field(default="", metadata={"help": "free text stored with the run"})
+
+    @property
+    def scaled_lr(self) -> float:
+        """The learning rate actually used: ``lr * batch_size / 256``."""
+        return self.lr * self.batch_size / 256
+
+    def validate(self, world_size: int = 1) -> None:
+        """Raises :class:`InputError` (one line) for a config that cannot train."""
+        _require(0.0 <= self.loss_lambda <= 1.0, f"loss_lambda must be in [0, 1], got {self.loss_lambda}")
+        _require(0.0 <= self.momentum <= 1.0, f"momentum must be in [0, 1], got {self.momentum}")
+        _require(self.temperature > 0, f"temperature must be positive, got {self.temperature}")
+        _require(self.batch_size > 0 and self.epochs > 0, "batch_size and epochs must be positive")
+        _require(
+            self.batch_size % world_size == 0,
+            f"batch_size {self.batch_size} is not divisible by the {world_size} processes; it is the global batch",
+        )
+        _require(
+            self.queue_len % self.batch_size == 0,
+            f"queue_len {self.queue_len} is not divisible by the global batch size {self.batch_size}; "
+            f"choose a queue_len that is a multiple of it (e.g. {self.batch_size * max(1, self.queue_len // self.batch_size)})",
+        )
+        grid = c5_side(self.crop_size)
+        _require(
+            grid >= 2,
+            f"crop_size {self.crop_size} gives a {grid}x{grid} C5 grid; DenseCL needs at least 2x2: use crop_size >= 33",
+        )
+        _require(self.num_grid is None or self.num_grid >= 1, f"num_grid must be >= 1, got {self.num_grid}")
+        _require(0 < self.min_scale <= 1, f"min_scale must be in (0, 1], got {self.min_scale}")
+        _require(self.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}")
+        _require(self.device in DEVICES, f"device must be one of {', '.join(DEVICES)}")
+        _require(self.workers >= 0 and self.log_every > 0 and self.save_every >= 0, "workers, log_every, save_every must be >= 0")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+def c5_side(crop_size: int) -> int:
+    """Side of the C5 map of a ResNet for a square input: five stride-2 steps, each ``ceil(x / 2)``."""
+    side = crop_size
+    for _ in range(5):
+        side = math.ceil(side / 2)
+    return side
+
+
+def recipe_names() -> list[str]:
+    return sorted(p.name.removesuffix(".yaml") for p in resources.files("densecl.configs").iterdir() if p.name.endswith(".yaml"))
+
+
+def load_recipe(name_or_path: str) -> dict[str, Any]:
+    """Reads a recipe by name (``densecl_r50_imagenet_200ep``) or by path to a YAML file."""
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.is_file():
+            raise InputError(f"config file {path} does not exist")
+        text = path.read_text()
+    else:
+        bundled = resources.files("densecl.configs") / f"{name_or_path}.yaml"
+        if not bundled.is_file():
+            raise InputError(f"unknown recipe {name_or_path!r}: give a YAML path or one of {', '.join(recipe_names())}")
+        text, path = bundled.read_text(), Path(str(bundled))
+    try:
+        values = yaml.safe_load(text) or {}
+    except yaml.YAMLError as e:
+        raise InputError(f"config file {path} is not valid YAML: {str(e).splitlines()[0]}") from None
+    if not isinstance(values, dict):
+        raise InputError(f"config file {path} must be a flat mapping of key: value lines")
+    check_keys(values, str(path))
+    return values
+
+
+def check_keys(values: dict[str, Any], where: str) -> None:
+    known = {f.name for f in dataclasses.fields(PretrainConfig)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise InputError(f"unknown config key(s) {', '.join(unknown)} in {where}; known keys: {', '.join(sorted(known))}")
+
+
+def from_dict(values: dict[str, Any], where: str = "config") -> PretrainConfig:
+    """Builds a config from a flat mapping, rejecting unknown keys and values of the wrong type."""
+    check_keys(values, where)
+    types = {f.name: f.type for f in dataclasses.fields(PretrainConfig)}
+    return PretrainConfig(**{k: coerce(k, types[k], v, where) for k, v in values.items()})
+
+
+def coerce(key: str, type_name: str, value: Any, where: str = "config") -> Any:
+    """Converts a YAML or command-line value to the field's type (``"1e-4"`` -> ``1e-4``)."""
+    optional = type_name.endswith("| None")
+    base = type_name.removesuffix("| None").strip()
+    if value is None or (optional and isinstance(value, str) and value.lower() in ("none", "null", "")):
+        if optional:
+            return None
+        raise InputError(f"{key} in {where} needs a value of type {base}")
+    try:
+        if base == "bool":
+            if isinstance(value, str):
+                if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                    raise ValueError(value)
+                return value.lower() in ("true", "1", "yes")
+            return bool(value)
+        if base == "int":
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError(value)
+            return int(value)
+        if base == "float":
+            return float(value)
+        return str(value)
+    except (TypeError, ValueError):
+        raise InputError(f"{key} in {where} must be of type {base}, got {value!r}") from None
+
+
+def _require(ok: bool, message: str) -> None:
+    if not ok:
+        raise InputError(message)

@@ -1,0 +1,1 @@
+"""Two-view augmentation, unlabeled datasets and the embedded ``scenes`` data."""

@@ -1,0 +1,41 @@
+"""MoCo-v2 augmentation (spec section 2), two independent views per image."""
+
+from __future__ import annotations
+
+import torch
+from torchvision.transforms import v2
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def moco_v2_view(crop_size: int = 224, min_scale: float = 0.2) -> v2.Compose:
+    """One MoCo-v2 view: random resized crop, colour jitter (p 0.8), grayscale (p 0.2),
+    Gaussian blur with sigma in [0.1, 2] (p 0.5), horizontal flip, ImageNet normalisation.
+
+    The blur kernel is about a tenth of the crop (23 px at 224), as in SimCLR.
+    PIL image in, ``3 x crop x crop`` float32 tensor out.
+    """
+    kernel = max(3, int(0.1 * crop_size) // 2 * 2 + 1)
+    return v2.Compose(
+        [
+            v2.RandomResizedCrop(crop_size, scale=(min_scale, 1.0), antialias=True),
+            v2.RandomApply([v2.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8),
+            v2.RandomGrayscale(p=0.2),
+            v2.RandomApply([v2.GaussianBlur(kernel, sigma=(0.1, 2.0))], p=0.5),
+            v2.RandomHorizontalFlip(),
+            v2.ToImage(),
+            v2.ToDtype(torch.float32, scale=True),
+            v2.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+        ]
+    )
+
+
+class TwoViews:
+    """Applies ``transform`` twice, independently: the query and key views."""
+
+    def __init__(self, transform: v2.Transform) -> None:
+        self.transform = transform
+
+    def __call__(self, image) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.transform(image), self.transform(image)

@@ -1,0 +1,113 @@
+"""The only module that touches ``torch.distributed``.
+
+Every helper works in a single process too, where it is the identity: with
+one process there is nothing to gather and shuffling a batch cannot change its
+batch-norm statistics, so shuffle-BN is a documented no-op.
+
+Rank and world size come from the torchrun environment (``RANK``,
+``WORLD_SIZE``, ``LOCAL_RANK``), read by :func:`setup` only.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+from typing import NamedTuple
+
+import torch
+import torch.distributed as dist
+
+
+class DistInfo(NamedTuple):
+    rank: int
+    world_size: int
+    local_rank: int
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def setup(device_type: str) -> DistInfo:
+    """Joins the process group torchrun describes; a no-op without torchrun.
+
+    NCCL on CUDA, gloo on CPU. Call once, before building the model.
+    """
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size == 1:
+        return DistInfo(0, 1, 0)
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if device_type == "cuda":
+        torch.cuda.set_device(local_rank)
+    if not dist.is_initialized():
+        dist.init_process_group(
+            backend="nccl" if device_type == "cuda" else "gloo", timeout=datetime.timedelta(minutes=30)
+        )
+    return DistInfo(dist.get_rank(), dist.get_world_size(), local_rank)
+
+
+def teardown() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def world_size() -> int:
+    return dist.get_world_size() if dist.is_initialized() else 1
+
+
+def rank() -> int:
+    return dist.get_rank() if dist.is_initialized() else 0
+
+
+def barrier() -> None:
+    if dist.is_initialized():
+        dist.barrier()
+
+
+def all_reduce_mean(x: torch.Tensor) -> torch.Tensor:
+    """Mean over ranks of a tensor (for logging); the identity in one process."""
+    if world_size() == 1:
+        return x
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else x.device
+    y = x.detach().to(device, copy=True)
+    dist.all_reduce(y)
+    return (y / world_size()).to(x.device)
+
+
+@torch.no_grad()
+def concat_all_gather(x: torch.Tensor) -> torch.Tensor:
+    """``B x ...`` on each rank -> ``(world * B) x ...``, in rank order. No gradient."""
+    if world_size() == 1:
+        return x
+    out = [torch.empty_like(x) for _ in range(world_size())]
+    dist.all_gather(out, x.contiguous())
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def batch_shuffle(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Shuffle-BN (MoCo): gives each rank a random slice of the global batch.
+
+    The key encoder then normalises with statistics of a batch that mixes
+    images from all ranks, so batch norm cannot leak which key matches which
+    query. Returns the local shuffled batch and the index that undoes it
+    (``None`` in one process, where the shuffle is a no-op).
+    """
+    if world_size() == 1:
+        return x, None
+    x_all = concat_all_gather(x)  # world*B x ...
+    b = x.shape[0]
+    perm = torch.randperm(x_all.shape[0], device=x.device)
+    dist.broadcast(perm, src=0)  # every rank uses rank 0's permutation
+    mine = perm.view(world_size(), b)[rank()]
+    return x_all[mine], torch.argsort(perm)
+
+
+@torch.no_grad()
+def batch_unshuffle(x: torch.Tensor, unshuffle: torch.Tensor | None) -> torch.Tensor:
+    """Undoes :func:`batch_shuffle` for an output computed on the shuffled batch."""
+    if unshuffle is None:
+        return x
+    x_all = concat_all_gather(x)
+    b = x.shape[0]
+    return x_all[unshuffle.view(world_size(), b)[rank()]]

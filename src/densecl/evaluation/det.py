@@ -1,0 +1,277 @@
+"""Faster R-CNN / Mask R-CNN with a ResNet-FPN backbone, fine-tuned (COCO AP; supplementary Table 2).
+
+Model (``torchvision.models.detection``): the pre-trained ResNet (any arch in
+the registry) loaded strictly into torchvision's ResNet (only ``fc.*`` left
+out), an FPN on C2..C5 (plus the max-pool P6), all stages trainable
+(``trainable_layers=5``), standard anchors, RPN, RoI heads; ``task="mask"``
+adds the mask head. Normalisation (``norm``):
+
+- ``syncbn`` (default, supplementary A): BatchNorm trained in the backbone,
+  the FPN and the heads (a 4-conv + 1-fc box head and a 4-conv mask head
+  with BatchNorm, as in torchvision's v2 models and the MoCo/DenseCL
+  detectron2 configs), converted to SyncBatchNorm under torchrun on CUDA.
+  In one process it is ordinary BatchNorm over that process's images.
+- ``bn``: the same, never synchronised.
+- ``frozen``: FrozenBatchNorm in the backbone (statistics and affine fixed to
+  the pre-trained values), no norm in FPN and heads (torchvision's v1 heads).
+
+Training: SGD, momentum 0.9, weight decay 1e-4, ``lr`` for ``batch_size``
+images over all processes (0.02 for 16), linear warm-up from 0.001x over
+``warmup_iters``, x0.1 at the ``lr_steps`` fractions of ``iters`` (1x
+schedule: 90k iterations, steps at 60k and 80k). Images are resized by
+torchvision (shorter side a random choice of ``min_size`` in training, the
+last value in evaluation; longer side at most ``max_size``) and flipped at
+random. Training drops images without a usable annotation.
+``train_fraction`` < 1 keeps a fixed-seed (``subset_seed``) random subset of
+the training images, recorded in the result: 0.1 is the semi-supervised
+setting of supplementary Table 2.
+
+Evaluation: COCO box AP, AP50, AP75 (and mask AP with ``task="mask"``)
+through pycocotools' COCOeval on the whole val split, rank 0 only.
+
+Supplementary Table 2 (semi-supervised, 10% of train2017, 90k iterations)::
+
+    torchrun --nproc_per_node 8 -m densecl eval det --weights ckpt.pt --data coco \
+        --train-split train2017 --val-split val2017 --task mask --train-fraction 0.1 \
+        --iters 90000 --batch-size 16 --lr 0.02 --min-size 640,672,704,736,768,800 --workers 8
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+from torchvision.models.detection import FasterRCNN, MaskRCNN
+from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
+from torchvision.models.detection.faster_rcnn import FastRCNNConvFCHead
+from torchvision.models.detection.mask_rcnn import MaskRCNNHeads
+from torchvision.models.detection.rpn import RPNHead
+from torchvision.ops.misc import FrozenBatchNorm2d
+from torchvision.transforms import v2
+
+from densecl import distributed
+from densecl.errors import InputError
+from densecl.evaluation.datasets import CocoSplit, read_coco, subset
+from densecl.evaluation.finetune import BatchStream, prepare_model, seed_everything, unwrap
+from densecl.evaluation.metrics import coco_average_precision
+from densecl.evaluation.results import Evaluation
+from densecl.models.backbones import ResNetBackbone, torchvision_classifier
+
+TASKS = ("box", "mask")
+NORMS = ("syncbn", "bn", "frozen")
+
+
+@dataclass(frozen=True)
+class DetConfig:
+    data: str
+    train_split: str = "train"
+    val_split: str = "val"
+    task: str = "box"  # box: Faster R-CNN; mask: Mask R-CNN
+    norm: str = "syncbn"  # syncbn, bn or frozen
+    train_fraction: float = 1.0
+    subset_seed: int = 0
+    iters: int = 90000
+    batch_size: int = 16  # over all processes
+    lr: float = 0.02
+    weight_decay: float = 1e-4
+    warmup_iters: int = 1000
+    lr_steps: tuple[float, ...] = (0.6667, 0.8889)  # fractions of iters
+    min_size: tuple[int, ...] = (800,)
+    max_size: int = 1333
+    workers: int = 4
+    log_every: int = 20
+    device: str = "cpu"
+
+
+def load_data(config: DetConfig) -> tuple[CocoSplit, CocoSplit]:
+    if config.task not in TASKS:
+        raise InputError(f"--task must be one of {', '.join(TASKS)}, got {config.task!r}")
+    if config.norm not in NORMS:
+        raise InputError(f"--norm must be one of {', '.join(NORMS)}, got {config.norm!r}")
+    train = read_coco(config.data, config.train_split, drop_empty=True)
+    val = read_coco(config.data, config.val_split, drop_empty=False)
+    if train.category_ids != val.category_ids:
+        raise InputError(f"{train.annotation_file} and {val.annotation_file} define different categories")
+    keep = subset(len(train), config.train_fraction, config.subset_seed)
+    train.image_ids = [train.image_ids[i] for i in keep]
+    return train, val
+
+
+def build_detector(
+    backbone: ResNetBackbone, arch: str, num_classes: int, task: str, norm: str,
+    min_size: tuple[int, ...] = (800,), max_size: int = 1333,
+) -> nn.Module:
+    """A torchvision Faster / Mask R-CNN whose ResNet trunk holds ``backbone``'s weights.
+
+    Args:
+        num_classes: object classes, background not counted.
+    """
+    resnet = torchvision_classifier(arch)
+    load_trunk(resnet, backbone.state_dict())
+    if norm == "frozen":
+        resnet = freeze_batchnorm(resnet)
+    trained_norm = None if norm == "frozen" else nn.BatchNorm2d
+    body = _resnet_fpn_extractor(resnet, trainable_layers=5, norm_layer=trained_norm)
+    extra = {}
+    if trained_norm is not None:
+        anchors = 3  # one size and three aspect ratios per FPN level (torchvision's default anchors)
+        extra["rpn_head"] = RPNHead(body.out_channels, anchors, conv_depth=2)
+        extra["box_head"] = FastRCNNConvFCHead((body.out_channels, 7, 7), [256] * 4, [1024], norm_layer=trained_norm)
+        if task == "mask":
+            extra["mask_head"] = MaskRCNNHeads(body.out_channels, [256] * 4, 1, norm_layer=trained_norm)
+    detector = MaskRCNN if task == "mask" else FasterRCNN
+    return detector(body, num_classes=num_classes + 1, min_size=min_size, max_size=max_size, **extra)
+
+
+def load_trunk(resnet: nn.Module, state_dict: dict[str, torch.Tensor]) -> None:
+    """Strict load except the classifier: anything else missing or unexpected is an error."""
+    result = resnet.load_state_dict(state_dict, strict=False)
+    missing = [k for k in result.missing_keys if not k.startswith("fc.")]
+    if missing or result.unexpected_keys:
+        raise InputError(
+            f"backbone weights do not fit torchvision's {type(resnet).__name__}: "
+            f"missing {missing or 'none'}, unexpected {result.unexpected_keys or 'none'}"
+        )
+
+
+def freeze_batchnorm(module: nn.Module) -> nn.Module:
+    """Every BatchNorm2d -> FrozenBatchNorm2d with the same statistics and affine values."""
+    if isinstance(module, nn.BatchNorm2d):
+        frozen = FrozenBatchNorm2d(module.num_features, eps=module.eps)
+        for name in ("weight", "bias", "running_mean", "running_var"):
+            getattr(frozen, name).copy_(getattr(module, name).detach())
+        return frozen
+    for name, child in module.named_children():
+        setattr(module, name, freeze_batchnorm(child))
+    return module
+
+
+class DetectionSamples(torch.utils.data.Dataset):
+    """``(index, sample_seed)`` -> (``3 x H x W`` float image in [0, 1], target dict of tensors), flipped at random."""
+
+    def __init__(self, split: CocoSplit, masks: bool, flip: bool) -> None:
+        self.split, self.masks, self.flip = split, masks, flip
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def __getitem__(self, item: tuple[int, int]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        index, sample_seed = item
+        image, target = self.split.load(index, with_masks=self.masks)
+        x = v2.functional.to_dtype(v2.functional.to_image(image), torch.float32, scale=True)  # 3 x H x W
+        t = {k: torch.from_numpy(v) for k, v in target.items()}
+        if self.flip and np.random.default_rng(sample_seed).random() < 0.5:
+            x = x.flip(-1)
+            width = x.shape[-1]
+            t["boxes"] = torch.stack([width - t["boxes"][:, 2], t["boxes"][:, 1], width - t["boxes"][:, 0], t["boxes"][:, 3]], 1)
+            if "masks" in t:
+                t["masks"] = t["masks"].flip(-1)
+        return x, t
+
+
+def _as_lists(batch):
+    return [x for x, _ in batch], [t for _, t in batch]
+
+
+def lr_at(step: int, config: DetConfig) -> float:
+    """Linear warm-up from 0.001x, then x0.1 at each step fraction."""
+    decay = 0.1 ** sum(step >= round(f * config.iters) for f in config.lr_steps)
+    if step < config.warmup_iters:
+        alpha = step / config.warmup_iters
+        return config.lr * decay * (0.001 * (1 - alpha) + alpha)
+    return config.lr * decay
+
+
+def evaluate(backbone: ResNetBackbone, data: tuple[CocoSplit, CocoSplit], config: DetConfig, seeds: list[int]) -> Evaluation:
+    train, val = data
+    arch = _arch_of(backbone)
+    per_seed = []
+    for seed in seeds:
+        seed_everything(seed)
+        model = build_detector(
+            copy.deepcopy(backbone), arch, train.num_classes, config.task, config.norm, config.min_size, config.max_size
+        )
+        model = prepare_model(model, config.device, config.norm == "syncbn")
+        _train(model, train, config, seed)
+        if distributed.rank() == 0:
+            per_seed.append(_validate(unwrap(model), val, config))
+        distributed.barrier()
+    headline = ["bbox_AP", "segm_AP"] if config.task == "mask" else ["bbox_AP"]
+    data_info = {
+        "root": str(config.data), "train_split": config.train_split, "val_split": config.val_split,
+        "n_train": len(train), "n_val": len(val), "classes": list(train.classes),
+        "train_fraction": config.train_fraction, "subset_seed": config.subset_seed,
+        "train_image_ids": train.image_ids if config.train_fraction < 1 else "all with annotations",
+        "world_size": distributed.world_size(),
+    }
+    return Evaluation(headline=headline, per_seed=per_seed, data=data_info)
+
+
+def _arch_of(backbone: ResNetBackbone) -> str:
+    from densecl.weights import guess_arch
+
+    arch = guess_arch(backbone.state_dict())
+    if arch is None:
+        raise ValueError("the backbone matches no registered architecture")
+    return arch
+
+
+def _train(model: nn.Module, split: CocoSplit, config: DetConfig, seed: int) -> None:
+    loader = torch.utils.data.DataLoader(
+        DetectionSamples(split, masks=config.task == "mask", flip=True),
+        batch_sampler=BatchStream(len(split), config.batch_size, config.iters, seed),
+        num_workers=config.workers,
+        collate_fn=_as_lists,
+    )
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.SGD(params, lr=config.lr, momentum=0.9, weight_decay=config.weight_decay)
+    model.train()
+    start = time.perf_counter()
+    for step, (images, targets) in enumerate(loader):
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step, config)
+        images = [x.to(config.device, non_blocking=True) for x in images]
+        targets = [{k: v.to(config.device, non_blocking=True) for k, v in t.items()} for t in targets]
+        losses = model(images, targets)  # dict of scalar losses
+        loss = sum(losses.values())
+        if not math.isfinite(loss.item()):
+            raise FloatingPointError(f"det: loss is {loss.item()} at iteration {step}; lower --lr or raise --warmup-iters")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if distributed.rank() == 0 and config.log_every and (step + 1) % config.log_every == 0:
+            parts = " ".join(f"{k} {v.item():.3f}" for k, v in losses.items())
+            print(f"det iter {step + 1}/{config.iters} loss {loss.item():.3f} ({parts}) "
+                  f"lr {optimizer.param_groups[0]['lr']:.5f} ({time.perf_counter() - start:.0f} s)", flush=True)
+
+
+@torch.no_grad()
+def _validate(model: nn.Module, split: CocoSplit, config: DetConfig) -> dict[str, float | None]:
+    """COCO AP of ``model`` on every image of ``split``."""
+    from pycocotools import mask as mask_utils
+
+    model.eval()
+    dataset = DetectionSamples(split, masks=False, flip=False)
+    boxes, segms = [], []
+    for i in range(len(split)):
+        image_id = split.image_ids[i]
+        x, _ = dataset[(i, 0)]
+        out = model([x.to(config.device)])[0]  # boxes N x 4 xyxy in image pixels, labels N, scores N, masks N x 1 x H x W
+        category = [split.category_ids[int(k) - 1] for k in out["labels"].tolist()]
+        for b, c, s in zip(out["boxes"].tolist(), category, out["scores"].tolist()):
+            boxes.append({"image_id": image_id, "category_id": c, "bbox": [b[0], b[1], b[2] - b[0], b[3] - b[1]], "score": s})
+        if config.task == "mask":
+            binary = (out["masks"][:, 0] > 0.5).cpu().numpy().astype(np.uint8)  # N x H x W
+            for m, c, s in zip(binary, category, out["scores"].tolist()):
+                rle = mask_utils.encode(np.asfortranarray(m))
+                rle["counts"] = rle["counts"].decode("ascii")
+                segms.append({"image_id": image_id, "category_id": c, "segmentation": rle, "score": s})
+    metrics = {f"bbox_{k}": v for k, v in coco_average_precision(split.coco, boxes, "bbox").items()}
+    if config.task == "mask":
+        metrics.update({f"segm_{k}": v for k, v in coco_average_precision(split.coco, segms, "segm").items()})
+    return metrics

@@ -1,0 +1,111 @@
+"""Linear classification on frozen pooled features (top-1).
+
+Features are extracted once (frozen backbone, eval mode, centre crop, no
+augmentation), then a single ``nn.Linear`` is trained on them with softmax
+cross-entropy: SGD with momentum 0.9, cosine learning rate, ``epochs`` passes.
+Each feature dimension is first standardised with the train split's mean and
+standard deviation, a fixed affine map that makes one learning rate work for
+any backbone (it is the non-affine BatchNorm of MAE's linear probe, frozen).
+
+This is the fast, precomputed variant, not MoCo's 100-epoch linear
+evaluation with random-resized-crop augmentation on ImageNet; numbers are
+comparable between backbones evaluated here, not to the paper's ImageNet
+linear accuracy. Single-label data only.
+
+CPU example::
+
+    densecl eval linear --weights runs/demo/checkpoint.pt --data runs/scenes-folder --image-size 96
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from densecl.evaluation.datasets import ClassificationSplit, describe_splits, read_classification_splits
+from densecl.evaluation.features import parse_stage, train_val_features
+from densecl.evaluation.metrics import top1_accuracy
+from densecl.evaluation.results import Evaluation
+from densecl.models.backbones import ResNetBackbone
+
+
+@dataclass(frozen=True)
+class LinearConfig:
+    data: str
+    train_split: str = "train"
+    val_split: str = "val"
+    stage: str = "c5"
+    image_size: int = 224
+    epochs: int = 100
+    lr: float = 0.1
+    weight_decay: float = 0.0
+    batch_size: int = 256  # for the classifier; feature extraction uses extract_batch_size
+    extract_batch_size: int = 64
+    workers: int = 4
+    device: str = "cpu"
+
+
+def load_data(config: LinearConfig) -> tuple[ClassificationSplit, ClassificationSplit]:
+    train, val = read_classification_splits(config.data, config.train_split, config.val_split)
+    train.labels(), val.labels()  # single-label, or an InputError before any model is built
+    return train, val
+
+
+def train_linear(
+    x: torch.Tensor, y: torch.Tensor, num_classes: int, config: LinearConfig, seed: int
+) -> nn.Module:
+    """Fits ``standardise -> Linear`` to ``N x C`` features and ``N`` labels."""
+    generator = torch.Generator().manual_seed(seed)
+    mean, std = x.mean(dim=0), x.std(dim=0).clamp(min=1e-6)  # C each
+    classifier = nn.Linear(x.shape[1], num_classes)
+    with torch.no_grad():
+        bound = 1 / math.sqrt(x.shape[1])
+        classifier.weight.uniform_(-bound, bound, generator=generator)
+        classifier.bias.zero_()
+    model = nn.Sequential(_Standardise(mean, std), classifier)
+    optimizer = torch.optim.SGD(classifier.parameters(), lr=config.lr, momentum=0.9, weight_decay=config.weight_decay)
+    steps_per_epoch = math.ceil(x.shape[0] / config.batch_size)
+    total = config.epochs * steps_per_epoch
+    step = 0
+    for _ in range(config.epochs):
+        for idx in torch.randperm(x.shape[0], generator=generator).split(config.batch_size):
+            for group in optimizer.param_groups:  # cosine schedule, a pure function of the step
+                group["lr"] = config.lr * 0.5 * (1 + math.cos(math.pi * step / total))
+            loss = F.cross_entropy(model(x[idx]), y[idx])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            step += 1
+    return model.eval()
+
+
+class _Standardise(nn.Module):
+    def __init__(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("mean", mean)
+        self.register_buffer("std", std)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
+def evaluate(
+    backbone: ResNetBackbone, data: tuple[ClassificationSplit, ClassificationSplit], config: LinearConfig, seeds: list[int]
+) -> Evaluation:
+    train, val = data
+    x_train, x_val = train_val_features(
+        backbone, train.paths, val.paths, image_size=config.image_size, stage=parse_stage(config.stage),
+        batch_size=config.extract_batch_size, workers=config.workers, device=config.device,
+    )
+    y_train, y_val = torch.from_numpy(train.labels()), torch.from_numpy(val.labels())
+    per_seed = []
+    for seed in seeds:
+        model = train_linear(x_train, y_train, len(train.classes), config, seed)
+        with torch.no_grad():
+            per_seed.append({"top1": top1_accuracy(model(x_val).argmax(dim=1), y_val)})
+    data_info = describe_splits(config.data, train, val, config.train_split, config.val_split)
+    return Evaluation(headline=["top1"], per_seed=per_seed, data=data_info)

@@ -1,0 +1,221 @@
+"""FCN semantic segmentation, all layers fine-tuned (mIoU; the paper's VOC / Cityscapes tables).
+
+Model: the pre-trained backbone, dilated to ``output_stride`` 8 by default
+(layer3 at rate 2, layer4 at rate 4: strides become dilations, the weights
+are unchanged, as in mmsegmentation's FCN-D8 and torchvision's FCN), the
+first 7x7 convolution kept (supplementary A), and a torchvision-style FCN
+head on C5: 3x3 conv (C -> C/4), BatchNorm, ReLU, dropout 0.1, 1x1 conv
+(C/4 -> K). Logits are bilinearly upsampled to the input size. No auxiliary
+head. ``output_stride`` 16 or 32 dilates less or not at all. Dilation of
+ResNet-18/34's basic blocks follows the same rule (torchvision itself only
+dilates bottlenecks).
+
+Training (mmsegmentation's schedule): SGD, momentum 0.9, weight decay 5e-4
+on all parameters, poly learning rate (power 0.9, floor 1e-4), ``iters``
+iterations of ``batch_size`` images in total over all processes; every image
+randomly rescaled by [0.5, 2], padded (label 255) to at least the crop,
+randomly cropped to ``crop`` x ``crop`` and flipped. Cross-entropy, 255
+ignored. Under torchrun, BatchNorm becomes SyncBatchNorm (``--sync-bn``, on
+by default; CUDA only) and the model is wrapped in DDP.
+
+Evaluation: whole-image inference at the original size (mmseg slides a
+window for Cityscapes; not done here), confusion matrix, mIoU over classes
+present in the val labels. Rank 0 evaluates; the others wait.
+
+Supplementary recipe (batch 16, SyncBN; crop 512 VOC / 769 Cityscapes)::
+
+    torchrun --nproc_per_node 4 -m densecl eval seg-finetune --weights ckpt.pt \
+        --data VOCdevkit/VOC2012 --train-split train_aug --crop 512 --batch-size 16 --iters 20000
+    torchrun --nproc_per_node 8 -m densecl eval seg-finetune --weights ckpt.pt \
+        --data cityscapes_voc --crop 769 --batch-size 16 --iters 40000 --num-classes 19
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+
+from densecl import distributed
+from densecl.evaluation.datasets import IGNORE_INDEX, SegmentationSplit, read_segmentation, segmentation_tensors
+from densecl.evaluation.finetune import BatchStream, prepare_model, seed_everything, unwrap
+from densecl.evaluation.metrics import confusion_matrix, iou_from_confusion
+from densecl.evaluation.results import Evaluation, warn_absent_classes
+from densecl.models.backbones import STAGES, ResNetBackbone
+
+
+@dataclass(frozen=True)
+class SegFinetuneConfig:
+    data: str
+    train_split: str = "train"
+    val_split: str = "val"
+    num_classes: int | None = None  # None: classes.txt, else the 21 VOC classes
+    output_stride: int = 8  # 8, 16 or 32
+    crop: int = 512
+    scale_min: float = 0.5
+    scale_max: float = 2.0
+    batch_size: int = 16  # over all processes
+    iters: int = 20000
+    lr: float = 0.01
+    weight_decay: float = 5e-4
+    poly_power: float = 0.9
+    min_lr: float = 1e-4
+    dropout: float = 0.1
+    sync_bn: bool = True
+    workers: int = 4
+    log_every: int = 50
+    device: str = "cpu"
+
+
+def load_data(config: SegFinetuneConfig) -> tuple[SegmentationSplit, SegmentationSplit]:
+    train = read_segmentation(config.data, config.train_split, config.num_classes)
+    val = read_segmentation(config.data, config.val_split, config.num_classes)
+    for split in (train, val):  # every label read once: a bad mask fails now, not at iteration 9000
+        split.check(workers=max(1, config.workers))
+    return train, val
+
+
+def dilate(backbone: ResNetBackbone, output_stride: int) -> ResNetBackbone:
+    """Replaces the strides of the last stages by dilation, in place; weights are unchanged.
+
+    The first block of a dilated stage keeps the previous rate in its 3x3
+    convolutions and the later blocks use the new one (torchvision's rule).
+    """
+    rates = {32: (1, 1), 16: (1, 2), 8: (2, 4)}
+    if output_stride not in rates:
+        raise ValueError(f"output_stride must be 8, 16 or 32, got {output_stride}")
+    previous = 1
+    for stage_name, rate in zip(STAGES[2:], rates[output_stride]):
+        if rate == 1:
+            continue
+        for b, block in enumerate(getattr(backbone, stage_name)):
+            block_rate = previous if b == 0 else rate
+            for conv in (m for m in block.modules() if isinstance(m, nn.Conv2d)):
+                if conv.stride == (2, 2):
+                    conv.stride = (1, 1)
+                if conv.kernel_size == (3, 3):
+                    conv.dilation, conv.padding = (block_rate, block_rate), (block_rate, block_rate)
+        previous = rate
+    return backbone
+
+
+class FCN(nn.Module):
+    """Backbone + FCN head; ``B x 3 x H x W`` -> ``B x K x H x W`` logits."""
+
+    def __init__(self, backbone: ResNetBackbone, num_classes: int, dropout: float = 0.1) -> None:
+        super().__init__()
+        c = backbone.out_channels
+        self.backbone = backbone
+        self.head = nn.Sequential(
+            nn.Conv2d(c, c // 4, kernel_size=3, padding=1, bias=False),
+            nn.BatchNorm2d(c // 4),
+            nn.ReLU(inplace=True),
+            nn.Dropout(dropout),
+            nn.Conv2d(c // 4, num_classes, kernel_size=1),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = self.head(self.backbone(x))  # B x K x H/os x W/os
+        return F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
+
+
+class RandomCrops(torch.utils.data.Dataset):
+    """Training samples: ``(index, sample_seed)`` -> (``3 x crop x crop`` image, ``crop x crop`` label)."""
+
+    def __init__(self, split: SegmentationSplit, crop: int, scale: tuple[float, float]) -> None:
+        self.split, self.crop, self.scale = split, crop, scale
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def __getitem__(self, item: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        index, sample_seed = item
+        rng = np.random.default_rng(sample_seed)
+        image, label = self.split.load(index)
+        s = rng.uniform(*self.scale)
+        size = (max(1, round(image.width * s)), max(1, round(image.height * s)))
+        image = image.resize(size, Image.Resampling.BILINEAR)
+        label = np.asarray(Image.fromarray(label).resize(size, Image.Resampling.NEAREST))
+        x, y = segmentation_tensors(image, label, 0)  # 3 x H x W normalised, H x W uint8
+        pad_h, pad_w = max(self.crop - y.shape[0], 0), max(self.crop - y.shape[1], 0)
+        x = F.pad(x, (0, pad_w, 0, pad_h), value=0.0)  # 0 = the mean colour after normalisation
+        y = F.pad(y, (0, pad_w, 0, pad_h), value=IGNORE_INDEX)
+        top = int(rng.integers(0, y.shape[0] - self.crop + 1))
+        left = int(rng.integers(0, y.shape[1] - self.crop + 1))
+        x, y = x[:, top : top + self.crop, left : left + self.crop], y[top : top + self.crop, left : left + self.crop]
+        if rng.random() < 0.5:
+            x, y = x.flip(-1), y.flip(-1)
+        return x.contiguous(), y.long().contiguous()
+
+
+def poly_lr(step: int, total: int, config: SegFinetuneConfig) -> float:
+    return (config.lr - config.min_lr) * (1 - step / total) ** config.poly_power + config.min_lr
+
+
+def evaluate(
+    backbone: ResNetBackbone, data: tuple[SegmentationSplit, SegmentationSplit], config: SegFinetuneConfig, seeds: list[int]
+) -> Evaluation:
+    train, val = data
+    per_seed, details = [], []
+    for seed in seeds:
+        seed_everything(seed)
+        model = FCN(dilate(copy.deepcopy(backbone), config.output_stride), train.num_classes, config.dropout)
+        model = prepare_model(model, config.device, config.sync_bn)
+        _train(model, train, config, seed)
+        if distributed.rank() == 0:
+            iou = _validate(unwrap(model), val, config)
+            if seed == seeds[0]:
+                warn_absent_classes(val.classes, iou.present, config.val_split)
+            per_seed.append({"mIoU": iou.mean, "pixel_acc": iou.pixel_accuracy})
+            details.append({"seed": seed, "iou": dict(zip(val.classes, iou.per_class))})
+        distributed.barrier()
+    data_info = {
+        "root": str(config.data), "train_split": config.train_split, "val_split": config.val_split,
+        "n_train": len(train), "n_val": len(val), "classes": list(train.classes),
+        "world_size": distributed.world_size(),
+    }
+    return Evaluation(headline=["mIoU"], per_seed=per_seed, details=details, data=data_info)
+
+
+def _train(model: nn.Module, split: SegmentationSplit, config: SegFinetuneConfig, seed: int) -> None:
+    loader = torch.utils.data.DataLoader(
+        RandomCrops(split, config.crop, (config.scale_min, config.scale_max)),
+        batch_sampler=BatchStream(len(split), config.batch_size, config.iters, seed),
+        num_workers=config.workers,
+        pin_memory=config.device.startswith("cuda"),
+    )
+    optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=0.9, weight_decay=config.weight_decay)
+    model.train()
+    start = time.perf_counter()
+    for step, (x, y) in enumerate(loader):
+        for group in optimizer.param_groups:
+            group["lr"] = poly_lr(step, config.iters, config)
+        x, y = x.to(config.device, non_blocking=True), y.to(config.device, non_blocking=True)
+        loss = F.cross_entropy(model(x), y, ignore_index=IGNORE_INDEX)  # B x K x H x W vs B x H x W
+        if not math.isfinite(loss.item()):
+            raise FloatingPointError(f"seg-finetune: loss is {loss.item()} at iteration {step}; lower --lr")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if distributed.rank() == 0 and config.log_every and (step + 1) % config.log_every == 0:
+            print(f"seg-finetune iter {step + 1}/{config.iters} loss {loss.item():.4f} "
+                  f"lr {optimizer.param_groups[0]['lr']:.5f} ({time.perf_counter() - start:.0f} s)", flush=True)
+
+
+@torch.no_grad()
+def _validate(model: nn.Module, split: SegmentationSplit, config: SegFinetuneConfig):
+    model.eval()
+    k = split.num_classes
+    cm = torch.zeros(k, k, dtype=torch.int64)
+    for i in range(len(split)):
+        x, y = segmentation_tensors(*split.load(i), 0)
+        pred = model(x[None].to(config.device)).argmax(dim=1)[0].cpu()  # H x W
+        cm += confusion_matrix(pred, y, k, IGNORE_INDEX)
+    return iou_from_confusion(cm)

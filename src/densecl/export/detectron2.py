@@ -1,0 +1,79 @@
+"""detectron2: a pickle ``{"model": {name: ndarray}, "__author__": ..., "matching_heuristics": True}``.
+
+Names follow detectron2's ResNet (``stem.conv1``, ``stem.conv1.norm``,
+``res2.0.conv1``, ``res2.0.conv1.norm``, ``res2.0.shortcut``,
+``res2.0.shortcut.norm``, ... ``res5``; see
+:func:`densecl.weights.torchvision_to_detectron2`). ``num_batches_tracked`` has
+no detectron2 counterpart and is left out. ``matching_heuristics`` lets
+detectron2's checkpointer match ``stem.conv1.weight`` to
+``backbone.bottom_up.stem.conv1.weight`` and friends.
+
+The weights are torchvision-style, so the config must say so: RGB input scaled
+to [0, 255] with torchvision's mean and std, the stride in the 3x3 conv
+(``STRIDE_IN_1X1: False``), and (the MoCo/DenseCL fine-tuning protocol)
+synchronised BN and no frozen stages. :func:`usage` writes the snippet for the
+exported architecture.
+"""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+
+from densecl.errors import InputError
+from densecl.weights import BackboneWeights, resnet_shape, torchvision_to_detectron2
+
+SUMMARY = "detectron2 names, numpy arrays, pickled (.pkl); prints the config to fine-tune it"
+
+
+def convert(state_dict: dict) -> dict:
+    """torchvision names -> detectron2 names; every key placed except ``num_batches_tracked``."""
+    out = {}
+    for key, value in state_dict.items():
+        name = torchvision_to_detectron2(key)
+        if name is None:
+            if key.endswith(".num_batches_tracked"):
+                continue
+            raise InputError(f"backbone key {key} has no detectron2 name; only torchvision ResNets can be exported")
+        out[name] = value
+    return out
+
+
+def write(weights: BackboneWeights, path: Path) -> None:
+    model = {k: np.ascontiguousarray(v.detach().cpu().numpy()) for k, v in convert(weights.state_dict).items()}
+    payload = {"model": model, "__author__": f"densecl ({weights.source_format} {weights.arch})", "matching_heuristics": True}
+    with open(path, "wb") as f:
+        pickle.dump(payload, f, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def config(path: Path | str, weights: BackboneWeights) -> str:
+    """The YAML lines to fine-tune these weights in detectron2."""
+    shape = resnet_shape(weights.state_dict)
+    resnets = [f"    DEPTH: {shape.depth}", "    STRIDE_IN_1X1: False  # torchvision puts the stride in the 3x3 conv"]
+    if shape.bottleneck:
+        resnets.append(f"    NUM_GROUPS: {shape.groups}")
+        resnets.append(f"    WIDTH_PER_GROUP: {shape.width_per_group}")
+    else:
+        resnets.append("    RES2_OUT_CHANNELS: 64  # required by R18/R34")
+    resnets.append('    NORM: "SyncBN"')
+    return "\n".join(
+        [
+            "MODEL:",
+            f'  WEIGHTS: "{path}"',
+            "  PIXEL_MEAN: [123.675, 116.280, 103.530]",
+            "  PIXEL_STD: [58.395, 57.120, 57.375]",
+            "  BACKBONE:",
+            "    FREEZE_AT: 0  # fine-tune every stage",
+            "  RESNETS:",
+            *resnets,
+            "  # the MoCo/DenseCL protocol also normalises the heads with SyncBN: FPN.NORM, ROI_BOX_HEAD.NORM",
+            "INPUT:",
+            '  FORMAT: "RGB"',
+        ]
+    )
+
+
+def usage(path: Path, weights: BackboneWeights) -> str:
+    return "# detectron2 config (merge into your model's YAML)\n" + config(path, weights)

@@ -1,0 +1,41 @@
+"""safetensors: torchvision ResNet names (no ``fc``) in a ``.safetensors`` file.
+
+Readable without pickle: ``safetensors.torch.load_file(PATH)`` gives the same
+flat dict as the torchvision export; timm's file route reads it too (it picks
+the reader by the ``.safetensors`` suffix). mmengine's checkpoint loader does not
+read safetensors: use ``--format mmlab`` for OpenMMLab.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from densecl.errors import InputError
+from densecl.export.torchvision import plain_state_dict
+from densecl.weights import BackboneWeights
+
+SUMMARY = "torchvision names in a .safetensors file (torchvision, timm)"
+
+
+def write(weights: BackboneWeights, path: Path) -> None:
+    try:
+        from safetensors.torch import save_file
+    except ImportError as e:
+        raise InputError("--format safetensors needs the safetensors package; pip install safetensors") from e
+    metadata = {
+        "format": "pt",
+        "layout": "torchvision",
+        "arch": str(weights.arch),
+        "source_format": weights.source_format,
+    }
+    save_file(plain_state_dict(weights), str(path), metadata=metadata)
+
+
+def usage(path: Path, weights: BackboneWeights) -> str:
+    return (
+        f'state_dict = safetensors.torch.load_file("{path}")\n'
+        f"model = torchvision.models.{weights.arch}()\n"
+        "model.load_state_dict(state_dict, strict=False)  # missing: fc.weight, fc.bias\n"
+        f'# or: timm.create_model("{weights.arch}", pretrained=True, '
+        f'pretrained_cfg_overlay=dict(file="{path}", num_classes=0))'
+    )

@@ -1,0 +1,1 @@
+"""Backbones, heads, queues and the assembled DenseCL model."""

@@ -1,0 +1,152 @@
+"""DenseCL: Dense Contrastive Learning (Wang et al., CVPR 2021), MoCo-v2 when lambda = 0.
+
+One training step, in the order of the paper and the authors' code::
+
+    q, r, f_q  = encoder(im_q)                      # global, dense, backbone grid
+    momentum_encoder <- m * momentum_encoder + (1 - m) * encoder   # EMA, params only
+    k, t, f_k  = momentum_encoder(shuffle(im_k))    # no gradient, unshuffled after
+    L_global   = InfoNCE(q, k, queue)               # MoCo-v2
+    L_dense    = InfoNCE(r_i, t_j*(i), queue2)      # j*(i) = argmax_j cos(f_q_i, f_k_j)
+    L          = (1 - lambda) L_global + lambda L_dense
+    enqueue(queue, gather(k)); enqueue(queue2, gather(normalize(mean_s t_raw)))
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from densecl import distributed, losses
+from densecl.models import authors_layout
+from densecl.models.backbones import build_backbone
+from densecl.models.heads import Encoder, EncoderOutput
+from densecl.models.queue import KeyQueue
+
+
+class DenseCLOutput(NamedTuple):
+    loss: torch.Tensor  # (1 - lambda) * loss_global + lambda * loss_dense
+    loss_global: torch.Tensor  # unweighted InfoNCE of the global head
+    loss_dense: torch.Tensor  # unweighted dense InfoNCE
+
+
+class DenseCL(nn.Module):
+    """DenseCL with a ResNet backbone; ``loss_lambda=0`` is MoCo-v2 in the same code.
+
+    Args:
+        arch: backbone name from :data:`densecl.models.backbones.BACKBONES`.
+        hidden_dim: hidden width of both heads (2048 in the paper).
+        out_dim: embedding size of both heads (128 in the paper).
+        queue_len: negatives per queue (65536 in the paper).
+        momentum: EMA momentum ``m`` of the key encoder.
+        temperature: ``tau`` of both InfoNCE losses.
+        loss_lambda: weight ``lambda`` of the dense loss.
+        num_grid: pool the dense head input to ``G x G`` (``None``: the C5 grid).
+        backbone: use this module instead of building ``arch`` (must keep the
+            backbone contract: ``forward`` -> C5 map, ``out_channels``).
+    """
+
+    def __init__(
+        self,
+        arch: str = "resnet50",
+        hidden_dim: int = 2048,
+        out_dim: int = 128,
+        queue_len: int = 65536,
+        momentum: float = 0.999,
+        temperature: float = 0.2,
+        loss_lambda: float = 0.5,
+        num_grid: int | None = None,
+        backbone: nn.Module | None = None,
+    ) -> None:
+        super().__init__()
+        _check(0.0 <= momentum <= 1.0, f"momentum must be in [0, 1], got {momentum}")
+        _check(0.0 <= loss_lambda <= 1.0, f"loss_lambda must be in [0, 1], got {loss_lambda}")
+        _check(temperature > 0, f"temperature must be positive, got {temperature}")
+        _check(queue_len > 0 and hidden_dim > 0 and out_dim > 0, "queue_len, hidden_dim and out_dim must be positive")
+        _check(num_grid is None or num_grid >= 1, f"num_grid must be None or >= 1, got {num_grid}")
+        self.arch, self.momentum, self.temperature, self.loss_lambda = arch, momentum, temperature, loss_lambda
+
+        self.encoder = Encoder(backbone or build_backbone(arch), hidden_dim, out_dim, num_grid)
+        self.momentum_encoder = copy.deepcopy(self.encoder)  # starts as a copy, then EMA only
+        self.momentum_encoder.requires_grad_(False)
+        self.global_queue = KeyQueue(out_dim, queue_len)  # MoCo's queue: one key per past image
+        self.dense_queue = KeyQueue(out_dim, queue_len)  # pooled key dense vectors of past images
+
+    def forward(
+        self, im_q: torch.Tensor, im_k: torch.Tensor, momentum: float | None = None, loss_lambda: float | None = None
+    ) -> DenseCLOutput:
+        """One DenseCL step on two views ``N x 3 x H x W``.
+
+        In train mode the key encoder is first moved by EMA and the keys are
+        enqueued last; in eval mode both are left alone (a validation loss).
+        ``momentum`` and ``loss_lambda`` override the constructor's values for
+        this step (schedules are the caller's business).
+        """
+        m = self.momentum if momentum is None else momentum
+        lam = self.loss_lambda if loss_lambda is None else loss_lambda
+
+        q, r, f_q = self.encoder(im_q)  # N x D, N x D x S, N x C x S
+
+        with torch.no_grad():
+            if self.training:
+                self._momentum_update(m)
+            im_k, unshuffle = distributed.batch_shuffle(im_k)  # shuffle-BN across ranks
+            k, t, f_k = EncoderOutput(*(distributed.batch_unshuffle(x, unshuffle) for x in self.momentum_encoder(im_k)))
+
+        # normalisation, logits and softmax in fp32 even under autocast
+        with torch.autocast(im_q.device.type, enabled=False):
+            q, r, f_q, k, t, f_k = (_fp32(x) for x in (q, r, f_q, k, t, f_k))
+            k_pooled = _unit(t.mean(dim=2))  # N x D: mean of the UNnormalised dense keys
+            q, r, f_q, k, t, f_k = (_unit(x) for x in (q, r, f_q, k, t, f_k))  # along channels
+            # the queues as they were before this step's enqueue (cloned: enqueue writes in place)
+            loss_global = losses.info_nce(q, k, self.global_queue.keys.clone(), self.temperature)
+            loss_dense = losses.dense_info_nce(r, t, f_q, f_k, self.dense_queue.keys.clone(), self.temperature)
+            loss = (1 - lam) * loss_global + lam * loss_dense
+
+        if self.training:
+            self.global_queue.enqueue(distributed.concat_all_gather(k))
+            self.dense_queue.enqueue(distributed.concat_all_gather(k_pooled))
+        return DenseCLOutput(loss, loss_global, loss_dense)
+
+    @torch.no_grad()
+    def _momentum_update(self, m: float) -> None:
+        """``theta_k <- m * theta_k + (1 - m) * theta_q`` over parameters (not BN statistics)."""
+        k_params = list(self.momentum_encoder.parameters())
+        q_params = [p.detach() for p in self.encoder.parameters()]
+        torch._foreach_mul_(k_params, m)
+        torch._foreach_add_(k_params, q_params, alpha=1 - m)
+
+    @property
+    def backbone(self) -> nn.Module:
+        """The query (online) backbone: the network people fine-tune."""
+        return self.encoder.backbone
+
+    def load_authors_state_dict(self, state_dict: dict[str, torch.Tensor]) -> None:
+        """Loads, strictly, a checkpoint in the authors' layout (``encoder_q.0.*``, ``queue2``, ...).
+
+        The momentum encoder keeps its own weights as stored. Accepts the bare
+        state dict or a checkpoint with a ``state_dict`` entry.
+        """
+        self.load_state_dict(authors_layout.from_authors(state_dict), strict=True)
+
+    def authors_state_dict(self) -> dict[str, torch.Tensor]:
+        """This model's state in the authors' key layout (the inverse of the loader)."""
+        return authors_layout.to_authors(self.state_dict())
+
+
+def _fp32(x: torch.Tensor) -> torch.Tensor:
+    """Half precision up to float32; float32 and float64 stay as they are."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
+def _unit(x: torch.Tensor) -> torch.Tensor:
+    """L2-normalises along dim 1, the channels of ``N x D`` and ``N x D x S`` tensors."""
+    return F.normalize(x, dim=1)
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise ValueError(message)

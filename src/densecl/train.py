@@ -1,0 +1,238 @@
+"""``densecl pretrain``: a straight run of setup steps, then the epoch loop.
+
+    densecl pretrain --config demo_cpu                       # CPU, embedded scenes
+    densecl pretrain --config densecl_r50_coco_800ep --data /data/coco/train2017
+    torchrun --nproc_per_node 8 -m densecl pretrain --config densecl_r50_imagenet_200ep --data /data/imagenet/train
+    densecl pretrain --resume runs/demo/checkpoint.pt        # continue exactly where it stopped
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn.parallel import DistributedDataParallel
+
+from densecl import checkpoint, distributed
+from densecl.config import PretrainConfig, c5_side
+from densecl.data.datasets import TwoViewDataset, image_source
+from densecl.data.sampler import EpochSampler
+from densecl.data.transforms import TwoViews, moco_v2_view
+from densecl.engine import LoopState, Precision, train_one_epoch
+from densecl.errors import InputError
+from densecl.metrics import MetricsLog
+from densecl.models.densecl import DenseCL
+
+CHECKPOINT_NAME = "checkpoint.pt"
+
+
+def pretrain(cfg: PretrainConfig, resume: dict | None = None) -> Path:
+    """Trains DenseCL (MoCo-v2 if ``loss_lambda == 0``) and returns the checkpoint path.
+
+    Args:
+        cfg: the resolved configuration.
+        resume: a state from :func:`densecl.checkpoint.load` to continue from.
+    """
+    device = resolve_device(cfg.device)
+    info = distributed.setup(device.type)
+    if device.type == "cuda":
+        device = torch.device("cuda", info.local_rank)
+    cfg.validate(info.world_size)
+    precision = resolve_precision(cfg.precision, device)
+    run_dir = Path(cfg.output_dir)
+    say = print if info.is_main else (lambda *a, **k: None)
+    _seed_everything(cfg.seed, cfg.deterministic)  # same on every rank: identical initial weights and queues
+
+    # data: fail on a bad path before any model is built
+    source = image_source(cfg.data, cfg.scenes_length, cfg.scenes_size, cfg.seed)
+    per_rank_batch = cfg.batch_size // info.world_size
+    sampler = EpochSampler(len(source), per_rank_batch, info.rank, info.world_size, cfg.seed)
+    if sampler.batches_per_epoch == 0:
+        raise InputError(f"{source.origin} has {len(source)} images, fewer than one global batch of {cfg.batch_size}")
+    dataset = TwoViewDataset(source, TwoViews(moco_v2_view(cfg.crop_size, cfg.min_scale)))
+    loader = torch.utils.data.DataLoader(
+        dataset,
+        batch_size=per_rank_batch,
+        sampler=sampler,
+        num_workers=cfg.workers,
+        pin_memory=device.type == "cuda",
+        drop_last=True,
+        persistent_workers=cfg.workers > 0,
+        prefetch_factor=4 if cfg.workers > 0 else None,
+    )
+    iters_per_epoch = sampler.batches_per_epoch
+    total_steps = cfg.epochs * iters_per_epoch
+
+    # model, optimizer, precision
+    model = DenseCL(
+        cfg.arch, cfg.hidden_dim, cfg.out_dim, cfg.queue_len, cfg.momentum, cfg.temperature, cfg.loss_lambda, cfg.num_grid
+    )
+    if cfg.init and resume is None:
+        _init_backbone(model, cfg.init)
+    if cfg.sync_bn and info.world_size > 1:
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    model.to(device)
+    if cfg.channels_last:
+        model.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.SGD(
+        model.encoder.parameters(), lr=cfg.scaled_lr, momentum=cfg.sgd_momentum, weight_decay=cfg.weight_decay
+    )
+    scaler = torch.amp.GradScaler(device.type) if precision.dtype == torch.float16 else None
+
+    step = 0
+    if resume is not None:
+        step = _restore(resume, model, optimizer, scaler, iters_per_epoch)
+    ddp_model = model
+    if info.world_size > 1:
+        ddp_model = DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False
+        )
+
+    say(f"densecl pretrain: {'resuming at iteration ' + str(step) if resume else 'new run'} in {run_dir}")
+    say(cfg.to_yaml().rstrip())
+    say(
+        f"data: {source.origin}, {len(source)} images, {iters_per_epoch} iterations/epoch, {total_steps} in all | "
+        f"batch {cfg.batch_size} = {info.world_size} x {per_rank_batch} | lr {cfg.lr} for 256 -> {cfg.scaled_lr:g} | "
+        f"{device.type} {precision.name}{' channels_last' if cfg.channels_last else ''} | "
+        f"C5 grid {c5_side(cfg.crop_size)}x{c5_side(cfg.crop_size)}, dense grid {cfg.num_grid or c5_side(cfg.crop_size)}"
+    )
+
+    log = MetricsLog(run_dir, enabled=info.is_main)
+    ckpt_path = run_dir / CHECKPOINT_NAME
+    loop = LoopState(step=step, total_steps=total_steps, stop_requested=_install_stop_handlers())
+
+    def save() -> None:
+        if info.is_main:
+            checkpoint.save(
+                ckpt_path,
+                {
+                    "config": cfg.to_dict(),
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scaler": scaler.state_dict() if scaler else None,
+                    "step": loop.step,
+                    "epoch": loop.step // iters_per_epoch,
+                    "iters_per_epoch": iters_per_epoch,
+                    "world_size": info.world_size,
+                    "rng": checkpoint.rng_state(),
+                },
+            )
+        distributed.barrier()
+
+    t0 = time.time()
+    try:
+        for epoch in range(step // iters_per_epoch, cfg.epochs):
+            if cfg.max_iters is not None and loop.step >= cfg.max_iters:
+                break
+            sampler.epoch, sampler.start_batch = epoch, loop.step - epoch * iters_per_epoch
+            model.train()
+            stopped = train_one_epoch(ddp_model, loader, optimizer, scaler, precision, cfg, epoch, loop, log, save, device)
+            if stopped:
+                break
+            save()
+    finally:
+        log.close()
+    if loop.stop_requested():
+        say(f"densecl pretrain: stopped by signal at iteration {loop.step}; resume with --resume {ckpt_path}")
+    say(f"densecl pretrain: {loop.step} iterations in {time.time() - t0:.0f} s; checkpoint {ckpt_path}, metrics {log.path}")
+    distributed.teardown()
+    return ckpt_path
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise InputError("device cuda was asked for but no CUDA GPU is visible; use --device cpu")
+    return torch.device(name)
+
+
+def resolve_precision(name: str, device: torch.device) -> Precision:
+    """``auto``: bf16 where the hardware computes it natively, fp16 on older GPUs, else fp32."""
+    if name == "auto":
+        if device.type == "cuda":
+            name = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        else:
+            name = "bf16" if _cpu_has_bf16() else "fp32"
+    if name == "fp16" and device.type != "cuda":
+        raise InputError("precision fp16 needs a CUDA GPU; on the CPU use bf16 or fp32")
+    dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[name]
+    return Precision(dtype, device.type)
+
+
+def _cpu_has_bf16() -> bool:
+    check = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
+    amx = getattr(torch.cpu, "_is_amx_tile_supported", None)
+    return bool((check and check()) or (amx and amx()))
+
+
+def _seed_everything(seed: int, deterministic: bool) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    else:
+        torch.backends.cudnn.benchmark = True
+
+
+def _init_backbone(model: DenseCL, source: str) -> None:
+    """Starts both encoders' backbones from pre-trained weights (any format densecl reads)."""
+    from densecl.weights import load_backbone_weights
+
+    weights = load_backbone_weights(source)
+    if weights.arch is not None and weights.arch != model.arch:
+        raise InputError(f"--init {source} holds a {weights.arch} backbone but the config says arch {model.arch}")
+    for encoder in (model.encoder, model.momentum_encoder):
+        _strict_load(encoder.backbone, weights.state_dict, source)
+
+
+def _strict_load(module: torch.nn.Module, state_dict: dict, source: str) -> None:
+    result = module.load_state_dict(state_dict, strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        raise InputError(
+            f"weights {source} do not fit: missing {result.missing_keys[:5]}, unexpected {result.unexpected_keys[:5]}"
+        )
+
+
+def _restore(state: dict, model: DenseCL, optimizer, scaler, iters_per_epoch: int) -> int:
+    if state["iters_per_epoch"] != iters_per_epoch:
+        raise InputError(
+            f"the checkpoint had {state['iters_per_epoch']} iterations per epoch, this run has {iters_per_epoch}: "
+            "resume with the same data and batch size"
+        )
+    model.load_state_dict(state["model"], strict=True)
+    optimizer.load_state_dict(state["optimizer"])
+    if scaler is not None and state.get("scaler"):
+        scaler.load_state_dict(state["scaler"])
+    checkpoint.set_rng_state(state["rng"])
+    return int(state["step"])
+
+
+def _install_stop_handlers():
+    """SIGINT/SIGTERM set a flag; the loop saves at the next iteration boundary and exits.
+
+    A second SIGINT interrupts at once (the last checkpoint stays intact).
+    """
+    received: list[int] = []
+
+    def handler(signum, frame):
+        if received and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        received.append(signum)
+        print(f"\ndensecl: got signal {signum}, saving at the next iteration boundary", file=sys.stderr)
+
+    try:
+        signal.signal(signal.SIGINT, handler)
+        signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread: no handlers, no graceful stop
+        pass
+    return lambda: bool(received)

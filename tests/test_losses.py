@@ -1,0 +1,78 @@
+"""The loss functions against hand-computed values."""
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from densecl import losses
+
+
+def test_info_nce_matches_hand_computed_value():
+    q = torch.tensor([[1.0, 0.0]])
+    k = torch.tensor([[0.6, 0.8]])  # q.k = 0.6
+    queue = torch.tensor([[0.0, -1.0], [1.0, 0.0]])  # columns (0,1) and (-1,0): q.n = 0, -1
+    tau = 0.5
+    expected = -math.log(math.exp(0.6 / tau) / (math.exp(0.6 / tau) + math.exp(0.0) + math.exp(-1.0 / tau)))
+    assert math.isclose(losses.info_nce(q, k, queue, tau).item(), expected, rel_tol=1e-6)
+
+
+def test_info_nce_averages_rows():
+    torch.manual_seed(0)
+    q, k = F.normalize(torch.randn(5, 4), dim=1), F.normalize(torch.randn(5, 4), dim=1)
+    queue = F.normalize(torch.randn(4, 7), dim=0)
+    rows = [losses.info_nce(q[i : i + 1], k[i : i + 1], queue, 0.2) for i in range(5)]
+    assert torch.allclose(losses.info_nce(q, k, queue, 0.2), torch.stack(rows).mean())
+
+
+def test_match_locations_picks_argmax_of_cosine_similarity():
+    # one image, 2 channels; query locations point at 0, 90 and 200 degrees
+    f_q = torch.tensor([[[1.0, 0.0, -0.94], [0.0, 1.0, -0.34]]])  # 1 x 2 x 3
+    # key locations at 100, 10, 180 degrees
+    angles = torch.deg2rad(torch.tensor([100.0, 10.0, 180.0]))
+    f_k = torch.stack([torch.cos(angles), torch.sin(angles)])[None]  # 1 x 2 x 3
+    # 0 deg -> closest 10 deg (index 1); 90 -> 100 (0); 200 -> 180 (2)
+    assert losses.match_locations(f_q, f_k).tolist() == [[1, 0, 2]]
+
+
+def test_match_locations_is_one_way():
+    # both query locations prefer key 0: no mutual check, no one-to-one constraint
+    f_q = F.normalize(torch.tensor([[[1.0, 1.0], [0.1, -0.1]]]), dim=1)
+    f_k = F.normalize(torch.tensor([[[1.0, 0.0], [0.0, 1.0]]]), dim=1)
+    assert losses.match_locations(f_q, f_k).tolist() == [[0, 0]]
+
+
+def test_gather_locations_takes_the_matched_key_columns():
+    t = torch.arange(2 * 3 * 4, dtype=torch.float32).view(2, 3, 4)  # N=2, D=3, T=4
+    index = torch.tensor([[3, 0], [1, 1]])  # N x S, S=2
+    out = losses.gather_locations(t, index)
+    assert out.shape == (2, 3, 2)
+    assert torch.equal(out[0, :, 0], t[0, :, 3]) and torch.equal(out[0, :, 1], t[0, :, 0])
+    assert torch.equal(out[1, :, 0], t[1, :, 1]) and torch.equal(out[1, :, 1], t[1, :, 1])
+
+
+def test_dense_loss_by_hand_on_two_locations():
+    # N=1, S=T=2, D=2. Backbone features swap the locations: query 0 matches key 1.
+    f_q = torch.tensor([[[1.0, 0.0], [0.0, 1.0]]])
+    f_k = torch.tensor([[[0.0, 1.0], [1.0, 0.0]]])
+    r = torch.tensor([[[1.0, 0.0], [0.0, 1.0]]])  # r_0 = (1,0), r_1 = (0,1)
+    t = torch.tensor([[[0.6, 0.8], [0.8, 0.6]]])  # t_0 = (0.6,0.8), t_1 = (0.8,0.6)
+    queue2 = torch.tensor([[1.0], [0.0]])  # one negative, (1,0)
+    tau = 0.2
+    # r_0 positive t_1: 0.8, negative 1.0; r_1 positive t_0: 0.8, negative 0.0
+    l0 = -math.log(math.exp(0.8 / tau) / (math.exp(0.8 / tau) + math.exp(1.0 / tau)))
+    l1 = -math.log(math.exp(0.8 / tau) / (math.exp(0.8 / tau) + math.exp(0.0)))
+    got = losses.dense_info_nce(r, t, f_q, f_k, queue2, tau)
+    assert math.isclose(got.item(), (l0 + l1) / 2, rel_tol=1e-6)
+
+
+def test_dense_negatives_come_only_from_the_queue():
+    # with an empty-ish queue the other locations of the image never act as negatives:
+    # a queue of vectors orthogonal to every r gives log(1 + K e^0 / e^(pos/tau))
+    r = torch.tensor([[[1.0, 1.0], [0.0, 0.0], [0.0, 0.0]]])  # D=3, both locations (1,0,0)
+    t = r.clone()
+    f = torch.tensor([[[1.0, 0.0], [0.0, 1.0]]])
+    queue2 = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]])  # K=2, orthogonal to r
+    tau = 0.2
+    expected = math.log(1 + 2 * math.exp(-1 / tau))
+    assert math.isclose(losses.dense_info_nce(r, t, f, f, queue2, tau).item(), expected, rel_tol=1e-6)
