@@ -114,7 +114,8 @@ def authors_full(bb):
         **_queue("queue"),
         **_queue("queue2"),
     }
-    return {"meta": {"epoch": 200}, "state_dict": state}, "authors-full", {k for k in state if not k.startswith("encoder_q.0.")}
+    dropped = {k for k in state if not k.startswith("encoder_q.0.")}
+    return {"meta": {"epoch": 200}, "state_dict": state}, "authors-full", dropped
 
 
 def authors_backbone(bb):
@@ -184,7 +185,8 @@ def test_mmpretrain_densecl(backbone, momentum):
         **_queue("queue"),
         **_queue("queue2"),
     }
-    _check(backbone, {"meta": {"epoch": 200}, "state_dict": state}, "mmselfsup", {k for k in state if not k.startswith("backbone.")})
+    dropped = {k for k in state if not k.startswith("backbone.")}
+    _check(backbone, {"meta": {"epoch": 200}, "state_dict": state}, "mmselfsup", dropped)
 
 
 def mmlab_classifier(bb):
@@ -199,7 +201,13 @@ def torchvision_flat(bb):
 
 def timm_train_checkpoint(bb):
     fc = {"fc.weight": torch.randn(1000, 512), "fc.bias": torch.randn(1000)}
-    checkpoint = {"epoch": 10, "arch": ARCH, "version": 2, "state_dict": _with_fc(bb, fc), "args": argparse.Namespace(lr=0.1)}
+    checkpoint = {
+        "epoch": 10,
+        "arch": ARCH,
+        "version": 2,
+        "state_dict": _with_fc(bb, fc),
+        "args": argparse.Namespace(lr=0.1),  # not weights-only loadable
+    }
     return checkpoint, "timm", set(fc)
 
 
@@ -271,11 +279,16 @@ def test_files_in_every_container(backbone, tmp_path):
     timm_checkpoint, _, _ = timm_train_checkpoint(backbone)
     torch.save(timm_checkpoint, tmp_path / "model_best.pth.tar")  # argparse.Namespace inside
     with open(tmp_path / "d2.pkl", "wb") as f:
-        pickle.dump(detectron2_pickle(backbone)[0], f)
+        pickle.dump(detectron2_pickle(backbone)[0], f, protocol=5)  # arrays by _frombuffer, not _reconstruct
     from safetensors.torch import save_file
 
     save_file(backbone, str(tmp_path / "flat.safetensors"))
-    expect = {"densecl.pth": "densecl", "model_best.pth.tar": "timm", "d2.pkl": "detectron2", "flat.safetensors": "torchvision"}
+    expect = {
+        "densecl.pth": "densecl",
+        "model_best.pth.tar": "timm",
+        "d2.pkl": "detectron2",
+        "flat.safetensors": "torchvision",
+    }
     for name, fmt in expect.items():
         weights = load_backbone_weights(tmp_path / name)
         assert (weights.source_format, weights.arch) == (fmt, ARCH)
@@ -315,10 +328,15 @@ def test_load_backbone_is_strict_and_equal(backbone, tmp_path):
 # --------------------------------------------------------------------------- architectures
 
 
-def test_guess_arch_for_every_registered_backbone():
-    for arch in BACKBONES:
-        with torch.device("meta"):
-            state = build_backbone(arch).state_dict()
+@pytest.fixture(scope="module")
+def meta_states() -> dict[str, dict[str, torch.Tensor]]:
+    """Every registered backbone's state dict on the meta device: names and shapes, no memory."""
+    with torch.device("meta"):
+        return {arch: build_backbone(arch).state_dict() for arch in BACKBONES}
+
+
+def test_guess_arch_for_every_registered_backbone(meta_states):
+    for arch, state in meta_states.items():
         assert guess_arch(state) == arch
 
 
@@ -335,16 +353,13 @@ def test_guess_arch_for_every_registered_backbone():
         ("wide_resnet50_2", (50, True, 1, 128)),
     ],
 )
-def test_resnet_shape(arch, shape):
-    with torch.device("meta"):
-        state = build_backbone(arch).state_dict()
-    assert tuple(resnet_shape(state)) == shape
+def test_resnet_shape(meta_states, arch, shape):
+    assert tuple(resnet_shape(meta_states[arch])) == shape
 
 
-def test_detectron2_names_invert_for_every_arch():
-    for arch in BACKBONES:
-        with torch.device("meta"):
-            names = [k for k in build_backbone(arch).state_dict() if not k.endswith("num_batches_tracked")]
+def test_detectron2_names_invert_for_every_arch(meta_states):
+    for state in meta_states.values():
+        names = [k for k in state if not k.endswith("num_batches_tracked")]
         d2 = [torchvision_to_detectron2(k) for k in names]
         assert None not in d2 and len(set(d2)) == len(d2)
         assert [detectron2_to_torchvision(k) for k in d2] == names
@@ -381,14 +396,15 @@ def test_truncated_safetensors_and_missing_file(backbone, tmp_path):
 
 
 def test_state_dict_of_another_network(tmp_path):
-    other = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.BatchNorm2d(8), torch.nn.Flatten(), torch.nn.Linear(8, 2))
+    nn = torch.nn
+    other = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.Flatten(), nn.Linear(8, 2))
     torch.save(other.state_dict(), tmp_path / "other.pth")
     with pytest.raises(InputError, match=r"no ResNet checkpoint .*first keys: 0\.weight"):
         load_backbone_weights(tmp_path / "other.pth")
 
 
 def test_resnet_with_foreign_or_missing_keys(backbone):
-    with pytest.raises(InputError, match=r"fits no supported ResNet.*resnet18, 1 unexpected \(layer1\.0\.se\.fc\.weight\)"):
+    with pytest.raises(InputError, match=r"fits no supported ResNet.*resnet18, 1 unexpected \(layer1\.0\.se\.fc\."):
         load_backbone_weights({**backbone, "layer1.0.se.fc.weight": torch.zeros(4, 64)})
     partial = {k: v for k, v in backbone.items() if not k.startswith("layer4.1.")}
     with pytest.raises(InputError, match=r"12 keys missing \(layer4\.1\.conv1\.weight"):

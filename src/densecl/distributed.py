@@ -11,11 +11,13 @@ Rank and world size come from the torchrun environment (``RANK``,
 from __future__ import annotations
 
 import datetime
+import inspect
 import os
 from typing import NamedTuple
 
 import torch
 import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
 
 
 class DistInfo(NamedTuple):
@@ -72,6 +74,32 @@ def all_reduce_mean(x: torch.Tensor) -> torch.Tensor:
     y = x.detach().to(device, copy=True)
     dist.all_reduce(y)
     return (y / world_size()).to(x.device)
+
+
+@torch.no_grad()
+def broadcast_state(module: torch.nn.Module) -> None:
+    """Copies rank 0's parameters and buffers (weights, queues, BN statistics) to every rank."""
+    if world_size() == 1:
+        return
+    for t in [*module.parameters(), *module.buffers()]:
+        dist.broadcast(t.data, src=0)
+
+
+def wrap_ddp(module: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """DDP over the ranks, starting from rank 0's full state.
+
+    Buffers are not re-broadcast at every forward: the queues stay identical
+    by construction (every rank enqueues the same all-gathered keys), and
+    re-sending 2 x 128 x 65536 floats per step would cost more than the step
+    saves. Batch-norm running statistics are rank-local, as in MoCo's
+    shuffle-BN; the checkpoint keeps rank 0's.
+    """
+    if world_size() == 1:
+        return module
+    broadcast_state(module)
+    params = inspect.signature(DistributedDataParallel).parameters
+    no_buffer_sync = {"forward_sync_buffers": False} if "forward_sync_buffers" in params else {"broadcast_buffers": False}
+    return DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda" else None, **no_buffer_sync)
 
 
 @torch.no_grad()

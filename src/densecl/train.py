@@ -17,7 +17,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.nn.parallel import DistributedDataParallel
 
 from densecl import checkpoint, distributed
 from densecl.config import PretrainConfig, c5_side
@@ -65,6 +64,7 @@ def pretrain(cfg: PretrainConfig, resume: dict | None = None) -> Path:
         drop_last=True,
         persistent_workers=cfg.workers > 0,
         prefetch_factor=4 if cfg.workers > 0 else None,
+        worker_init_fn=_ignore_stop_signals,
     )
     iters_per_epoch = sampler.batches_per_epoch
     total_steps = cfg.epochs * iters_per_epoch
@@ -88,11 +88,7 @@ def pretrain(cfg: PretrainConfig, resume: dict | None = None) -> Path:
     step = 0
     if resume is not None:
         step = _restore(resume, model, optimizer, scaler, iters_per_epoch)
-    ddp_model = model
-    if info.world_size > 1:
-        ddp_model = DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False
-        )
+    ddp_model = distributed.wrap_ddp(model, device)
 
     say(f"densecl pretrain: {'resuming at iteration ' + str(step) if resume else 'new run'} in {run_dir}")
     say(cfg.to_yaml().rstrip())
@@ -215,6 +211,16 @@ def _restore(state: dict, model: DenseCL, optimizer, scaler, iters_per_epoch: in
         scaler.load_state_dict(state["scaler"])
     checkpoint.set_rng_state(state["rng"])
     return int(state["step"])
+
+
+def _ignore_stop_signals(worker_id: int) -> None:
+    """Data workers leave SIGINT/SIGTERM to the main process, which saves and then stops them.
+
+    (Ctrl-C reaches the whole process group; a worker that died of it would
+    crash the main process before it could save.)
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def _install_stop_handlers():

@@ -11,7 +11,7 @@ import argparse
 import importlib
 import sys
 
-from densecl.errors import InputError
+from densecl.errors import InputError, NonFiniteLossError
 
 COMMANDS = ("pretrain", "eval", "data", "export", "correspond", "plot")
 
@@ -40,3 +40,9 @@ def main(argv: list[str] | None = None) -> int:
     except InputError as e:
         print(f"densecl {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except NonFiniteLossError as e:
+        print(f"densecl {args.command}: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"densecl {args.command}: interrupted; the last checkpoint is intact", file=sys.stderr)
+        return 130

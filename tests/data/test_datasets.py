@@ -1,0 +1,105 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from densecl.data.datasets import TwoViewDataset, image_source, to_rgb
+from densecl.data.sampler import EpochSampler
+from densecl.data.transforms import TwoViews, moco_v2_view
+from densecl.errors import InputError
+
+
+def _write_images(folder, n=3, size=40):
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(folder / f"im{i}.png")
+
+
+@pytest.mark.parametrize(
+    "mode, array",
+    [
+        ("L", np.full((4, 4), 200, np.uint8)),
+        ("I;16", np.full((4, 4), 65535, np.uint16)),
+        ("RGBA", np.dstack([np.full((4, 4, 3), 10, np.uint8), np.zeros((4, 4), np.uint8)])),
+    ],
+)
+def test_modes_become_rgb(mode, array):
+    image = Image.fromarray(array, mode=mode) if mode != "I;16" else Image.fromarray(array)
+    rgb = to_rgb(image)
+    assert rgb.mode == "RGB" and rgb.size == (4, 4)
+    expected = {"L": 200, "I;16": 255, "RGBA": 255}[mode]  # fully transparent -> white
+    assert np.asarray(rgb)[0, 0].tolist() == [expected] * 3
+
+
+def test_palette_and_cmyk_become_rgb(tmp_path):
+    Image.new("P", (4, 4), 3).save(tmp_path / "p.png")
+    Image.new("CMYK", (4, 4), (0, 255, 0, 0)).save(tmp_path / "c.jpg")
+    source = image_source(str(tmp_path))
+    assert [source.load(i).mode for i in range(len(source))] == ["RGB", "RGB"]
+
+
+def test_directory_tree_is_recursive_and_filters_extensions(tmp_path):
+    _write_images(tmp_path / "a" / "b", 2)
+    _write_images(tmp_path / "c", 1)
+    (tmp_path / "notes.txt").write_text("not an image")
+    assert len(image_source(str(tmp_path))) == 3
+
+
+def test_text_list_and_coco_json(tmp_path):
+    _write_images(tmp_path / "train2017", 3)
+    (tmp_path / "list.txt").write_text("# my images\ntrain2017/im0.png\n\ntrain2017/im2.png\n")
+    assert len(image_source(str(tmp_path / "list.txt"))) == 2
+    (tmp_path / "annotations").mkdir()
+    coco = {"images": [{"id": i, "file_name": f"im{i}.png"} for i in range(3)], "annotations": []}
+    (tmp_path / "annotations" / "instances_train2017.json").write_text(json.dumps(coco))
+    source = image_source(str(tmp_path / "annotations" / "instances_train2017.json"))
+    assert len(source) == 3 and source.load(2).size == (40, 40)
+
+
+def test_missing_and_empty_paths_fail_with_one_line(tmp_path):
+    with pytest.raises(InputError, match="does not exist"):
+        image_source(str(tmp_path / "nope"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="no images found in folder"):
+        image_source(str(tmp_path / "empty"))
+
+
+def test_corrupt_files_are_skipped_with_one_warning_each(tmp_path, capsys):
+    _write_images(tmp_path, 2)
+    (tmp_path / "im0.png").write_bytes(b"not a png at all")
+    good = (tmp_path / "im1.png").read_bytes()
+    (tmp_path / "truncated.png").write_bytes(good[: len(good) // 2])
+    source = image_source(str(tmp_path))  # im0 (bad), im1 (good), truncated (bad)
+    dataset = TwoViewDataset(source, TwoViews(moco_v2_view(32)))
+    skipped = [dataset[(i, 0)][2] for i in range(3)] + [dataset[(0, 1)][2]]
+    # a bad image is replaced by the next readable one (truncated -> im0, bad -> im1: two skips)
+    assert skipped == [1, 0, 2, 1]
+    err = capsys.readouterr().err
+    assert err.count("skipping unreadable image") == 2  # once per file, not per access
+    assert "im0.png" in err and "truncated.png" in err
+
+
+def test_two_views_are_reproducible_from_the_seed_and_independent():
+    source = image_source("scenes", scenes_length=4, scenes_size=64)
+    dataset = TwoViewDataset(source, TwoViews(moco_v2_view(48)))
+    a_q, a_k, _ = dataset[(1, 123)]
+    b_q, b_k, _ = dataset[(1, 123)]
+    c_q, _, _ = dataset[(1, 124)]
+    assert a_q.shape == (3, 48, 48) and a_q.dtype == torch.float32
+    assert torch.equal(a_q, b_q) and torch.equal(a_k, b_k)
+    assert not torch.equal(a_q, a_k) and not torch.equal(a_q, c_q)
+
+
+def test_sampler_shards_a_global_permutation_and_resumes():
+    full = list(EpochSampler(10, batch_size=2, rank=0, world_size=1, seed=3, epoch=1))
+    r0 = list(EpochSampler(10, batch_size=1, rank=0, world_size=2, seed=3, epoch=1))
+    r1 = list(EpochSampler(10, batch_size=1, rank=1, world_size=2, seed=3, epoch=1))
+    assert len(full) == 10 and sorted(i for i, _ in full) == list(range(10))
+    assert [x for pair in zip(r0, r1) for x in pair] == full  # rank r takes slot r of every global batch
+    resumed = list(EpochSampler(10, batch_size=2, seed=3, epoch=1, start_batch=2))
+    assert resumed == full[4:]
+    assert [i for i, _ in EpochSampler(10, 2, seed=3, epoch=2)] != [i for i, _ in full]
+    assert len(list(EpochSampler(9, batch_size=4))) == 8  # drops the last partial batch

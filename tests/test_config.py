@@ -1,0 +1,74 @@
+import pytest
+
+from densecl import config
+from densecl.config import PretrainConfig, c5_side
+from densecl.errors import InputError
+
+
+def test_every_recipe_loads_and_validates():
+    names = config.recipe_names()
+    assert {"densecl_r50_imagenet_200ep", "densecl_r50_coco_800ep", "mocov2_r50_imagenet_200ep", "mocov2_r50_coco_800ep", "demo_cpu"} <= set(names)
+    for name in names:
+        cfg = config.from_dict(config.load_recipe(name), name)
+        cfg.validate(world_size=1)
+
+
+def test_recipes_follow_the_paper():
+    imagenet = config.from_dict(config.load_recipe("densecl_r50_imagenet_200ep"))
+    coco = config.from_dict(config.load_recipe("densecl_r50_coco_800ep"))
+    moco = config.from_dict(config.load_recipe("mocov2_r50_coco_800ep"))
+    assert (imagenet.lr, imagenet.batch_size, imagenet.crop_size, imagenet.epochs) == (0.03, 256, 224, 200)
+    assert (coco.lr, coco.epochs, coco.loss_lambda) == (0.3, 800, 0.5)
+    assert moco.loss_lambda == 0.0 and {k: v for k, v in moco.to_dict().items() if k not in ("loss_lambda", "output_dir")} == {
+        k: v for k, v in coco.to_dict().items() if k not in ("loss_lambda", "output_dir")
+    }
+    assert imagenet.weight_decay == 1e-4 and imagenet.temperature == 0.2 and imagenet.queue_len == 65536
+
+
+def test_lr_scales_linearly_with_the_global_batch():
+    assert PretrainConfig(lr=0.03, batch_size=256).scaled_lr == 0.03
+    assert PretrainConfig(lr=0.3, batch_size=32).scaled_lr == pytest.approx(0.0375)
+
+
+def test_c5_side():
+    assert [c5_side(s) for s in (224, 96, 64, 33, 32)] == [7, 3, 2, 2, 1]
+
+
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        ({"loss_lambda": 1.2}, "loss_lambda must be in"),
+        ({"loss_lambda": -0.1}, "loss_lambda must be in"),
+        ({"queue_len": 1000, "batch_size": 256}, "not divisible by the global batch"),
+        ({"crop_size": 32}, "at least 2x2"),
+        ({"precision": "fp8"}, "precision must be"),
+    ],
+)
+def test_invalid_configs_give_one_clear_line(values, message):
+    with pytest.raises(InputError, match=message) as e:
+        PretrainConfig(**values).validate()
+    assert "\n" not in str(e.value)
+
+
+def test_batch_must_split_over_ranks():
+    with pytest.raises(InputError, match="not divisible by the 3 processes"):
+        PretrainConfig(batch_size=256).validate(world_size=3)
+
+
+def test_unknown_key_in_a_recipe(tmp_path):
+    path = tmp_path / "r.yaml"
+    path.write_text("arch: resnet18\nlearning_rate: 0.1\n")
+    with pytest.raises(InputError, match="unknown config key.*learning_rate.*r.yaml"):
+        config.load_recipe(str(path))
+
+
+def test_unknown_recipe_lists_the_known_ones():
+    with pytest.raises(InputError, match="demo_cpu"):
+        config.load_recipe("no_such_recipe")
+
+
+def test_values_are_coerced_to_field_types():
+    cfg = config.from_dict({"weight_decay": "1e-4", "num_grid": "none", "channels_last": "false", "epochs": "3"})
+    assert cfg.weight_decay == 1e-4 and cfg.num_grid is None and cfg.channels_last is False and cfg.epochs == 3
+    with pytest.raises(InputError, match="epochs .* must be of type int"):
+        config.from_dict({"epochs": "many"})

@@ -1,0 +1,140 @@
+"""The pre-training engine end to end on tiny scenes: CLI, checkpoints, resume, bad input, signals."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from densecl import checkpoint
+from densecl.cli import main
+
+TINY = [
+    "--arch", "resnet18", "--hidden-dim", "32", "--out-dim", "16", "--queue-len", "48",
+    "--batch-size", "4", "--crop-size", "64", "--scenes-size", "64", "--scenes-length", "12",
+    "--workers", "0", "--precision", "fp32", "--log-every", "1", "--lr", "0.3",
+]  # fmt: skip
+
+
+def pretrain(tmp_path: Path, *extra: str) -> int:
+    return main(["pretrain", *TINY, "--output-dir", str(tmp_path), *extra])
+
+
+def metrics(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_cli_writes_a_complete_checkpoint_and_metrics(tmp_path, capsys):
+    assert pretrain(tmp_path, "--epochs", "1") == 0
+    state = checkpoint.load(tmp_path / "checkpoint.pt")
+    assert state["step"] == 3 and state["epoch"] == 1 and state["iters_per_epoch"] == 3
+    assert state["config"]["arch"] == "resnet18" and state["config"]["queue_len"] == 48
+    model_keys = set(state["model"])
+    for key in ("global_queue.keys", "global_queue.ptr", "dense_queue.keys", "dense_queue.ptr",
+                "encoder.backbone.conv1.weight", "momentum_encoder.dense_head.mlp.2.weight"):  # fmt: skip
+        assert key in model_keys
+    assert int(state["model"]["global_queue.ptr"]) == 12 % 48
+    assert state["optimizer"]["state"] and "torch" in state["rng"]
+    lines = [m for m in metrics(tmp_path) if "loss" in m]
+    assert len(lines) == 3
+    for m in lines:
+        assert {"loss", "loss_global", "loss_dense", "lr", "pairs_per_s", "data_time"} <= set(m)
+        assert m["loss"] == pytest.approx(0.5 * m["loss_global"] + 0.5 * m["loss_dense"], rel=1e-5)
+    assert metrics(tmp_path)[-1]["skipped_images"] == 0
+    out = capsys.readouterr().out
+    assert "lr 0.3 for 256 -> 0.0046875" in out and "arch: resnet18" in out  # scaled lr and resolved config printed
+
+
+def test_resume_continues_exactly(tmp_path):
+    straight, halves = tmp_path / "straight", tmp_path / "halves"
+    args = ("--epochs", "2", "--deterministic", "true")
+    assert pretrain(straight, *args) == 0
+    assert pretrain(halves, *args, "--max-iters", "4") == 0  # stops mid-epoch 1
+    assert checkpoint.load(halves / "checkpoint.pt")["step"] == 4
+    assert main(["pretrain", "--resume", str(halves / "checkpoint.pt"), "--max-iters", "none"]) == 0
+
+    losses = lambda run: [(m["step"], m["loss"]) for m in metrics(run) if "loss" in m]  # noqa: E731
+    assert losses(halves) == losses(straight)
+    a = checkpoint.load(straight / "checkpoint.pt")
+    b = checkpoint.load(halves / "checkpoint.pt")
+    assert a["step"] == b["step"] == 6
+    for key, value in a["model"].items():
+        assert torch.equal(value, b["model"][key]), key
+
+
+def test_resume_auto_finds_the_checkpoint_in_the_output_dir(tmp_path):
+    assert pretrain(tmp_path, "--epochs", "2", "--max-iters", "2") == 0
+    assert pretrain(tmp_path, "--resume", "--epochs", "2", "--max-iters", "3") == 0
+    assert checkpoint.load(tmp_path / "checkpoint.pt")["step"] == 3
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--data", "/no/such/folder"], "does not exist"),
+        (["--queue-len", "50"], "not divisible by the global batch"),
+        (["--loss-lambda", "2"], "loss_lambda must be in"),
+        (["--crop-size", "32"], "at least 2x2"),
+        (["--scenes-length", "2"], "fewer than one global batch"),
+        (["--config", "no_such_recipe"], "unknown recipe"),
+    ],
+)
+def test_bad_input_gives_one_error_line_before_training(tmp_path, capsys, extra, message):
+    assert pretrain(tmp_path, *extra) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "checkpoint.pt").exists()
+
+
+def test_empty_folder_and_unknown_recipe_key(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    assert pretrain(tmp_path / "run", "--data", str(tmp_path / "empty")) == 2
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("arch: resnet18\nlearning_rate: 0.1\n")
+    assert main(["pretrain", "--config", str(recipe)]) == 2
+    err = capsys.readouterr().err
+    assert "no images found" in err and "unknown config key(s) learning_rate" in err
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(tmp_path, monkeypatch, capsys):
+    from densecl.models.densecl import DenseCL
+
+    forward, calls = DenseCL.forward, []
+
+    def poisoned(self, *args, **kwargs):
+        out = forward(self, *args, **kwargs)
+        calls.append(1)
+        return out._replace(loss=out.loss * float("nan")) if len(calls) == 3 else out
+
+    monkeypatch.setattr(DenseCL, "forward", poisoned)
+    assert pretrain(tmp_path, "--epochs", "2", "--save-every", "1") == 1
+    assert "iteration 2" in capsys.readouterr().err
+    assert checkpoint.load(tmp_path / "checkpoint.pt")["step"] == 2  # the last good one
+
+
+def test_sigint_saves_at_the_next_iteration_and_resume_finishes(tmp_path):
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "densecl", "pretrain", *TINY, "--workers", "1", "--epochs", "50", "--output-dir", str(run)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 120
+    while not ((run / "metrics.jsonl").exists() and (run / "metrics.jsonl").read_text().count("\n") >= 2):
+        assert proc.poll() is None and time.time() < deadline, proc.communicate()[0]
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, out
+    assert "stopped by signal" in out and "Traceback" not in out
+    step = checkpoint.load(run / "checkpoint.pt")["step"]
+    assert 2 <= step < 150
+    resumed = subprocess.run(
+        [sys.executable, "-m", "densecl", "pretrain", "--resume", str(run / "checkpoint.pt"), "--max-iters", str(step + 2)],
+        env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr
+    assert checkpoint.load(run / "checkpoint.pt")["step"] == step + 2
