@@ -17,6 +17,7 @@ import torch
 from densecl.errors import InputError
 from densecl.models.backbones import BACKBONES, ResNetBackbone, build_backbone
 from densecl.weights import (
+    BackboneWeights,
     detectron2_to_torchvision,
     guess_arch,
     load_backbone,
@@ -323,6 +324,8 @@ def test_load_backbone_is_strict_and_equal(backbone, tmp_path):
     assert isinstance(model, ResNetBackbone)
     assert all(torch.equal(v, backbone[k]) for k, v in model.state_dict().items())
     assert isinstance(load_backbone("random", arch=ARCH), ResNetBackbone)
+    weights = load_backbone_weights(tmp_path / "ck.pth")  # read once, then build from the result
+    assert all(torch.equal(v, backbone[k]) for k, v in load_backbone(weights).state_dict().items())
 
 
 # --------------------------------------------------------------------------- architectures
@@ -439,3 +442,8 @@ def test_load_backbone_arguments(backbone):
         load_backbone("random")
     with pytest.raises(InputError, match="unknown backbone 'resnet7'"):
         load_backbone("random", arch="resnet7")
+    hand_built = BackboneWeights(dict(backbone), None, "torchvision")
+    with pytest.raises(InputError, match="do not fit resnet34"):
+        load_backbone(hand_built, arch="resnet34")
+    with pytest.raises(InputError, match="do not say which architecture"):
+        load_backbone(hand_built)

@@ -1,8 +1,11 @@
 """The only module that touches ``torch.distributed``.
 
-Every helper works in a single process too, where it is the identity: with
-one process there is nothing to gather and shuffling a batch cannot change its
-batch-norm statistics, so shuffle-BN is a documented no-op.
+Every helper works without a process group too, where it is the identity:
+in one plain process there is nothing to gather, and shuffling a batch cannot
+change its batch-norm statistics, so shuffle-BN is a documented no-op. Under
+torchrun the process group exists even for one process, so
+``torchrun --nproc_per_node 1`` runs every collective (a cheap way to check
+NCCL on one GPU).
 
 Rank and world size come from the torchrun environment (``RANK``,
 ``WORLD_SIZE``, ``LOCAL_RANK``), read by :func:`setup` only.
@@ -35,8 +38,7 @@ def setup(device_type: str) -> DistInfo:
 
     NCCL on CUDA, gloo on CPU. Call once, before building the model.
     """
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size == 1:
+    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:  # not launched by torchrun
         return DistInfo(0, 1, 0)
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if device_type == "cuda":
@@ -49,26 +51,30 @@ def setup(device_type: str) -> DistInfo:
 
 
 def teardown() -> None:
-    if dist.is_initialized():
+    if is_distributed():
         dist.destroy_process_group()
 
 
+def is_distributed() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
 def world_size() -> int:
-    return dist.get_world_size() if dist.is_initialized() else 1
+    return dist.get_world_size() if is_distributed() else 1
 
 
 def rank() -> int:
-    return dist.get_rank() if dist.is_initialized() else 0
+    return dist.get_rank() if is_distributed() else 0
 
 
 def barrier() -> None:
-    if dist.is_initialized():
+    if is_distributed():
         dist.barrier()
 
 
 def all_reduce_mean(x: torch.Tensor) -> torch.Tensor:
     """Mean over ranks of a tensor (for logging); the identity in one process."""
-    if world_size() == 1:
+    if not is_distributed():
         return x
     device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else x.device
     y = x.detach().to(device, copy=True)
@@ -79,7 +85,7 @@ def all_reduce_mean(x: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def broadcast_state(module: torch.nn.Module) -> None:
     """Copies rank 0's parameters and buffers (weights, queues, BN statistics) to every rank."""
-    if world_size() == 1:
+    if not is_distributed():
         return
     for t in [*module.parameters(), *module.buffers()]:
         dist.broadcast(t.data, src=0)
@@ -94,7 +100,7 @@ def wrap_ddp(module: torch.nn.Module, device: torch.device) -> torch.nn.Module:
     saves. Batch-norm running statistics are rank-local, as in MoCo's
     shuffle-BN; the checkpoint keeps rank 0's.
     """
-    if world_size() == 1:
+    if not is_distributed():
         return module
     broadcast_state(module)
     params = inspect.signature(DistributedDataParallel).parameters
@@ -105,7 +111,7 @@ def wrap_ddp(module: torch.nn.Module, device: torch.device) -> torch.nn.Module:
 @torch.no_grad()
 def concat_all_gather(x: torch.Tensor) -> torch.Tensor:
     """``B x ...`` on each rank -> ``(world * B) x ...``, in rank order. No gradient."""
-    if world_size() == 1:
+    if not is_distributed():
         return x
     out = [torch.empty_like(x) for _ in range(world_size())]
     dist.all_gather(out, x.contiguous())
@@ -119,9 +125,9 @@ def batch_shuffle(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
     The key encoder then normalises with statistics of a batch that mixes
     images from all ranks, so batch norm cannot leak which key matches which
     query. Returns the local shuffled batch and the index that undoes it
-    (``None`` in one process, where the shuffle is a no-op).
+    (``None`` without a process group, where the shuffle is a no-op).
     """
-    if world_size() == 1:
+    if not is_distributed():
         return x, None
     x_all = concat_all_gather(x)  # world*B x ...
     b = x.shape[0]

@@ -75,7 +75,9 @@ def pretrain(cfg: PretrainConfig, resume: dict | None = None) -> Path:
     )
     if cfg.init and resume is None:
         _init_backbone(model, cfg.init)
-    if cfg.sync_bn and info.world_size > 1:
+    if cfg.sync_bn and distributed.is_distributed():  # without a process group plain BN is the same thing
+        if device.type != "cuda":
+            raise InputError("sync_bn needs CUDA GPUs; on the CPU leave it off")
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model.to(device)
     if cfg.channels_last:

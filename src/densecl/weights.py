@@ -121,26 +121,36 @@ def load_backbone_weights(source: str | os.PathLike | Mapping) -> BackboneWeight
     return BackboneWeights(state_dict=target, arch=arch, source_format=layout.name, dropped=dropped)
 
 
-def load_backbone(source: str | os.PathLike | Mapping, arch: str | None = None) -> ResNetBackbone:
+def load_backbone(
+    source: str | os.PathLike | Mapping | BackboneWeights, arch: str | None = None
+) -> ResNetBackbone:
     """Builds a backbone and loads ``source`` into it strictly.
 
     Args:
-        source: anything :func:`load_backbone_weights` reads, or ``"random"``
-            for a randomly initialised backbone (then ``arch`` is required).
+        source: anything :func:`load_backbone_weights` reads, its result (so a
+            caller that also wants ``source_format`` reads the file once), or
+            ``"random"`` for a randomly initialised backbone (then ``arch`` is
+            required).
         arch: registry name; if given it must agree with the weights.
     """
     if isinstance(source, str) and source == "random":
         if arch is None:
-            raise InputError("random initialisation needs an architecture; pass --arch (e.g. --arch resnet50)")
+            raise InputError("random initialisation needs an architecture; name one (e.g. resnet50)")
         return _build(arch)
-    weights = load_backbone_weights(source)
-    if arch is not None and arch != weights.arch:
+    weights = source if isinstance(source, BackboneWeights) else load_backbone_weights(source)
+    where = "the given weights" if isinstance(source, BackboneWeights) else _name(source)
+    if arch is not None and weights.arch is not None and arch != weights.arch:
         raise InputError(
-            f"{_name(source)} holds {weights.arch} weights but {arch} was asked for; "
+            f"{where} holds {weights.arch} weights but {arch} was asked for; "
             f"drop the architecture option or set it to {weights.arch}"
         )
-    backbone = _build(weights.arch)
-    backbone.load_state_dict(weights.state_dict, strict=True)  # exact fit was checked above
+    if (arch := weights.arch or arch) is None:
+        raise InputError(f"{where} do not say which architecture they are; name one (e.g. resnet50)")
+    backbone = _build(arch)
+    try:
+        backbone.load_state_dict(weights.state_dict, strict=True)
+    except RuntimeError as e:  # only for hand-built BackboneWeights: the loader checked its own fit
+        raise InputError(f"{where} do not fit {arch} ({_first_line(e)}); name the right architecture") from None
     return backbone
 
 
@@ -265,10 +275,12 @@ def _allowed_globals() -> dict[str, Any]:
     except ImportError:  # private API moved: keep the essentials
         allowed = {"collections.OrderedDict": __import__("collections").OrderedDict}
     reconstruct = np.zeros(1).__reduce__()[0]
+    frombuffer = np.zeros(1).__reduce_ex__(5)[0]  # pickle protocol 5
     scalar = np.float32(0).__reduce__()[0]
-    for module in ("numpy.core.multiarray", "numpy._core.multiarray"):
-        allowed[f"{module}._reconstruct"] = reconstruct
-        allowed[f"{module}.scalar"] = scalar
+    for core in ("numpy.core", "numpy._core"):  # numpy 1 and numpy 2 spellings
+        allowed[f"{core}.multiarray._reconstruct"] = reconstruct
+        allowed[f"{core}.multiarray.scalar"] = scalar
+        allowed[f"{core}.numeric._frombuffer"] = frombuffer
     allowed["numpy.ndarray"] = np.ndarray
     allowed["numpy.dtype"] = np.dtype
     return allowed
@@ -296,12 +308,16 @@ def _unwrap(checkpoint: Any, where: str) -> tuple[dict[str, torch.Tensor], str, 
         (state dict with tensor values, container kind, arch named by a densecl config or None)
     """
     if not isinstance(checkpoint, Mapping):
-        raise InputError(f"{where} holds a {type(checkpoint).__name__}, not a checkpoint dict; pass a state dict or checkpoint file")
+        raise InputError(
+            f"{where} holds a {type(checkpoint).__name__}, not a checkpoint dict; pass a state dict or checkpoint file"
+        )
     config_arch = None
     if checkpoint.get("format") == "densecl":
         version = checkpoint.get("version")
         if version != 1:
-            raise InputError(f"{where} is a densecl checkpoint of version {version!r}; this densecl reads version 1, upgrade densecl")
+            raise InputError(
+                f"{where} is a densecl checkpoint of version {version!r}; this densecl reads version 1, upgrade densecl"
+            )
         config = checkpoint.get("config") or {}
         config_arch = config.get("arch") if isinstance(config, Mapping) else getattr(config, "arch", None)
         state, kind = checkpoint.get("model"), "densecl"
@@ -467,16 +483,20 @@ def _fit_arch(target: Mapping[str, torch.Tensor], wanted: str | None, fmt: str, 
     shapes = _shapes(target)
     if wanted is not None:
         if wanted not in BACKBONES:
-            raise InputError(f"{where} names arch {wanted!r}, which is not one of {', '.join(BACKBONES)}; use a known arch")
+            raise InputError(
+                f"{where} names arch {wanted!r}, which is not one of {', '.join(BACKBONES)}; use a known arch"
+            )
         if _reference_shapes(wanted) != shapes:
-            raise InputError(f"{where}: its config says {wanted} but {_difference(wanted, shapes)}; the file is inconsistent")
+            raise InputError(
+                f"{where}: its config says {wanted} but {_difference(wanted, shapes)}; the file is inconsistent"
+            )
         return wanted
     arch = guess_arch(target)
     if arch is None:
         closest = max(BACKBONES, key=lambda a: _overlap(_reference_shapes(a), shapes))
         raise InputError(
             f"{where}: the {fmt} backbone fits no supported ResNet ({', '.join(BACKBONES)}); "
-            f"against the closest, {closest}, {_difference(closest, shapes)}"
+            f"against the closest, {closest}, {_difference(closest, shapes)}; pass a checkpoint of one of these"
         )
     return arch
 

@@ -27,9 +27,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("checkpoint", metavar="CHECKPOINT", help="checkpoint file (.pth/.pt/.tar/.pkl/.safetensors)")
     parser.add_argument(
-        "--format", required=True, choices=list(FORMATS), metavar="FORMAT", help=f"one of {', '.join(FORMATS)} (see below)"
+        "--format",
+        required=True,
+        choices=list(FORMATS),
+        metavar="FORMAT",
+        help=f"one of {', '.join(FORMATS)} (see below)",
     )
-    parser.add_argument("--out", required=True, metavar="PATH", help="output file (.pkl for detectron2, .safetensors for safetensors, else .pth)")
+    parser.add_argument(
+        "--out",
+        required=True,
+        metavar="PATH",
+        help="output file: .pkl for detectron2, .safetensors for safetensors, else .pth",
+    )
     parser.set_defaults(func=run)
 
 

@@ -43,9 +43,13 @@ def convert(state_dict: dict) -> dict:
 
 def write(weights: BackboneWeights, path: Path) -> None:
     model = {k: np.ascontiguousarray(v.detach().cpu().numpy()) for k, v in convert(weights.state_dict).items()}
-    payload = {"model": model, "__author__": f"densecl ({weights.source_format} {weights.arch})", "matching_heuristics": True}
+    payload = {
+        "model": model,
+        "__author__": f"densecl ({weights.source_format} {weights.arch})",
+        "matching_heuristics": True,
+    }
     with open(path, "wb") as f:
-        pickle.dump(payload, f, protocol=pickle.HIGHEST_PROTOCOL)
+        pickle.dump(payload, f, protocol=4)  # readable by every Python 3 detectron2 supports
 
 
 def config(path: Path | str, weights: BackboneWeights) -> str:

@@ -42,7 +42,7 @@ def backbone_config(path: Path | str, weights: BackboneWeights, norm: str = "Syn
             "  # mmpretrain calls base_width width_per_group"
         )
     elif shape.bottleneck and shape.width_per_group != 64:
-        kind = f"type='ResNet', depth={shape.depth},  # wide ResNet: OpenMMLab's ResNet has no width option, use another format"
+        kind = f"type='ResNet', depth={shape.depth},  # wide ResNet: OpenMMLab has no width option, use another format"
     else:
         kind = f"type='ResNet', depth={shape.depth},"
     return "\n".join(
