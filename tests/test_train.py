@@ -138,3 +138,21 @@ def test_sigint_saves_at_the_next_iteration_and_resume_finishes(tmp_path):
     )  # fmt: skip
     assert resumed.returncode == 0, resumed.stderr
     assert checkpoint.load(run / "checkpoint.pt")["step"] == step + 2
+
+
+def test_init_starts_both_backbones_from_given_weights(tmp_path, capsys):
+    from densecl.models.backbones import build_backbone
+    from densecl.models.densecl import DenseCL
+    from densecl.train import _init_backbone
+
+    torch.manual_seed(7)
+    weights = build_backbone("resnet18").state_dict()
+    torch.save(weights, tmp_path / "r18.pth")
+    model = DenseCL("resnet18", hidden_dim=16, out_dim=8, queue_len=16)
+    _init_backbone(model, str(tmp_path / "r18.pth"))
+    for encoder in (model.encoder, model.momentum_encoder):
+        for key, value in encoder.backbone.state_dict().items():
+            assert torch.equal(value, weights[key]), key
+    torch.save(build_backbone("resnet34").state_dict(), tmp_path / "r34.pth")
+    assert pretrain(tmp_path / "run", "--init", str(tmp_path / "r34.pth"), "--epochs", "1") == 2
+    assert "holds a resnet34 backbone" in capsys.readouterr().err
