@@ -6,7 +6,7 @@ BIN     := $(VENV)/bin
 # keeps pip from fetching a multi-GB CUDA build elsewhere. Override: make TORCH="torch torchvision"
 TORCH   ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: demo test install install-test clean
+.PHONY: demo test install install-test clean assets
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -29,6 +29,10 @@ demo: install
 
 test: install-test
 	$(BIN)/python -m pytest
+
+# photo cut-outs and backgrounds for `densecl data scenes`, from Debian packages, into .cache/assets/
+assets: install
+	bash scripts/fetch-assets.sh
 
 clean:
 	rm -rf runs/demo .pytest_cache

@@ -43,6 +43,9 @@ def main(argv: list[str] | None = None) -> int:
     except NonFiniteLossError as e:
         print(f"densecl {args.command}: error: {e}", file=sys.stderr)
         return 1
+    except BrokenPipeError:  # `densecl ... | head`: the reader left, nothing to report
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print(f"densecl {args.command}: interrupted; the last checkpoint is intact", file=sys.stderr)
         return 130

@@ -1,15 +1,17 @@
-"""``densecl data <action>``: data utilities. Actions: ``export-scenes``."""
+"""``densecl data <action>``: data utilities. Actions: ``export-scenes``, ``scenes``."""
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser("data", help="data utilities (export-scenes)")
+    parser = subparsers.add_parser("data", help="data utilities (export-scenes, scenes)")
     actions = parser.add_subparsers(dest="data_command", required=True, metavar="ACTION")
     _register_export_scenes(actions)
+    _register_scenes(actions)
 
 
 def _register_export_scenes(actions) -> None:
@@ -42,4 +44,42 @@ def run_export_scenes(args: argparse.Namespace) -> int:
     )
     counts = ", ".join(f"{n} {split}" for split, n in summary.counts.items())
     print(f"wrote {counts} scenes ({args.size} px) as {summary.format} to {summary.out}")
+    return 0
+
+
+def _register_scenes(actions) -> None:
+    p = actions.add_parser(
+        "scenes",
+        help="compose labelled scenes from RGBA cut-outs and background photos",
+        description="Paste RGBA cut-outs (one folder per class) on background photos and write the images with "
+        "their semantic masks, instance masks and boxes as VOC, COCO and ImageFolder data, plus the train images "
+        "alone for pre-training. Train, val and test use disjoint cut-out files and disjoint backgrounds. "
+        "Get real assets with `make assets`.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--objects", required=True, type=Path, metavar="DIR",
+                   help="folder with one subfolder of RGBA cut-outs per class")
+    p.add_argument("--backgrounds", required=True, type=Path, metavar="DIR",
+                   help="folder of background photos (split 60/20/20), or with train/, val/, test/ subfolders")
+    p.add_argument("--out", required=True, type=Path, help="output directory")
+    p.add_argument("--n", type=int, default=200, help="images in all: 60%% train, 20%% val, 20%% test")
+    p.add_argument("--size", type=int, default=160, help="image side in pixels")
+    p.add_argument("--seed", type=int, default=0, help="composition seed (the asset split depends on file names only)")
+    p.add_argument("--max-objects", type=int, default=4, help="objects per image at most")
+    p.add_argument("--format", default="voc,coco,imagefolder", help="comma-separated layouts to write")
+    p.add_argument("--overwrite", action="store_true", help="replace what a previous run wrote in --out")
+    p.set_defaults(func=run_scenes)
+
+
+def run_scenes(args: argparse.Namespace) -> int:
+    from densecl.data.export_photo_scenes import export_photo_scenes, parse_formats
+
+    summary = export_photo_scenes(
+        args.out, args.objects, args.backgrounds, n=args.n, size=args.size, seed=args.seed,
+        max_objects=args.max_objects, formats=parse_formats(args.format), overwrite=args.overwrite,
+        on_skip=lambda message: print(f"densecl data: warning: {message}; skipped", file=sys.stderr),
+    )
+    counts = ", ".join(f"{n} {split}" for split, n in summary.counts.items())
+    print(f"wrote {counts} images ({args.size} px, {len(summary.classes) - 1} classes: "
+          f"{', '.join(summary.classes[1:])}) to {summary.out} in {summary.seconds:.1f} s")
     return 0

@@ -11,7 +11,8 @@ So tests, the demo and real data run the same evaluation code:
   (boxes of the visible pixels, masks as RLE from ``pycocotools.mask.encode``,
   category id = class id 1..K).
 - ``imagefolder``: ``{train,val}/<class>/<id>.png``, the image's class being
-  the one with the largest visible area.
+  the one with the largest visible area; every class has a folder in both
+  splits, empty or not.
 
 Train scenes are indices ``0..n_train-1`` and val scenes
 ``n_train..n_train+n_val-1`` of the same seed, so the splits never share a scene.
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,7 +71,7 @@ def export_scenes(
                 target.unlink()
     out.mkdir(parents=True, exist_ok=True)
     indices = {"train": range(n_train), "val": range(n_train, n_train + n_val)}
-    writer = {"voc": _VOC, "coco": _COCO, "imagefolder": _ImageFolder}[fmt](out)
+    writer = open_writer(fmt, out)
     for split in SPLITS:
         for index in indices[split]:
             writer.add(split, f"scene_{index:06d}", render_scene(index, seed=seed, size=size, max_objects=max_objects))
@@ -78,6 +80,20 @@ def export_scenes(
                 "splits": {s: [indices[s].start, indices[s].stop] for s in SPLITS}, "classes": list(CLASSES)}
     (out / "scenes.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return ExportSummary(out, fmt, {s: len(indices[s]) for s in SPLITS})
+
+
+def open_writer(
+    fmt: str, out: Path, classes: Sequence[str] = CLASSES, splits: Sequence[str] = SPLITS
+) -> _VOC | _COCO | _ImageFolder:
+    """The writer of layout ``fmt`` under ``out``: ``add(split, name, scene)`` per scene, then ``finish()``.
+
+    ``classes`` (background first, index = class id) and ``splits`` default to the
+    embedded scenes'; other scene sources (:mod:`densecl.data.photo_scenes`) pass theirs.
+    Names must be unique across splits (VOC keeps all images in one folder).
+    """
+    if fmt not in FORMATS:
+        raise InputError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    return {"voc": _VOC, "coco": _COCO, "imagefolder": _ImageFolder}[fmt](Path(out), tuple(classes), tuple(splits))
 
 
 def dominant_class(scene: Scene) -> int:
@@ -103,12 +119,12 @@ def _palette() -> list[int]:
 
 
 class _VOC:
-    def __init__(self, out: Path) -> None:
-        self.out = out
+    def __init__(self, out: Path, classes: tuple[str, ...] = CLASSES, splits: tuple[str, ...] = SPLITS) -> None:
+        self.out, self.classes, self.splits = out, classes, splits
         for d in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation", "ImageSets/Main"):
             (out / d).mkdir(parents=True, exist_ok=True)
-        self.ids: dict[str, list[str]] = {s: [] for s in SPLITS}
-        self.present: dict[str, list[set[int]]] = {s: [] for s in SPLITS}
+        self.ids: dict[str, list[str]] = {s: [] for s in self.splits}
+        self.present: dict[str, list[set[int]]] = {s: [] for s in self.splits}
         self.palette = _palette()
 
     def add(self, split: str, name: str, scene: Scene) -> None:
@@ -121,20 +137,20 @@ class _VOC:
         self.present[split].append(set(np.unique(scene.semantic).tolist()) - {0})
 
     def finish(self) -> None:
-        (self.out / "classes.txt").write_text("\n".join(CLASSES) + "\n")
-        for split in SPLITS:
+        (self.out / "classes.txt").write_text("\n".join(self.classes) + "\n")
+        for split in self.splits:
             (self.out / "ImageSets/Segmentation" / f"{split}.txt").write_text("".join(f"{i}\n" for i in self.ids[split]))
             (self.out / "ImageSets/Main" / f"{split}.txt").write_text("".join(f"{i}\n" for i in self.ids[split]))
-            for k, name in enumerate(CLASSES[1:], start=1):
+            for k, name in enumerate(self.classes[1:], start=1):
                 lines = [f"{i} {1 if k in p else -1:>2}\n" for i, p in zip(self.ids[split], self.present[split])]
                 (self.out / "ImageSets/Main" / f"{name}_{split}.txt").write_text("".join(lines))
 
 
 class _COCO:
-    def __init__(self, out: Path) -> None:
-        self.out = out
+    def __init__(self, out: Path, classes: tuple[str, ...] = CLASSES, splits: tuple[str, ...] = SPLITS) -> None:
+        self.out, self.classes, self.splits = out, classes, splits
         (out / "annotations").mkdir(parents=True, exist_ok=True)
-        self.data = {s: {"images": [], "annotations": []} for s in SPLITS}
+        self.data = {s: {"images": [], "annotations": []} for s in self.splits}
         self.next_ann = 1
 
     def add(self, split: str, name: str, scene: Scene) -> None:
@@ -157,18 +173,21 @@ class _COCO:
             self.next_ann += 1
 
     def finish(self) -> None:
-        categories = [{"id": k, "name": name, "supercategory": "shape"} for k, name in enumerate(CLASSES) if k > 0]
-        for split in SPLITS:
+        categories = [{"id": k, "name": name, "supercategory": "shape"} for k, name in enumerate(self.classes) if k > 0]
+        for split in self.splits:
             body = {"info": {"description": "densecl scenes"}, **self.data[split], "categories": categories}
             (self.out / "annotations" / f"instances_{split}.json").write_text(json.dumps(body))
 
 
 class _ImageFolder:
-    def __init__(self, out: Path) -> None:
-        self.out = out
+    def __init__(self, out: Path, classes: tuple[str, ...] = CLASSES, splits: tuple[str, ...] = SPLITS) -> None:
+        self.out, self.classes, self.splits = out, classes, splits
+        for split in self.splits:  # every class folder in every split, so all read the same class list
+            for name in self.classes[1:]:
+                (out / split / name).mkdir(parents=True, exist_ok=True)
 
     def add(self, split: str, name: str, scene: Scene) -> None:
-        folder = self.out / split / CLASSES[dominant_class(scene)]
+        folder = self.out / split / self.classes[dominant_class(scene)]
         folder.mkdir(parents=True, exist_ok=True)
         Image.fromarray(scene.image).save(folder / f"{name}.png")
 

@@ -1,4 +1,4 @@
-"""MoCo-v2 augmentation (spec section 2), two independent views per image."""
+"""MoCo-v2 augmentation (spec section 2), two independent views per image; its crop-and-flip part alone."""
 
 from __future__ import annotations
 
@@ -23,6 +23,24 @@ def moco_v2_view(crop_size: int = 224, min_scale: float = 0.2) -> v2.Compose:
             v2.RandomApply([v2.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8),
             v2.RandomGrayscale(p=0.2),
             v2.RandomApply([v2.GaussianBlur(kernel, sigma=(0.1, 2.0))], p=0.5),
+            v2.RandomHorizontalFlip(),
+            v2.ToImage(),
+            v2.ToDtype(torch.float32, scale=True),
+            v2.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+        ]
+    )
+
+
+def crop_flip_view(crop_size: int = 224, min_scale: float = 0.2) -> v2.Compose:
+    """The geometric part of :func:`moco_v2_view` alone: random resized crop and horizontal flip.
+
+    For pictures of the views (``densecl correspond``), where colour jitter,
+    grayscale and blur would only make the image harder to read. PIL image in,
+    normalised ``3 x crop x crop`` float32 tensor out, like :func:`moco_v2_view`.
+    """
+    return v2.Compose(
+        [
+            v2.RandomResizedCrop(crop_size, scale=(min_scale, 1.0), antialias=True),
             v2.RandomHorizontalFlip(),
             v2.ToImage(),
             v2.ToDtype(torch.float32, scale=True),

@@ -1,0 +1,324 @@
+"""``densecl correspond``: dense correspondence between two views (supplementary section C, Figure 1).
+
+    # two random crop-and-flip views of one image, DenseCL against MoCo-v2
+    densecl correspond --weights densecl_r50.pth --label DenseCL --weights mocov2_r50.pth --label MoCo-v2 \\
+        --image cat.jpg --out cat.png
+    # two given images, as they are (resized to --crop x --crop)
+    densecl correspond --weights densecl_r50.pth --image left.jpg --image2 right.jpg --out lr.png
+    # 64 view pairs of a folder (or 'scenes'): mean matches per pair and a score histogram
+    densecl correspond --weights densecl_r50.pth --weights mocov2_r50.pth --data images/ --pairs 64 --out folder.png
+
+For each location of view 1 the most similar location of view 2 (cosine of C5
+features, backbone in eval mode); kept when mutual, scored by the averaged
+similarity (equal to the pair's cosine, see :mod:`densecl.correspondence`),
+drawn when the score is >= ``--threshold``. Writes the picture (one row per
+weights, the first pair), a JSON report next to it (``FILE.json``: per weights,
+mutual and kept matches per pair and a histogram of mutual-match scores), and
+prints the same as a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from densecl.errors import InputError
+
+if TYPE_CHECKING:
+    from torch import nn
+
+AUGMENTATIONS = ("crop-flip", "moco-v2")
+PICTURE_SUFFIXES = (".png", ".pdf", ".svg")
+CHUNK = 8  # view pairs per backbone forward pass
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "correspond",
+        help="draw and count dense correspondences between two views (supplementary Figure 1)",
+        description="Match the C5 features of two views by mutual nearest neighbours (cosine) and draw the matches "
+        "with score >= --threshold, one row per --weights.",
+    )
+    parser.add_argument(
+        "--weights", action="append", required=True, metavar="PATH",
+        help="backbone checkpoint (any layout densecl reads) or 'random'; repeat to compare, one picture row each",
+    )
+    parser.add_argument(
+        "--label", action="append", default=None, metavar="NAME",
+        help="row label per --weights, in the same order (default: the file name)",
+    )
+    parser.add_argument("--arch", default=None, help="backbone name; every --weights must be of it (default: read from the files)")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--image", metavar="PATH", help="image to take two augmented views of")
+    source.add_argument("--data", metavar="DIR", help="folder, .txt list, COCO .json or 'scenes': --pairs view pairs")
+    parser.add_argument("--image2", metavar="PATH", help="with --image: match these two images, no augmentation")
+    parser.add_argument("--crop", type=int, default=224, help="view side in pixels (the C5 grid is crop/32)")
+    parser.add_argument("--min-scale", type=float, default=0.2, help="smallest random-crop area, as in pre-training")
+    parser.add_argument(
+        "--augment", choices=AUGMENTATIONS, default="crop-flip",
+        help="crop-flip: random resized crop and flip only, colours readable (default); moco-v2: the full "
+        "pre-training augmentation (colour jitter, grayscale, blur)",
+    )
+    parser.add_argument("--threshold", type=float, default=0.9, help="draw and count matches with score >= this")
+    parser.add_argument("--seed", type=int, default=0, help="picks the images, the views and 'random' weights")
+    parser.add_argument("--pairs", type=int, default=None, help="with --data: view pairs to evaluate (default 16)")
+    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (cuda when available)")
+    parser.add_argument(
+        "--out", required=True, metavar="FILE", help="picture to write (.png, .pdf or .svg); the report goes to FILE.json"
+    )
+    parser.set_defaults(func=run)
+
+
+class Loaded(NamedTuple):
+    label: str  # the picture row's and report's name for these weights
+    backbone: nn.Module
+    provenance: dict[str, Any]  # source, sha256, arch, format
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from densecl import correspondence as corr
+    from densecl.plotting import draw_correspondence, require_matplotlib
+
+    out = _check_args(args)
+    require_matplotlib()  # before any work
+    device = _device(args.device)
+    loaded = _load_backbones(args.weights, args.label, args.arch, args.seed)
+    for w in loaded:
+        w.backbone.to(device).eval()
+
+    mode, source_name, pairs = _pairs(args)
+    results: dict[str, list[corr.Correspondence]] = {w.label: [] for w in loaded}
+    first = None
+    with torch.inference_mode():
+        while chunk := _take(pairs, CHUNK):
+            first = chunk[0] if first is None else first
+            for w in loaded:
+                results[w.label].extend(corr.correspond(w.backbone, chunk))
+    stats = {label: corr.match_stats(r, args.threshold) for label, r in results.items()}
+
+    rows = []
+    for label, r in results.items():
+        kept = len(r[0].matches.at_least(args.threshold).score)
+        rows.append((f"{label}: {kept} matches >= {args.threshold:g}", r[0]))
+    grid = rows[0][1].grid1
+    title = f"{Path(first.name).name}: {_describe(mode, args)}, C5 grid {grid[0]}x{grid[1]}"
+    draw_correspondence(first, rows, args.threshold, out, title=title)
+
+    report = {
+        "mode": mode,
+        "source": source_name,
+        "first_pair": first.name,
+        "augment": None if mode == "images" else args.augment,
+        "crop": args.crop,
+        "min_scale": None if mode == "images" else args.min_scale,
+        "threshold": args.threshold,
+        "seed": args.seed,
+        "pairs": len(results[loaded[0].label]),
+        "picture": str(out),
+        "weights": [_weights_report(w, stats[w.label]) for w in loaded],
+    }
+    report_path = out.with_suffix(".json")
+    report_path.write_text(json.dumps(report, indent=2) + "\n")
+    _print_table(stats, args.threshold)
+    print(f"wrote {out} and {report_path}")
+    return 0
+
+
+def _weights_report(w: Loaded, s) -> dict[str, Any]:
+    return {
+        "label": w.label,
+        **w.provenance,
+        "pairs": s.pairs,
+        "locations_per_view": s.locations,
+        "mean_mutual_per_pair": s.mean_mutual,
+        "mean_kept_per_pair": s.mean_kept,
+        "kept_per_pair": list(s.kept_per_pair),
+        "histogram": {"edges": list(s.histogram_edges), "counts": list(s.histogram_counts)},
+    }
+
+
+# --------------------------------------------------------------------------- arguments
+
+
+def _check_args(args: argparse.Namespace) -> Path:
+    if args.image2 and not args.image:
+        raise InputError("--image2 needs --image: the two images to match")
+    if args.pairs is not None and not args.data:
+        raise InputError("--pairs goes with --data; --image gives one pair")
+    if args.pairs is not None and args.pairs < 1:
+        raise InputError(f"--pairs must be >= 1, got {args.pairs}")
+    if args.label is not None and len(args.label) != len(args.weights):
+        raise InputError(f"{len(args.label)} --label for {len(args.weights)} --weights; give one label per weights, or none")
+    if args.crop < 32:
+        raise InputError(f"--crop must be >= 32 (one C5 cell is 32 px), got {args.crop}")
+    if not 0 < args.min_scale <= 1:
+        raise InputError(f"--min-scale must be in (0, 1], got {args.min_scale}")
+    if not -1 <= args.threshold <= 1:
+        raise InputError(f"--threshold is a cosine similarity, in [-1, 1]; got {args.threshold}")
+    out = Path(args.out)
+    if out.suffix.lower() not in PICTURE_SUFFIXES:
+        raise InputError(f"--out {out} should end in {', '.join(PICTURE_SUFFIXES)}; the JSON report goes next to it")
+    return out
+
+
+def _device(requested: str) -> str:
+    import torch
+
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if requested.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError(f"--device {requested} asked for, but this machine has no CUDA GPU; pass --device cpu")
+    return requested
+
+
+# --------------------------------------------------------------------------- weights
+
+
+def _load_backbones(sources: list[str], labels: list[str] | None, arch: str | None, seed: int) -> list[Loaded]:
+    """One backbone per weights, all of one architecture, checked before any is built."""
+    import torch
+
+    from densecl import weights
+    from densecl.evaluation.backbone import file_sha256
+
+    read = {}
+    for source in sources:
+        if source == "random" or source in read:
+            continue
+        if not Path(source).is_file():
+            raise InputError(f"weights file {source} does not exist; pass a checkpoint path or 'random'")
+        read[source] = weights.load_backbone_weights(source)
+    if arch is not None:
+        for source, w in read.items():
+            if w.arch != arch:
+                raise InputError(
+                    f"'{source}' holds {w.arch} weights but --arch is {arch}; compare weights of one architecture"
+                )
+    archs = {w.arch for w in read.values()}
+    if len(archs) > 1:
+        found = ", ".join(f"'{s}' is {w.arch}" for s, w in read.items())
+        raise InputError(
+            f"the weights are of different architectures ({found}); compare weights of one architecture"
+        )
+    arch = arch or next(iter(archs), None)
+    if arch is None:
+        raise InputError("--weights random needs --arch (e.g. resnet50), or a weights file to take it from")
+
+    labels = labels or _default_labels(sources, arch)
+    loaded = []
+    for n, (source, label) in enumerate(zip(sources, labels)):
+        if source == "random":
+            torch.manual_seed(seed + n)  # reproducible, and two random rows differ
+            backbone = weights.load_backbone("random", arch=arch)
+            info = {"source": "random", "sha256": None, "arch": arch, "format": "random"}
+        else:
+            backbone = weights.load_backbone(read[source], arch=arch)
+            info = {"source": source, "sha256": file_sha256(Path(source)), "arch": arch, "format": read[source].source_format}
+        loaded.append(Loaded(label, backbone, info))
+    if len({w.label for w in loaded}) < len(loaded):
+        raise InputError(f"--label names must differ, got {', '.join(w.label for w in loaded)}")
+    return loaded
+
+
+def _default_labels(sources: list[str], arch: str) -> list[str]:
+    """File stems (the run directory's name for a training run's checkpoint); the paths
+    as given where those repeat; a position where even those do."""
+    from densecl.train import CHECKPOINT_NAME
+
+    def name(source: str) -> str:
+        path = Path(source)
+        if source == "random":
+            return f"random {arch}"
+        return path.absolute().parent.name if path.name == CHECKPOINT_NAME else path.stem
+
+    names = [name(s) for s in sources]
+    names = [n if names.count(n) == 1 else s for n, s in zip(names, sources)]
+    return [n if names.count(n) == 1 else f"{n} #{i + 1}" for i, n in enumerate(names)]
+
+
+# --------------------------------------------------------------------------- view pairs
+
+
+def _pairs(args: argparse.Namespace):
+    """``(mode, source description, iterator of ViewPair)``."""
+    import torch
+    from torchvision.transforms import v2
+
+    from densecl.correspondence import ViewPair, augmented_pairs
+    from densecl.data.datasets import image_source
+    from densecl.data.transforms import IMAGENET_MEAN, IMAGENET_STD, crop_flip_view, moco_v2_view
+
+    view = {"crop-flip": crop_flip_view, "moco-v2": moco_v2_view}[args.augment](args.crop, args.min_scale)
+    if args.data:
+        n = args.pairs or 16
+        source = image_source(args.data, scenes_length=max(n, 16), scenes_size=args.crop, seed=args.seed)
+        return "data", source.origin, augmented_pairs(source, n, view, args.seed)
+    images = [_read_image(p) for p in filter(None, (args.image, args.image2))]
+    if not args.image2:
+        return "views", args.image, augmented_pairs(images[0], 1, view, args.seed)
+    as_is = v2.Compose([
+        v2.ToImage(),
+        v2.Resize((args.crop, args.crop), antialias=True),  # the whole image, squashed to a square
+        v2.ToDtype(torch.float32, scale=True),
+        v2.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+    ])
+    image1, image2 = (source.load(0) for source in images)
+    return "images", f"{args.image} | {args.image2}", iter([ViewPair(as_is(image1), as_is(image2), args.image)])
+
+
+def _read_image(path: str):
+    """A one-image source, checked readable."""
+    from PIL import Image
+
+    from densecl.data.datasets import ImageFiles
+
+    if not Path(path).is_file():
+        raise InputError(f"image {path} does not exist; check the path")
+    try:
+        with Image.open(path) as image:
+            image.load()
+    except Exception as e:  # noqa: BLE001 - PIL raises many types for bad files
+        raise InputError(f"cannot read image {path} ({type(e).__name__}: {e}); pass a JPEG, PNG or another file PIL reads") from None
+    return ImageFiles([Path(path)], f"image {path}")
+
+
+def _take(iterator, n: int) -> list:
+    chunk = []
+    for item in iterator:
+        chunk.append(item)
+        if len(chunk) == n:
+            break
+    return chunk
+
+
+def _describe(mode: str, args: argparse.Namespace) -> str:
+    if mode == "images":
+        return f"two images at {args.crop} px"
+    views = f"{args.augment} views at {args.crop} px"
+    return f"{views}, pair 1 of {args.pairs or 16}" if mode == "data" else views
+
+
+# --------------------------------------------------------------------------- report
+
+
+def _print_table(stats: dict, threshold: float) -> None:
+    labels = list(stats)
+    width = max(12, *(len(label) for label in labels))
+    first = next(iter(stats.values()))
+    print(f"{'weights':<{width}}  {'pairs':>5}  {'locations':>9}  {'mutual/pair':>11}  {f'>={threshold:g}/pair':>11}")
+    for label, s in stats.items():
+        print(f"{label:<{width}}  {s.pairs:>5}  {s.locations:>9.0f}  {s.mean_mutual:>11.2f}  {s.mean_kept:>11.2f}")
+    print()
+    print("mutual-match scores, all pairs (count per bin)")
+    column = max(8, *(len(label) for label in labels))
+    print(f"{'score':<11}" + "".join(f"  {label:>{column}}" for label in labels))
+    edges = first.histogram_edges
+    for b in range(len(edges) - 1):
+        span = f"{edges[b]:.1f}-{edges[b + 1]:.1f}"
+        print(f"{span:<11}" + "".join(f"  {stats[label].histogram_counts[b]:>{column}}" for label in labels))
+    sys.stdout.flush()

@@ -1,0 +1,240 @@
+"""Dense correspondence between two views (DenseCL supplementary, section C).
+
+Two views of one image go through a backbone; its C5 features, L2-normalised
+at every location, are ``F1`` (``C x S1``) and ``F2`` (``C x S2``). For each
+location of view 1 we take the location of view 2 of highest cosine
+similarity, and keep the match only if it is mutual: view 2 -> view 1 gives
+back the same location. "Each match is assigned an averaged similarity": the
+mean of the view-1 -> view-2 and view-2 -> view-1 similarities. Cosine
+similarity is symmetric, so for a mutual pair the two are the same number and
+the score *is* the pair's cosine; the mean is computed anyway, as the paper
+words it. The paper draws the matches with score >= 0.9 and finds many more
+for DenseCL than for MoCo-v2 (supplementary Figure 1).
+
+Backbone features come after a ReLU, so their cosines lie in [0, 1].
+
+The picture and the command::
+
+    densecl correspond --weights densecl_r50.pth --weights mocov2_r50.pth --image cat.jpg --out cat.png
+    densecl correspond --weights densecl_r50.pth --weights mocov2_r50.pth --data scenes --pairs 64 --out scenes.png
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import NamedTuple, Protocol
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+
+from densecl.errors import InputError
+
+
+class Matches(NamedTuple):
+    """Mutual nearest-neighbour matches between two feature maps; every tensor has length M.
+
+    Locations are flat, row-major indices into the ``h x w`` grid of their view.
+    """
+
+    idx1: torch.Tensor  # M, long: location in view 1
+    idx2: torch.Tensor  # M, long: its match in view 2
+    score: torch.Tensor  # M: averaged similarity (= the pair's cosine)
+
+    def at_least(self, threshold: float) -> Matches:
+        """The matches with ``score >= threshold`` (the paper shows >= 0.9)."""
+        keep = self.score >= threshold
+        return Matches(self.idx1[keep], self.idx2[keep], self.score[keep])
+
+
+def mutual_matches(f1: torch.Tensor, f2: torch.Tensor) -> Matches:
+    """Mutual nearest neighbours by cosine similarity, each scored by its averaged similarity.
+
+    Ties go to the lowest index (``argmax``), in both directions.
+
+    Args:
+        f1: ``C x S1`` features of view 1, L2-normalised along ``C``.
+        f2: ``C x S2`` features of view 2, L2-normalised along ``C``.
+
+    Returns:
+        :class:`Matches`, ordered by view-1 location.
+
+    Raises:
+        ValueError: not two ``C x S`` matrices with the same ``C`` and ``S >= 1``.
+    """
+    if f1.ndim != 2 or f2.ndim != 2 or f1.shape[0] != f2.shape[0] or 0 in (f1.shape[1], f2.shape[1]):
+        raise ValueError(
+            f"expected C x S1 and C x S2 features with the same C and S >= 1, got {tuple(f1.shape)} and {tuple(f2.shape)}"
+        )
+    sim = torch.einsum("cs,ct->st", f1, f2)  # S1 x S2 cosine similarities
+    nearest2 = sim.argmax(dim=1)  # S1: best view-2 location of each view-1 location
+    nearest1 = sim.argmax(dim=0)  # S2: best view-1 location of each view-2 location
+    locations1 = torch.arange(f1.shape[1], device=f1.device)  # S1
+    mutual = nearest1[nearest2] == locations1  # S1: view 1 -> view 2 -> view 1 comes back
+    idx1, idx2 = locations1[mutual], nearest2[mutual]  # M, M
+    forward = sim[idx1, idx2]  # M: similarity view 1 -> view 2
+    backward = sim.T[idx2, idx1]  # M: similarity view 2 -> view 1, the same numbers
+    return Matches(idx1, idx2, (forward + backward) / 2)
+
+
+def cell_centres(grid: tuple[int, int], size: tuple[int, int]) -> torch.Tensor:
+    """Pixel ``(x, y)`` of the centre of every feature-map cell, row-major.
+
+    Args:
+        grid: ``(h, w)`` of the feature map.
+        size: ``(H, W)`` of the image it was computed from; a cell covers
+            ``H/h x W/w`` pixels (32 x 32 for C5 when ``H`` and ``W`` are multiples of 32).
+
+    Returns:
+        ``h*w x 2`` float tensor; row ``i * w + j`` is cell ``(i, j)``.
+    """
+    (h, w), (height, width) = grid, size
+    y = (torch.arange(h, dtype=torch.float32) + 0.5) * (height / h)  # h
+    x = (torch.arange(w, dtype=torch.float32) + 0.5) * (width / w)  # w
+    yy, xx = torch.meshgrid(y, x, indexing="ij")  # h x w each
+    return torch.stack([xx.flatten(), yy.flatten()], dim=1)  # h*w x 2
+
+
+# --------------------------------------------------------------------------- views
+
+
+class ViewPair(NamedTuple):
+    """Two normalised ``3 x H x W`` views (ImageNet mean and std) and where they came from."""
+
+    view1: torch.Tensor
+    view2: torch.Tensor
+    name: str
+
+
+class ImageSource(Protocol):
+    """What :func:`densecl.data.datasets.image_source` returns: ``len()`` and ``load(i)``."""
+
+    def __len__(self) -> int: ...
+
+    def load(self, index: int) -> Image.Image | None: ...
+
+
+def augmented_pairs(source: ImageSource, n: int, transform, seed: int) -> Iterator[ViewPair]:
+    """``n`` pairs of two augmented views of one image each, the same for the same ``seed``.
+
+    Images are taken in a seeded random order (cycled when ``n`` exceeds the
+    source); an unreadable image is replaced by the next one in that order.
+    Each pair's views are drawn from the global torch generator seeded with a
+    per-pair seed inside :func:`torch.random.fork_rng`, so the caller's random
+    state is untouched and pair ``p`` does not depend on how many were asked.
+
+    Args:
+        source: images, e.g. from :func:`densecl.data.datasets.image_source`.
+        n: number of pairs, >= 1.
+        transform: PIL image -> normalised tensor, applied twice per image.
+        seed: picks the images and the views.
+
+    Raises:
+        InputError: no image of the source can be read.
+    """
+    g = torch.Generator().manual_seed(seed)
+    order = torch.randperm(len(source), generator=g).tolist()
+    for p in range(n):
+        view_seed = int(torch.randint(2**62, (1,), generator=g))  # drawn in pair order: pair p's seed is fixed
+        for tried in range(len(order)):
+            index = order[(p + tried) % len(order)]
+            image = source.load(index)
+            if image is not None:
+                break
+        else:
+            raise InputError(f"no readable image in {getattr(source, 'origin', 'the data')}")
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(view_seed)
+            view1, view2 = transform(image), transform(image)
+        yield ViewPair(view1, view2, image_name(source, index))
+
+
+def image_name(source: ImageSource, index: int) -> str:
+    """A file path where the source has one, else ``origin[index]`` (embedded scenes)."""
+    paths = getattr(source, "paths", None)
+    return str(paths[index]) if paths is not None else f"{getattr(source, 'origin', 'image')}[{index}]"
+
+
+# --------------------------------------------------------------------------- backbone
+
+
+class Correspondence(NamedTuple):
+    """All mutual matches of one view pair under one backbone, and the grids they index."""
+
+    matches: Matches  # every mutual match, whatever its score
+    grid1: tuple[int, int]  # h1, w1 of view 1's feature map
+    grid2: tuple[int, int]  # h2, w2 of view 2's feature map
+
+
+@torch.no_grad()
+def dense_features(backbone: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``N x 3 x H x W`` -> C5 features ``N x C x h x w``, L2-normalised along ``C``.
+
+    Runs the backbone as it is: put it in eval mode first (BatchNorm running
+    statistics, as in the paper's pre-trained models).
+    """
+    return F.normalize(backbone(x), dim=1)
+
+
+def correspond(backbone: nn.Module, pairs: Sequence[ViewPair]) -> list[Correspondence]:
+    """Mutual matches of every pair, in one backbone forward pass on the backbone's device.
+
+    All views of ``pairs`` must have one size (they are batched).
+    """
+    device = next(backbone.parameters()).device
+    x = torch.stack([v for pair in pairs for v in (pair.view1, pair.view2)]).to(device)  # 2P x 3 x H x W
+    f = dense_features(backbone, x)  # 2P x C x h x w
+    grid = tuple(f.shape[-2:])
+    f = f.flatten(2).float().cpu()  # 2P x C x S
+    return [Correspondence(mutual_matches(f[2 * p], f[2 * p + 1]), grid, grid) for p in range(len(pairs))]
+
+
+# --------------------------------------------------------------------------- statistics
+
+
+@dataclass(frozen=True)
+class MatchStats:
+    """How many matches one backbone finds over a set of view pairs.
+
+    Attributes:
+        pairs: number of view pairs.
+        locations: mean locations per view-1 feature map (``h * w``).
+        mean_mutual: mean mutual matches per pair, any score.
+        mean_kept: mean matches per pair with score >= ``threshold``.
+        threshold: the score threshold.
+        kept_per_pair: matches with score >= ``threshold``, pair by pair.
+        histogram_edges: ``bins + 1`` edges over [0, 1]; the last bin includes 1.
+        histogram_counts: mutual matches (all pairs) per bin; scores are clipped to
+            [0, 1] first (C5 features are post-ReLU, so cosines are >= 0 anyway).
+    """
+
+    pairs: int
+    locations: float
+    mean_mutual: float
+    mean_kept: float
+    threshold: float
+    kept_per_pair: tuple[int, ...]
+    histogram_edges: tuple[float, ...]
+    histogram_counts: tuple[int, ...]
+
+
+def match_stats(results: Sequence[Correspondence], threshold: float, bins: int = 10) -> MatchStats:
+    """Counts and a score histogram of the mutual matches of ``results`` (one backbone, many pairs)."""
+    if not results:
+        raise ValueError("match_stats needs at least one pair")
+    scores = torch.cat([r.matches.score for r in results]).double().clamp(0.0, 1.0).numpy()
+    counts, edges = np.histogram(scores, bins=bins, range=(0.0, 1.0))
+    kept = tuple(len(r.matches.at_least(threshold).score) for r in results)
+    return MatchStats(
+        pairs=len(results),
+        locations=float(np.mean([r.grid1[0] * r.grid1[1] for r in results])),
+        mean_mutual=float(np.mean([len(r.matches.score) for r in results])),
+        mean_kept=float(np.mean(kept)),
+        threshold=threshold,
+        kept_per_pair=kept,
+        histogram_edges=tuple(round(float(e), 6) for e in edges),
+        histogram_counts=tuple(int(c) for c in counts),
+    )

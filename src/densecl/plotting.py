@@ -1,0 +1,211 @@
+"""Pictures: training curves from ``metrics.jsonl``, and the dense-correspondence figure.
+
+Matplotlib is optional (``pip install 'densecl[eval]'``) and used through its
+object API (``Figure``, no pyplot), so nothing here touches a global backend or
+opens a window; files are written by the Agg renderer::
+
+    densecl plot runs/densecl_r18 runs/mocov2_r18 --out curves.png
+    densecl correspond --weights a.pth --weights b.pth --image cat.jpg --out cat.png
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from densecl.correspondence import Correspondence, ViewPair, cell_centres
+from densecl.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from densecl.errors import InputError
+
+#: the panels of :func:`plot_curves`: metrics key -> axis title
+CURVES = {
+    "loss": "loss (total)",
+    "loss_global": "loss_global (InfoNCE, pooled)",
+    "loss_dense": "loss_dense (InfoNCE, dense)",
+    "lr": "learning rate",
+}
+
+
+def require_matplotlib() -> None:
+    """Raises InputError (what to install) when matplotlib is missing."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError as e:
+        raise InputError("drawing needs matplotlib; pip install matplotlib (or 'densecl[eval]')") from e
+
+
+def _figure(**kwargs: Any):
+    require_matplotlib()
+    from matplotlib.figure import Figure
+
+    return Figure(**kwargs)
+
+
+def _save(fig, path: Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=fig.dpi)
+    return path
+
+
+# --------------------------------------------------------------------------- training curves
+
+
+def metrics_file(run: str | Path) -> Path:
+    """A run directory's ``metrics.jsonl`` (a path to the file itself is accepted too)."""
+    run = Path(run)
+    return run if run.suffix == ".jsonl" else run / "metrics.jsonl"
+
+
+def read_metrics(run: str | Path) -> list[dict[str, Any]]:
+    """The per-step lines of a run's ``metrics.jsonl``, in step order.
+
+    Per-epoch lines (no ``loss``) are left out. A resumed run logs the steps
+    after its checkpoint again; the later line of a step wins. A truncated last
+    line (a run killed while writing) is skipped with a warning.
+
+    Raises:
+        InputError: the file is missing or empty, a line other than the last is
+            not JSON, or no line has a loss.
+    """
+    path = metrics_file(run)
+    if not path.is_file():
+        raise InputError(f"{path} does not exist; pass a training run directory (one holding metrics.jsonl)")
+    lines = [(n, line) for n, line in enumerate(path.read_text().splitlines(), 1) if line.strip()]
+    if not lines:
+        raise InputError(f"{path} is empty; the run has not logged a step yet (see log_every in its config)")
+    by_step: dict[int, dict[str, Any]] = {}
+    for n, line in lines:
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            if n == lines[-1][0]:
+                print(f"densecl: warning: skipping the truncated last line {n} of {path}", file=sys.stderr)
+                continue
+            raise InputError(f"{path}, line {n}, is not JSON ({e}); fix or delete that line") from None
+        if isinstance(record, dict) and "loss" in record and "step" in record:
+            by_step[int(record["step"])] = record
+    if not by_step:
+        raise InputError(f"{path} has no step lines with a loss (only per-epoch lines); log more often or train longer")
+    return [by_step[s] for s in sorted(by_step)]
+
+
+def run_labels(runs: Sequence[str | Path]) -> list[str]:
+    """Directory names; the paths as given where two names are the same."""
+    dirs = [metrics_file(r).parent for r in runs]
+    names = [d.resolve().name or str(d) for d in dirs]
+    return [n if names.count(n) == 1 else str(d) for n, d in zip(names, dirs)]
+
+
+def plot_curves(runs: Sequence[tuple[str, Sequence[dict[str, Any]]]], out: str | Path) -> Path:
+    """Loss (total, global, dense) and learning rate against step, one line per run.
+
+    Args:
+        runs: ``(label, records)``, records as :func:`read_metrics` returns them.
+        out: image file to write (.png, .pdf, .svg).
+
+    Returns:
+        The path written.
+    """
+    fig = _figure(figsize=(11, 7), dpi=100, layout="constrained")
+    axes = fig.subplots(2, 2, sharex=True).flatten()
+    for ax, (key, title) in zip(axes, CURVES.items()):
+        for n, (label, records) in enumerate(runs):
+            points = [(r["step"], r[key]) for r in records if _finite(r.get(key))]
+            if points:
+                steps, values = zip(*points)
+                ax.plot(steps, values, label=label, color=f"C{n}", linewidth=1.2, marker="." if len(points) < 30 else None)
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+        if key == "lr":
+            ax.ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))
+    for ax in axes[2:]:
+        ax.set_xlabel("step")
+    axes[0].legend(loc="best", fontsize="small")
+    return _save(fig, out)
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
+# --------------------------------------------------------------------------- correspondence
+
+
+def to_display(view: torch.Tensor) -> np.ndarray:
+    """A normalised ``3 x H x W`` view -> ``H x W x 3`` float RGB in [0, 1]."""
+    mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
+    return (view.detach().cpu().float() * std + mean).clamp(0, 1).permute(1, 2, 0).numpy()
+
+
+def draw_correspondence(
+    pair: ViewPair,
+    rows: Sequence[tuple[str, Correspondence]],
+    threshold: float,
+    out: str | Path,
+    title: str | None = None,
+) -> Path:
+    """The two views side by side, one row per backbone, matches with score >= ``threshold`` as lines.
+
+    Lines join the centres of the matched feature cells and are coloured by
+    score; the faint grid shows the feature cells. Supplementary Figure 1.
+
+    Args:
+        pair: the views all rows share.
+        rows: ``(label, correspondence)`` per backbone; the label heads the row.
+        threshold: lowest score drawn.
+        out: image file to write (.png, .pdf, .svg).
+        title: a line above all rows.
+    """
+    im1, im2 = to_display(pair.view1), to_display(pair.view2)
+    (h1, w1), (h2, w2) = im1.shape[:2], im2.shape[:2]
+    gap = max(8, w1 // 16)
+    canvas = np.ones((max(h1, h2), w1 + gap + w2, 3))
+    canvas[:h1, :w1], canvas[:h2, w1 + gap:] = im1, im2
+    width = 9.0
+    row_height = width * canvas.shape[0] / canvas.shape[1] + 0.5
+    fig = _figure(figsize=(width + 1.2, row_height * len(rows) + (0.4 if title else 0)), dpi=100, layout="constrained")
+    from matplotlib import colormaps  # importable: _figure checked
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.collections import LineCollection
+    from matplotlib.colors import Normalize
+
+    norm = Normalize(vmin=min(threshold, 1.0 - 1e-3), vmax=1.0)
+    cmap = colormaps["plasma"]
+    axes = fig.subplots(len(rows), 1, squeeze=False)[:, 0]
+    for ax, (label, corr) in zip(axes, rows):
+        ax.imshow(canvas, interpolation="bilinear")
+        _draw_grid(ax, corr.grid1, (h1, w1), 0)
+        _draw_grid(ax, corr.grid2, (h2, w2), w1 + gap)
+        kept = corr.matches.at_least(threshold)
+        order = kept.score.argsort()  # best matches drawn last, on top
+        start = cell_centres(corr.grid1, (h1, w1))[kept.idx1[order]]  # M x 2
+        end = cell_centres(corr.grid2, (h2, w2))[kept.idx2[order]] + torch.tensor([w1 + gap, 0.0])  # M x 2
+        colours = cmap(norm(kept.score[order].numpy()))
+        segments = torch.stack([start, end], dim=1).numpy()  # M x 2 x 2
+        ax.add_collection(LineCollection(segments, colors=colours, linewidths=1.4, alpha=0.9))
+        ax.scatter(*segments.reshape(-1, 2).T, s=8, c=np.repeat(colours, 2, axis=0), zorder=3)
+        ax.set_title(label, fontsize="medium")
+        ax.set_xlim(-0.5, canvas.shape[1] - 0.5)
+        ax.set_ylim(canvas.shape[0] - 0.5, -0.5)
+        ax.set_axis_off()
+    fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=list(axes), label="match score (cosine)", shrink=0.8)
+    if title:
+        fig.suptitle(title, fontsize="small")
+    return _save(fig, out)
+
+
+def _draw_grid(ax, grid: tuple[int, int], size: tuple[int, int], x0: float) -> None:
+    (h, w), (height, width) = grid, size
+    for i in range(1, h):
+        ax.plot([x0, x0 + width], [i * height / h] * 2, color="white", alpha=0.25, linewidth=0.5)
+    for j in range(1, w):
+        ax.plot([x0 + j * width / w] * 2, [0, height], color="white", alpha=0.25, linewidth=0.5)
