@@ -36,6 +36,51 @@ PROTOCOLS: dict[str, tuple[str, str, str]] = {
 }
 FINETUNE = ("seg-finetune", "det")
 
+# help for the config fields (flags are the field names with dashes; defaults come from the dataclasses)
+FIELD_HELP = {
+    "train_split": "split to train on (file or folder name, e.g. trainval, train2017)",
+    "val_split": "split to evaluate on (e.g. test, val2017)",
+    "stage": "backbone stage to pool: c2, c3, c4 or c5",
+    "stages": "stage(s) to read: c5, or c4,c5 (C5 upsampled to C4 and concatenated)",
+    "image_size": "resize the shorter side (and centre-crop for image-level protocols); 0 keeps images as they are",
+    "costs": "SVM costs C to cross-validate",
+    "cv_folds": "cross-validation folds for choosing C",
+    "positive_weight": "SVM class weight of positives",
+    "ap": "AP variant: area (VOC 2010+, full interpolated PR curve) or 11point (VOC07)",
+    "batch_size": "images per batch (fine-tuning: over all processes)",
+    "extract_batch_size": "images per batch for feature extraction",
+    "workers": "data-loading worker processes (0: load in the main process)",
+    "k": "neighbours",
+    "temperature": "vote weight exp(similarity / temperature)",
+    "epochs": "passes over the stored features",
+    "lr": "base learning rate",
+    "weight_decay": "weight decay",
+    "num_classes": "classes including background (default: classes.txt, else the 21 VOC classes)",
+    "label_dir": "folder of label PNGs under --data (SegmentationClassAug for VOC train_aug)",
+    "output_stride": "backbone output stride: 8 (dilated layer3+4), 16 (dilated layer4) or 32 (none)",
+    "crop": "training crop side in pixels",
+    "scale_min": "smallest random rescale factor",
+    "scale_max": "largest random rescale factor",
+    "iters": "training iterations",
+    "poly_power": "poly learning-rate power",
+    "min_lr": "poly learning-rate floor",
+    "dropout": "dropout before the classifier",
+    "sync_bn": "SyncBatchNorm under torchrun (CUDA)",
+    "log_every": "print the loss every N iterations (0: never)",
+    "task": "box (Faster R-CNN) or mask (Mask R-CNN)",
+    "norm": "syncbn / bn: BatchNorm trained in backbone, FPN and heads; frozen: FrozenBN backbone",
+    "train_fraction": "fraction of training images to use (0.1: supplementary Table 2's semi-supervised setting)",
+    "subset_seed": "seed of the --train-fraction subset (fixed across runs)",
+    "warmup_iters": "linear warm-up iterations",
+    "lr_steps": "fractions of --iters where the learning rate drops x0.1",
+    "min_size": "shorter image side; several values: a random choice per training image, the last for evaluation",
+    "max_size": "longer image side at most",
+    "proposals": "RPN proposals kept per image after NMS, in training and evaluation",
+    "rois_per_image": "RoIs sampled per training image for the box head",
+    "detections_per_image": "detections kept per image in evaluation",
+}
+FIELD_CHOICES = {"ap": ("area", "11point"), "task": ("box", "mask"), "norm": ("syncbn", "bn", "frozen")}
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -76,15 +121,17 @@ def _config_options(p: argparse.ArgumentParser, config_cls: type) -> None:
     """One flag per config field, ``--name-with-dashes``, default from the dataclass."""
     for field in dataclasses.fields(config_cls):
         flag = "--" + field.name.replace("_", "-")
-        help_text = field.metadata.get("help", " ")
-        if field.name == "data":
+        help_text = FIELD_HELP.get(field.name, "")
+        if field.name in FIELD_CHOICES:
+            p.add_argument(flag, choices=FIELD_CHOICES[field.name], default=field.default, help=help_text)
+        elif field.name == "data":
             p.add_argument(flag, required=True, help="dataset root directory (see densecl.evaluation.datasets)")
         elif field.name == "device":
             p.add_argument(flag, default="auto", help="cpu, cuda, cuda:N or auto (cuda when available)")
         elif field.type in ("bool",):
             p.add_argument(flag, action=argparse.BooleanOptionalAction, default=field.default, help=help_text)
         elif field.type.startswith("tuple"):
-            p.add_argument(flag, type=_number_tuple, default=field.default, help="comma-separated" + help_text)
+            p.add_argument(flag, type=_number_tuple, default=field.default, help=help_text + " (comma-separated)")
         else:
             p.add_argument(flag, type=_scalar_type(field.type), default=field.default, help=help_text)
 
@@ -122,6 +169,8 @@ def default_out(weights: str, arch: str | None, protocol: str, data: str) -> Pat
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
     from densecl import distributed
     from densecl.evaluation import results
     from densecl.evaluation.backbone import load_weights
@@ -137,7 +186,7 @@ def run(args: argparse.Namespace) -> int:
     device_type = "cuda" if requested.startswith("cuda") or (requested == "auto" and _cuda()) else "cpu"
     if args.protocol in FINETUNE:
         dist = distributed.setup(device_type)
-    elif distributed.world_size() > 1 or _torchrun_world() > 1:
+    elif _torchrun_world() > 1:
         raise InputError(f"{args.protocol} runs in one process; start it without torchrun")
     else:
         dist = distributed.DistInfo(0, 1, 0)
@@ -145,9 +194,10 @@ def run(args: argparse.Namespace) -> int:
         values = {f.name: getattr(args, f.name) for f in dataclasses.fields(config_cls)}
         values["device"] = _device(requested, dist.local_rank)
         config = config_cls(**values)
-        data = module.load_data(config)  # bad data fails here, before any model is built
-        backbone, weights_info = load_weights(args.weights, args.arch)
         start = time.perf_counter()
+        data = module.load_data(config)  # bad data fails here, before any model is built
+        torch.manual_seed(args.seed)  # --weights random: the same initialisation for a seed
+        backbone, weights_info = load_weights(args.weights, args.arch)
         evaluation = module.evaluate(backbone, data, config, seeds)
         wall = time.perf_counter() - start
         if dist.is_main:

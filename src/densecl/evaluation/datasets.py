@@ -14,10 +14,11 @@ Image-level labels (``svm``, ``knn``, ``linear``), detected in this order:
     folder names, sorted. Single-label.
 
 Segmentation (``seg-probe``, ``seg-finetune``), the VOC layout:
-  ``root/ImageSets/Segmentation/<split>.txt`` (ids), ``root/JPEGImages/<id>.jpg``,
-  ``root/SegmentationClass/<id>.png`` (class index per pixel, 255 = ignore; a
-  palette PNG as VOC ships, or 8-bit grayscale). Class names from
-  ``root/classes.txt`` (background first) if present, else the 21 VOC classes.
+  ``root/ImageSets/Segmentation/<split>.txt`` (ids), ``root/JPEGImages/<id>.jpg``
+  (or ``.png``), ``root/SegmentationClass/<id>.png`` (class index per pixel,
+  255 = ignore; a palette PNG as VOC ships, or 8-bit grayscale; another
+  folder name with ``label_dir``). Class names from ``root/classes.txt`` (one a
+  line, in index order) if present, else the 21 VOC classes.
 
 Detection (``det``), COCO: images in ``root/<split>/``, annotations in
 ``root/annotations/instances_<split>.json`` (polygon or RLE segmentation).
@@ -33,6 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import warnings
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -138,11 +140,18 @@ def read_classification(root: Path, split: str, classes: tuple[str, ...] | None 
 
 
 def read_classification_splits(
-    root: Path, train_split: str, val_split: str
+    root: Path, train_split: str, val_split: str, single_label: bool = False
 ) -> tuple[ClassificationSplit, ClassificationSplit]:
-    """Train and val splits with the same class list (the train split's)."""
+    """Train and val splits with the same class list (the train split's).
+
+    Args:
+        single_label: refuse multi-label data (an :class:`InputError` saying so).
+    """
     train = read_classification(root, train_split)
-    return train, read_classification(root, val_split, classes=train.classes)
+    val = read_classification(root, val_split, classes=train.classes)
+    if single_label:
+        train.labels(), val.labels()
+    return train, val
 
 
 def describe_splits(root: Path, train: ClassificationSplit, val: ClassificationSplit, train_split: str, val_split: str) -> dict:
@@ -344,7 +353,7 @@ def segmentation_tensors(image: Image.Image, label: np.ndarray, size: int = 0) -
 
     ``size`` > 0 resizes the shorter side of both (image bilinear, label nearest).
     """
-    y = torch.from_numpy(np.ascontiguousarray(label))
+    y = torch.from_numpy(np.array(label, dtype=np.uint8))  # a writable copy
     if size:
         image = v2.functional.resize(image, size, antialias=True)
         y = v2.functional.resize(y[None], size, interpolation=v2.InterpolationMode.NEAREST)[0]
@@ -352,8 +361,14 @@ def segmentation_tensors(image: Image.Image, label: np.ndarray, size: int = 0) -
     return v2.functional.normalize(x, IMAGENET_MEAN, IMAGENET_STD), y
 
 
-def read_segmentation(root: Path, split: str, num_classes: int | None = None) -> SegmentationSplit:
-    """Reads a VOC-layout segmentation split; the class count from classes.txt, VOC, or ``num_classes``."""
+def read_segmentation(
+    root: Path, split: str, num_classes: int | None = None, label_dir: str = "SegmentationClass"
+) -> SegmentationSplit:
+    """Reads a VOC-layout segmentation split; the class count from classes.txt, VOC, or ``num_classes``.
+
+    ``label_dir`` names the folder of label PNGs (``SegmentationClassAug`` for
+    the SBD-augmented VOC 2012 ``train_aug`` split).
+    """
     root = Path(root)
     listing = root / "ImageSets" / "Segmentation" / f"{split}.txt"
     if not listing.is_file():
@@ -370,7 +385,7 @@ def read_segmentation(root: Path, split: str, num_classes: int | None = None) ->
             list(classes) + [f"class{k}" for k in range(len(classes), num_classes)]
         )
     images = [_voc_image(root, i) for i in ids]
-    labels = [root / "SegmentationClass" / f"{i}.png" for i in ids]
+    labels = [root / label_dir / f"{i}.png" for i in ids]
     for path in labels:
         if not path.is_file():
             raise InputError(f"label {path} does not exist (listed in {listing})")
@@ -419,7 +434,9 @@ class CocoSplit:
             "labels": np.array([label_of[a["category_id"]] for a in anns], dtype=np.int64),
         }
         if with_masks:
-            masks = [self.coco.annToMask(a) for a in anns]
+            with warnings.catch_warnings():  # pycocotools' decode trips a numpy 2 deprecation, harmlessly
+                warnings.simplefilter("ignore", DeprecationWarning)
+                masks = [self.coco.annToMask(a) for a in anns]
             target["masks"] = (
                 np.stack(masks).astype(np.uint8) if masks else np.zeros((0, image.height, image.width), np.uint8)
             )

@@ -63,6 +63,7 @@ from densecl.evaluation.results import Evaluation
 from densecl.models.backbones import ResNetBackbone, torchvision_classifier
 
 TASKS = ("box", "mask")
+EVAL_BATCH = 4  # images per forward in evaluation
 NORMS = ("syncbn", "bn", "frozen")
 
 
@@ -83,6 +84,9 @@ class DetConfig:
     lr_steps: tuple[float, ...] = (0.6667, 0.8889)  # fractions of iters
     min_size: tuple[int, ...] = (800,)
     max_size: int = 1333
+    proposals: int = 1000  # RPN proposals kept per image after NMS (train and test)
+    rois_per_image: int = 512  # RoIs sampled per training image for the box head
+    detections_per_image: int = 100  # kept in evaluation (COCO scores at most 100)
     workers: int = 4
     log_every: int = 20
     device: str = "cpu"
@@ -102,15 +106,15 @@ def load_data(config: DetConfig) -> tuple[CocoSplit, CocoSplit]:
     return train, val
 
 
-def build_detector(
-    backbone: ResNetBackbone, arch: str, num_classes: int, task: str, norm: str,
-    min_size: tuple[int, ...] = (800,), max_size: int = 1333,
-) -> nn.Module:
+def build_detector(backbone: ResNetBackbone, arch: str, num_classes: int, config: DetConfig) -> nn.Module:
     """A torchvision Faster / Mask R-CNN whose ResNet trunk holds ``backbone``'s weights.
 
     Args:
         num_classes: object classes, background not counted.
+        config: ``task``, ``norm``, ``min_size``, ``max_size``, ``proposals``,
+            ``rois_per_image`` and ``detections_per_image`` are read.
     """
+    task, norm = config.task, config.norm
     resnet = torchvision_classifier(arch)
     load_trunk(resnet, backbone.state_dict())
     if norm == "frozen":
@@ -125,7 +129,11 @@ def build_detector(
         if task == "mask":
             extra["mask_head"] = MaskRCNNHeads(body.out_channels, [256] * 4, 1, norm_layer=trained_norm)
     detector = MaskRCNN if task == "mask" else FasterRCNN
-    return detector(body, num_classes=num_classes + 1, min_size=min_size, max_size=max_size, **extra)
+    return detector(
+        body, num_classes=num_classes + 1, min_size=config.min_size, max_size=config.max_size,
+        rpn_post_nms_top_n_train=config.proposals, rpn_post_nms_top_n_test=config.proposals,
+        box_batch_size_per_image=config.rois_per_image, box_detections_per_img=config.detections_per_image, **extra,
+    )
 
 
 def load_trunk(resnet: nn.Module, state_dict: dict[str, torch.Tensor]) -> None:
@@ -193,9 +201,7 @@ def evaluate(backbone: ResNetBackbone, data: tuple[CocoSplit, CocoSplit], config
     per_seed = []
     for seed in seeds:
         seed_everything(seed)
-        model = build_detector(
-            copy.deepcopy(backbone), arch, train.num_classes, config.task, config.norm, config.min_size, config.max_size
-        )
+        model = build_detector(copy.deepcopy(backbone), arch, train.num_classes, config)
         model = prepare_model(model, config.device, config.norm == "syncbn")
         _train(model, train, config, seed)
         if distributed.rank() == 0:
@@ -258,10 +264,12 @@ def _validate(model: nn.Module, split: CocoSplit, config: DetConfig) -> dict[str
     model.eval()
     dataset = DetectionSamples(split, masks=False, flip=False)
     boxes, segms = [], []
-    for i in range(len(split)):
-        image_id = split.image_ids[i]
-        x, _ = dataset[(i, 0)]
-        out = model([x.to(config.device)])[0]  # boxes N x 4 xyxy in image pixels, labels N, scores N, masks N x 1 x H x W
+    outputs = (
+        (split.image_ids[i], out)
+        for chunk in np.array_split(np.arange(len(split)), max(1, len(split) // EVAL_BATCH))
+        for i, out in zip(chunk.tolist(), model([dataset[(i, 0)][0].to(config.device) for i in chunk.tolist()]))
+    )
+    for image_id, out in outputs:  # out: boxes N x 4 xyxy in image pixels, labels N, scores N, masks N x 1 x H x W
         category = [split.category_ids[int(k) - 1] for k in out["labels"].tolist()]
         for b, c, s in zip(out["boxes"].tolist(), category, out["scores"].tolist()):
             boxes.append({"image_id": image_id, "category_id": c, "bbox": [b[0], b[1], b[2] - b[0], b[3] - b[1]], "score": s})

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from densecl.errors import InputError
 from densecl.evaluation.datasets import ImageTensors, as_list
 from densecl.models.backbones import ResNetBackbone
 
@@ -65,7 +66,7 @@ def parse_stages(spec: str) -> tuple[int, ...]:
     names = [s.strip().lower() for s in spec.split(",") if s.strip()]
     bad = [s for s in names if s not in STAGE_NAMES]
     if bad or not names:
-        raise ValueError(f"unknown stage(s) {', '.join(bad) or spec!r}; choose from {', '.join(STAGE_NAMES)}")
+        raise InputError(f"unknown stage(s) {', '.join(bad) or repr(spec)}; choose from {', '.join(STAGE_NAMES)}")
     return tuple(sorted({STAGE_NAMES.index(s) for s in names}))
 
 
@@ -73,7 +74,7 @@ def parse_stage(spec: str) -> int:
     """One stage name (``"c5"``) -> its index into ``forward_stages``."""
     stages = parse_stages(spec)
     if len(stages) != 1:
-        raise ValueError(f"expected one stage (e.g. c5), got {spec!r}")
+        raise InputError(f"this protocol pools one stage (e.g. --stage c5), got {spec!r}")
     return stages[0]
 
 

@@ -66,9 +66,8 @@ def weighted_knn(
 
 
 def load_data(config: KNNConfig) -> tuple[ClassificationSplit, ClassificationSplit]:
-    train, val = read_classification_splits(config.data, config.train_split, config.val_split)
-    train.labels(), val.labels()  # single-label, or an InputError before any model is built
-    return train, val
+    parse_stage(config.stage)
+    return read_classification_splits(config.data, config.train_split, config.val_split, single_label=True)
 
 
 def evaluate(

@@ -50,9 +50,8 @@ class LinearConfig:
 
 
 def load_data(config: LinearConfig) -> tuple[ClassificationSplit, ClassificationSplit]:
-    train, val = read_classification_splits(config.data, config.train_split, config.val_split)
-    train.labels(), val.labels()  # single-label, or an InputError before any model is built
-    return train, val
+    parse_stage(config.stage)
+    return read_classification_splits(config.data, config.train_split, config.val_split, single_label=True)
 
 
 def train_linear(

@@ -44,11 +44,15 @@ from PIL import Image
 from torch import nn
 
 from densecl import distributed
+from densecl.errors import InputError
 from densecl.evaluation.datasets import IGNORE_INDEX, SegmentationSplit, read_segmentation, segmentation_tensors
 from densecl.evaluation.finetune import BatchStream, prepare_model, seed_everything, unwrap
 from densecl.evaluation.metrics import confusion_matrix, iou_from_confusion
 from densecl.evaluation.results import Evaluation, warn_absent_classes
 from densecl.models.backbones import STAGES, ResNetBackbone
+
+
+OUTPUT_STRIDES = {32: (1, 1), 16: (1, 2), 8: (2, 4)}  # output stride -> dilation rates of layer3, layer4
 
 
 @dataclass(frozen=True)
@@ -57,6 +61,7 @@ class SegFinetuneConfig:
     train_split: str = "train"
     val_split: str = "val"
     num_classes: int | None = None  # None: classes.txt, else the 21 VOC classes
+    label_dir: str = "SegmentationClass"
     output_stride: int = 8  # 8, 16 or 32
     crop: int = 512
     scale_min: float = 0.5
@@ -75,8 +80,10 @@ class SegFinetuneConfig:
 
 
 def load_data(config: SegFinetuneConfig) -> tuple[SegmentationSplit, SegmentationSplit]:
-    train = read_segmentation(config.data, config.train_split, config.num_classes)
-    val = read_segmentation(config.data, config.val_split, config.num_classes)
+    if config.output_stride not in OUTPUT_STRIDES:
+        raise InputError(f"--output-stride must be 8, 16 or 32, got {config.output_stride}")
+    train = read_segmentation(config.data, config.train_split, config.num_classes, config.label_dir)
+    val = read_segmentation(config.data, config.val_split, config.num_classes, config.label_dir)
     for split in (train, val):  # every label read once: a bad mask fails now, not at iteration 9000
         split.check(workers=max(1, config.workers))
     return train, val
@@ -88,11 +95,10 @@ def dilate(backbone: ResNetBackbone, output_stride: int) -> ResNetBackbone:
     The first block of a dilated stage keeps the previous rate in its 3x3
     convolutions and the later blocks use the new one (torchvision's rule).
     """
-    rates = {32: (1, 1), 16: (1, 2), 8: (2, 4)}
-    if output_stride not in rates:
+    if output_stride not in OUTPUT_STRIDES:
         raise ValueError(f"output_stride must be 8, 16 or 32, got {output_stride}")
     previous = 1
-    for stage_name, rate in zip(STAGES[2:], rates[output_stride]):
+    for stage_name, rate in zip(STAGES[2:], OUTPUT_STRIDES[output_stride]):
         if rate == 1:
             continue
         for b, block in enumerate(getattr(backbone, stage_name)):

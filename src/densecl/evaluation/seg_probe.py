@@ -51,6 +51,7 @@ class SegProbeConfig:
     train_split: str = "train"
     val_split: str = "val"
     num_classes: int | None = None  # None: classes.txt, else the 21 VOC classes
+    label_dir: str = "SegmentationClass"
     stages: str = "c5"  # or "c4,c5"
     image_size: int = 0  # shorter side; 0 keeps images as they are
     epochs: int = 30
@@ -61,10 +62,11 @@ class SegProbeConfig:
 
 
 def load_data(config: SegProbeConfig) -> tuple[SegmentationSplit, SegmentationSplit]:
-    train = read_segmentation(config.data, config.train_split, config.num_classes)
-    val = read_segmentation(config.data, config.val_split, config.num_classes)
-    if train.classes != val.classes:
-        raise ValueError("train and val splits read different class lists")
+    parse_stages(config.stages)
+    train = read_segmentation(config.data, config.train_split, config.num_classes, config.label_dir)
+    val = read_segmentation(config.data, config.val_split, config.num_classes, config.label_dir)
+    for split in (train, val):  # every label read once: a bad mask fails before any model is built
+        split.check()
     return train, val
 
 

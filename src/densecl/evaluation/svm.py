@@ -62,6 +62,7 @@ class SVMConfig:
 
 
 def load_data(config: SVMConfig) -> tuple[ClassificationSplit, ClassificationSplit]:
+    parse_stage(config.stage)
     return read_classification_splits(config.data, config.train_split, config.val_split)
 
 
