@@ -22,7 +22,6 @@ Example::
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -31,7 +30,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from densecl.data.export_scenes import FORMATS, open_writer
+from densecl.data.export_scenes import FORMATS, open_writer, prepare_output
 from densecl.data.photo_scenes import SPLITS, PhotoAssets, PhotoSceneComposer, load_assets, split_counts
 from densecl.errors import InputError
 
@@ -126,18 +125,7 @@ def export_photo_scenes(
 
 
 def _prepare(out: Path, overwrite: bool) -> None:
-    if out.exists() and not out.is_dir():
-        raise InputError(f"--out {out} is a file; give a directory")
-    if out.exists() and any(out.iterdir()):
-        if not overwrite:
-            raise InputError(f"{out} exists and is not empty; choose another --out or pass --overwrite")
-        for name in _OWNED:
-            target = out / name
-            if target.is_dir():
-                shutil.rmtree(target)
-            elif target.exists():
-                target.unlink()
-    out.mkdir(parents=True, exist_ok=True)
+    prepare_output(out, _OWNED, overwrite)
 
 
 def _asset_counts(assets: PhotoAssets) -> dict[str, dict]:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,6 +50,22 @@ class ExportSummary:
     counts: dict[str, int]  # images per split
 
 
+def prepare_output(out: Path, owned: Iterable[str], overwrite: bool) -> None:
+    """Makes ``out``; a non-empty one only with ``overwrite``, removing just the entries in ``owned``."""
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out} is a file; give a directory")
+    if out.exists() and any(out.iterdir()):
+        if not overwrite:
+            raise InputError(f"{out} exists and is not empty; choose another --out or pass --overwrite")
+        for name in owned:
+            target = out / name
+            if target.is_dir():
+                shutil.rmtree(target)
+            elif target.exists():
+                target.unlink()
+    out.mkdir(parents=True, exist_ok=True)
+
+
 def export_scenes(
     out: Path, fmt: str, n_train: int = 64, n_val: int = 32, size: int = 128, seed: int = 0,
     max_objects: int = 4, overwrite: bool = False,
@@ -60,16 +76,7 @@ def export_scenes(
         raise InputError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
     if n_train < 1 or n_val < 1:
         raise InputError(f"--n-train and --n-val must be >= 1, got {n_train} and {n_val}")
-    if out.exists() and any(out.iterdir()):
-        if not overwrite:
-            raise InputError(f"{out} exists and is not empty; choose another --out or pass --overwrite")
-        for name in _OWNED[fmt]:
-            target = out / name
-            if target.is_dir():
-                shutil.rmtree(target)
-            elif target.exists():
-                target.unlink()
-    out.mkdir(parents=True, exist_ok=True)
+    prepare_output(out, _OWNED[fmt], overwrite)
     indices = {"train": range(n_train), "val": range(n_train, n_train + n_val)}
     writer = open_writer(fmt, out)
     for split in SPLITS:
