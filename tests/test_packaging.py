@@ -1,0 +1,35 @@
+"""`pip install -e .` must give a working CLI: every third-party import is a core dependency.
+
+(`make demo` once failed on a fresh clone because svm imported scikit-learn,
+which only an extra installed.)
+"""
+
+import ast
+import re
+import sys
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+# import name -> distribution name, where they differ
+DISTRIBUTION = {"yaml": "pyyaml", "PIL": "pillow", "skimage": "scikit-image", "sklearn": "scikit-learn"}
+# imported only inside a guarded path that says what to install
+OPTIONAL = {"timm", "safetensors", "tensorboard"}
+
+
+def third_party_imports() -> set[str]:
+    names = set()
+    for path in (ROOT / "src" / "densecl").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names.update(a.name.split(".")[0] for a in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names.add(node.module.split(".")[0])
+    return {n for n in names if n not in sys.stdlib_module_names and n != "densecl"}
+
+
+def test_every_import_is_a_declared_dependency():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    core = {re.split(r"[<>=!~ \[]", d)[0].lower() for d in project["dependencies"]}
+    missing = {n for n in third_party_imports() if DISTRIBUTION.get(n, n).lower() not in core} - OPTIONAL
+    assert not missing, f"imported but not in [project] dependencies: {sorted(missing)}"
