@@ -1,6 +1,6 @@
 """Pictures: training curves from ``metrics.jsonl``, and the dense-correspondence figure.
 
-Matplotlib is optional (``pip install 'densecl[eval]'``) and used through its
+Matplotlib (a dependency of the package) is used through its
 object API (``Figure``, no pyplot), so nothing here touches a global backend or
 opens a window; files are written by the Agg renderer::
 
@@ -38,7 +38,7 @@ def require_matplotlib() -> None:
     try:
         import matplotlib  # noqa: F401
     except ImportError as e:
-        raise InputError("drawing needs matplotlib; pip install matplotlib (or 'densecl[eval]')") from e
+        raise InputError("drawing needs matplotlib; pip install matplotlib") from e
 
 
 def _figure(**kwargs: Any):
