@@ -6,7 +6,7 @@ BIN     := $(VENV)/bin
 # keeps pip from fetching a multi-GB CUDA build elsewhere. Override: make TORCH="torch torchvision"
 TORCH   ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: demo test install install-test clean assets
+.PHONY: demo test install install-test clean assets experiment
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -33,6 +33,11 @@ test: install-test
 # photo cut-outs and backgrounds for `densecl data scenes`, from Debian packages, into .cache/assets/
 assets: install
 	bash scripts/fetch-assets.sh
+
+# DenseCL against MoCo-v2 on the photo scenes, pre-trained and evaluated on the CPU (hours;
+# resumable: rerun after an interruption). Writes docs/results.md. DRY_RUN=1 prints the steps.
+experiment: install
+	bash scripts/experiment.sh
 
 clean:
 	rm -rf runs/demo .pytest_cache
