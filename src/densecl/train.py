@@ -186,19 +186,11 @@ def _init_backbone(model: DenseCL, source: str) -> None:
     """Starts both encoders' backbones from pre-trained weights (any format densecl reads)."""
     from densecl.weights import load_backbone_weights
 
-    weights = load_backbone_weights(source)
-    if weights.arch is not None and weights.arch != model.arch:
+    weights = load_backbone_weights(source)  # checked to fit weights.arch exactly
+    if weights.arch != model.arch:
         raise InputError(f"--init {source} holds a {weights.arch} backbone but the config says arch {model.arch}")
     for encoder in (model.encoder, model.momentum_encoder):
-        _strict_load(encoder.backbone, weights.state_dict, source)
-
-
-def _strict_load(module: torch.nn.Module, state_dict: dict, source: str) -> None:
-    result = module.load_state_dict(state_dict, strict=False)
-    if result.missing_keys or result.unexpected_keys:
-        raise InputError(
-            f"weights {source} do not fit: missing {result.missing_keys[:5]}, unexpected {result.unexpected_keys[:5]}"
-        )
+        encoder.backbone.load_state_dict(weights.state_dict, strict=True)
 
 
 def _restore(state: dict, model: DenseCL, optimizer, scaler, iters_per_epoch: int) -> int:

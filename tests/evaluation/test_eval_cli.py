@@ -107,3 +107,11 @@ def test_default_out_is_under_the_run_dir(scenes, weights_file, tmp_path, capsys
     _run(capsys, "eval", "knn", "--weights", "random", "--arch", "resnet18", "--data", str(scenes["imagefolder"]),
          "--image-size", "0", "--workers", "0")
     assert (tmp_path / "runs" / "random-resnet18" / "eval" / "knn_imagefolder.json").is_file()
+
+
+def test_weights_of_another_arch_name_the_file(scenes, weights_file, tmp_path, capsys):
+    code = main(["eval", "knn", "--weights", str(weights_file), "--arch", "resnet50", "--data", str(scenes["imagefolder"]),
+                 "--image-size", "0", "--workers", "0", "--out", str(tmp_path / "k.json")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1
+    assert str(weights_file) in err and "resnet18" in err and "--arch resnet50" in err

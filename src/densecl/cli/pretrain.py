@@ -42,16 +42,14 @@ def run(args: argparse.Namespace) -> int:
     types = {f.name: f.type for f in dataclasses.fields(PretrainConfig)}
     overrides = {k: config.coerce(k, types[k], v, "the command line") for k, v in given.items() if k in types}
 
+    recipe = config.load_recipe(given["config"]) if "config" in given else {}
+    values = {**recipe, **overrides}
     state = None
     if "resume" in given:
-        if given["resume"] == "auto":
-            out = overrides.get("output_dir") or (config.from_dict(config.load_recipe(given["config"])).output_dir if "config" in given else PretrainConfig().output_dir)
-            path = Path(out) / CHECKPOINT_NAME
-        else:
-            path = Path(given["resume"])
+        path = Path(given["resume"])
+        if given["resume"] == "auto":  # the checkpoint in the output_dir this command line names
+            path = Path(config.from_dict(values).output_dir) / CHECKPOINT_NAME
         state = checkpoint.load(path)
-        values = {**state["config"], **overrides}
-    else:
-        values = {**(config.load_recipe(given["config"]) if "config" in given else {}), **overrides}
+        values = {**state["config"], **overrides}  # the run's own config; flags given here win
     pretrain(config.from_dict(values), resume=state)
     return 0

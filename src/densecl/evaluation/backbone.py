@@ -40,9 +40,11 @@ def load_weights(source: str, arch: str | None) -> tuple[ResNetBackbone, dict[st
     path = Path(source)
     if not path.is_file():
         raise InputError(f"weights file {path} does not exist; pass a checkpoint path or 'random'")
-    info = weights.load_backbone_weights(str(path))
+    info = weights.load_backbone_weights(str(path))  # read once, for the backbone and the provenance
+    if arch is not None and info.arch is not None and arch != info.arch:
+        raise InputError(f"{path} holds {info.arch} weights but --arch {arch} was given; drop --arch or set it to {info.arch}")
     arch = arch or info.arch
-    backbone = weights.load_backbone(str(path), arch=arch)
+    backbone = weights.load_backbone(info, arch=arch)
     return backbone, {
         "source": str(path),
         "sha256": file_sha256(path),
