@@ -3,7 +3,7 @@
 #
 #   bash scripts/experiment.sh                 (or: make experiment)
 #   DRY_RUN=1 bash scripts/experiment.sh       print what would run, run nothing
-#   EPOCHS=10 DET_ITERS=50 bash scripts/experiment.sh    shorter (every setting below is an env override)
+#   EPOCHS=40 DET_ITERS=400 bash scripts/experiment.sh  longer (every setting below is an env override)
 #
 # Resumable: every step is skipped when its output exists, so after an interruption the same
 # command carries on. An unfinished pre-training (checkpoint step < EPOCHS x iterations/epoch)
@@ -17,9 +17,12 @@
 #   4. report                     docs/results.md and docs/figures/ (always rewritten, from what exists)
 # Wall time of every step that ran is appended to RUN/timing.tsv (name, seconds, finished at).
 #
-# Pre-training time: resnet18 fp32 at 128 px does about 14 pairs/s on the shared 2-core CPU
-# (measured: 2.1-2.4 s per batch of 32); 1200 train images / batch 32 = 37 iterations an epoch,
-# about 85 s, so EPOCHS=40 is about an hour per method. Evaluation adds about two hours (det dominates).
+# Time on the shared 2-core CPU (measured; docs/results.md has the run's own wall times):
+# resnet18 fp32 at 128 px does about 15 pairs/s, 2.1-2.4 s per batch of 32; 1200 train images /
+# batch 32 = 37 iterations an epoch, about 80 s, so EPOCHS=20 is about 27 minutes per method.
+# Evaluation per weights: det at 160 px with 50 proposals and 32 RoIs is about 2.3 s an iteration
+# (the 4conv1fc box head dominates), seg-finetune about 1.6 s, so the defaults below take about
+# 20 minutes per weights and an hour for the three; the whole command about two hours.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-.venv/bin}
@@ -31,11 +34,13 @@ DATA=${DATA:-.cache/photo-scenes}
 N_IMAGES=${N_IMAGES:-2000}      # 60 / 20 / 20 % train / val / test
 SIZE=${SIZE:-160}
 ARCH=${ARCH:-resnet18}
-EPOCHS=${EPOCHS:-40}
+EPOCHS=${EPOCHS:-20}
 CROP=${CROP:-128}               # a 4x4 C5 grid
 BATCH=${BATCH:-32}
-SEG_ITERS=${SEG_ITERS:-300}
-DET_ITERS=${DET_ITERS:-200}
+SEG_ITERS=${SEG_ITERS:-150}
+DET_ITERS=${DET_ITERS:-150}
+DET_PROPOSALS=${DET_PROPOSALS:-50}   # RPN proposals per image
+DET_ROIS=${DET_ROIS:-32}             # RoIs sampled per training image
 PAIRS=${PAIRS:-64}
 REPORT=${REPORT:-docs/results.md}
 FIGURES=${FIGURES:-docs/figures}
@@ -105,7 +110,7 @@ for name in densecl mocov2 random; do
     run_step "det-box$suffix-$name" "${E}_det-box$suffix.json" "$BIN/densecl" eval det "${W[@]}" \
       --data "$DATA/coco" --val-split $VAL --task box --train-fraction $fraction --subset-seed 0 \
       --iters "$DET_ITERS" --batch-size 4 --lr 0.01 --warmup-iters 20 --min-size "$SIZE" --max-size "$SIZE" \
-      --proposals 100 --rois-per-image 64 --detections-per-image 20 --workers 0 --device cpu \
+      --proposals "$DET_PROPOSALS" --rois-per-image "$DET_ROIS" --detections-per-image 20 --workers 0 --device cpu \
       --out "${E}_det-box$suffix.json"
   done
   run_step "svm-$name" "${E}_svm.json" "$BIN/densecl" eval svm "${W[@]}" \
@@ -123,8 +128,8 @@ run_step plot "$RUN/figures/curves.png" "$BIN/densecl" plot "$RUN/densecl" "$RUN
 # ---------------------------------------------------------------- 4. report
 say "report: $REPORT"
 [ -n "$DRY_RUN" ] && exit 0
-printf 'EPOCHS=%s CROP=%s BATCH=%s SEG_ITERS=%s DET_ITERS=%s PAIRS=%s N_IMAGES=%s SIZE=%s ARCH=%s\n' \
-  "$EPOCHS" "$CROP" "$BATCH" "$SEG_ITERS" "$DET_ITERS" "$PAIRS" "$N_IMAGES" "$SIZE" "$ARCH" > "$RUN/settings.txt"
+printf 'EPOCHS=%s CROP=%s BATCH=%s SEG_ITERS=%s DET_ITERS=%s DET_PROPOSALS=%s DET_ROIS=%s PAIRS=%s N_IMAGES=%s SIZE=%s ARCH=%s\n' \
+  "$EPOCHS" "$CROP" "$BATCH" "$SEG_ITERS" "$DET_ITERS" "$DET_PROPOSALS" "$DET_ROIS" "$PAIRS" "$N_IMAGES" "$SIZE" "$ARCH" > "$RUN/settings.txt"
 "$BIN/python" -c 'import sys; from densecl.experiment_report import write_report; write_report(*sys.argv[1:])' \
   "$RUN" "$REPORT" "$FIGURES"
 say "done: $REPORT"
