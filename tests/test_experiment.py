@@ -93,6 +93,19 @@ def test_write_report_reads_a_run_dir(tmp_path):
     assert "(figures/curves.png)" in text and "correspondence.png" not in text.split("## Figures")[1].split("##")[0]
     with Image.open(tmp_path / "docs" / "figures" / "curves.png") as im:
         assert max(im.size) == report.FIGURE_MAX_SIDE
+    assert text.endswith(f"{report.ANALYSIS_MARKER}\n\n{report.NO_ANALYSIS}")
+
+
+def test_rewriting_the_report_keeps_the_hand_written_analysis(tmp_path):
+    run, out = tmp_path / "run", tmp_path / "results.md"
+    (run / "eval").mkdir(parents=True)
+    report.write_report(run, out, tmp_path / "figures")
+    analysis = "## Analysis\n\nDenseCL is ahead by 1.0 mIoU because ...\n"
+    out.write_text(out.read_text().split(report.ANALYSIS_MARKER)[0] + report.ANALYSIS_MARKER + "\n\n" + analysis)
+    (run / "eval" / "densecl_svm.json").write_text(json.dumps(_record("svm", "mAP", [55.0])))  # a new result
+    text = report.write_report(run, out, tmp_path / "figures").read_text()
+    assert "| DenseCL | — | — | — | — | 55.00 |" in text  # the generated part is new
+    assert text.endswith(report.ANALYSIS_MARKER + "\n\n" + analysis) and text.count(report.ANALYSIS_MARKER) == 1
 
 
 # ------------------------------------------------------------------ the script

@@ -8,6 +8,9 @@ The script calls :func:`write_report` at its end::
 timing log, the settings line), :func:`render` turns that into Markdown and touches nothing,
 and :func:`write_report` also copies the figures, shrunk, next to the report. A result that is
 missing or unreadable shows as "—"; the report is written whatever is there.
+
+Everything from :data:`ANALYSIS_MARKER` to the end of an existing report is written by hand (the
+analysis of the numbers) and is kept when the report is rewritten.
 """
 
 from __future__ import annotations
@@ -38,6 +41,8 @@ FIGURES = (
     ("curves.png", "Pre-training loss and learning rate, DenseCL and MoCo-v2"),
 )
 FIGURE_MAX_SIDE = 1200  # pixels; docs/ keeps small PNGs
+ANALYSIS_MARKER = "<!-- analysis: written by hand below this line; make experiment keeps it -->"
+NO_ANALYSIS = "## Analysis\n\nNot written yet: read the tables above against the paper (docs/densecl-spec.md, section 4).\n"
 
 
 @dataclass
@@ -176,6 +181,13 @@ def render(inputs: ReportInputs) -> str:
     ])
 
 
+def keep_analysis(generated: str, previous: str | None) -> str:
+    """``generated`` followed by the hand-written part of ``previous`` (from the marker on), or a placeholder."""
+    if previous is not None and ANALYSIS_MARKER in previous:
+        return generated + previous[previous.index(ANALYSIS_MARKER):]
+    return f"{generated}{ANALYSIS_MARKER}\n\n{NO_ANALYSIS}"
+
+
 # ------------------------------------------------------------------ reading the run
 
 
@@ -214,12 +226,22 @@ def machine_info() -> dict[str, str]:
     import torch
 
     return {
+        "cpu": _cpu_model() or platform.processor() or platform.machine(),
         "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
         "cores": str(os.cpu_count()),
         "torch": torch.__version__,
         "python": platform.python_version(),
     }
+
+
+def _cpu_model() -> str | None:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return None
 
 
 def collect(run_dir: str | os.PathLike) -> ReportInputs:
@@ -261,5 +283,6 @@ def write_report(run_dir: str | os.PathLike, out: str | os.PathLike, figures_dir
             shrink_copy(src, dst)
             inputs.figures.append((os.path.relpath(dst, out.parent), caption))
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(render(inputs))
+    previous = out.read_text() if out.exists() else None
+    out.write_text(keep_analysis(render(inputs), previous))
     return out
