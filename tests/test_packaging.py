@@ -33,3 +33,16 @@ def test_every_import_is_a_declared_dependency():
     core = {re.split(r"[<>=!~ \[]", d)[0].lower() for d in project["dependencies"]}
     missing = {n for n in third_party_imports() if DISTRIBUTION.get(n, n).lower() not in core} - OPTIONAL
     assert not missing, f"imported but not in [project] dependencies: {sorted(missing)}"
+
+
+def test_the_cli_loads_only_the_named_subcommand_and_torch_only_when_needed():
+    import subprocess
+
+    probe = (
+        "import sys; from densecl.cli import build_parser; import densecl; "
+        "p = build_parser(only='plot'); "
+        "names = p._subparsers._group_actions[0].choices; "
+        "print(sorted(names), 'torch' in sys.modules, densecl.DenseCL.__name__, 'torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["['plot']", "False", "DenseCL", "True"]  # torch arrives with the first use of densecl.DenseCL

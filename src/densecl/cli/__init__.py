@@ -16,13 +16,14 @@ from densecl.errors import InputError, NonFiniteLossError
 COMMANDS = ("pretrain", "eval", "data", "export", "correspond", "plot")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """All subcommands, or with ``only`` just that one (the others' modules, torch among their imports, are not loaded)."""
     parser = argparse.ArgumentParser(
         prog="densecl",
         description="DenseCL / MoCo-v2 self-supervised pre-training, evaluation and export.",
     )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name in COMMANDS:
+    for name in COMMANDS if only not in COMMANDS else (only,):
         try:
             module = importlib.import_module(f"densecl.cli.{name}")
         except ModuleNotFoundError as e:
@@ -34,7 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    command = argv[0] if argv else None
+    args = build_parser(only=command).parse_args(argv)
     try:
         return int(args.func(args) or 0)
     except InputError as e:

@@ -59,7 +59,7 @@ import numpy as np
 from PIL import Image, ImageFilter, ImageOps
 
 from densecl.data.datasets import IMAGE_EXTENSIONS, to_rgb
-from densecl.data.scenes import MIN_SIZE, MIN_VISIBLE_PIXELS, Scene, _owners
+from densecl.data.scenes import MIN_SIZE, MIN_VISIBLE_PIXELS, Scene, pixel_owners
 from densecl.errors import InputError
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
@@ -335,7 +335,7 @@ class PhotoSceneComposer:
             objects: list[_Placed] = []
             for _ in range(int(rng.integers(1, self.max_objects + 1))):
                 objects.append(self._place(rng, split, objects))
-            visible = np.bincount(_owners(objects, self.size).ravel(), minlength=len(objects) + 1)[1:]
+            visible = np.bincount(pixel_owners(objects, self.size).ravel(), minlength=len(objects) + 1)[1:]
             # Dropping an object only uncovers pixels of the others, so one pass suffices.
             objects = [obj for obj, n in zip(objects, visible) if n >= MIN_VISIBLE_PIXELS]
             if objects:
@@ -343,7 +343,7 @@ class PhotoSceneComposer:
         else:  # pragma: no cover - would need 100 draws in a row with no visible object
             raise RuntimeError(f"photo scenes: no visible object in {split} image {index} after {_MAX_TRIES} tries")
 
-        instances = _owners(objects, self.size)  # S x S, ids 1..M bottom to top
+        instances = pixel_owners(objects, self.size)  # S x S, ids 1..M bottom to top
         boxes = np.zeros((len(objects), 4), dtype=np.float32)
         for k, obj in enumerate(objects):
             window = image[obj.rows, obj.cols]  # h x w x 3, a view

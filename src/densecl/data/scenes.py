@@ -280,7 +280,7 @@ def _place(rng: np.random.Generator, size: int) -> _Placed:
     return _Placed(label, slice(y0, y1), slice(x0, x1), alpha, texture_seed)
 
 
-def _owners(objects: list[_Placed], size: int) -> np.ndarray:
+def pixel_owners(objects: list[_Placed], size: int) -> np.ndarray:
     """``size x size`` int32: 1 + list index of the top-most object with alpha >= 0.5, else 0."""
     owner = np.zeros((size, size), dtype=np.int32)
     for k, obj in enumerate(objects):
@@ -321,7 +321,7 @@ def render_scene(index: int, seed: int = 0, size: int = 128, max_objects: int = 
     for _ in range(_MAX_TRIES):
         count = int(rng.integers(1, max_objects + 1))
         objects = [_place(rng, size) for _ in range(count)]
-        visible = np.bincount(_owners(objects, size).ravel(), minlength=len(objects) + 1)[1:]
+        visible = np.bincount(pixel_owners(objects, size).ravel(), minlength=len(objects) + 1)[1:]
         # Dropping an object only uncovers pixels of the others, so one pass suffices.
         objects = [obj for obj, n in zip(objects, visible) if n >= MIN_VISIBLE_PIXELS]
         if objects:
@@ -329,7 +329,7 @@ def render_scene(index: int, seed: int = 0, size: int = 128, max_objects: int = 
     else:  # pragma: no cover - would need 100 scenes in a row with no visible object
         raise RuntimeError(f"scenes: no visible object in scene {index} after {_MAX_TRIES} tries")
 
-    instances = _owners(objects, size)  # size x size, ids 1..M bottom to top
+    instances = pixel_owners(objects, size)  # size x size, ids 1..M bottom to top
     boxes = np.zeros((len(objects), 4), dtype=np.float32)
     for k, obj in enumerate(objects):
         texture_rng = np.random.default_rng(obj.texture_seed)
