@@ -37,6 +37,7 @@ ARCH=${ARCH:-resnet18}
 EPOCHS=${EPOCHS:-20}
 CROP=${CROP:-128}               # a 4x4 C5 grid
 BATCH=${BATCH:-32}
+QUEUE=${QUEUE:-512}             # keys; kept below the 1200 train images, so a query rarely meets its own old key
 SEG_ITERS=${SEG_ITERS:-150}
 DET_ITERS=${DET_ITERS:-150}
 DET_PROPOSALS=${DET_PROPOSALS:-50}   # RPN proposals per image
@@ -88,7 +89,7 @@ pretrain() {  # pretrain NAME LAMBDA
     run_step "pretrain-$name" "" "$BIN/densecl" pretrain --resume "$ckpt" --epochs "$EPOCHS"
   else
     run_step "pretrain-$name" "$ckpt" "$BIN/densecl" pretrain --config demo_cpu \
-      --arch "$ARCH" --hidden-dim 512 --queue-len 4096 --momentum 0.99 --lr 0.3 --batch-size "$BATCH" \
+      --arch "$ARCH" --hidden-dim 512 --queue-len "$QUEUE" --momentum 0.99 --lr 0.3 --batch-size "$BATCH" \
       --crop-size "$CROP" --num-grid $((CROP / 32)) --epochs "$EPOCHS" --workers 1 --save-every 50 \
       --data "$DATA/unlabeled/train" --loss-lambda "$lambda" --seed 0 --output-dir "$RUN/$name"
   fi
@@ -128,8 +129,8 @@ run_step plot "$RUN/figures/curves.png" "$BIN/densecl" plot "$RUN/densecl" "$RUN
 # ---------------------------------------------------------------- 4. report
 say "report: $REPORT"
 [ -n "$DRY_RUN" ] && exit 0
-printf 'EPOCHS=%s CROP=%s BATCH=%s SEG_ITERS=%s DET_ITERS=%s DET_PROPOSALS=%s DET_ROIS=%s PAIRS=%s N_IMAGES=%s SIZE=%s ARCH=%s\n' \
-  "$EPOCHS" "$CROP" "$BATCH" "$SEG_ITERS" "$DET_ITERS" "$DET_PROPOSALS" "$DET_ROIS" "$PAIRS" "$N_IMAGES" "$SIZE" "$ARCH" > "$RUN/settings.txt"
+printf 'EPOCHS=%s CROP=%s BATCH=%s QUEUE=%s SEG_ITERS=%s DET_ITERS=%s DET_PROPOSALS=%s DET_ROIS=%s PAIRS=%s N_IMAGES=%s SIZE=%s ARCH=%s\n' \
+  "$EPOCHS" "$CROP" "$BATCH" "$QUEUE" "$SEG_ITERS" "$DET_ITERS" "$DET_PROPOSALS" "$DET_ROIS" "$PAIRS" "$N_IMAGES" "$SIZE" "$ARCH" > "$RUN/settings.txt"
 "$BIN/python" -c 'import sys; from densecl.experiment_report import write_report; write_report(*sys.argv[1:])' \
   "$RUN" "$REPORT" "$FIGURES"
 say "done: $REPORT"

@@ -50,6 +50,13 @@ def test_cli_writes_a_complete_checkpoint_and_metrics(tmp_path, capsys):
     assert "lr 0.3 for 256 -> 0.0046875" in out and "arch: resnet18" in out  # scaled lr and resolved config printed
 
 
+def test_a_queue_as_long_as_the_data_set_is_warned_about(tmp_path, capsys):
+    assert pretrain(tmp_path / "long", "--epochs", "1") == 0  # 48 keys, 12 images
+    assert "warning: queue_len 48 >= 12 images" in capsys.readouterr().err
+    assert pretrain(tmp_path / "short", "--epochs", "1", "--queue-len", "8") == 0
+    assert "warning" not in capsys.readouterr().err
+
+
 def test_resume_continues_exactly(tmp_path):
     straight, halves = tmp_path / "straight", tmp_path / "halves"
     args = ("--epochs", "2", "--deterministic", "true")

@@ -142,7 +142,7 @@ def render(inputs: ReportInputs) -> str:
         "Written by `make experiment` (`scripts/experiment.sh`, report by `densecl.experiment_report`).",
         "DenseCL (lambda = 0.5) and MoCo-v2 (lambda = 0) are pre-trained with everything else identical",
         f"({given('ARCH', 'resnet18')}, hidden 512, crop {given('CROP', '128')}, batch {given('BATCH', '32')}, "
-        f"{given('EPOCHS', '?')} epochs, queues 4096, EMA momentum 0.99,",
+        f"{given('EPOCHS', '?')} epochs, queues {given('QUEUE', '?')}, EMA momentum 0.99,",
         f"lr 0.3 for 256, seed 0) on the train images of `densecl data scenes --n {given('N_IMAGES', '2000')} "
         f"--size {given('SIZE', '160')} --seed 0`",
         "(docs/photo-scenes.md), then evaluated with random init alongside. One pre-training run per",

@@ -101,6 +101,10 @@ def pretrain(cfg: PretrainConfig, resume: dict | None = None) -> Path:
         f"C5 grid {c5_side(cfg.crop_size)}x{c5_side(cfg.crop_size)}, dense grid {cfg.num_grid or c5_side(cfg.crop_size)}"
     )
 
+    if cfg.queue_len >= len(source):  # a query's own earlier keys then sit among its negatives, more so as training settles
+        say(f"densecl pretrain: warning: queue_len {cfg.queue_len} >= {len(source)} images: the queues will hold earlier "
+            f"keys of the same images as negatives; use --queue-len below the data set size", file=sys.stderr)
+
     log = MetricsLog(run_dir, enabled=info.is_main)
     ckpt_path = run_dir / CHECKPOINT_NAME
     loop = LoopState(step=step, total_steps=total_steps, stop_requested=_install_stop_handlers())
