@@ -96,6 +96,26 @@ def test_write_report_reads_a_run_dir(tmp_path):
     assert text.endswith(f"{report.ANALYSIS_MARKER}\n\n{report.NO_ANALYSIS}")
 
 
+def test_the_pictured_scene_is_attributed_from_its_manifest(tmp_path):
+    scenes = tmp_path / "scenes"
+    (scenes / "coco" / "test").mkdir(parents=True)
+    manifest = {"images": [
+        {"name": "test_000001", "background": "train/Other.jpg", "objects": []},
+        {"name": "test_000007", "background": "test/Flower.jpg",
+         "objects": [{"cutout": "animals/fish.png"}, {"cutout": "food/pear.png"}]},
+    ]}  # fmt: skip
+    (scenes / "manifest.json").write_text(json.dumps(manifest))
+    corr = {"source": str(scenes / "coco" / "test"), "first_pair": str(scenes / "coco" / "test" / "test_000007.png")}
+    assert report.picture_sources(corr) == (
+        "`test_000007`, background `test/Flower.jpg` (mate-backgrounds), "
+        "cut-outs `animals/fish.png`, `food/pear.png` (tuxpaint-stamps-default)"
+    )
+    assert report.picture_sources({"source": str(tmp_path / "elsewhere"), "first_pair": "x.png"}) is None
+    assert report.picture_sources(None) is None
+    text = report.render(report.ReportInputs(correspondence=corr))
+    assert "background `test/Flower.jpg`" in text and "licensed GPL-2" in text
+
+
 def test_rewriting_the_report_keeps_the_hand_written_analysis(tmp_path):
     run, out = tmp_path / "run", tmp_path / "results.md"
     (run / "eval").mkdir(parents=True)

@@ -118,6 +118,26 @@ def _number(x: Any) -> str:
     return MISSING if x is None else f"{float(x):.2f}"
 
 
+def picture_sources(correspondence: dict[str, Any] | None) -> str | None:
+    """Background and cut-outs of the pictured image, from the ``manifest.json`` of its photo-scenes folder."""
+    try:
+        image = Path(correspondence["first_pair"]).stem  # type: ignore[index]
+        source = Path(correspondence["source"]).resolve()  # type: ignore[index]
+    except (TypeError, KeyError):
+        return None
+    for folder in (source, *source.parents):
+        manifest = _read_json(folder / "manifest.json")
+        if manifest is not None:
+            break
+    else:
+        return None
+    entry = next((e for e in manifest.get("images", []) if e.get("name") == image), None)
+    if entry is None:
+        return None
+    cutouts = ", ".join(f"`{o['cutout']}`" for o in entry.get("objects", []))
+    return f"`{image}`, background `{entry.get('background')}` (mate-backgrounds), cut-outs {cutouts} (tuxpaint-stamps-default)"
+
+
 def timing_table(timings: list[tuple[str, float]]) -> str:
     """Wall time per step (runs of a resumed step are added up) and the total."""
     if not timings:
@@ -171,8 +191,9 @@ def render(inputs: ReportInputs) -> str:
         "",
         figures or f"{MISSING} (no figure yet)",
         "",
-        "The pictures show composed scenes: cut-outs from tuxpaint-stamps-default (GPL-2) on",
-        "mate-backgrounds photos (GPL-2+ / CC-BY-SA-4.0); see docs/photo-scenes.md.",
+        "The correspondence picture shows a composed scene: "
+        + (picture_sources(inputs.correspondence) or "cut-outs from tuxpaint-stamps-default on a mate-backgrounds photo")
+        + ". Made from GPL-2 works, it is licensed GPL-2, unlike the Apache-2.0 code (docs/figures/README.md).",
         "",
         "## Wall time",
         "",
