@@ -32,16 +32,18 @@ def test_results_table_values_missing_and_difference():
         ("mocov2", "seg-probe"): _record("seg-probe", "mIoU", [38.5]),
         ("densecl", "svm"): _record("svm", "mAP", [61.234]),
         ("random", "det-box"): _record("det", "bbox_AP", [3.0]),
+        ("densecl", "det-box-10pct"): _record("det", "bbox_AP", [0.101]),
+        ("mocov2", "det-box-10pct"): _record("det", "bbox_AP", [0.104]),  # rounds to zero: "+0.00", not "-0.00"
     }
     lines = report.results_table(records).splitlines()
     header, rows = lines[0], {line.split(" | ")[0].lstrip("| "): line for line in lines[2:]}
     assert "seg-probe mIoU (C4+C5)" in header and "det box AP, 10 % labels" in header
     cells = lambda row: [c.strip() for c in rows[row].strip("| ").split(" | ")]  # noqa: E731
     # columns: weights, seg-probe, seg-finetune, det-box, det-box-10pct, svm
-    assert cells("DenseCL") == ["DenseCL", "42.00 ± 2.00", "—", "—", "—", "61.23"]
-    assert cells("MoCo-v2") == ["MoCo-v2", "38.50", "—", "—", "—", "—"]
+    assert cells("DenseCL") == ["DenseCL", "42.00 ± 2.00", "—", "—", "0.10", "61.23"]
+    assert cells("MoCo-v2") == ["MoCo-v2", "38.50", "—", "—", "0.10", "—"]
     assert cells("random init") == ["random init", "—", "—", "3.00", "—", "—"]
-    assert cells("DenseCL − MoCo-v2") == ["DenseCL − MoCo-v2", "+3.50", "—", "—", "—", "—"]
+    assert cells("DenseCL − MoCo-v2") == ["DenseCL − MoCo-v2", "+3.50", "—", "—", "+0.00", "—"]
 
 
 def test_metric_cell_tolerates_broken_records():
@@ -105,12 +107,12 @@ def test_the_pictured_scene_is_attributed_from_its_manifest(tmp_path):
          "objects": [{"cutout": "animals/fish.png"}, {"cutout": "food/pear.png"}]},
     ]}  # fmt: skip
     (scenes / "manifest.json").write_text(json.dumps(manifest))
-    corr = {"source": str(scenes / "coco" / "test"), "first_pair": str(scenes / "coco" / "test" / "test_000007.png")}
+    corr = {"source": f"folder {scenes / 'coco' / 'test'}", "first_pair": str(scenes / "coco" / "test" / "test_000007.png")}
     assert report.picture_sources(corr) == (
         "`test_000007`, background `test/Flower.jpg` (mate-backgrounds), "
         "cut-outs `animals/fish.png`, `food/pear.png` (tuxpaint-stamps-default)"
     )
-    assert report.picture_sources({"source": str(tmp_path / "elsewhere"), "first_pair": "x.png"}) is None
+    assert report.picture_sources({"first_pair": str(tmp_path / "elsewhere" / "x.png")}) is None
     assert report.picture_sources(None) is None
     text = report.render(report.ReportInputs(correspondence=corr))
     assert "background `test/Flower.jpg`" in text and "licensed GPL-2" in text

@@ -92,7 +92,11 @@ def results_table(records: dict[tuple[str, str], dict[str, Any]]) -> str:
     diff = []
     for p, m, _ in PROTOCOLS:
         a, b = _mean(records.get(("densecl", p)), m), _mean(records.get(("mocov2", p)), m)
-        diff.append(MISSING if a is None or b is None else f"{a - b:+.2f}")
+        if a is None or b is None:
+            diff.append(MISSING)
+        else:
+            d = a - b if round(a - b, 2) else 0.0  # "+0.00", never "-0.00"
+            diff.append(f"{d:+.2f}")
     rows.append(["DenseCL − MoCo-v2", *diff])
     return table(["weights", *(title for _, _, title in PROTOCOLS)], rows)
 
@@ -121,11 +125,11 @@ def _number(x: Any) -> str:
 def picture_sources(correspondence: dict[str, Any] | None) -> str | None:
     """Background and cut-outs of the pictured image, from the ``manifest.json`` of its photo-scenes folder."""
     try:
-        image = Path(correspondence["first_pair"]).stem  # type: ignore[index]
-        source = Path(correspondence["source"]).resolve()  # type: ignore[index]
+        picture = Path(correspondence["first_pair"]).resolve()  # type: ignore[index]
     except (TypeError, KeyError):
         return None
-    for folder in (source, *source.parents):
+    image = picture.stem
+    for folder in picture.parents:
         manifest = _read_json(folder / "manifest.json")
         if manifest is not None:
             break
