@@ -17,12 +17,12 @@
 #   4. report                     docs/results.md and docs/figures/ (always rewritten, from what exists)
 # Wall time of every step that ran is appended to RUN/timing.tsv (name, seconds, finished at).
 #
-# Time on the shared 2-core CPU (measured; docs/results.md has the run's own wall times):
-# resnet18 fp32 at 128 px does about 15 pairs/s, 2.1-2.4 s per batch of 32; 1200 train images /
-# batch 32 = 37 iterations an epoch, about 80 s, so EPOCHS=20 is about 27 minutes per method.
-# Evaluation per weights: det at 160 px with 50 proposals and 32 RoIs is about 2.3 s an iteration
-# (the 4conv1fc box head dominates), seg-finetune about 1.6 s, so the defaults below take about
-# 17 minutes per weights, 50 for the three; the whole command about 1 h 50 min.
+# Time on the 2-core CPU, from the run in docs/results.md (126.7 minutes in all): resnet18 fp32 at
+# 128 px takes a median 2.0 s per batch of 32 (DenseCL; MoCo-v2 1.9 s); 1200 train images / batch 32
+# = 37 iterations an epoch, so EPOCHS=20 is 23-27 minutes per method. Evaluation per weights: det at
+# 160 px with 50 proposals and 32 RoIs about 5.5 minutes per run (2.3 s an iteration; the 4conv1fc
+# box head dominates), seg-probe with 3 seeds 4.5-5 minutes, seg-finetune 3.5, svm 1: about 20
+# minutes per weights, an hour for the three.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-.venv/bin}

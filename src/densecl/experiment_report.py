@@ -170,7 +170,7 @@ def render(inputs: ReportInputs) -> str:
         f"lr 0.3 for 256, seed 0) on the train images of `densecl data scenes --n {given('N_IMAGES', '2000')} "
         f"--size {given('SIZE', '160')} --seed 0`",
         "(docs/photo-scenes.md), then evaluated with random init alongside. One pre-training run per",
-        "method: differences of a point or less are within what another seed could give.",
+        "method, so the spread over pre-training seeds is not measured here.",
         "",
         "```bash",
         "make experiment" if not settings else f"{settings} make experiment",
