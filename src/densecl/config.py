@@ -27,7 +27,7 @@ DEVICES = ("auto", "cpu", "cuda")
 class PretrainConfig:
     """Everything a pre-training run depends on. Defaults: DenseCL R50, ImageNet 200 ep."""
 
-    # model (spec section 1)
+    # model: encoders, heads, queues, loss
     arch: str = "resnet50"
     hidden_dim: int = 2048
     out_dim: int = 128
@@ -37,7 +37,7 @@ class PretrainConfig:
     loss_lambda: float = 0.5  # lambda: 0 is MoCo-v2
     lambda_warmup_iters: int = 0  # lambda = 0 for the first K iterations
     num_grid: int | None = None  # pool the dense grid to G x G; None keeps the C5 grid
-    # data (spec section 2)
+    # data and MoCo-v2 augmentation
     data: str = "scenes"  # a directory tree, a .txt list of paths, a COCO .json, or "scenes"
     scenes_length: int = 2000  # images in the embedded data set
     scenes_size: int = 128  # side of the embedded images

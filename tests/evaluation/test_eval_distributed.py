@@ -22,7 +22,7 @@ def test_batch_stream_is_seeded_and_cycles_epochs():
 def test_det_under_torchrun_two_processes(scenes, weights_file, tmp_path):
     out = tmp_path / "det.json"
     cmd = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29531",
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",  # --standalone: a free port
         "-m", "densecl", "eval", "det", "--weights", str(weights_file), "--data", str(scenes["coco"]),
         "--task", "mask", "--iters", "2", "--batch-size", "4", "--min-size", "64", "--max-size", "64",
         "--workers", "0", "--proposals", "50", "--rois-per-image", "32", "--detections-per-image", "10",
