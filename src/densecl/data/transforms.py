@@ -13,20 +13,32 @@ def moco_v2_view(crop_size: int = 224, min_scale: float = 0.2) -> v2.Compose:
     """One MoCo-v2 view: random resized crop, colour jitter (p 0.8), grayscale (p 0.2),
     Gaussian blur with sigma in [0.1, 2] (p 0.5), horizontal flip, ImageNet normalisation.
 
-    The blur kernel is about a tenth of the crop (23 px at 224), as in SimCLR.
     PIL image in, ``3 x crop x crop`` float32 tensor out.
     """
-    kernel = max(3, int(0.1 * crop_size) // 2 * 2 + 1)
     return v2.Compose(
         [
             v2.RandomResizedCrop(crop_size, scale=(min_scale, 1.0), antialias=True),
-            v2.RandomApply([v2.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8),
-            v2.RandomGrayscale(p=0.2),
-            v2.RandomApply([v2.GaussianBlur(kernel, sigma=(0.1, 2.0))], p=0.5),
+            *moco_v2_photometric(crop_size).transforms,
             v2.RandomHorizontalFlip(),
             v2.ToImage(),
             v2.ToDtype(torch.float32, scale=True),
             v2.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+        ]
+    )
+
+
+def moco_v2_photometric(crop_size: int = 224) -> v2.Compose:
+    """The colour half of :func:`moco_v2_view`: jitter (p 0.8), grayscale (p 0.2), blur (p 0.5).
+
+    The blur kernel is about a tenth of the crop (23 px at 224), as in SimCLR.
+    Works on PIL images and on uint8 or float image tensors.
+    """
+    kernel = max(3, int(0.1 * crop_size) // 2 * 2 + 1)
+    return v2.Compose(
+        [
+            v2.RandomApply([v2.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8),
+            v2.RandomGrayscale(p=0.2),
+            v2.RandomApply([v2.GaussianBlur(kernel, sigma=(0.1, 2.0))], p=0.5),
         ]
     )
 

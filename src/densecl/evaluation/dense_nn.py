@@ -1,0 +1,228 @@
+"""In-context dense nearest-neighbour segmentation (mIoU), with no training at all.
+
+Balazevic et al., "Towards In-context Scene Understanding" (NeurIPS 2023):
+
+1. Memory: every patch (feature-map cell) of the labelled train images, its
+   frozen feature and its label, the class histogram of the pixels it covers
+   (255 ignored; a patch with no labelled pixel is left out).
+2. Each val patch takes its ``k`` nearest memory patches by cosine (k = 30),
+   weights them by a softmax of their similarities over a temperature
+   (0.02), and sums their histograms: a class distribution per patch.
+3. The distributions are upsampled bilinearly to the label's size; argmax;
+   mIoU from a confusion matrix.
+
+Scored at several memory sizes (a seeded random subset of the patches; 0 =
+all of them): how fast the labels become usable as the memory grows.
+Nearest neighbours are searched exactly, in chunks of val patches, so the
+similarity matrix never exceeds ``chunk_mb``; the memory itself is
+``M x C`` float32 plus ``M x K`` histograms, reported as ``memory_mb``.
+
+    densecl eval dense-nn --weights runs/a/checkpoint.pt --data scenes-voc --memory-sizes 1000,10000,0
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from densecl.evaluation.datasets import IGNORE_INDEX, SegmentationSplit, read_segmentation, segmentation_tensors
+from densecl.evaluation.features import dense_features, frozen, parse_stages, same_size_runs
+from densecl.evaluation.metrics import confusion_matrix, iou_from_confusion
+from densecl.evaluation.results import Evaluation
+from densecl.errors import InputError
+from densecl.models.backbones import ResNetBackbone
+
+
+@dataclass(frozen=True)
+class DenseNNConfig:
+    data: str
+    train_split: str = "train"
+    val_split: str = "val"
+    num_classes: int | None = None
+    label_dir: str = "SegmentationClass"
+    stages: str = field(default="c5", metadata={"help": "feature map(s): c5, c4, or c4,c5"})
+    image_size: int = 0
+    k: int = field(default=30, metadata={"help": "nearest memory patches per val patch"})
+    temperature: float = field(default=0.02, metadata={"help": "softmax temperature over the k cosines"})
+    memory_sizes: str = field(default="0", metadata={"help": "comma-separated memory sizes in patches; 0 = all"})
+    chunk_mb: int = field(default=64, metadata={"help": "largest similarity block in MiB"})
+    batch_size: int = 16
+    device: str = "cpu"
+
+
+def load_data(config: DenseNNConfig) -> tuple[SegmentationSplit, SegmentationSplit]:
+    """Both splits, every label read once, the memory sizes checked against the patches there are."""
+    stages = parse_stages(config.stages)
+    sizes = parse_sizes(config.memory_sizes)
+    if config.k < 1 or config.temperature <= 0:
+        raise InputError(f"dense-nn needs k >= 1 and temperature > 0, got k {config.k} and temperature {config.temperature}")
+    train, val = (read_segmentation(config.data, s, config.num_classes, config.label_dir) for s in (config.train_split, config.val_split))
+    for split in (train, val):
+        split.check()
+    check_val_classes(val)
+    available = patch_count(train, stages[0], config.image_size)
+    if max(sizes) > available:
+        raise InputError(
+            f"memory size {max(sizes)} is more than the {available} patches of the {len(train)} {config.train_split} images "
+            f"in {config.data} at {config.stages}; use --memory-sizes up to {available} (0 = all)"
+        )
+    if config.k > min((s or available) for s in sizes):
+        raise InputError(f"k {config.k} is larger than the smallest memory ({min((s or available) for s in sizes)} patches)")
+    return train, val
+
+
+def evaluate(
+    backbone: ResNetBackbone, data: tuple[SegmentationSplit, SegmentationSplit], config: DenseNNConfig, seeds: list[int]
+) -> Evaluation:
+    train, val = data
+    stages = parse_stages(config.stages)
+    backbone.to(config.device)
+    with frozen(backbone):
+        train_maps, train_labels = segmentation_maps(backbone, train, stages, config.image_size, config.batch_size, config.device)
+        val_maps, val_labels = segmentation_maps(backbone, val, stages, config.image_size, config.batch_size, config.device)
+    k_classes = train.num_classes
+    keys, values = build_memory(train_maps, train_labels, k_classes)
+    sizes = [s or len(keys) for s in parse_sizes(config.memory_sizes)]
+    per_seed, details = [], []
+    for seed in seeds:
+        scores, per_class = {}, {}
+        for size in sizes:
+            pick = torch.randperm(len(keys), generator=torch.Generator().manual_seed(seed))[:size]
+            cm = torch.zeros(k_classes, k_classes, dtype=torch.int64)
+            for fmap, label in zip(val_maps, val_labels):
+                probs = transfer_labels(fmap, keys[pick], values[pick], config.k, config.temperature, config.chunk_mb)
+                cm += confusion_matrix(upsampled_argmax(probs, label.shape), label, k_classes, IGNORE_INDEX)
+            iou = iou_from_confusion(cm)
+            scores[f"mIoU@{size}"] = iou.mean
+            per_class[size] = dict(zip(train.classes, iou.per_class))
+        per_seed.append({"mIoU": scores[f"mIoU@{sizes[-1]}"], **scores})
+        details.append({"seed": seed, "iou": per_class})
+    data_info = {
+        "root": str(config.data), "train_split": config.train_split, "val_split": config.val_split,
+        "n_train": len(train), "n_val": len(val), "classes": list(train.classes),
+        "memory_patches": len(keys), "memory_sizes": sizes,
+        "memory_mb": round(keys.numel() * 4 / 2**20 + values.numel() * 4 / 2**20, 2),
+        "feature_channels": int(keys.shape[1]), "feature_size": list(train_maps[0].shape[1:]),
+    }
+    return Evaluation(headline=["mIoU"], per_seed=per_seed, details=details, data=data_info)
+
+
+# --------------------------------------------------------------------------- pieces
+
+
+def parse_sizes(text: str) -> list[int]:
+    """``"1000,10000,0"`` -> ``[1000, 10000, 0]``, sorted with 0 (= all) last."""
+    try:
+        sizes = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise InputError(f"--memory-sizes must be comma-separated integers, got {text!r}") from None
+    if not sizes or any(s < 0 for s in sizes):
+        raise InputError(f"--memory-sizes must be integers >= 0 (0 = all patches), got {text!r}")
+    return sorted(set(sizes), key=lambda s: (s == 0, s))
+
+
+def check_val_classes(val: SegmentationSplit) -> None:
+    """One clear line when a class of the label set has no pixel in the val split."""
+    present = torch.zeros(val.num_classes, dtype=torch.bool)
+    for i in range(len(val)):
+        _, label = val.load(i)
+        values = torch.from_numpy(label).unique().long()
+        present[values[values != IGNORE_INDEX]] = True
+    missing = [c for c, p in zip(val.classes, present.tolist()) if not p]
+    if missing:
+        raise InputError(
+            f"class(es) {', '.join(missing)} of {val.root} have no pixel in the {val.split} split; "
+            "use a val split that has every class, or drop them from classes.txt"
+        )
+
+
+def patch_count(split: SegmentationSplit, stage: int, image_size: int) -> int:
+    """Feature-map cells of all images of ``split`` at ``stage`` (0 = C2 .. 3 = C5), from image headers."""
+    from PIL import Image
+
+    total = 0
+    for path in split.images:
+        with Image.open(path) as image:  # header only
+            w, h = image.size
+        if image_size:
+            short = min(w, h)
+            w, h = (image_size, int(image_size * h / w)) if w == short else (int(image_size * w / h), image_size)
+        total += _stage_side(h, stage) * _stage_side(w, stage)
+    return total
+
+
+def _stage_side(side: int, stage: int) -> int:
+    for _ in range(stage + 2):  # stem conv and max-pool, then one stride-2 step per stage after C2
+        side = math.ceil(side / 2)
+    return side
+
+
+@torch.no_grad()
+def segmentation_maps(
+    backbone: ResNetBackbone, split: SegmentationSplit, stages: tuple[int, ...], image_size: int, batch_size: int, device: str
+) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Per image: the frozen ``C x h x w`` float16 feature map and the ``H x W`` label, on the CPU."""
+    maps, labels = [], []
+    for start in range(0, len(split), batch_size):
+        batch = [segmentation_tensors(*split.load(i), image_size) for i in range(start, min(start + batch_size, len(split)))]
+        for run in same_size_runs(batch, shape=lambda item: item[0].shape):
+            x = torch.stack([image for image, _ in run]).to(device)  # B x 3 x H x W
+            maps.extend(dense_features(backbone, x, stages).to("cpu", torch.float16).unbind(0))
+            labels.extend(label for _, label in run)
+    return maps, labels
+
+
+def patch_histograms(label: torch.Tensor, grid: tuple[int, int], num_classes: int) -> torch.Tensor:
+    """``H x W`` labels -> ``h x w x K``: the fraction of each class among a patch's labelled pixels.
+
+    A patch covers the pixels adaptive average pooling gives it; 255 is
+    ignored; a patch with no labelled pixel is all zeros.
+    """
+    label = label.long()
+    onehot = F.one_hot(label.clamp(max=num_classes), num_classes + 1)[..., :num_classes]  # H x W x K; 255 -> zeros
+    counts = F.adaptive_avg_pool2d(onehot.permute(2, 0, 1).double()[None], grid)[0]  # K x h x w
+    total = counts.sum(dim=0, keepdim=True)
+    return (counts / total.clamp(min=1e-12)).permute(1, 2, 0).float()
+
+
+def build_memory(maps: list[torch.Tensor], labels: list[torch.Tensor], num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """All labelled patches: ``M x C`` unit-norm float32 features and ``M x K`` class histograms."""
+    keys, values = [], []
+    for fmap, label in zip(maps, labels):
+        hist = patch_histograms(label, tuple(fmap.shape[-2:]), num_classes).flatten(0, 1)  # hw x K
+        keep = hist.sum(dim=1) > 0
+        keys.append(F.normalize(fmap.float().flatten(1).T, dim=1)[keep])  # hw' x C
+        values.append(hist[keep])
+    return torch.cat(keys), torch.cat(values)
+
+
+def transfer_labels(
+    fmap: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, k: int, temperature: float, chunk_mb: int = 64
+) -> torch.Tensor:
+    """One val map's class distributions from its ``k`` nearest memory patches.
+
+    Args:
+        fmap: ``C x h x w`` features of one val image.
+        keys: ``M x C`` unit-norm memory features; ``values``: ``M x K`` histograms.
+
+    Returns:
+        ``K x h x w`` softmax-weighted sums of the neighbours' histograms.
+    """
+    h, w = fmap.shape[-2:]
+    queries = F.normalize(fmap.float().flatten(1).T, dim=1)  # hw x C
+    rows = max(1, (chunk_mb * 2**20) // (4 * len(keys)))
+    out = []
+    for chunk in queries.split(rows):
+        sim, index = (chunk @ keys.T).topk(min(k, len(keys)), dim=1)  # n x k
+        weights = torch.softmax(sim / temperature, dim=1)  # n x k
+        out.append(torch.einsum("nk,nkc->nc", weights, values[index]))  # n x K
+    return torch.cat(out).T.reshape(-1, h, w)
+
+
+def upsampled_argmax(probs: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """``K x h x w`` class scores -> ``H x W`` class indices (bilinear upsampling first)."""
+    up = F.interpolate(probs[None], size=tuple(size), mode="bilinear", align_corners=False)[0]
+    return up.argmax(dim=0)
