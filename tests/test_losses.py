@@ -66,6 +66,21 @@ def test_dense_loss_by_hand_on_two_locations():
     assert math.isclose(got.item(), (l0 + l1) / 2, rel_tol=1e-6)
 
 
+def test_a_geometric_match_replaces_the_feature_argmax_where_known():
+    # the same numbers as above, but geometry says query 0 is key 0; query 1 is unknown (-1): argmax (key 0)
+    f_q = torch.tensor([[[1.0, 0.0], [0.0, 1.0]]])
+    f_k = torch.tensor([[[0.0, 1.0], [1.0, 0.0]]])
+    r = torch.tensor([[[1.0, 0.0], [0.0, 1.0]]])
+    t = torch.tensor([[[0.6, 0.8], [0.8, 0.6]]])
+    queue2 = torch.tensor([[1.0], [0.0]])
+    tau = 0.2
+    # r_0 positive t_0: 0.6, negative 1.0; r_1 positive t_0: 0.8, negative 0.0
+    l0 = -math.log(math.exp(0.6 / tau) / (math.exp(0.6 / tau) + math.exp(1.0 / tau)))
+    l1 = -math.log(math.exp(0.8 / tau) / (math.exp(0.8 / tau) + math.exp(0.0)))
+    got = losses.dense_info_nce(r, t, f_q, f_k, queue2, tau, match=torch.tensor([[0, -1]]))
+    assert math.isclose(got.item(), (l0 + l1) / 2, rel_tol=1e-6)
+
+
 def test_dense_negatives_come_only_from_the_queue():
     # with an empty-ish queue the other locations of the image never act as negatives:
     # a queue of vectors orthogonal to every r gives log(1 + K e^0 / e^(pos/tau))

@@ -65,7 +65,13 @@ def gather_locations(t: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
 
 
 def dense_info_nce(
-    r: torch.Tensor, t: torch.Tensor, f_q: torch.Tensor, f_k: torch.Tensor, negatives: torch.Tensor, tau: float
+    r: torch.Tensor,
+    t: torch.Tensor,
+    f_q: torch.Tensor,
+    f_k: torch.Tensor,
+    negatives: torch.Tensor,
+    tau: float,
+    match: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The dense contrastive loss: InfoNCE at every query location.
 
@@ -81,8 +87,16 @@ def dense_info_nce(
         f_k: ``N x C x T`` L2-normalised key backbone features (for matching).
         negatives: ``D x K`` the dense queue.
         tau: temperature.
+        match: ``N x S`` key location of every query location known from the
+            views' geometry, -1 where the key view does not show it (the
+            feature argmax is kept there); None: the feature argmax everywhere,
+            as in the paper. An ablation: does noisy early matching teach
+            wrong correspondences?
     """
-    t_pos = gather_locations(t, match_locations(f_q, f_k))  # N x D x S
+    index = match_locations(f_q, f_k)  # N x S
+    if match is not None:
+        index = torch.where(match >= 0, match, index)
+    t_pos = gather_locations(t, index)  # N x D x S
     d = r.shape[1]
     return info_nce(
         r.transpose(1, 2).reshape(-1, d),  # NS x D

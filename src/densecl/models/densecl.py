@@ -76,14 +76,21 @@ class DenseCL(nn.Module):
         self.dense_queue = KeyQueue(out_dim, queue_len)  # pooled key dense vectors of past images
 
     def forward(
-        self, im_q: torch.Tensor, im_k: torch.Tensor, momentum: float | None = None, loss_lambda: float | None = None
+        self,
+        im_q: torch.Tensor,
+        im_k: torch.Tensor,
+        momentum: float | None = None,
+        loss_lambda: float | None = None,
+        match: torch.Tensor | None = None,
     ) -> DenseCLOutput:
         """One DenseCL step on two views ``N x 3 x H x W``.
 
         In train mode the key encoder is first moved by EMA and the keys are
         enqueued last; in eval mode both are left alone (a validation loss).
         ``momentum`` and ``loss_lambda`` override the constructor's values for
-        this step (schedules are the caller's business).
+        this step (schedules are the caller's business). ``match`` (``N x S``,
+        -1 = unknown) pairs dense locations by the views' known geometry
+        instead of the backbone-feature argmax: an ablation, off by default.
         """
         m = self.momentum if momentum is None else momentum
         lam = self.loss_lambda if loss_lambda is None else loss_lambda
@@ -103,7 +110,7 @@ class DenseCL(nn.Module):
             q, r, f_q, k, t, f_k = (_unit(x) for x in (q, r, f_q, k, t, f_k))  # along channels
             # the queues as they were before this step's enqueue (cloned: enqueue writes in place)
             loss_global = losses.info_nce(q, k, self.global_queue.keys.clone(), self.temperature)
-            loss_dense = losses.dense_info_nce(r, t, f_q, f_k, self.dense_queue.keys.clone(), self.temperature)
+            loss_dense = losses.dense_info_nce(r, t, f_q, f_k, self.dense_queue.keys.clone(), self.temperature, match)
             loss = (1 - lam) * loss_global + lam * loss_dense
 
         if self.training:
