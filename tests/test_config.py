@@ -42,6 +42,8 @@ def test_c5_side():
         ({"queue_len": 1000, "batch_size": 256}, "not divisible by the global batch"),
         ({"crop_size": 32}, "at least 2x2"),
         ({"precision": "fp8"}, "precision must be"),
+        ({"dense_queue_len": 1000, "batch_size": 256}, "dense_queue_len 1000 must be a positive multiple of the global batch size 256"),
+        ({"dense_matching": "optical-flow"}, "dense_matching must be one of features, geometry"),
     ],
 )
 def test_invalid_configs_give_one_clear_line(values, message):

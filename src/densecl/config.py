@@ -21,6 +21,7 @@ from densecl.errors import InputError
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda")
+MATCHINGS = ("features", "geometry")
 
 
 @dataclass
@@ -37,6 +38,10 @@ class PretrainConfig:
     loss_lambda: float = 0.5  # lambda: 0 is MoCo-v2
     lambda_warmup_iters: int = 0  # lambda = 0 for the first K iterations
     num_grid: int | None = None  # pool the dense grid to G x G; None keeps the C5 grid
+    dense_queue_len: int | None = None  # keys in the dense queue; None: queue_len (the paper)
+    # features (the paper): a query location's positive is the key location of most similar backbone
+    # feature; geometry (an ablation): the key location showing the same image point, where there is one
+    dense_matching: str = "features"
     # data and MoCo-v2 augmentation
     data: str = "scenes"  # a directory tree, a .txt list of paths, a COCO .json, or "scenes"
     scenes_length: int = 2000  # images in the embedded data set
@@ -84,6 +89,11 @@ class PretrainConfig:
             f"queue_len {self.queue_len} is not divisible by the global batch size {self.batch_size}; "
             f"choose a queue_len that is a multiple of it (e.g. {self.batch_size * max(1, self.queue_len // self.batch_size)})",
         )
+        _require(
+            self.dense_queue_len is None or (self.dense_queue_len > 0 and self.dense_queue_len % self.batch_size == 0),
+            f"dense_queue_len {self.dense_queue_len} must be a positive multiple of the global batch size {self.batch_size}",
+        )
+        _require(self.dense_matching in MATCHINGS, f"dense_matching must be one of {', '.join(MATCHINGS)}, got {self.dense_matching!r}")
         grid = c5_side(self.crop_size)
         _require(
             grid >= 2,

@@ -45,6 +45,7 @@ class DenseCL(nn.Module):
         temperature: ``tau`` of both InfoNCE losses.
         loss_lambda: weight ``lambda`` of the dense loss.
         num_grid: pool the dense head input to ``G x G`` (``None``: the C5 grid).
+        dense_queue_len: negatives in the dense queue (``None``: ``queue_len``, as in the paper).
         backbone: use this module instead of building ``arch`` (must keep the
             backbone contract: ``forward`` -> C5 map, ``out_channels``).
     """
@@ -60,6 +61,7 @@ class DenseCL(nn.Module):
         loss_lambda: float = 0.5,
         num_grid: int | None = None,
         backbone: nn.Module | None = None,
+        dense_queue_len: int | None = None,
     ) -> None:
         super().__init__()
         _check(0.0 <= momentum <= 1.0, f"momentum must be in [0, 1], got {momentum}")
@@ -67,13 +69,14 @@ class DenseCL(nn.Module):
         _check(temperature > 0, f"temperature must be positive, got {temperature}")
         _check(queue_len > 0 and hidden_dim > 0 and out_dim > 0, "queue_len, hidden_dim and out_dim must be positive")
         _check(num_grid is None or num_grid >= 1, f"num_grid must be None or >= 1, got {num_grid}")
+        _check(dense_queue_len is None or dense_queue_len > 0, f"dense_queue_len must be None or > 0, got {dense_queue_len}")
         self.arch, self.momentum, self.temperature, self.loss_lambda = arch, momentum, temperature, loss_lambda
 
         self.encoder = Encoder(backbone or build_backbone(arch), hidden_dim, out_dim, num_grid)
         self.momentum_encoder = copy.deepcopy(self.encoder)  # starts as a copy, then EMA only
         self.momentum_encoder.requires_grad_(False)
         self.global_queue = KeyQueue(out_dim, queue_len)  # MoCo's queue: one key per past image
-        self.dense_queue = KeyQueue(out_dim, queue_len)  # pooled key dense vectors of past images
+        self.dense_queue = KeyQueue(out_dim, dense_queue_len or queue_len)  # pooled key dense vectors of past images
 
     def forward(
         self,
