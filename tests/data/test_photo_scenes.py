@@ -18,7 +18,7 @@ import pytest
 from PIL import Image
 
 from densecl.cli import main
-from densecl.data.datasets import image_source
+from densecl.data.sources import image_source
 from densecl.data.export_photo_scenes import export_photo_scenes
 from densecl.data.photo_scenes import SPLITS, PhotoSceneComposer, load_assets, split_counts
 from densecl.data.scenes import MIN_VISIBLE_PIXELS, Scene

@@ -58,9 +58,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFilter, ImageOps
 
-from densecl.data.datasets import IMAGE_EXTENSIONS, to_rgb
 from densecl.data.scenes import MIN_SIZE, MIN_VISIBLE_PIXELS, Scene, pixel_owners
 from densecl.errors import InputError
+from densecl.images import IMAGE_EXTENSIONS, open_rgb
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 """Every cut-out and background belongs to exactly one of these."""
@@ -376,12 +376,7 @@ class PhotoSceneComposer:
         """The background photo as RGB, shorter side <= 2 x size (decoded once)."""
         if path not in self._photos:
             limit = 2 * self.size
-            try:
-                with Image.open(path) as image:
-                    image.draft("RGB", (limit, limit))  # JPEG: decode at a reduced scale, >= the limit
-                    photo = to_rgb(image)
-            except (OSError, ValueError) as e:
-                raise InputError(f"background {path} cannot be read ({type(e).__name__}: {e}); fix or remove it") from None
+            photo = open_rgb(path, what="background", draft_side=limit)
             scale = limit / min(photo.size)
             if scale < 1:
                 photo = photo.resize((max(1, round(photo.width * scale)), max(1, round(photo.height * scale))),

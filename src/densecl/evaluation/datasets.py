@@ -46,9 +46,9 @@ import torch
 from PIL import Image
 from torchvision.transforms import v2
 
-from densecl.data.datasets import IMAGE_EXTENSIONS, to_rgb
 from densecl.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from densecl.errors import InputError
+from densecl.images import IMAGE_EXTENSIONS, open_rgb
 
 IGNORE_INDEX = 255
 
@@ -57,16 +57,6 @@ VOC_CLASSES: tuple[str, ...] = (
     "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train",
     "tvmonitor",
 )
-
-
-def open_rgb(path: Path) -> Image.Image:
-    """Reads an image as RGB; an unreadable file is an :class:`InputError` naming it."""
-    try:
-        with Image.open(path) as image:
-            image.load()
-            return to_rgb(image)
-    except (OSError, ValueError) as e:
-        raise InputError(f"cannot read image {path} ({type(e).__name__}: {e}); fix or remove it") from None
 
 
 def read_class_names(path: Path) -> tuple[str, ...]:

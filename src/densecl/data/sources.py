@@ -3,7 +3,7 @@
 Sources (:func:`image_source`): a directory tree (recursive, common
 extensions), a text file of paths, a COCO annotation file, or the embedded
 ``scenes``. Unreadable files are skipped, one warning each, never a crash;
-every mode PIL knows (grayscale, palette, RGBA, CMYK, 16-bit) becomes RGB.
+every mode PIL knows becomes RGB (:func:`densecl.images.open_rgb`).
 """
 
 from __future__ import annotations
@@ -13,29 +13,11 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image, ImageFile
+from PIL import Image
 
 from densecl.errors import InputError
-
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm")
-
-ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file is an error, not a grey half-image
-
-
-def to_rgb(image: Image.Image) -> Image.Image:
-    """Any PIL mode -> 8-bit RGB. 16-bit and float grayscale are rescaled by their range, not clipped."""
-    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        a = np.asarray(image, dtype=np.float64)
-        lo, hi = (0.0, 65535.0) if image.mode.startswith("I;16") else (float(a.min()), float(a.max()))
-        a = np.clip((a - lo) / max(hi - lo, 1e-12) * 255.0 + 0.5, 0, 255).astype(np.uint8)
-        image = Image.fromarray(a, mode="L")
-    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-        rgba = image.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))  # transparent -> white
-        return Image.alpha_composite(background, rgba).convert("RGB")
-    return image.convert("RGB")
+from densecl.images import IMAGE_EXTENSIONS, open_rgb
 
 
 class ImageFiles:
@@ -52,15 +34,12 @@ class ImageFiles:
         return len(self.paths)
 
     def load(self, index: int) -> Image.Image | None:
-        path = self.paths[index]
         try:
-            with Image.open(path) as image:
-                image.load()
-                return to_rgb(image)
-        except Exception as e:  # noqa: BLE001 - PIL raises many types for bad files
+            return open_rgb(self.paths[index], fix="skipping it")
+        except InputError as e:
             if index not in self._warned:  # one warning per file (per worker process)
                 self._warned.add(index)
-                print(f"densecl: warning: skipping unreadable image {path} ({type(e).__name__}: {e})", file=sys.stderr)
+                print(f"densecl: warning: {e}", file=sys.stderr)
             return None
 
 
