@@ -47,7 +47,7 @@ class SceneImages:
     """The embedded procedural ``scenes`` images (no download, deterministic in the seed)."""
 
     def __init__(self, length: int, seed: int, size: int) -> None:
-        from densecl.data.scenes import ScenesDataset
+        from densecl.scenes import ScenesDataset
 
         self.scenes = ScenesDataset(length=length, seed=seed, size=size)
         self.origin = f"scenes(length={length}, seed={seed}, size={size})"

@@ -29,11 +29,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from densecl.data.scenes import CLASSES, Scene, render_scene
+from densecl.scenes.compose import Scene
+from densecl.scenes.procedural import CLASSES, render_scene
 from densecl.errors import InputError
 
 FORMATS = ("voc", "coco", "imagefolder")
-SPLITS = ("train", "val")
+PROCEDURAL_SPLITS = ("train", "val")
+"""The splits of the exported procedural scenes: disjoint ranges of scene indices."""
 
 # what each format writes; --overwrite removes exactly these
 _OWNED = {
@@ -79,23 +81,23 @@ def export_scenes(
     prepare_output(out, _OWNED[fmt], overwrite)
     indices = {"train": range(n_train), "val": range(n_train, n_train + n_val)}
     writer = open_writer(fmt, out)
-    for split in SPLITS:
+    for split in PROCEDURAL_SPLITS:
         for index in indices[split]:
             writer.add(split, f"scene_{index:06d}", render_scene(index, seed=seed, size=size, max_objects=max_objects))
     writer.finish()
     manifest = {"format": fmt, "seed": seed, "size": size, "max_objects": max_objects,
-                "splits": {s: [indices[s].start, indices[s].stop] for s in SPLITS}, "classes": list(CLASSES)}
+                "splits": {s: [indices[s].start, indices[s].stop] for s in PROCEDURAL_SPLITS}, "classes": list(CLASSES)}
     (out / "scenes.json").write_text(json.dumps(manifest, indent=2) + "\n")
-    return ExportSummary(out, fmt, {s: len(indices[s]) for s in SPLITS})
+    return ExportSummary(out, fmt, {s: len(indices[s]) for s in PROCEDURAL_SPLITS})
 
 
 def open_writer(
-    fmt: str, out: Path, classes: Sequence[str] = CLASSES, splits: Sequence[str] = SPLITS
+    fmt: str, out: Path, classes: Sequence[str] = CLASSES, splits: Sequence[str] = PROCEDURAL_SPLITS
 ) -> _VOC | _COCO | _ImageFolder:
     """The writer of layout ``fmt`` under ``out``: ``add(split, name, scene)`` per scene, then ``finish()``.
 
     ``classes`` (background first, index = class id) and ``splits`` default to the
-    embedded scenes'; other scene sources (:mod:`densecl.data.photo_scenes`) pass theirs.
+    embedded scenes'; other scene sources (:mod:`densecl.scenes.photo`) pass theirs.
     Names must be unique across splits (VOC keeps all images in one folder).
     """
     if fmt not in FORMATS:
@@ -126,7 +128,7 @@ def _palette() -> list[int]:
 
 
 class _VOC:
-    def __init__(self, out: Path, classes: tuple[str, ...] = CLASSES, splits: tuple[str, ...] = SPLITS) -> None:
+    def __init__(self, out: Path, classes: tuple[str, ...] = CLASSES, splits: tuple[str, ...] = PROCEDURAL_SPLITS) -> None:
         self.out, self.classes, self.splits = out, classes, splits
         for d in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation", "ImageSets/Main"):
             (out / d).mkdir(parents=True, exist_ok=True)
@@ -154,7 +156,7 @@ class _VOC:
 
 
 class _COCO:
-    def __init__(self, out: Path, classes: tuple[str, ...] = CLASSES, splits: tuple[str, ...] = SPLITS) -> None:
+    def __init__(self, out: Path, classes: tuple[str, ...] = CLASSES, splits: tuple[str, ...] = PROCEDURAL_SPLITS) -> None:
         self.out, self.classes, self.splits = out, classes, splits
         (out / "annotations").mkdir(parents=True, exist_ok=True)
         self.data = {s: {"images": [], "annotations": []} for s in self.splits}
@@ -187,7 +189,7 @@ class _COCO:
 
 
 class _ImageFolder:
-    def __init__(self, out: Path, classes: tuple[str, ...] = CLASSES, splits: tuple[str, ...] = SPLITS) -> None:
+    def __init__(self, out: Path, classes: tuple[str, ...] = CLASSES, splits: tuple[str, ...] = PROCEDURAL_SPLITS) -> None:
         self.out, self.classes, self.splits = out, classes, splits
         for split in self.splits:  # every class folder in every split, so all read the same class list
             for name in self.classes[1:]:

@@ -1,6 +1,6 @@
 """Tests of the embedded ``scenes`` data set against facts checkable by hand.
 
-Run: ``.venv/bin/python -m pytest tests/data/test_scenes.py``
+Run: ``.venv/bin/python -m pytest tests/scenes/test_procedural.py``
 """
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from densecl.data import scenes
-from densecl.data.export_scenes import export_scenes
-from densecl.data.scenes import CLASSES, MIN_VISIBLE_PIXELS, Scene, ScenesDataset, render_scene
+from densecl.scenes import CLASSES, MIN_VISIBLE_PIXELS, Scene, ScenesDataset, render_scene
+from densecl.scenes import procedural as scenes
+from densecl.scenes.export import export_scenes
 
 N_SCENES = 200
 
@@ -115,7 +115,7 @@ def test_images_are_textured_and_objects_stand_out(many: list[Scene]) -> None:
 
 
 # Points (u, v) in the shapes' unit coordinates, one inside and one outside each
-# shape, worked out from the definitions (vertex angles and radii) in scenes.py.
+# shape, worked out from the definitions (vertex angles and radii) in procedural.py.
 _INSIDE_OUTSIDE = {
     "disc": ((0.0, 0.0), (0.75, 0.75)),  # radius 1; |(0.75, 0.75)| = 1.06
     "square": ((0.75, 0.75), (0.85, 0.0)),  # half side 0.8
