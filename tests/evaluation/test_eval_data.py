@@ -8,8 +8,8 @@ import pytest
 from PIL import Image
 
 from densecl.cli import main
+from densecl.formats.imagefolder import dominant_class
 from densecl.scenes import CLASSES, render_scene
-from densecl.scenes.export import dominant_class
 from densecl.errors import InputError
 from densecl.evaluation import backbone as eval_backbone
 from densecl.evaluation.datasets import read_classification, read_coco, read_segmentation, subset

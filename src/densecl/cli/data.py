@@ -15,7 +15,7 @@ def register(subparsers) -> None:
 
 
 def _register_export_scenes(actions) -> None:
-    from densecl.scenes.export import FORMATS
+    from densecl.formats import FORMATS
 
     p = actions.add_parser(
         "export-scenes",

@@ -8,7 +8,6 @@ every mode PIL knows becomes RGB (:func:`densecl.images.open_rgb`).
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,6 +16,7 @@ import torch
 from PIL import Image
 
 from densecl.errors import InputError
+from densecl.formats.coco import coco_image_paths
 from densecl.images import IMAGE_EXTENSIONS, open_rgb
 
 
@@ -70,7 +70,7 @@ def image_source(data: str, scenes_length: int = 2000, scenes_size: int = 128, s
         files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
         return ImageFiles(files, f"folder {path}")
     if path.suffix == ".json":
-        return ImageFiles(_coco_images(path), f"COCO file {path}")
+        return ImageFiles(coco_image_paths(path), f"COCO file {path}")
     lines = [ln.strip() for ln in path.read_text().splitlines()]
     files = [_resolve(path.parent, ln) for ln in lines if ln and not ln.startswith("#")]
     return ImageFiles(files, f"list {path}")
@@ -79,19 +79,6 @@ def image_source(data: str, scenes_length: int = 2000, scenes_size: int = 128, s
 def _resolve(root: Path, name: str) -> Path:
     p = Path(name).expanduser()
     return p if p.is_absolute() else root / p
-
-
-def _coco_images(path: Path) -> list[Path]:
-    """Images of a COCO annotation file, e.g. ``annotations/instances_train2017.json`` -> ``train2017/``."""
-    try:
-        images = json.loads(path.read_text())["images"]
-    except (json.JSONDecodeError, KeyError, TypeError) as e:
-        raise InputError(f"{path} is not a COCO annotation file with an 'images' list ({e})") from None
-    split = path.stem.split("_")[-1]  # instances_train2017 -> train2017
-    for root in (path.parent.parent / split, path.parent / split, path.parent):
-        if root.is_dir() and images and (root / images[0]["file_name"]).exists():
-            return [root / im["file_name"] for im in images]
-    raise InputError(f"cannot find the images of {path}: looked for {images[0]['file_name'] if images else '?'} in ../{split}, ./{split} and ./")
 
 
 class TwoViewDataset(torch.utils.data.Dataset):

@@ -30,7 +30,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from densecl.scenes.export import FORMATS, open_writer, prepare_output
+from densecl.formats import FORMATS, open_writer
+from densecl.scenes.export import prepare_output
 from densecl.scenes.photo import PHOTO_SPLITS, PhotoAssets, PhotoSceneComposer, load_assets, split_counts
 from densecl.errors import InputError
 
