@@ -14,7 +14,7 @@ import time
 
 import torch
 
-from densecl.data.datasets import TwoViewDataset, image_source
+from densecl.data.sources import TwoViewDataset, image_source
 from densecl.data.transforms import TwoViews, moco_v2_view
 
 

@@ -11,7 +11,7 @@
 #
 #   .cache/assets/objects/<class>/<stamp path with / -> __>.png
 #       tuxpaint-stamps-default: the PNG stamps whose alpha really cuts an object out
-#       (checked by densecl.data.photo_scenes.read_cutout), one class per top-level
+#       (checked by densecl.scenes.photo.read_cutout), one class per top-level
 #       stamp folder except `symbols` (letters, signs, money: not objects). Left out:
 #       the `*_mirror.png` / `*_flip.png` twins (pre-flipped copies of another stamp,
 #       which would leak across splits; the composer flips at random anyway), files
@@ -64,7 +64,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from densecl.data.photo_scenes import read_cutout
+from densecl.scenes.photo import read_cutout
 from densecl.errors import InputError
 
 assets, min_cutouts = Path(sys.argv[1]), int(sys.argv[2])

@@ -110,7 +110,7 @@ class ViewPair(NamedTuple):
 
 
 class ImageSource(Protocol):
-    """What :func:`densecl.data.datasets.image_source` returns: ``len()`` and ``load(i)``."""
+    """What :func:`densecl.data.sources.image_source` returns: ``len()`` and ``load(i)``."""
 
     def __len__(self) -> int: ...
 
@@ -127,7 +127,7 @@ def augmented_pairs(source: ImageSource, n: int, transform, seed: int) -> Iterat
     state is untouched and pair ``p`` does not depend on how many were asked.
 
     Args:
-        source: images, e.g. from :func:`densecl.data.datasets.image_source`.
+        source: images, e.g. from :func:`densecl.data.sources.image_source`.
         n: number of pairs, >= 1.
         transform: PIL image -> normalised tensor, applied twice per image.
         seed: picks the images and the views.

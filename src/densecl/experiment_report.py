@@ -289,10 +289,10 @@ def collect(run_dir: str | os.PathLike) -> ReportInputs:
 
 def shrink_copy(src: Path, dst: Path, max_side: int = FIGURE_MAX_SIDE) -> None:
     """Copies a PNG, scaled down so that its longer side is at most ``max_side``, with 256 colours."""
-    from PIL import Image
+    from densecl.images import open_rgb
 
     dst.parent.mkdir(parents=True, exist_ok=True)
-    with Image.open(src) as im:
+    with open_rgb(src, what="figure") as im:
         im.thumbnail((max_side, max_side))
         im.convert("RGB").quantize(256).save(dst, optimize=True)  # a 256-colour palette: a few times smaller
 

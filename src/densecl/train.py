@@ -20,7 +20,7 @@ import torch
 
 from densecl import checkpoint, distributed
 from densecl.config import PretrainConfig, c5_side
-from densecl.data.datasets import TwoViewDataset, image_source
+from densecl.data.sources import TwoViewDataset, image_source
 from densecl.data.sampler import EpochSampler
 from densecl.data.transforms import TwoViews, moco_v2_view
 from densecl.engine import LoopState, Precision, train_one_epoch

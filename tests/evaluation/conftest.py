@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from densecl.data.export_scenes import export_scenes
+from densecl.scenes.export import export_scenes
 from densecl.models.backbones import build_backbone
 
 

@@ -8,8 +8,8 @@ import pytest
 from PIL import Image
 
 from densecl.cli import main
-from densecl.data.export_scenes import dominant_class
-from densecl.data.scenes import CLASSES, render_scene
+from densecl.formats.imagefolder import dominant_class
+from densecl.scenes import CLASSES, render_scene
 from densecl.errors import InputError
 from densecl.evaluation import backbone as eval_backbone
 from densecl.evaluation.datasets import read_classification, read_coco, read_segmentation, subset

@@ -250,7 +250,7 @@ def _pairs(args: argparse.Namespace):
     from torchvision.transforms import v2
 
     from densecl.correspondence import ViewPair, augmented_pairs
-    from densecl.data.datasets import image_source
+    from densecl.data.sources import image_source
     from densecl.data.transforms import IMAGENET_MEAN, IMAGENET_STD, crop_flip_view, moco_v2_view
 
     view = {"crop-flip": crop_flip_view, "moco-v2": moco_v2_view}[args.augment](args.crop, args.min_scale)
@@ -273,17 +273,12 @@ def _pairs(args: argparse.Namespace):
 
 def _read_image(path: str):
     """A one-image source, checked readable."""
-    from PIL import Image
-
-    from densecl.data.datasets import ImageFiles
+    from densecl.data.sources import ImageFiles
+    from densecl.images import open_rgb
 
     if not Path(path).is_file():
         raise InputError(f"image {path} does not exist; check the path")
-    try:
-        with Image.open(path) as image:
-            image.load()
-    except Exception as e:  # noqa: BLE001 - PIL raises many types for bad files
-        raise InputError(f"cannot read image {path} ({type(e).__name__}: {e}); pass a JPEG, PNG or another file PIL reads") from None
+    open_rgb(path, fix="pass a JPEG, PNG or another file PIL reads")
     return ImageFiles([Path(path)], f"image {path}")
 
 

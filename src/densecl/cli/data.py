@@ -15,7 +15,7 @@ def register(subparsers) -> None:
 
 
 def _register_export_scenes(actions) -> None:
-    from densecl.data.export_scenes import FORMATS
+    from densecl.formats import FORMATS
 
     p = actions.add_parser(
         "export-scenes",
@@ -36,7 +36,7 @@ def _register_export_scenes(actions) -> None:
 
 
 def run_export_scenes(args: argparse.Namespace) -> int:
-    from densecl.data.export_scenes import export_scenes
+    from densecl.scenes.export import export_scenes
 
     summary = export_scenes(
         args.out, args.format, n_train=args.n_train, n_val=args.n_val, size=args.size, seed=args.seed,
@@ -72,7 +72,7 @@ def _register_scenes(actions) -> None:
 
 
 def run_scenes(args: argparse.Namespace) -> int:
-    from densecl.data.export_photo_scenes import export_photo_scenes, parse_formats
+    from densecl.scenes.export_photo import export_photo_scenes, parse_formats
 
     summary = export_photo_scenes(
         args.out, args.objects, args.backgrounds, n=args.n, size=args.size, seed=args.seed,

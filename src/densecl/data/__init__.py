@@ -1,1 +1,1 @@
-"""Two-view augmentation, unlabeled datasets and the embedded ``scenes`` data."""
+"""Pre-training input: two-view augmentation, the epoch sampler and the unlabeled image sources."""

@@ -1,4 +1,4 @@
-"""MoCo-v2 augmentation (spec section 2), two independent views per image; its crop-and-flip part alone."""
+"""MoCo-v2 augmentation (the views DenseCL pre-trains on), two independent views per image; its crop-and-flip part alone."""
 
 from __future__ import annotations
 

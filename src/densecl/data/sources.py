@@ -3,39 +3,21 @@
 Sources (:func:`image_source`): a directory tree (recursive, common
 extensions), a text file of paths, a COCO annotation file, or the embedded
 ``scenes``. Unreadable files are skipped, one warning each, never a crash;
-every mode PIL knows (grayscale, palette, RGBA, CMYK, 16-bit) becomes RGB.
+every mode PIL knows becomes RGB (:func:`densecl.images.open_rgb`).
 """
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image, ImageFile
+from PIL import Image
 
 from densecl.errors import InputError
-
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm")
-
-ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file is an error, not a grey half-image
-
-
-def to_rgb(image: Image.Image) -> Image.Image:
-    """Any PIL mode -> 8-bit RGB. 16-bit and float grayscale are rescaled by their range, not clipped."""
-    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        a = np.asarray(image, dtype=np.float64)
-        lo, hi = (0.0, 65535.0) if image.mode.startswith("I;16") else (float(a.min()), float(a.max()))
-        a = np.clip((a - lo) / max(hi - lo, 1e-12) * 255.0 + 0.5, 0, 255).astype(np.uint8)
-        image = Image.fromarray(a, mode="L")
-    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-        rgba = image.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))  # transparent -> white
-        return Image.alpha_composite(background, rgba).convert("RGB")
-    return image.convert("RGB")
+from densecl.formats.coco import coco_image_paths
+from densecl.images import IMAGE_EXTENSIONS, open_rgb
 
 
 class ImageFiles:
@@ -52,15 +34,12 @@ class ImageFiles:
         return len(self.paths)
 
     def load(self, index: int) -> Image.Image | None:
-        path = self.paths[index]
         try:
-            with Image.open(path) as image:
-                image.load()
-                return to_rgb(image)
-        except Exception as e:  # noqa: BLE001 - PIL raises many types for bad files
+            return open_rgb(self.paths[index], fix="skipping it")
+        except InputError as e:
             if index not in self._warned:  # one warning per file (per worker process)
                 self._warned.add(index)
-                print(f"densecl: warning: skipping unreadable image {path} ({type(e).__name__}: {e})", file=sys.stderr)
+                print(f"densecl: warning: {e}", file=sys.stderr)
             return None
 
 
@@ -68,7 +47,7 @@ class SceneImages:
     """The embedded procedural ``scenes`` images (no download, deterministic in the seed)."""
 
     def __init__(self, length: int, seed: int, size: int) -> None:
-        from densecl.data.scenes import ScenesDataset
+        from densecl.scenes import ScenesDataset
 
         self.scenes = ScenesDataset(length=length, seed=seed, size=size)
         self.origin = f"scenes(length={length}, seed={seed}, size={size})"
@@ -91,7 +70,7 @@ def image_source(data: str, scenes_length: int = 2000, scenes_size: int = 128, s
         files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
         return ImageFiles(files, f"folder {path}")
     if path.suffix == ".json":
-        return ImageFiles(_coco_images(path), f"COCO file {path}")
+        return ImageFiles(coco_image_paths(path), f"COCO file {path}")
     lines = [ln.strip() for ln in path.read_text().splitlines()]
     files = [_resolve(path.parent, ln) for ln in lines if ln and not ln.startswith("#")]
     return ImageFiles(files, f"list {path}")
@@ -100,19 +79,6 @@ def image_source(data: str, scenes_length: int = 2000, scenes_size: int = 128, s
 def _resolve(root: Path, name: str) -> Path:
     p = Path(name).expanduser()
     return p if p.is_absolute() else root / p
-
-
-def _coco_images(path: Path) -> list[Path]:
-    """Images of a COCO annotation file, e.g. ``annotations/instances_train2017.json`` -> ``train2017/``."""
-    try:
-        images = json.loads(path.read_text())["images"]
-    except (json.JSONDecodeError, KeyError, TypeError) as e:
-        raise InputError(f"{path} is not a COCO annotation file with an 'images' list ({e})") from None
-    split = path.stem.split("_")[-1]  # instances_train2017 -> train2017
-    for root in (path.parent.parent / split, path.parent / split, path.parent):
-        if root.is_dir() and images and (root / images[0]["file_name"]).exists():
-            return [root / im["file_name"] for im in images]
-    raise InputError(f"cannot find the images of {path}: looked for {images[0]['file_name'] if images else '?'} in ../{split}, ./{split} and ./")
 
 
 class TwoViewDataset(torch.utils.data.Dataset):

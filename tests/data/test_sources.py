@@ -5,10 +5,11 @@ import pytest
 import torch
 from PIL import Image
 
-from densecl.data.datasets import TwoViewDataset, image_source, to_rgb
+from densecl.data.sources import TwoViewDataset, image_source
 from densecl.data.sampler import EpochSampler
 from densecl.data.transforms import TwoViews, moco_v2_view
 from densecl.errors import InputError
+from densecl.images import to_rgb
 
 
 def _write_images(folder, n=3, size=40):
@@ -78,7 +79,7 @@ def test_corrupt_files_are_skipped_with_one_warning_each(tmp_path, capsys):
     # a bad image is replaced by the next readable one (truncated -> im0, bad -> im1: two skips)
     assert skipped == [1, 0, 2, 1]
     err = capsys.readouterr().err
-    assert err.count("skipping unreadable image") == 2  # once per file, not per access
+    assert err.count("densecl: warning: cannot read image") == 2  # once per file, not per access
     assert "im0.png" in err and "truncated.png" in err
 
 

@@ -6,7 +6,7 @@ Inputs (:func:`load_assets`)::
     BACKGROUNDS/**/<photo>            photos; or BACKGROUNDS/{train,val,test}/ to fix their split
 
 Splits. Every cut-out file and every background photo belongs to exactly one
-of :data:`SPLITS`, so no object or background seen in training appears in val
+of :data:`PHOTO_SPLITS`, so no object or background seen in training appears in val
 or test. Each category's cut-outs are split on their own (stratified):
 :data:`HELD_OUT_FRACTION` of them for val, as many for test (at least one
 each), the rest for train; a flat backgrounds folder is split the same way.
@@ -32,12 +32,12 @@ everything from ``np.random.default_rng([seed, s, index])``):
   grey levels), so objects and background share blur and noise and a paste edge
   is no sharper than the photo around it.
 
-Labels follow :mod:`densecl.data.scenes` exactly: a pixel belongs to the
-top-most object whose alpha there is >= 0.5; objects with fewer than
-:data:`~densecl.data.scenes.MIN_VISIBLE_PIXELS` such pixels are not pasted at
-all; boxes are the bounding boxes of each instance's visible pixels. The result
-is a :class:`~densecl.data.scenes.Scene`, so the writers of
-:mod:`densecl.data.export_scenes` serve both generators.
+Labels follow :mod:`densecl.scenes.compose`, as for the procedural scenes: a
+pixel belongs to the top-most object whose alpha there is >= 0.5; objects with
+fewer than :data:`~densecl.scenes.compose.MIN_VISIBLE_PIXELS` such pixels are
+not pasted at all; boxes are the bounding boxes of each instance's visible
+pixels. The result is a :class:`~densecl.scenes.compose.Scene`, so the writers
+of :mod:`densecl.formats` serve both generators.
 
 Speed, a shared 2-core CPU (load ~4), 160 px, ``max_objects=4``, the assets of
 ``scripts/fetch-assets.sh`` (449 stamps, 27 photos): :func:`load_assets` 1 s;
@@ -58,12 +58,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFilter, ImageOps
 
-from densecl.data.datasets import IMAGE_EXTENSIONS, to_rgb
-from densecl.data.scenes import MIN_SIZE, MIN_VISIBLE_PIXELS, Scene, pixel_owners
 from densecl.errors import InputError
+from densecl.images import IMAGE_EXTENSIONS, open_rgb
+from densecl.scenes.compose import Placed, Scene, check_arguments, draw_visible, labelled_scene
 
-SPLITS: tuple[str, ...] = ("train", "val", "test")
-"""Every cut-out and background belongs to exactly one of these."""
+PHOTO_SPLITS: tuple[str, ...] = ("train", "val", "test")
+"""Every cut-out and background belongs to exactly one of these; the photo scenes are written in these splits."""
 
 HELD_OUT_FRACTION = 0.2
 """Share of each category's cut-outs (and of a flat backgrounds folder, and of ``n`` images) in val, and in test."""
@@ -73,8 +73,6 @@ MIN_ALPHA_FRACTION = 0.01
 
 OCCLUDE_PROBABILITY = 0.35
 """Chance that an object after the first is centred on an earlier one."""
-
-_MAX_TRIES = 100
 
 
 @dataclass(frozen=True)
@@ -116,7 +114,7 @@ class PhotoAssets:
 
 @dataclass(frozen=True)
 class ComposedScene:
-    """A :class:`~densecl.data.scenes.Scene` and where its pixels came from.
+    """A :class:`~densecl.scenes.compose.Scene` and where its pixels came from.
 
     Attributes:
         scene: the image and its labels (``M`` instances).
@@ -138,6 +136,7 @@ def read_cutout(path: Path) -> Image.Image:
         InputError: the file cannot be read, has no alpha channel, or its alpha
             is (almost) all opaque or all transparent (see :data:`MIN_ALPHA_FRACTION`).
     """
+    # Not densecl.images.open_rgb: a cut-out keeps its alpha (open_rgb flattens it onto white).
     try:
         with Image.open(path) as image:
             image.load()
@@ -158,8 +157,8 @@ def read_cutout(path: Path) -> Image.Image:
 
 def split_counts(n: int) -> dict[str, int]:
     """``n`` items -> how many per split: :data:`HELD_OUT_FRACTION` each to val and test (>= 1), the rest train."""
-    if n < len(SPLITS):
-        raise ValueError(f"{n} items cannot fill {len(SPLITS)} splits")
+    if n < len(PHOTO_SPLITS):
+        raise ValueError(f"{n} items cannot fill {len(PHOTO_SPLITS)} splits")
     held = max(1, round(HELD_OUT_FRACTION * n))
     return {"train": n - 2 * held, "val": held, "test": held}
 
@@ -190,7 +189,7 @@ def load_assets(objects: Path, backgrounds: Path, on_skip: Callable[[str], None]
 
     Raises:
         InputError: a folder is missing or empty, the objects folder has no category
-            subfolder, a category has fewer than ``len(SPLITS)`` usable cut-outs, or
+            subfolder, a category has fewer than ``len(PHOTO_SPLITS)`` usable cut-outs, or
             there are too few backgrounds to give each split its own.
     """
     objects, backgrounds = Path(objects).expanduser(), Path(backgrounds).expanduser()
@@ -216,7 +215,7 @@ def _load_cutouts(root: Path, skip: Callable[[str], None]) -> tuple[tuple[str, .
         )
     if "background" in categories:
         raise InputError(f"{root}/background: 'background' is class 0 (no object); rename that category")
-    cutouts: dict[str, list[Cutout]] = {s: [] for s in SPLITS}
+    cutouts: dict[str, list[Cutout]] = {s: [] for s in PHOTO_SPLITS}
     for label, category in enumerate(categories, start=1):
         usable: list[Cutout] = []
         files = _image_files(root / category)
@@ -227,22 +226,24 @@ def _load_cutouts(root: Path, skip: Callable[[str], None]) -> tuple[tuple[str, .
                 skip(str(e))
                 continue
             usable.append(Cutout(path, path.relative_to(root).as_posix(), label))
-        if len(usable) < len(SPLITS):
+        if len(usable) < len(PHOTO_SPLITS):
             left_out = f" ({len(files) - len(usable)} skipped: no usable alpha channel)" if len(files) > len(usable) else ""
             raise InputError(
                 f"category {category!r} ({root / category}) has {len(usable)} usable cut-out(s){left_out}; it needs at "
-                f"least {len(SPLITS)}, one per split ({', '.join(SPLITS)}): add RGBA cut-outs or remove the folder"
+                f"least {len(PHOTO_SPLITS)}, one per split ({', '.join(PHOTO_SPLITS)}): add RGBA cut-outs or remove the folder"
             )
         for split, indices in _split_by_name([c.name for c in usable]).items():
             cutouts[split] += [usable[i] for i in sorted(indices)]
-    return ("background", *categories), {s: tuple(cutouts[s]) for s in SPLITS}
+    return ("background", *categories), {s: tuple(cutouts[s]) for s in PHOTO_SPLITS}
 
 
 def _readable_backgrounds(root: Path, folder: Path, skip: Callable[[str], None]) -> list[Background]:
     found = []
     for path in _image_files(folder):
         try:
-            with Image.open(path):  # the header only; decoding waits for first use
+            # Not densecl.images.open_rgb: the header only, and a bad file is skipped, not an
+            # error; the composer decodes the photo (open_rgb) on first use.
+            with Image.open(path):
                 pass
         except (OSError, ValueError) as e:
             skip(f"background {path} cannot be read ({type(e).__name__}: {e})")
@@ -254,22 +255,22 @@ def _readable_backgrounds(root: Path, folder: Path, skip: Callable[[str], None])
 def _load_backgrounds(root: Path, skip: Callable[[str], None]) -> dict[str, tuple[Background, ...]]:
     if not root.is_dir():
         raise InputError(f"backgrounds folder {root} does not exist; pass --backgrounds DIR with photos")
-    if any((root / split).is_dir() for split in SPLITS):  # the split is given
-        photos = {split: _readable_backgrounds(root, root / split, skip) for split in SPLITS}
-        empty = [split for split in SPLITS if not photos[split]]
+    if any((root / split).is_dir() for split in PHOTO_SPLITS):  # the split is given
+        photos = {split: _readable_backgrounds(root, root / split, skip) for split in PHOTO_SPLITS}
+        empty = [split for split in PHOTO_SPLITS if not photos[split]]
         if empty:
             raise InputError(
                 f"backgrounds folder {root} has split subfolders but no image in {', '.join(f'{s}/' for s in empty)}; "
-                f"give each of {', '.join(f'{s}/' for s in SPLITS)} at least one photo, or use a flat folder"
+                f"give each of {', '.join(f'{s}/' for s in PHOTO_SPLITS)} at least one photo, or use a flat folder"
             )
-        return {split: tuple(photos[split]) for split in SPLITS}
+        return {split: tuple(photos[split]) for split in PHOTO_SPLITS}
     photos = _readable_backgrounds(root, root, skip)
     if not photos:
         raise InputError(f"backgrounds folder {root} has no readable image ({', '.join(IMAGE_EXTENSIONS)})")
-    if len(photos) < len(SPLITS):
+    if len(photos) < len(PHOTO_SPLITS):
         raise InputError(
-            f"backgrounds folder {root} has {len(photos)} image(s) but the {len(SPLITS)} splits ({', '.join(SPLITS)}) "
-            f"need one each; add at least {len(SPLITS) - len(photos)} more"
+            f"backgrounds folder {root} has {len(photos)} image(s) but the {len(PHOTO_SPLITS)} splits ({', '.join(PHOTO_SPLITS)}) "
+            f"need one each; add at least {len(PHOTO_SPLITS) - len(photos)} more"
         )
     return {split: tuple(photos[i] for i in sorted(indices)) for split, indices in _split_by_name([p.name for p in photos]).items()}
 
@@ -277,15 +278,11 @@ def _load_backgrounds(root: Path, skip: Callable[[str], None]) -> dict[str, tupl
 # ---------------------------------------------------------------- composition
 
 @dataclass(frozen=True)
-class _Placed:
-    """One object: its class and file, its window ``rows x cols`` in the image, its colour and alpha there."""
+class _Pasted(Placed):
+    """A placed cut-out: its file and its colour over the window."""
 
-    label: int
     name: str
-    rows: slice
-    cols: slice
     premultiplied: np.ndarray  # h x w x 3 float32, colour * alpha, 0..255
-    alpha: np.ndarray  # h x w float32 in [0, 1]
 
 
 class PhotoSceneComposer:
@@ -305,47 +302,29 @@ class PhotoSceneComposer:
     """
 
     def __init__(self, assets: PhotoAssets, size: int = 160, max_objects: int = 4, seed: int = 0) -> None:
-        if size < MIN_SIZE:
-            raise InputError(f"photo scenes: size must be >= {MIN_SIZE} pixels, got {size}")
-        if max_objects < 1:
-            raise InputError(f"photo scenes: max_objects must be >= 1, got {max_objects}")
-        if seed < 0:
-            raise InputError(f"photo scenes: seed must be >= 0, got {seed}")
+        check_arguments("photo scenes", size, max_objects, seed)
         self.assets, self.size, self.max_objects, self.seed = assets, size, max_objects, seed
         num_classes = len(assets.classes) - 1
         self._by_class = {  # split -> class id - 1 -> cut-outs
             split: [[c for c in assets.cutouts[split] if c.label == k] for k in range(1, num_classes + 1)]
-            for split in SPLITS
+            for split in PHOTO_SPLITS
         }
         self._photos: dict[Path, Image.Image] = {}
         self._cutouts: dict[Path, Image.Image] = {}
 
     def compose(self, split: str, index: int) -> ComposedScene:
         """Image ``index`` (>= 0) of ``split`` with its labels and provenance."""
-        if split not in SPLITS:
-            raise InputError(f"photo scenes: unknown split {split!r}; choose one of {', '.join(SPLITS)}")
+        if split not in PHOTO_SPLITS:
+            raise InputError(f"photo scenes: unknown split {split!r}; choose one of {', '.join(PHOTO_SPLITS)}")
         if index < 0:
             raise InputError(f"photo scenes: index must be >= 0, got {index}")
-        rng = np.random.default_rng([self.seed, SPLITS.index(split), index])
+        rng = np.random.default_rng([self.seed, PHOTO_SPLITS.index(split), index])
         backgrounds = self.assets.backgrounds[split]
         background = backgrounds[rng.integers(len(backgrounds))]
         image = self._background_crop(rng, background.path)  # S x S x 3 float32
-
-        for _ in range(_MAX_TRIES):
-            objects: list[_Placed] = []
-            for _ in range(int(rng.integers(1, self.max_objects + 1))):
-                objects.append(self._place(rng, split, objects))
-            visible = np.bincount(pixel_owners(objects, self.size).ravel(), minlength=len(objects) + 1)[1:]
-            # Dropping an object only uncovers pixels of the others, so one pass suffices.
-            objects = [obj for obj, n in zip(objects, visible) if n >= MIN_VISIBLE_PIXELS]
-            if objects:
-                break
-        else:  # pragma: no cover - would need 100 draws in a row with no visible object
-            raise RuntimeError(f"photo scenes: no visible object in {split} image {index} after {_MAX_TRIES} tries")
-
-        instances = pixel_owners(objects, self.size)  # S x S, ids 1..M bottom to top
-        boxes = np.zeros((len(objects), 4), dtype=np.float32)
-        for k, obj in enumerate(objects):
+        objects = draw_visible(rng, self.max_objects, self.size, lambda earlier: self._place(rng, split, earlier),
+                               "photo scenes", f"{split} image {index}")
+        for obj in objects:  # bottom to top
             window = image[obj.rows, obj.cols]  # h x w x 3, a view
             a = obj.alpha[:, :, None]  # h x w x 1
             object_mean = obj.premultiplied.sum(axis=(0, 1)) / max(float(obj.alpha.sum()), 1e-6)  # 3
@@ -354,20 +333,11 @@ class PhotoSceneComposer:
             window *= 1 - a
             window += gain * obj.premultiplied + a * shift
 
-            mine = instances[obj.rows, obj.cols] == k + 1  # h x w; visible pixels lie in the window
-            ys, xs = np.flatnonzero(mine.any(axis=1)), np.flatnonzero(mine.any(axis=0))
-            boxes[k] = (obj.cols.start + xs[0], obj.rows.start + ys[0],
-                        obj.cols.start + xs[-1] + 1, obj.rows.start + ys[-1] + 1)
-
         # Shared blur and noise over the finished image: paste edges get the photo's own softness.
         blurred = Image.fromarray(np.clip(np.rint(image), 0, 255).astype(np.uint8))
         blurred = blurred.filter(ImageFilter.GaussianBlur(rng.uniform(0.0, 0.8)))
         noisy = np.asarray(blurred, dtype=np.float32) + rng.normal(0.0, rng.uniform(0.0, 3.0), image.shape).astype(np.float32)
-        pixels = np.clip(np.rint(noisy), 0, 255).astype(np.uint8)
-
-        labels = np.array([obj.label for obj in objects], dtype=np.int64)  # M
-        semantic = np.concatenate([[0], labels]).astype(np.uint8)[instances]  # S x S
-        scene = Scene(image=pixels, semantic=semantic, instances=instances, boxes=boxes, labels=labels)
+        scene = labelled_scene(np.clip(np.rint(noisy), 0, 255).astype(np.uint8), objects)
         return ComposedScene(scene, background.name, tuple(obj.name for obj in objects))
 
     # ------------------------------------------------------------ pieces
@@ -376,12 +346,7 @@ class PhotoSceneComposer:
         """The background photo as RGB, shorter side <= 2 x size (decoded once)."""
         if path not in self._photos:
             limit = 2 * self.size
-            try:
-                with Image.open(path) as image:
-                    image.draft("RGB", (limit, limit))  # JPEG: decode at a reduced scale, >= the limit
-                    photo = to_rgb(image)
-            except (OSError, ValueError) as e:
-                raise InputError(f"background {path} cannot be read ({type(e).__name__}: {e}); fix or remove it") from None
+            photo = open_rgb(path, what="background", draft_side=limit)
             scale = limit / min(photo.size)
             if scale < 1:
                 photo = photo.resize((max(1, round(photo.width * scale)), max(1, round(photo.height * scale))),
@@ -411,7 +376,7 @@ class PhotoSceneComposer:
         image = np.array(crop, dtype=np.float32)
         return np.ascontiguousarray(image[:, ::-1]) if rng.random() < 0.5 else image
 
-    def _place(self, rng: np.random.Generator, split: str, earlier: list[_Placed]) -> _Placed:
+    def _place(self, rng: np.random.Generator, split: str, earlier: list[_Pasted]) -> _Pasted:
         """Draws class, cut-out, scale, flip, feather and position of one object."""
         size = self.size
         label = int(rng.integers(1, len(self.assets.classes)))
@@ -441,5 +406,5 @@ class PhotoSceneComposer:
         rows = slice(max(0, y0), min(size, y0 + rgba.shape[0]))
         # The centre lies in the image, so the window is never empty.
         rgba = rgba[rows.start - y0:rows.stop - y0, cols.start - x0:cols.stop - x0]
-        return _Placed(label, cutout.name, rows, cols, np.ascontiguousarray(rgba[:, :, :3]),
-                       np.ascontiguousarray(rgba[:, :, 3] / 255.0))
+        return _Pasted(label, rows, cols, np.ascontiguousarray(rgba[:, :, 3] / 255.0), cutout.name,
+                       np.ascontiguousarray(rgba[:, :, :3]))

@@ -4,7 +4,7 @@ The cut-outs are flat-coloured shapes with soft transparent surroundings (discs
 red, squares blue, triangles green) and the backgrounds grey noise, so the
 colour under a mask tells which cut-out was pasted there.
 
-Run: ``.venv/bin/python -m pytest tests/data/test_photo_scenes.py``
+Run: ``.venv/bin/python -m pytest tests/scenes/test_photo.py``
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ import pytest
 from PIL import Image
 
 from densecl.cli import main
-from densecl.data.datasets import image_source
-from densecl.data.export_photo_scenes import export_photo_scenes
-from densecl.data.photo_scenes import SPLITS, PhotoSceneComposer, load_assets, split_counts
-from densecl.data.scenes import MIN_VISIBLE_PIXELS, Scene
+from densecl.data.sources import image_source
+from densecl.scenes import MIN_VISIBLE_PIXELS, Scene
+from densecl.scenes.export_photo import export_photo_scenes
+from densecl.scenes.photo import PHOTO_SPLITS, PhotoSceneComposer, load_assets, split_counts
 from densecl.errors import InputError
 from densecl.evaluation.datasets import read_classification, read_coco, read_segmentation
 
@@ -101,15 +101,15 @@ def _assert_labels_consistent(scene: Scene) -> None:
 def test_every_cutout_and_background_is_in_exactly_one_split_stratified_per_class(assets) -> None:
     found = load_assets(*assets)
     assert found.classes == ("background", "disc", "square", "triangle")
-    cutouts = [c.name for s in SPLITS for c in found.cutouts[s]]
+    cutouts = [c.name for s in PHOTO_SPLITS for c in found.cutouts[s]]
     assert sorted(cutouts) == sorted(f"{kind}/{kind}{k}.png" for kind in COLOURS for k in range(4))
-    for split in SPLITS:  # every class in every split
+    for split in PHOTO_SPLITS:  # every class in every split
         assert {c.label for c in found.cutouts[split]} == {1, 2, 3}
         for c in found.cutouts[split]:
             assert c.name.startswith(found.classes[c.label] + "/")
-    backgrounds = [b.name for s in SPLITS for b in found.backgrounds[s]]
+    backgrounds = [b.name for s in PHOTO_SPLITS for b in found.backgrounds[s]]
     assert sorted(backgrounds) == [f"photo{k}.png" for k in range(6)]
-    assert all(found.backgrounds[s] for s in SPLITS)
+    assert all(found.backgrounds[s] for s in PHOTO_SPLITS)
     assert found.skipped == ()  # notes.txt is not an image file; nothing to warn about
 
 
@@ -117,21 +117,21 @@ def test_split_depends_on_file_names_only(assets, tmp_path) -> None:
     copy = tmp_path / "copy"
     shutil.copytree(assets[0].parent, copy)
     a, b = load_assets(*assets), load_assets(copy / "objects", copy / "backgrounds")
-    for split in SPLITS:
+    for split in PHOTO_SPLITS:
         assert [c.name for c in a.cutouts[split]] == [c.name for c in b.cutouts[split]]
         assert [p.name for p in a.backgrounds[split]] == [p.name for p in b.backgrounds[split]]
 
 
 @pytest.mark.parametrize("n, expected", [(3, (1, 1, 1)), (5, (3, 1, 1)), (10, (6, 2, 2)), (2000, (1200, 400, 400))])
 def test_split_counts(n: int, expected: tuple[int, int, int]) -> None:
-    assert tuple(split_counts(n)[s] for s in SPLITS) == expected
+    assert tuple(split_counts(n)[s] for s in PHOTO_SPLITS) == expected
 
 
 def test_backgrounds_folder_with_split_subfolders_is_used_as_given(assets, tmp_path) -> None:
     for k, split in enumerate(("train", "train", "val", "test")):
         _background(tmp_path / split / f"b{k}.png", k)
     found = load_assets(assets[0], tmp_path)
-    assert {s: [b.name for b in found.backgrounds[s]] for s in SPLITS} == {
+    assert {s: [b.name for b in found.backgrounds[s]] for s in PHOTO_SPLITS} == {
         "train": ["train/b0.png", "train/b1.png"], "val": ["val/b2.png"], "test": ["test/b3.png"]}
 
 
@@ -139,7 +139,7 @@ def test_backgrounds_folder_with_split_subfolders_is_used_as_given(assets, tmp_p
 
 def test_masks_boxes_and_provenance_agree(composer) -> None:
     assets = composer.assets
-    for split in SPLITS:
+    for split in PHOTO_SPLITS:
         names = {c.name: c.label for c in assets.cutouts[split]}
         for index in range(8):
             composed = composer.compose(split, index)
@@ -200,7 +200,7 @@ def test_export_writes_every_layout_readable_by_the_evaluation_readers(exported)
     assert manifest["counts"]["images"] == {"train": 9, "val": 3, "test": 3}
     counts = manifest["counts"]["images"]
 
-    for split in SPLITS:
+    for split in PHOTO_SPLITS:
         seg = read_segmentation(exported / "voc", split)
         assert len(seg) == counts[split] and seg.classes == classes
         image, label = seg.load(0)
@@ -232,7 +232,7 @@ def test_coco_masks_and_voc_labels_equal_the_composed_scene(assets, exported) ->
 def test_manifest_provenance_shows_disjoint_splits(exported) -> None:
     manifest = json.loads((exported / "manifest.json").read_text())
     listed = manifest["assets"]
-    used: dict[str, tuple[set, set]] = {s: (set(), set()) for s in SPLITS}
+    used: dict[str, tuple[set, set]] = {s: (set(), set()) for s in PHOTO_SPLITS}
     for record in manifest["images"]:
         split = record["split"]
         used[split][0].add(record["background"])
@@ -240,8 +240,8 @@ def test_manifest_provenance_shows_disjoint_splits(exported) -> None:
         assert record["background"] in listed[split]["backgrounds"]
         for o in record["objects"]:
             assert o["cutout"] in listed[split]["cutouts"] and o["cutout"].startswith(o["class"] + "/")
-    for a in SPLITS:
-        for b in SPLITS:
+    for a in PHOTO_SPLITS:
+        for b in PHOTO_SPLITS:
             if a < b:
                 assert not set(listed[a]["backgrounds"]) & set(listed[b]["backgrounds"])
                 assert not set(listed[a]["cutouts"]) & set(listed[b]["cutouts"])
@@ -270,7 +270,7 @@ def test_cutouts_without_alpha_are_skipped_with_one_warning_each(tmp_path, capsy
     assert len(found.skipped) == 2
     assert "flat.png" in found.skipped[0] and "no alpha" in found.skipped[0]
     assert "opaque.png" in found.skipped[1]
-    assert all("flat" not in c.name and "opaque" not in c.name for s in SPLITS for c in found.cutouts[s])
+    assert all("flat" not in c.name and "opaque" not in c.name for s in PHOTO_SPLITS for c in found.cutouts[s])
     assert main(["data", "scenes", "--objects", str(objects), "--backgrounds", str(backgrounds),
                  "--out", str(tmp_path / "out"), "--n", "3", "--size", "32", "--format", "coco"]) == 0
     err = capsys.readouterr().err
@@ -374,3 +374,22 @@ def test_bad_arguments_write_nothing(assets, tmp_path, change: dict, expected: s
     with pytest.raises(InputError, match=expected):
         export_photo_scenes(tmp_path / "out", *assets, **{"n": 3, "size": SIZE, "formats": ("voc",), **change})
     assert not (tmp_path / "out").exists()
+
+
+# Recorded from the composer before it moved onto the shared composition core:
+# the same assets and arguments must keep giving the same arrays, provenance and files.
+def test_composed_scenes_are_unchanged_from_the_recorded_digests(composer, scene_digest) -> None:
+    found = {(split, index): composer.compose(split, index) for split, index in
+             [("train", 0), ("val", 1), ("test", 2), ("train", 5)]}
+    assert {key: (scene_digest(c.scene), c.background, c.cutouts) for key, c in found.items()} == {
+        ("train", 0): ("0ed3a5e15eecac2c", "photo5.png", ("square/square2.png", "triangle/triangle0.png", "disc/disc2.png")),
+        ("val", 1): ("16645f9dd22c60ff", "photo0.png", ("square/square3.png", "triangle/triangle3.png", "disc/disc1.png")),
+        ("test", 2): ("124625f2e1f12b16", "photo4.png", ("square/square0.png", "disc/disc0.png")),
+        ("train", 5): ("cfb24555c260d0e9", "photo5.png",
+                       ("disc/disc2.png", "square/square1.png", "triangle/triangle0.png", "triangle/triangle2.png")),
+    }
+
+
+def test_exported_photo_scenes_are_byte_identical_to_the_recorded_digest(exported, tree_digest) -> None:
+    # manifest.json and README.md name the temporary asset folders; the manifest's other entries are tested above
+    assert tree_digest(exported, leave_out=("manifest.json", "README.md")) == "317767de734ac235"

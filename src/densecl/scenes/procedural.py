@@ -13,10 +13,10 @@ and classification probes.
 Shapes are signed distance functions evaluated with numpy on a pixel grid
 covering the object's bounding square; the alpha ramps linearly from 1 to 0
 over ``feather`` pixels across the edge, which is the analytic form of blurring
-a hard mask. A pixel belongs to the top-most object whose alpha there is
->= 0.5 (equivalently, whose signed distance is <= 0). Objects left with fewer
-than :data:`MIN_VISIBLE_PIXELS` such pixels are not drawn at all, so every
-visible shape in the image is labelled and instance ids are consecutive.
+a hard mask. Labels follow :mod:`densecl.scenes.compose`: a pixel belongs to
+the top-most object whose alpha there is >= 0.5 (equivalently, whose signed
+distance is <= 0); objects left with fewer than
+:data:`~densecl.scenes.compose.MIN_VISIBLE_PIXELS` such pixels are not drawn.
 
 Scene ``index`` draws everything from ``np.random.default_rng([seed, index])``,
 so any scene is the same in any process and in any order of calls.
@@ -26,10 +26,10 @@ Speed, one core of a shared 2-core CPU, photo bank already loaded,
 best of 5; a plain loop over 200 scenes averaged 4.1 and 8.9 ms)::
 
     .venv/bin/python -m timeit -s "import itertools; \
-from densecl.data.scenes import render_scene; render_scene(0); \
+from densecl.scenes import render_scene; render_scene(0); \
 c = itertools.count()" "render_scene(next(c))"
     .venv/bin/python -m timeit -s "import itertools; \
-from densecl.data.scenes import render_scene; render_scene(0); \
+from densecl.scenes import render_scene; render_scene(0); \
 c = itertools.count()" "render_scene(next(c), size=224)"
 
 The photo bank (18 photos, longer side <= 512) is loaded once per process on
@@ -48,6 +48,7 @@ import numpy as np
 from PIL import Image
 
 from densecl.errors import InputError
+from densecl.scenes.compose import Placed, Scene, check_arguments, draw_visible, labelled_scene
 
 CLASSES: tuple[str, ...] = (
     "background", "disc", "square", "triangle", "star", "ring", "cross", "hexagon", "crescent",
@@ -61,33 +62,8 @@ PHOTOS: tuple[str, ...] = (
 )
 """Names of the ``skimage.data`` photos used as textures and backgrounds."""
 
-MIN_VISIBLE_PIXELS = 10
-"""An object with fewer visible pixels than this is dropped from the scene."""
-
-MIN_SIZE = 32
 MAX_PHOTO_SIDE = 512
 _EXTENT = 1.15  # every shape lies inside the disc of this radius (unit coordinates)
-_MAX_TRIES = 100
-
-
-@dataclass(frozen=True)
-class Scene:
-    """One rendered scene and its labels (``M`` = number of visible instances).
-
-    Attributes:
-        image: ``H x W x 3`` uint8 RGB.
-        semantic: ``H x W`` uint8; 0 background, 1..K class id of the visible object.
-        instances: ``H x W`` int32; 0 none, 1..M instance id, numbered bottom to top.
-        boxes: ``M x 4`` float32 ``(x1, y1, x2, y2)`` of each instance's visible
-            pixels; ``x2``/``y2`` are exclusive (max index + 1).
-        labels: ``M`` int64 class id (1..K) of each instance.
-    """
-
-    image: np.ndarray
-    semantic: np.ndarray
-    instances: np.ndarray
-    boxes: np.ndarray
-    labels: np.ndarray
 
 
 # ---------------------------------------------------------------- shapes
@@ -246,17 +222,13 @@ def _tint(rng: np.random.Generator, texture: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------- scenes
 
 @dataclass(frozen=True)
-class _Placed:
-    """One object: its class, its window ``rows x cols`` in the image, alpha over that window."""
+class _Shape(Placed):
+    """A placed shape and the seed of its texture, drawn only if the shape stays visible."""
 
-    label: int
-    rows: slice
-    cols: slice
-    alpha: np.ndarray  # h x w float32 in [0, 1]
-    texture_seed: int  # its texture is drawn only if the object stays visible
+    texture_seed: int
 
 
-def _place(rng: np.random.Generator, size: int) -> _Placed:
+def _place(rng: np.random.Generator, size: int) -> _Shape:
     """Draws class, pose and feather of one object and evaluates its alpha over its window."""
     label = int(rng.integers(1, len(CLASSES)))
     radius = rng.uniform(0.12, 0.3) * size
@@ -277,24 +249,7 @@ def _place(rng: np.random.Generator, size: int) -> _Placed:
     v = (cos * dy - sin * dx) * (stretch / radius)
     distance = _SHAPES[label - 1](u, v) * radius  # h x w, ~pixels (stretch has unit geometric mean)
     alpha = np.clip(0.5 - distance / feather, 0.0, 1.0).astype(np.float32)
-    return _Placed(label, slice(y0, y1), slice(x0, x1), alpha, texture_seed)
-
-
-def pixel_owners(objects: list[_Placed], size: int) -> np.ndarray:
-    """``size x size`` int32: 1 + list index of the top-most object with alpha >= 0.5, else 0."""
-    owner = np.zeros((size, size), dtype=np.int32)
-    for k, obj in enumerate(objects):
-        owner[obj.rows, obj.cols][obj.alpha >= 0.5] = k + 1
-    return owner
-
-
-def _validate(size: int, max_objects: int, seed: int) -> None:
-    if size < MIN_SIZE:
-        raise InputError(f"scenes: size must be >= {MIN_SIZE} pixels, got {size}")
-    if max_objects < 1:
-        raise InputError(f"scenes: max_objects must be >= 1, got {max_objects}")
-    if seed < 0:
-        raise InputError(f"scenes: seed must be >= 0, got {seed}")
+    return _Shape(label, slice(y0, y1), slice(x0, x1), alpha, texture_seed)
 
 
 def render_scene(index: int, seed: int = 0, size: int = 128, max_objects: int = 4) -> Scene:
@@ -312,41 +267,19 @@ def render_scene(index: int, seed: int = 0, size: int = 128, max_objects: int = 
     Raises:
         ValueError: on a bad argument.
     """
-    _validate(size, max_objects, seed)
+    check_arguments("scenes", size, max_objects, seed)
     if index < 0:
         raise InputError(f"scenes: index must be >= 0, got {index}")
     rng = np.random.default_rng([seed, index])
     image = _background(rng, size)  # size x size x 3 float32
-
-    for _ in range(_MAX_TRIES):
-        count = int(rng.integers(1, max_objects + 1))
-        objects = [_place(rng, size) for _ in range(count)]
-        visible = np.bincount(pixel_owners(objects, size).ravel(), minlength=len(objects) + 1)[1:]
-        # Dropping an object only uncovers pixels of the others, so one pass suffices.
-        objects = [obj for obj, n in zip(objects, visible) if n >= MIN_VISIBLE_PIXELS]
-        if objects:
-            break
-    else:  # pragma: no cover - would need 100 scenes in a row with no visible object
-        raise RuntimeError(f"scenes: no visible object in scene {index} after {_MAX_TRIES} tries")
-
-    instances = pixel_owners(objects, size)  # size x size, ids 1..M bottom to top
-    boxes = np.zeros((len(objects), 4), dtype=np.float32)
-    for k, obj in enumerate(objects):
+    objects = draw_visible(rng, max_objects, size, lambda earlier: _place(rng, size), "scenes", f"scene {index}")
+    for obj in objects:  # bottom to top
         texture_rng = np.random.default_rng(obj.texture_seed)
         h, w = obj.alpha.shape
         texture = _tint(texture_rng, _photo_crop(texture_rng, w, h, math.exp(texture_rng.uniform(-0.5, 0.7))))
         window = image[obj.rows, obj.cols]  # h x w x 3, a view
         window += obj.alpha[:, :, None] * (texture - window)
-
-        mine = instances[obj.rows, obj.cols] == k + 1  # h x w; visible pixels lie in the window
-        ys, xs = np.flatnonzero(mine.any(axis=1)), np.flatnonzero(mine.any(axis=0))
-        boxes[k] = (obj.cols.start + xs[0], obj.rows.start + ys[0],
-                    obj.cols.start + xs[-1] + 1, obj.rows.start + ys[-1] + 1)
-
-    labels = np.array([obj.label for obj in objects], dtype=np.int64)  # M
-    semantic = np.concatenate([[0], labels]).astype(np.uint8)[instances]  # size x size
-    pixels = np.clip(np.rint(image), 0, 255).astype(np.uint8)
-    return Scene(image=pixels, semantic=semantic, instances=instances, boxes=boxes, labels=labels)
+    return labelled_scene(np.clip(np.rint(image), 0, 255).astype(np.uint8), objects)
 
 
 class ScenesDataset:
@@ -363,7 +296,7 @@ class ScenesDataset:
     """
 
     def __init__(self, length: int = 2000, seed: int = 0, size: int = 128, max_objects: int = 4) -> None:
-        _validate(size, max_objects, seed)
+        check_arguments("scenes", size, max_objects, seed)
         if length < 0:
             raise InputError(f"scenes: length must be >= 0, got {length}")
         self.length, self.seed, self.size, self.max_objects = length, seed, size, max_objects

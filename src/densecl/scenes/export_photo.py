@@ -1,4 +1,4 @@
-"""Writes photo scenes (:mod:`densecl.data.photo_scenes`) as a ready-to-use data set.
+"""Writes photo scenes (:mod:`densecl.scenes.photo`) as a ready-to-use data set.
 
 Layout under ``out`` (one folder per ``--format``)::
 
@@ -10,7 +10,7 @@ Layout under ``out`` (one folder per ``--format``)::
                   background and cut-outs (provenance)
     README.md     the same in words
 
-The layouts are those of :mod:`densecl.data.export_scenes` (same writers), with
+The layouts are those of :mod:`densecl.scenes.export` (same writers), with
 the splits ``train``, ``val`` and ``test``. Image names are ``<split>_<index>``.
 
 Example::
@@ -30,8 +30,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from densecl.data.export_scenes import FORMATS, open_writer, prepare_output
-from densecl.data.photo_scenes import SPLITS, PhotoAssets, PhotoSceneComposer, load_assets, split_counts
+from densecl.formats import FORMATS, open_writer
+from densecl.scenes.export import prepare_output
+from densecl.scenes.photo import PHOTO_SPLITS, PhotoAssets, PhotoSceneComposer, load_assets, split_counts
 from densecl.errors import InputError
 
 UNLABELED = "unlabeled"
@@ -62,30 +63,30 @@ def export_photo_scenes(
     max_objects: int = 4, formats: Sequence[str] = FORMATS, overwrite: bool = False,
     on_skip: Callable[[str], None] | None = None,
 ) -> PhotoExportSummary:
-    """Composes ``n`` images (split by :func:`~densecl.data.photo_scenes.split_counts`) and writes them.
+    """Composes ``n`` images (split by :func:`~densecl.scenes.photo.split_counts`) and writes them.
 
     Args:
         on_skip: called with one message per asset file left out, as it is found.
 
     Raises:
-        InputError: bad assets (see :func:`~densecl.data.photo_scenes.load_assets`) or arguments,
+        InputError: bad assets (see :func:`~densecl.scenes.photo.load_assets`) or arguments,
             or ``out`` is not empty and ``overwrite`` is not set.
     """
     start = time.perf_counter()
     out = Path(out)
     formats = parse_formats(",".join(formats))
-    if n < len(SPLITS):
-        raise InputError(f"--n must be >= {len(SPLITS)} (one image per split), got {n}")
+    if n < len(PHOTO_SPLITS):
+        raise InputError(f"--n must be >= {len(PHOTO_SPLITS)} (one image per split), got {n}")
     assets = load_assets(objects, backgrounds, on_skip)
     composer = PhotoSceneComposer(assets, size=size, max_objects=max_objects, seed=seed)  # checks the arguments
     _prepare(out, overwrite)
 
     counts = split_counts(n)
-    writers = [open_writer(fmt, out / fmt, assets.classes, SPLITS) for fmt in formats]
+    writers = [open_writer(fmt, out / fmt, assets.classes, PHOTO_SPLITS) for fmt in formats]
     (out / UNLABELED / "train").mkdir(parents=True)
-    instances = {split: dict.fromkeys(assets.classes[1:], 0) for split in SPLITS}
+    instances = {split: dict.fromkeys(assets.classes[1:], 0) for split in PHOTO_SPLITS}
     records = []
-    for split in SPLITS:
+    for split in PHOTO_SPLITS:
         for index in range(counts[split]):
             composed = composer.compose(split, index)
             name = f"{split}_{index:06d}"
@@ -114,7 +115,7 @@ def export_photo_scenes(
         "assets": {
             split: {"cutouts": [c.name for c in assets.cutouts[split]],
                     "backgrounds": [b.name for b in assets.backgrounds[split]]}
-            for split in SPLITS
+            for split in PHOTO_SPLITS
         },
         "skipped": list(assets.skipped),
         "images": records,
@@ -131,7 +132,7 @@ def _prepare(out: Path, overwrite: bool) -> None:
 def _asset_counts(assets: PhotoAssets) -> dict[str, dict]:
     """split -> cut-outs per class and number of backgrounds."""
     result = {}
-    for split in SPLITS:
+    for split in PHOTO_SPLITS:
         labels = np.array([c.label for c in assets.cutouts[split]], dtype=np.int64)
         per_class = np.bincount(labels, minlength=len(assets.classes))
         result[split] = {
@@ -145,26 +146,26 @@ def _readme(manifest: dict) -> str:
     classes = manifest["classes"][1:]
     counts = manifest["counts"]
     rows = [f"| {name} | " + " | ".join(
-        f"{counts['assets'][s]['cutouts'][name]} / {counts['instances'][s][name]}" for s in SPLITS) + " |"
+        f"{counts['assets'][s]['cutouts'][name]} / {counts['instances'][s][name]}" for s in PHOTO_SPLITS) + " |"
         for name in classes]
     return "\n".join([
         "# Photo scenes",
         "",
-        "Cut-and-paste scenes written by `densecl data scenes` (module `densecl.data.photo_scenes`).",
+        "Cut-and-paste scenes written by `densecl data scenes` (module `densecl.scenes.photo`).",
         f"Seed {manifest['seed']}, {manifest['size']} px, 1..{manifest['max_objects']} objects per image.",
         "",
         f"- objects: `{manifest['sources']['objects']}`",
         f"- backgrounds: `{manifest['sources']['backgrounds']}`",
-        "- images: " + ", ".join(f"{counts['images'][s]} {s}" for s in SPLITS),
+        "- images: " + ", ".join(f"{counts['images'][s]} {s}" for s in PHOTO_SPLITS),
         "- layouts: " + ", ".join(f"`{f}/`" for f in manifest["formats"]) + f", `{UNLABELED}/train/` (train images, no labels)",
         "",
         "Each cut-out file and each background photo is used by one split only; `manifest.json`",
         "lists the split of every asset and, per image, its background and cut-outs.",
         "",
-        "| class | " + " | ".join(f"{s}: cut-outs / instances" for s in SPLITS) + " |",
-        "|---|" + "---|" * len(SPLITS),
+        "| class | " + " | ".join(f"{s}: cut-outs / instances" for s in PHOTO_SPLITS) + " |",
+        "|---|" + "---|" * len(PHOTO_SPLITS),
         *rows,
-        "| (backgrounds) | " + " | ".join(str(counts["assets"][s]["backgrounds"]) for s in SPLITS) + " |",
+        "| (backgrounds) | " + " | ".join(str(counts["assets"][s]["backgrounds"]) for s in PHOTO_SPLITS) + " |",
         "",
         "The images are derived from the source files above; their licences apply to this data set.",
         "",

@@ -1,6 +1,6 @@
 """Tests of the embedded ``scenes`` data set against facts checkable by hand.
 
-Run: ``.venv/bin/python -m pytest tests/data/test_scenes.py``
+Run: ``.venv/bin/python -m pytest tests/scenes/test_procedural.py``
 """
 
 from __future__ import annotations
@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from densecl.data import scenes
-from densecl.data.scenes import CLASSES, MIN_VISIBLE_PIXELS, Scene, ScenesDataset, render_scene
+from densecl.scenes import CLASSES, MIN_VISIBLE_PIXELS, Scene, ScenesDataset, render_scene
+from densecl.scenes import procedural as scenes
+from densecl.scenes.export import export_scenes
 
 N_SCENES = 200
 
@@ -114,7 +115,7 @@ def test_images_are_textured_and_objects_stand_out(many: list[Scene]) -> None:
 
 
 # Points (u, v) in the shapes' unit coordinates, one inside and one outside each
-# shape, worked out from the definitions (vertex angles and radii) in scenes.py.
+# shape, worked out from the definitions (vertex angles and radii) in procedural.py.
 _INSIDE_OUTSIDE = {
     "disc": ((0.0, 0.0), (0.75, 0.75)),  # radius 1; |(0.75, 0.75)| = 1.06
     "square": ((0.75, 0.75), (0.85, 0.0)),  # half side 0.8
@@ -171,3 +172,20 @@ def test_negative_index_and_length_raise_value_error() -> None:
         render_scene(-1)
     with pytest.raises(ValueError, match="length"):
         ScenesDataset(length=-1)
+
+
+# Recorded from the generator before it moved onto the shared composition core:
+# the same arguments must keep giving the same arrays and the same files.
+@pytest.mark.parametrize("index, seed, size, max_objects, expected", [
+    (0, 0, 128, 4, "923747fc6ce65618"),
+    (7, 3, 64, 6, "f8379a14794cbee0"),
+    (11, 1, 224, 1, "e205f335abfc9a98"),
+])
+def test_scenes_are_unchanged_from_the_recorded_digests(index, seed, size, max_objects, expected, scene_digest) -> None:
+    assert scene_digest(render_scene(index, seed=seed, size=size, max_objects=max_objects)) == expected
+
+
+@pytest.mark.parametrize("fmt, expected", [("voc", "0a902ca3d0bc959a"), ("coco", "de29075d4ba662fb"), ("imagefolder", "f1b9d9426379a4cb")])
+def test_exported_files_are_byte_identical_to_the_recorded_digests(fmt, expected, tmp_path, tree_digest) -> None:
+    export_scenes(tmp_path / fmt, fmt, n_train=3, n_val=2, size=48, seed=1)
+    assert tree_digest(tmp_path / fmt) == expected

@@ -1,0 +1,231 @@
+"""The Pascal VOC layout: writer and readers.
+
+Under ``root``:
+
+- ``JPEGImages/<id>.jpg`` (readers also take ``.jpeg`` and ``.png``);
+- ``SegmentationClass/<id>.png``: the class index of each pixel, 255 = ignore;
+  a palette PNG with VOC's colour map as VOC ships and the writer writes, or
+  8-bit grayscale (another folder name with ``label_dir``, e.g.
+  ``SegmentationClassAug`` for the SBD-augmented ``train_aug`` split);
+- ``ImageSets/Segmentation/<split>.txt``: the ids of a segmentation split;
+- ``ImageSets/Main/<class>_<split>.txt``: lines ``<id> <1|-1|0>``, 1 if the
+  class is in the image, -1 if not, 0 "difficult" (ignored in training and in
+  AP): multi-label classification; ``ImageSets/Main/<split>.txt`` lists the ids;
+- ``classes.txt``: class names in index order, background first (else the 21
+  VOC classes).
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+from PIL import Image
+
+from densecl.errors import InputError
+from densecl.formats.labels import ClassificationSplit, read_class_names, write_class_names
+from densecl.images import open_rgb
+
+if TYPE_CHECKING:
+    from densecl.scenes.compose import Scene
+
+IGNORE_INDEX = 255
+"""Label value of pixels that count for no class."""
+
+VOC_CLASSES: tuple[str, ...] = (
+    "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
+    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train",
+    "tvmonitor",
+)
+
+
+def palette() -> list[int]:
+    """VOC's colour map (bit-interleaved class index) as 768 RGB values; 255 = the ignore colour."""
+    colours = []
+    for k in range(256):
+        r = g = b = 0
+        c = k
+        for shift in range(7, -1, -1):
+            r |= (c & 1) << shift
+            g |= ((c >> 1) & 1) << shift
+            b |= ((c >> 2) & 1) << shift
+            c >>= 3
+        colours += [r, g, b]
+    return colours
+
+
+class VocWriter:
+    """Writes scenes in the VOC layout: JPEG images, palette label PNGs, image sets, ``classes.txt``."""
+
+    def __init__(self, out: Path, classes: tuple[str, ...], splits: tuple[str, ...]) -> None:
+        self.out, self.classes, self.splits = out, classes, splits
+        for d in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation", "ImageSets/Main"):
+            (out / d).mkdir(parents=True, exist_ok=True)
+        self.ids: dict[str, list[str]] = {s: [] for s in self.splits}
+        self.present: dict[str, list[set[int]]] = {s: [] for s in self.splits}
+        self.palette = palette()
+
+    def add(self, split: str, name: str, scene: Scene) -> None:
+        Image.fromarray(scene.image).save(self.out / "JPEGImages" / f"{name}.jpg", quality=95)
+        h, w = scene.semantic.shape
+        label = Image.frombytes("P", (w, h), np.ascontiguousarray(scene.semantic, dtype=np.uint8).tobytes())
+        label.putpalette(self.palette)
+        label.save(self.out / "SegmentationClass" / f"{name}.png")
+        self.ids[split].append(name)
+        self.present[split].append(set(np.unique(scene.semantic).tolist()) - {0})
+
+    def finish(self) -> None:
+        write_class_names(self.out / "classes.txt", self.classes)
+        for split in self.splits:
+            (self.out / "ImageSets/Segmentation" / f"{split}.txt").write_text("".join(f"{i}\n" for i in self.ids[split]))
+            (self.out / "ImageSets/Main" / f"{split}.txt").write_text("".join(f"{i}\n" for i in self.ids[split]))
+            for k, name in enumerate(self.classes[1:], start=1):
+                lines = [f"{i} {1 if k in p else -1:>2}\n" for i, p in zip(self.ids[split], self.present[split])]
+                (self.out / "ImageSets/Main" / f"{name}_{split}.txt").write_text("".join(lines))
+
+
+# ---------------------------------------------------------------- image-level labels
+
+
+def read_voc_classification(root: Path, split: str, classes: tuple[str, ...] | None) -> ClassificationSplit:
+    """Reads ``ImageSets/Main/<class>_<split>.txt`` of every class; ``classes`` fixes the order (a val split's)."""
+    main = root / "ImageSets" / "Main"
+    files = sorted(main.glob(f"*_{split}.txt"))
+    found = tuple(f.name[: -len(f"_{split}.txt")] for f in files)
+    if not found:
+        raise InputError(f"no {main}/<class>_{split}.txt file; is {split!r} the right split name?")
+    classes = classes or found
+    missing = [c for c in classes if c not in found]
+    if missing:
+        raise InputError(f"{main} has no {split} list for class(es) {', '.join(missing)}")
+    ids: list[str] | None = None
+    columns = []
+    for c in classes:
+        path = main / f"{c}_{split}.txt"
+        rows = [line.split() for line in path.read_text().splitlines() if line.strip()]
+        if any(len(r) != 2 or r[1] not in ("1", "-1", "0") for r in rows):
+            raise InputError(f"{path}: every line must be '<image id> <1|-1|0>'")
+        these = [r[0] for r in rows]
+        if ids is None:
+            ids = these
+        elif these != ids:
+            raise InputError(f"{path} lists other images (or another order) than {main / f'{classes[0]}_{split}.txt'}")
+        value = {"1": 1, "-1": 0, "0": -1}
+        columns.append([value[r[1]] for r in rows])
+    paths = [voc_image(root, i) for i in ids or []]
+    targets = np.array(columns, dtype=np.int8).T.reshape(len(paths), len(classes))
+    return ClassificationSplit(paths, targets, tuple(classes), f"{main} ({split})")
+
+
+def voc_image(root: Path, image_id: str) -> Path:
+    """The image file of ``image_id`` in ``root/JPEGImages`` (``.jpg``, ``.jpeg`` or ``.png``)."""
+    for ext in (".jpg", ".jpeg", ".png"):
+        path = root / "JPEGImages" / f"{image_id}{ext}"
+        if path.is_file():
+            return path
+    raise InputError(f"image {root / 'JPEGImages' / image_id}.jpg does not exist (listed in {root / 'ImageSets'})")
+
+
+# ---------------------------------------------------------------- segmentation
+
+
+@dataclass(frozen=True)
+class SegmentationSplit:
+    """VOC-layout segmentation: ``load(i)`` -> (RGB image, ``H x W`` uint8 label)."""
+
+    root: Path
+    split: str
+    ids: list[str]
+    classes: tuple[str, ...]
+    images: list[Path] = field(repr=False)
+    labels: list[Path] = field(repr=False)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def load(self, index: int) -> tuple[Image.Image, np.ndarray]:
+        """The image and its label map, checked: same size, values < K or 255."""
+        image = open_rgb(self.images[index])
+        label = read_label(self.labels[index], self.num_classes)
+        if label.shape != (image.height, image.width):
+            raise InputError(
+                f"label {self.labels[index]} is {label.shape[1]}x{label.shape[0]} but image {self.images[index]} "
+                f"is {image.width}x{image.height}; a mask must have its image's size"
+            )
+        return image, label
+
+    def check(self, workers: int = 4) -> None:
+        """Reads every label once (threads) so a bad file fails before training starts."""
+        with ThreadPoolExecutor(max(1, workers)) as pool:
+            list(pool.map(self._check_one, range(len(self))))
+
+    def _check_one(self, index: int) -> None:
+        label = read_label(self.labels[index], self.num_classes)
+        # Not densecl.images.open_rgb: only the size is needed, and the header has it (load() decodes later).
+        with Image.open(self.images[index]) as image:
+            size = image.size
+        if label.shape != (size[1], size[0]):
+            raise InputError(
+                f"label {self.labels[index]} is {label.shape[1]}x{label.shape[0]} but image {self.images[index]} "
+                f"is {size[0]}x{size[1]}; a mask must have its image's size"
+            )
+
+
+def read_label(path: Path, num_classes: int) -> np.ndarray:
+    """A label PNG -> ``H x W`` uint8 class indices, 255 = ignore; anything else is an error."""
+    # Not densecl.images.open_rgb: a label holds class indices, which a conversion to RGB would turn into colours.
+    try:
+        with Image.open(path) as png:
+            if png.mode not in ("P", "L"):
+                raise InputError(
+                    f"label {path} has mode {png.mode}; it must hold one class index per pixel "
+                    "(a palette or 8-bit grayscale PNG), not colours"
+                )
+            label = np.array(png, dtype=np.uint8)
+    except OSError as e:
+        raise InputError(f"cannot read label {path} ({e})") from None
+    bad = np.unique(label[(label >= num_classes) & (label != IGNORE_INDEX)])
+    if bad.size:
+        raise InputError(
+            f"label {path} has value(s) {', '.join(map(str, bad[:5].tolist()))} but there are only {num_classes} "
+            f"classes (0..{num_classes - 1}, 255 = ignore); fix the mask, classes.txt or --num-classes"
+        )
+    return label
+
+
+def read_segmentation(
+    root: Path, split: str, num_classes: int | None = None, label_dir: str = "SegmentationClass"
+) -> SegmentationSplit:
+    """Reads a VOC-layout segmentation split; the class count from classes.txt, VOC, or ``num_classes``.
+
+    ``label_dir`` names the folder of label PNGs (``SegmentationClassAug`` for
+    the SBD-augmented VOC 2012 ``train_aug`` split).
+    """
+    root = Path(root)
+    listing = root / "ImageSets" / "Segmentation" / f"{split}.txt"
+    if not listing.is_file():
+        raise InputError(f"{listing} does not exist; expected the VOC layout (ImageSets/Segmentation/<split>.txt)")
+    ids = [line.split()[0] for line in listing.read_text().splitlines() if line.strip()]
+    if not ids:
+        raise InputError(f"split {split!r} is empty: {listing} lists no image")
+    if (root / "classes.txt").is_file():
+        classes = read_class_names(root / "classes.txt")
+    else:
+        classes = VOC_CLASSES
+    if num_classes is not None and num_classes != len(classes):
+        classes = classes[:num_classes] if num_classes < len(classes) else tuple(
+            list(classes) + [f"class{k}" for k in range(len(classes), num_classes)]
+        )
+    images = [voc_image(root, i) for i in ids]
+    labels = [root / label_dir / f"{i}.png" for i in ids]
+    for path in labels:
+        if not path.is_file():
+            raise InputError(f"label {path} does not exist (listed in {listing})")
+    return SegmentationSplit(root, split, ids, tuple(classes), images, labels)
