@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from torchvision.transforms import v2
 
 from densecl.correspondence import mutual_matches
-from densecl.data.datasets import ImageFiles, SceneImages, image_source
+from densecl.data.sources import ImageFiles, SceneImages, image_source
 from densecl.data.geometry import ViewGeometry, cell_centres, cell_of, sample_view
 from densecl.data.transforms import IMAGENET_MEAN, IMAGENET_STD, moco_v2_photometric
 from densecl.errors import InputError
