@@ -65,10 +65,7 @@ run_step() {
 
 # pretrain_done CKPT: true when the checkpoint has run all EPOCHS (a stopped run saves early).
 pretrain_done() {
-  "$BIN/python" -c '
-import sys, torch
-s = torch.load(sys.argv[1], map_location="cpu", weights_only=True)
-sys.exit(0 if s["step"] >= int(sys.argv[2]) * s["iters_per_epoch"] else 1)' "$1" "$EPOCHS"
+  "$BIN/densecl" checkpoint finished "$1" --epochs "$EPOCHS" > /dev/null
 }
 
 # ---------------------------------------------------------------- 1. data

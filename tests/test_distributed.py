@@ -62,6 +62,6 @@ def test_torchrun_two_processes_on_cpu(tmp_path):
     result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     state = checkpoint.load(tmp_path / "checkpoint.pt")
-    assert state["world_size"] == 2 and state["step"] == 2
-    assert int(state["model"]["global_queue.ptr"]) == 0  # 2 steps x global batch 8 = 16 = queue length
+    assert state.world_size == 2 and state.step == 2
+    assert int(state.model["global_queue.ptr"]) == 0  # 2 steps x global batch 8 = 16 = queue length
     assert "batch 8 = 2 x 4" in result.stdout

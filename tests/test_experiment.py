@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
+from densecl import checkpoint
 from densecl import experiment_report as report
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -162,8 +162,8 @@ def test_dry_run_prints_every_step_and_runs_nothing(tmp_path):
 
 
 def _fake_checkpoint(path: Path, step: int, iters_per_epoch: int = 10) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"step": step, "iters_per_epoch": iters_per_epoch, "config": {}}, path)
+    state = checkpoint.TrainingState({"epochs": 99}, {}, {}, None, step, step // iters_per_epoch, iters_per_epoch, {})
+    checkpoint.save(path, state)
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="bash script")

@@ -13,6 +13,7 @@ import torch
 
 from densecl import checkpoint
 from densecl.cli import main
+from densecl.errors import InputError
 
 TINY = [
     "--arch", "resnet18", "--hidden-dim", "32", "--out-dim", "16", "--queue-len", "48",
@@ -32,14 +33,14 @@ def metrics(run: Path) -> list[dict]:
 def test_cli_writes_a_complete_checkpoint_and_metrics(tmp_path, capsys):
     assert pretrain(tmp_path, "--epochs", "1") == 0
     state = checkpoint.load(tmp_path / "checkpoint.pt")
-    assert state["step"] == 3 and state["epoch"] == 1 and state["iters_per_epoch"] == 3
-    assert state["config"]["arch"] == "resnet18" and state["config"]["queue_len"] == 48
-    model_keys = set(state["model"])
+    assert state.step == 3 and state.epoch == 1 and state.iters_per_epoch == 3 and state.world_size == 1
+    assert state.config["arch"] == "resnet18" and state.config["queue_len"] == 48
+    model_keys = set(state.model)
     for key in ("global_queue.keys", "global_queue.ptr", "dense_queue.keys", "dense_queue.ptr",
                 "encoder.backbone.conv1.weight", "momentum_encoder.dense_head.mlp.2.weight"):  # fmt: skip
         assert key in model_keys
-    assert int(state["model"]["global_queue.ptr"]) == 12 % 48
-    assert state["optimizer"]["state"] and "torch" in state["rng"]
+    assert int(state.model["global_queue.ptr"]) == 12 % 48
+    assert state.optimizer["state"] and "torch" in state.rng and state.scaler is None
     lines = [m for m in metrics(tmp_path) if "loss" in m]
     assert len(lines) == 3
     for m in lines:
@@ -62,22 +63,22 @@ def test_resume_continues_exactly(tmp_path):
     args = ("--epochs", "2", "--deterministic", "true")
     assert pretrain(straight, *args) == 0
     assert pretrain(halves, *args, "--max-iters", "4") == 0  # stops mid-epoch 1
-    assert checkpoint.load(halves / "checkpoint.pt")["step"] == 4
+    assert checkpoint.load(halves / "checkpoint.pt").step == 4
     assert main(["pretrain", "--resume", str(halves / "checkpoint.pt"), "--max-iters", "none"]) == 0
 
     losses = lambda run: [(m["step"], m["loss"]) for m in metrics(run) if "loss" in m]  # noqa: E731
     assert losses(halves) == losses(straight)
     a = checkpoint.load(straight / "checkpoint.pt")
     b = checkpoint.load(halves / "checkpoint.pt")
-    assert a["step"] == b["step"] == 6
-    for key, value in a["model"].items():
-        assert torch.equal(value, b["model"][key]), key
+    assert a.step == b.step == 6
+    for key, value in a.model.items():
+        assert torch.equal(value, b.model[key]), key
 
 
 def test_resume_auto_finds_the_checkpoint_in_the_output_dir(tmp_path):
     assert pretrain(tmp_path, "--epochs", "2", "--max-iters", "2") == 0
     assert pretrain(tmp_path, "--resume", "--epochs", "2", "--max-iters", "3") == 0
-    assert checkpoint.load(tmp_path / "checkpoint.pt")["step"] == 3
+    assert checkpoint.load(tmp_path / "checkpoint.pt").step == 3
 
 
 @pytest.mark.parametrize(
@@ -121,7 +122,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(tmp_path, monkeypat
     monkeypatch.setattr(DenseCL, "forward", poisoned)
     assert pretrain(tmp_path, "--epochs", "2", "--save-every", "1") == 1
     assert "iteration 2" in capsys.readouterr().err
-    assert checkpoint.load(tmp_path / "checkpoint.pt")["step"] == 2  # the last good one
+    assert checkpoint.load(tmp_path / "checkpoint.pt").step == 2  # the last good one
 
 
 def test_sigint_saves_at_the_next_iteration_and_resume_finishes(tmp_path):
@@ -137,14 +138,14 @@ def test_sigint_saves_at_the_next_iteration_and_resume_finishes(tmp_path):
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 0, out
     assert "stopped by signal" in out and "Traceback" not in out
-    step = checkpoint.load(run / "checkpoint.pt")["step"]
+    step = checkpoint.load(run / "checkpoint.pt").step
     assert 2 <= step < 150
     resumed = subprocess.run(
         [sys.executable, "-m", "densecl", "pretrain", "--resume", str(run / "checkpoint.pt"), "--max-iters", str(step + 2)],
         env=env, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert resumed.returncode == 0, resumed.stderr
-    assert checkpoint.load(run / "checkpoint.pt")["step"] == step + 2
+    assert checkpoint.load(run / "checkpoint.pt").step == step + 2
 
 
 def test_init_starts_both_backbones_from_given_weights(tmp_path, capsys):
@@ -163,3 +164,85 @@ def test_init_starts_both_backbones_from_given_weights(tmp_path, capsys):
     torch.save(build_backbone("resnet34").state_dict(), tmp_path / "r34.pth")
     assert pretrain(tmp_path / "run", "--init", str(tmp_path / "r34.pth"), "--epochs", "1") == 2
     assert "holds a resnet34 backbone" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- the checkpoint file
+
+
+def _state(step: int = 5, iters_per_epoch: int = 2) -> checkpoint.TrainingState:
+    return checkpoint.TrainingState(
+        config={"arch": "resnet18", "epochs": 4, "loss_lambda": 0.5},
+        model={"encoder.backbone.conv1.weight": torch.arange(6.0).reshape(2, 3)},
+        optimizer={"state": {}, "param_groups": []},
+        scaler=None,
+        step=step,
+        epoch=step // iters_per_epoch,
+        iters_per_epoch=iters_per_epoch,
+        rng={"torch": torch.get_rng_state()},
+        world_size=2,
+    )
+
+
+def test_save_writes_the_documented_dict_atomically_and_load_reads_it_back(tmp_path):
+    path = tmp_path / "run" / checkpoint.CHECKPOINT_NAME
+    checkpoint.save(path, _state())
+    assert [p.name for p in path.parent.iterdir()] == ["checkpoint.pt"]  # no temporary file left behind
+    raw = torch.load(path, weights_only=True)
+    assert set(raw) == {"format", "version", "config", "model", "optimizer", "scaler", "step", "epoch",
+                        "iters_per_epoch", "rng", "world_size"}  # fmt: skip
+    assert (raw["format"], raw["version"], raw["step"]) == ("densecl", 1, 5)
+    back = checkpoint.load(path)
+    assert (back.step, back.epoch, back.iters_per_epoch, back.world_size) == (5, 2, 2, 2)
+    assert torch.equal(back.model["encoder.backbone.conv1.weight"], torch.arange(6.0).reshape(2, 3))
+
+
+def test_a_checkpoint_written_the_old_way_loads(tmp_path):
+    """Version-1 files from before TrainingState: a plain torch.save of the documented dict, no world_size."""
+    old = {
+        "format": "densecl", "version": 1, "config": {"arch": "resnet18", "epochs": 2},
+        "model": {"global_queue.ptr": torch.tensor([4])}, "optimizer": {"state": {}, "param_groups": []},
+        "scaler": None, "step": 6, "epoch": 2, "iters_per_epoch": 3, "rng": {"torch": torch.get_rng_state()},
+    }  # fmt: skip
+    torch.save(old, tmp_path / "old.pt")
+    state = checkpoint.load(tmp_path / "old.pt")
+    assert (state.step, state.epoch, state.iters_per_epoch, state.world_size) == (6, 2, 3, None)
+    assert int(state.model["global_queue.ptr"]) == 4
+    assert state.planned_steps() == 6 and state.finished() and not state.finished(epochs=3)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda d: d.pop("rng"), r"lacks rng; a densecl version-1 training checkpoint has config, model"),
+        (lambda d: d.update(extra=1), r"holds unknown entries extra"),
+        (lambda d: d.update(version=2), r"densecl checkpoint of version 2; this densecl reads version 1, upgrade"),
+        (lambda d: d.update(format="other"), r"is not a densecl training checkpoint \(for other weights use --init\)"),
+    ],
+)
+def test_load_is_strict(tmp_path, change, message):
+    path = tmp_path / "checkpoint.pt"
+    checkpoint.save(path, _state())
+    raw = torch.load(path, weights_only=True)
+    change(raw)
+    torch.save(raw, path)
+    with pytest.raises(InputError, match=message):
+        checkpoint.load(path)
+
+
+def test_checkpoint_info_and_finished_commands(tmp_path, capsys):
+    path = tmp_path / "checkpoint.pt"
+    checkpoint.save(path, _state(step=5, iters_per_epoch=2))  # 5 of 4 x 2 = 8 steps
+    assert main(["checkpoint", "info", str(path)]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info == {
+        "path": str(path), "step": 5, "epoch": 2, "iters_per_epoch": 2, "epochs": 4, "planned_steps": 8,
+        "finished": False, "arch": "resnet18", "loss_lambda": 0.5, "world_size": 2,
+        "config": {"arch": "resnet18", "epochs": 4, "loss_lambda": 0.5},
+    }  # fmt: skip
+    assert main(["checkpoint", "info", str(path), "--epochs", "2"]) == 0
+    assert json.loads(capsys.readouterr().out)["planned_steps"] == 4
+    assert main(["checkpoint", "finished", str(path)]) == 1
+    assert capsys.readouterr().out.strip() == f"{path}: step 5 of 8 (4 epochs)"
+    assert main(["checkpoint", "finished", str(path), "--epochs", "2"]) == 0
+    assert main(["checkpoint", "finished", str(tmp_path / "none.pt")]) == 2
+    assert capsys.readouterr().err.strip() == f"densecl checkpoint: error: checkpoint {tmp_path / 'none.pt'} does not exist"

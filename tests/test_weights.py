@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 
+from densecl import DenseCL
 from densecl.errors import InputError
 from densecl.models.backbones import BACKBONES, ResNetBackbone, build_backbone
 from densecl.weights import (
@@ -256,18 +257,65 @@ def test_layout_converts_to_the_same_backbone(backbone, layout):
     _check(backbone, *layout(backbone))
 
 
-def test_densecl_model_state_dict(backbone):
-    densecl = pytest.importorskip("densecl")
-    if getattr(densecl, "DenseCL", None) is None:
-        pytest.skip("DenseCL not built yet")
-    model = densecl.DenseCL(arch=ARCH, hidden_dim=HIDDEN, out_dim=FEAT, queue_len=QUEUE)
+def test_densecl_model_state_dict():
+    """A real DenseCL's state: the query backbone comes out, every other key is listed as dropped."""
+    model = DenseCL(arch=ARCH, hidden_dim=HIDDEN, out_dim=FEAT, queue_len=QUEUE)
+    with torch.no_grad():
+        model.momentum_encoder.backbone.conv1.weight.add_(1.0)  # the encoders differ: taking the wrong one fails
     state = model.state_dict()
     weights = load_backbone_weights({"format": "densecl", "version": 1, "config": {"arch": ARCH}, "model": state})
     assert weights.arch == ARCH and weights.source_format == "densecl"
+    assert weights.state_dict.keys() == model.backbone.state_dict().keys()
     for key, value in weights.state_dict.items():
-        assert torch.equal(value, state["encoder.backbone." + key])
-    assert not any(k.startswith("encoder.backbone.") for k in weights.dropped)
-    assert any(k.startswith("momentum_encoder.") for k in weights.dropped)
+        assert torch.equal(value, state["encoder.backbone." + key]), key
+    assert set(weights.dropped) == {k for k in state if not k.startswith("encoder.backbone.")}
+    assert {"global_queue.keys", "dense_queue.ptr", "momentum_encoder.backbone.conv1.weight"} <= set(weights.dropped)
+
+
+def _authors_with_neck_and_head(model: DenseCL) -> dict[str, torch.Tensor]:
+    """The model in the authors' layout plus an mmselfsup-style ``neck.*`` copy and a ``head.*`` entry."""
+    state = model.authors_state_dict()
+    state.update({"neck." + k[len("encoder_q.1."):]: v.clone() for k, v in state.items() if k.startswith("encoder_q.1.")})
+    state["head.criterion.weight"] = torch.ones(3)  # the authors' head has no parameters: nothing here is used
+    return state
+
+
+def test_neck_copy_and_head_are_accepted_by_both_authors_loaders():
+    """One rule for the strict model loader and the backbone importer: neck.* must copy encoder_q.1.*, head.* is ignored."""
+    torch.manual_seed(1)
+    source = DenseCL(arch=ARCH, hidden_dim=HIDDEN, out_dim=FEAT, queue_len=QUEUE)
+    state = _authors_with_neck_and_head(source)
+    assert sum(k.startswith("neck.") for k in state) == 8  # two heads x two layers x (weight, bias)
+    model = DenseCL(arch=ARCH, hidden_dim=HIDDEN, out_dim=FEAT, queue_len=QUEUE)
+    model.load_authors_state_dict(state)
+    for key, value in source.state_dict().items():
+        assert torch.equal(model.state_dict()[key], value), key
+    weights = load_backbone_weights({"state_dict": state})
+    assert weights.source_format == "authors-full"
+    assert {k for k in weights.dropped if k.startswith(("neck.", "head."))} == {
+        k for k in state if k.startswith(("neck.", "head."))
+    }
+    for key, value in weights.state_dict.items():
+        assert torch.equal(value, state["encoder_q.0." + key]), key
+
+
+def test_neck_that_is_not_a_copy_is_refused_by_both_authors_loaders():
+    state = _authors_with_neck_and_head(DenseCL(arch=ARCH, hidden_dim=HIDDEN, out_dim=FEAT, queue_len=QUEUE))
+    state["neck.mlp2.0.bias"] = state["neck.mlp2.0.bias"] + 1
+    message = r"neck\.mlp2\.0\.bias should be a copy of encoder_q\.1\.mlp2\.0\.bias but is not"
+    with pytest.raises(InputError, match=message):
+        DenseCL(arch=ARCH, hidden_dim=HIDDEN, out_dim=FEAT, queue_len=QUEUE).load_authors_state_dict(state)
+    with pytest.raises(InputError, match=message):
+        load_backbone_weights(state)
+
+
+def test_ddp_prefix_applies_to_the_copies_too(backbone):
+    checkpoint, _, dropped = authors_full(backbone)
+    state = {"module." + k: v for k, v in checkpoint["state_dict"].items()}
+    _check(backbone, state, "authors-full", {"module." + k for k in dropped})
+    state["module.backbone.layer1.0.bn1.running_mean"] = state["module.backbone.layer1.0.bn1.running_mean"] * 2
+    with pytest.raises(InputError, match=r"module\.backbone\.layer1\.0\.bn1\.running_mean should be a copy of module\.encoder_q\.0\."):
+        load_backbone_weights(state)
 
 
 # --------------------------------------------------------------------------- files
@@ -360,6 +408,25 @@ def test_resnet_shape(meta_states, arch, shape):
     assert tuple(resnet_shape(meta_states[arch])) == shape
 
 
+@pytest.mark.parametrize(
+    "torchvision, detectron2",
+    [
+        ("conv1.weight", "stem.conv1.weight"),
+        ("bn1.running_var", "stem.conv1.norm.running_var"),
+        ("layer1.0.conv3.weight", "res2.0.conv3.weight"),
+        ("layer2.1.bn2.bias", "res3.1.conv2.norm.bias"),
+        ("layer3.0.downsample.0.weight", "res4.0.shortcut.weight"),
+        ("layer4.0.downsample.1.running_mean", "res5.0.shortcut.norm.running_mean"),
+        ("layer4.2.bn3.num_batches_tracked", None),
+        ("fc.weight", None),
+    ],
+)
+def test_detectron2_names_by_hand(torchvision, detectron2):
+    assert torchvision_to_detectron2(torchvision) == detectron2
+    if detectron2 is not None:
+        assert detectron2_to_torchvision(detectron2) == torchvision
+
+
 def test_detectron2_names_invert_for_every_arch(meta_states):
     for state in meta_states.values():
         names = [k for k in state if not k.endswith("num_batches_tracked")]
@@ -402,7 +469,7 @@ def test_state_dict_of_another_network(tmp_path):
     nn = torch.nn
     other = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.Flatten(), nn.Linear(8, 2))
     torch.save(other.state_dict(), tmp_path / "other.pth")
-    with pytest.raises(InputError, match=r"no ResNet checkpoint .*first keys: 0\.weight"):
+    with pytest.raises(InputError, match=r"no ResNet checkpoint .*encoder_q\.0\.conv1\.weight.*first keys: 0\.weight"):
         load_backbone_weights(tmp_path / "other.pth")
 
 

@@ -1,21 +1,29 @@
-"""Full training state on disk: written atomically, read strictly.
+"""Full training state on disk: the one owner of its schema, written atomically, read strictly.
 
 A checkpoint is a ``torch.save``d dict that describes itself::
 
     format: "densecl", version: 1
-    config:      the resolved PretrainConfig as a dict
-    model:       DenseCL.state_dict(): both encoders, both queues and pointers
-    optimizer, scaler (None unless fp16), step, epoch, iters_per_epoch
-    rng:         torch CPU (and CUDA) generator states
+    config:          the resolved PretrainConfig as a dict
+    model:           DenseCL.state_dict(): both encoders, both queues and pointers
+    optimizer:       the SGD state dict
+    scaler:          the GradScaler state dict (None unless fp16)
+    step, epoch:     iterations done over the whole run, and epochs done
+    iters_per_epoch: iterations in one epoch (resuming needs the same)
+    rng:             torch CPU (and CUDA) generator states
+    world_size:      processes that trained it (absent in the earliest files)
 
 Nothing in it needs pickle beyond tensors and plain Python values, so it
-loads with ``torch.load(..., weights_only=True)``.
+loads with ``torch.load(..., weights_only=True)``. Inspect one with
+``densecl checkpoint info PATH``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,19 +33,63 @@ from densecl.errors import InputError
 
 FORMAT = "densecl"
 VERSION = 1
+CHECKPOINT_NAME = "checkpoint.pt"  # in the run's output_dir
 
 
-def save(path: str | os.PathLike, state: dict[str, Any]) -> None:
+@dataclass
+class TrainingState:
+    """Everything a run needs to continue exactly where it stopped."""
+
+    config: dict[str, Any]  # PretrainConfig.to_dict()
+    model: dict[str, torch.Tensor]  # DenseCL.state_dict()
+    optimizer: dict[str, Any]
+    scaler: dict[str, Any] | None
+    step: int
+    epoch: int
+    iters_per_epoch: int
+    rng: dict[str, Any]  # from rng_state()
+    world_size: int | None = None
+
+    def planned_steps(self, epochs: int | None = None) -> int:
+        """Iterations in ``epochs`` epochs (default: the epochs its config names)."""
+        return (self.config["epochs"] if epochs is None else epochs) * self.iters_per_epoch
+
+    def finished(self, epochs: int | None = None) -> bool:
+        """True when the run has done all its (or ``epochs``) epochs; a stopped run saves earlier."""
+        return self.step >= self.planned_steps(epochs)
+
+    def summary(self, epochs: int | None = None) -> dict[str, Any]:
+        """Progress and recipe as plain values (what ``densecl checkpoint info`` prints)."""
+        return {
+            "step": self.step,
+            "epoch": self.epoch,
+            "iters_per_epoch": self.iters_per_epoch,
+            "epochs": self.config["epochs"] if epochs is None else epochs,
+            "planned_steps": self.planned_steps(epochs),
+            "finished": self.finished(epochs),
+            "arch": self.config.get("arch"),
+            "loss_lambda": self.config.get("loss_lambda"),
+            "world_size": self.world_size,
+            "config": self.config,
+        }
+
+
+_FIELDS = tuple(f.name for f in dataclasses.fields(TrainingState))
+_REQUIRED = tuple(f.name for f in dataclasses.fields(TrainingState) if f.default is dataclasses.MISSING)
+
+
+def save(path: str | os.PathLike, state: TrainingState) -> None:
     """Writes ``state`` to a temporary file in the same folder, then renames it over ``path``.
 
     A crash or a full disk mid-write leaves the previous checkpoint intact.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"format": FORMAT, "version": VERSION, **{name: getattr(state, name) for name in _FIELDS}}
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save({"format": FORMAT, "version": VERSION, **state}, f)
+            torch.save(payload, f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -46,11 +98,12 @@ def save(path: str | os.PathLike, state: dict[str, Any]) -> None:
         raise
 
 
-def load(path: str | os.PathLike) -> dict[str, Any]:
+def load(path: str | os.PathLike) -> TrainingState:
     """Reads a training checkpoint written by :func:`save`.
 
     Raises:
-        InputError: missing, unreadable, or not a densecl training checkpoint.
+        InputError: missing, unreadable, not a densecl training checkpoint, of
+            another version, or lacking or adding entries.
     """
     path = Path(path)
     if not path.is_file():
@@ -59,11 +112,40 @@ def load(path: str | os.PathLike) -> dict[str, Any]:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - torch.load raises many types for bad files
         raise InputError(f"cannot read checkpoint {path} ({type(e).__name__}): is the file complete?") from None
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
+    if not is_training_checkpoint(state):
         raise InputError(f"{path} is not a densecl training checkpoint (for other weights use --init)")
-    if state.get("version") != VERSION:
-        raise InputError(f"{path} has checkpoint version {state.get('version')}; this densecl reads version {VERSION}")
-    return state
+    check_version(state, str(path))
+    missing = [k for k in _REQUIRED if k not in state]
+    extra = [k for k in state if k not in (*_FIELDS, "format", "version")]
+    if missing or extra:
+        found = f"lacks {', '.join(missing)}" if missing else f"holds unknown entries {', '.join(map(str, extra))}"
+        raise InputError(
+            f"{path} {found}; a densecl version-{VERSION} training checkpoint has {', '.join(_FIELDS)}: "
+            "pass one written by densecl pretrain (for other weights use --init)"
+        )
+    return TrainingState(**{k: state[k] for k in _FIELDS if k in state})
+
+
+def is_training_checkpoint(obj: Any) -> bool:
+    """Whether ``obj`` (a loaded file) says it is a densecl training checkpoint."""
+    return isinstance(obj, Mapping) and obj.get("format") == FORMAT
+
+
+def check_version(obj: Mapping[str, Any], where: str) -> None:
+    if obj.get("version") != VERSION:
+        raise InputError(
+            f"{where} is a densecl checkpoint of version {obj.get('version')!r}; "
+            f"this densecl reads version {VERSION}, upgrade densecl"
+        )
+
+
+def model_and_config(obj: Mapping[str, Any], where: str) -> tuple[Any, Any]:
+    """The model state dict and the config of a training checkpoint, for readers of its weights only.
+
+    Lenient about the training entries (optimizer, rng, ...), which weights do not need.
+    """
+    check_version(obj, where)
+    return obj.get("model"), obj.get("config") or {}
 
 
 def rng_state() -> dict[str, Any]:

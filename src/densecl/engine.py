@@ -13,7 +13,7 @@ from tqdm import tqdm
 from densecl import distributed
 from densecl.config import PretrainConfig
 from densecl.errors import NonFiniteLossError
-from densecl.metrics import MeanMeter, MetricsLog
+from densecl.training_log import MeanMeter, MetricsLog
 from densecl.schedules import cosine_lr, loss_lambda_at
 
 

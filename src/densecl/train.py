@@ -25,13 +25,11 @@ from densecl.data.sampler import EpochSampler
 from densecl.data.transforms import TwoViews, moco_v2_view
 from densecl.engine import LoopState, Precision, train_one_epoch
 from densecl.errors import InputError
-from densecl.metrics import MetricsLog
 from densecl.models.densecl import DenseCL
+from densecl.training_log import MetricsLog
 
-CHECKPOINT_NAME = "checkpoint.pt"
 
-
-def pretrain(cfg: PretrainConfig, resume: dict | None = None) -> Path:
+def pretrain(cfg: PretrainConfig, resume: checkpoint.TrainingState | None = None) -> Path:
     """Trains DenseCL (MoCo-v2 if ``loss_lambda == 0``) and returns the checkpoint path.
 
     Args:
@@ -106,25 +104,23 @@ def pretrain(cfg: PretrainConfig, resume: dict | None = None) -> Path:
             f"keys of the same images as negatives; use --queue-len below the data set size", file=sys.stderr)
 
     log = MetricsLog(run_dir, enabled=info.is_main)
-    ckpt_path = run_dir / CHECKPOINT_NAME
+    ckpt_path = run_dir / checkpoint.CHECKPOINT_NAME
     loop = LoopState(step=step, total_steps=total_steps, stop_requested=_install_stop_handlers())
 
     def save() -> None:
         if info.is_main:
-            checkpoint.save(
-                ckpt_path,
-                {
-                    "config": cfg.to_dict(),
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scaler": scaler.state_dict() if scaler else None,
-                    "step": loop.step,
-                    "epoch": loop.step // iters_per_epoch,
-                    "iters_per_epoch": iters_per_epoch,
-                    "world_size": info.world_size,
-                    "rng": checkpoint.rng_state(),
-                },
+            state = checkpoint.TrainingState(
+                config=cfg.to_dict(),
+                model=model.state_dict(),
+                optimizer=optimizer.state_dict(),
+                scaler=scaler.state_dict() if scaler else None,
+                step=loop.step,
+                epoch=loop.step // iters_per_epoch,
+                iters_per_epoch=iters_per_epoch,
+                rng=checkpoint.rng_state(),
+                world_size=info.world_size,
             )
+            checkpoint.save(ckpt_path, state)
         distributed.barrier()
 
     t0 = time.time()
@@ -197,18 +193,18 @@ def _init_backbone(model: DenseCL, source: str) -> None:
         encoder.backbone.load_state_dict(weights.state_dict, strict=True)
 
 
-def _restore(state: dict, model: DenseCL, optimizer, scaler, iters_per_epoch: int) -> int:
-    if state["iters_per_epoch"] != iters_per_epoch:
+def _restore(state: checkpoint.TrainingState, model: DenseCL, optimizer, scaler, iters_per_epoch: int) -> int:
+    if state.iters_per_epoch != iters_per_epoch:
         raise InputError(
-            f"the checkpoint had {state['iters_per_epoch']} iterations per epoch, this run has {iters_per_epoch}: "
+            f"the checkpoint had {state.iters_per_epoch} iterations per epoch, this run has {iters_per_epoch}: "
             "resume with the same data and batch size"
         )
-    model.load_state_dict(state["model"], strict=True)
-    optimizer.load_state_dict(state["optimizer"])
-    if scaler is not None and state.get("scaler"):
-        scaler.load_state_dict(state["scaler"])
-    checkpoint.set_rng_state(state["rng"])
-    return int(state["step"])
+    model.load_state_dict(state.model, strict=True)
+    optimizer.load_state_dict(state.optimizer)
+    if scaler is not None and state.scaler:
+        scaler.load_state_dict(state.scaler)
+    checkpoint.set_rng_state(state.rng)
+    return int(state.step)
 
 
 def _ignore_stop_signals(worker_id: int) -> None:

@@ -1,7 +1,8 @@
 """DenseCL against an independent, loop-by-loop implementation of the authors' algorithm.
 
-The reference below works on a state dict in the authors' layout (spec section
-5) with plain torchvision and functional ops, and computes every logit with
+The reference below works on a state dict in the authors' layout
+(``encoder_q.0.*``, ``encoder_q.1.mlp(2).*``, ``encoder_k.*``, ``queue``,
+``queue2``) with plain torchvision and functional ops, and computes every logit with
 Python loops, so it shares nothing with the model code but torchvision.
 """
 
@@ -248,8 +249,25 @@ def test_authors_loader_is_strict():
         model.load_authors_state_dict({k: v for k, v in sd.items() if k != "queue2"})
     bad = dict(sd)
     bad["backbone.conv1.weight"] = sd["backbone.conv1.weight"] + 1
-    with pytest.raises(InputError, match="not a copy"):
+    with pytest.raises(InputError, match=r"backbone\.conv1\.weight should be a copy of encoder_q\.0\.conv1\.weight"):
         model.load_authors_state_dict(bad)
+
+
+def test_authors_table_covers_every_key_of_the_model_once():
+    """Each key of DenseCL.state_dict() has exactly one authors' name, and the names map back."""
+    from densecl.models.authors_layout import PARTS
+
+    keys = make_model().state_dict().keys()
+    for key in keys:
+        names = [n for p in PARTS if (n := p.rename(key, "ours", "authors")) is not None]
+        assert len(names) == 1, key
+        assert [n for p in PARTS if (n := p.rename(names[0], "authors", "ours")) is not None] == [key]
+    assert all(any(p.rename(k, "ours", "authors") for k in keys) for p in PARTS)  # no part is dead
+    assert PARTS[0].rename("encoder.backbone.layer1.0.bn1.running_mean", "ours", "authors") == (
+        "encoder_q.0.layer1.0.bn1.running_mean"
+    )
+    assert PARTS[6].rename("queue", "authors", "ours") == "global_queue.keys"
+    assert PARTS[6].rename("queue2", "authors", "ours") is None  # exact buffer names, not prefixes
 
 
 @pytest.mark.parametrize(

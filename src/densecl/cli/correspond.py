@@ -228,7 +228,7 @@ def _load_backbones(sources: list[str], labels: list[str] | None, arch: str | No
 def _default_labels(sources: list[str], arch: str) -> list[str]:
     """File stems (the run directory's name for a training run's checkpoint); the paths
     as given where those repeat; a position where even those do."""
-    from densecl.train import CHECKPOINT_NAME
+    from densecl.checkpoint import CHECKPOINT_NAME
 
     def name(source: str) -> str:
         path = Path(source)

@@ -36,7 +36,7 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from densecl.train import CHECKPOINT_NAME, pretrain
+    from densecl.train import pretrain
 
     given = vars(args)
     types = {f.name: f.type for f in dataclasses.fields(PretrainConfig)}
@@ -48,8 +48,8 @@ def run(args: argparse.Namespace) -> int:
     if "resume" in given:
         path = Path(given["resume"])
         if given["resume"] == "auto":  # the checkpoint in the output_dir this command line names
-            path = Path(config.from_dict(values).output_dir) / CHECKPOINT_NAME
+            path = Path(config.from_dict(values).output_dir) / checkpoint.CHECKPOINT_NAME
         state = checkpoint.load(path)
-        values = {**state["config"], **overrides}  # the run's own config; flags given here win
+        values = {**state.config, **overrides}  # the run's own config; flags given here win
     pretrain(config.from_dict(values), resume=state)
     return 0

@@ -3,7 +3,7 @@
 Names follow detectron2's ResNet (``stem.conv1``, ``stem.conv1.norm``,
 ``res2.0.conv1``, ``res2.0.conv1.norm``, ``res2.0.shortcut``,
 ``res2.0.shortcut.norm``, ... ``res5``; see
-:func:`densecl.weights.torchvision_to_detectron2`). ``num_batches_tracked`` has
+:func:`densecl.weights.detectron2.torchvision_to_detectron2`). ``num_batches_tracked`` has
 no detectron2 counterpart and is left out. ``matching_heuristics`` lets
 detectron2's checkpointer match ``stem.conv1.weight`` to
 ``backbone.bottom_up.stem.conv1.weight`` and friends.
@@ -23,7 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from densecl.errors import InputError
-from densecl.weights import BackboneWeights, resnet_shape, torchvision_to_detectron2
+from densecl.weights import BackboneWeights, resnet_shape
+from densecl.weights.detectron2 import torchvision_to_detectron2
 
 SUMMARY = "detectron2 names, numpy arrays, pickled (.pkl); prints the config to fine-tune it"
 

@@ -134,28 +134,13 @@ class DenseCL(nn.Module):
         """The query (online) backbone: the network people fine-tune."""
         return self.encoder.backbone
 
-    # the authors' buffer names, for readers who know their code: D x K keys, (1,) pointers
-    @property
-    def queue(self) -> torch.Tensor:
-        return self.global_queue.keys
-
-    @property
-    def queue_ptr(self) -> torch.Tensor:
-        return self.global_queue.ptr
-
-    @property
-    def queue2(self) -> torch.Tensor:
-        return self.dense_queue.keys
-
-    @property
-    def queue2_ptr(self) -> torch.Tensor:
-        return self.dense_queue.ptr
-
     def load_authors_state_dict(self, state_dict: dict[str, torch.Tensor]) -> None:
         """Loads, strictly, a checkpoint in the authors' layout (``encoder_q.0.*``, ``queue2``, ...).
 
         The momentum encoder keeps its own weights as stored. Accepts the bare
-        state dict or a checkpoint with a ``state_dict`` entry.
+        state dict or a checkpoint with a ``state_dict`` entry. The layout and
+        its rule for ``backbone.*``, ``neck.*`` and ``head.*`` are
+        :mod:`densecl.models.authors_layout`'s.
         """
         self.load_state_dict(authors_layout.from_authors(state_dict), strict=True)
 

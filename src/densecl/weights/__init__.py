@@ -1,0 +1,144 @@
+"""Backbone weights in: every checkpoint layout people bring, as torchvision ResNet tensors.
+
+One entry point serves ``densecl eval``, ``densecl export`` and
+``densecl pretrain --init``::
+
+    from densecl.weights import load_backbone, load_backbone_weights
+
+    weights = load_backbone_weights("runs/r50/checkpoint.pth")
+    weights.arch, weights.source_format, len(weights.dropped)   # 'resnet50', 'densecl', 226
+    backbone = load_backbone("densecl_r50_imagenet_200ep.pth")   # strict load, arch guessed
+
+One job per module:
+
+==============  ==============================================================
+``reading``     files in without running code from them; the state dict found
+                inside its container
+``layouts``     the table of known layouts (which prefix is the query
+                backbone, what is dropped on purpose), detection, conversion
+``fitting``     which registered ResNet the tensors are, by keys and shapes
+``detectron2``  detectron2 <-> torchvision names (import and export)
+==============  ==============================================================
+
+Every conversion checks, like nanoGPT's ``from_pretrained``, that each source
+key was either placed or deliberately dropped (heads, classifier, queues,
+momentum encoder), that duplicate copies of the query backbone agree, and that
+the result has exactly the keys and shapes of one registered backbone. Missing
+``*.num_batches_tracked`` counters (detectron2 and pre-2018 torchvision files
+have none) are filled with 0; nothing else is ever filled in.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import torch
+
+from densecl.errors import InputError
+from densecl.models.backbones import ResNetBackbone, build_backbone
+from densecl.weights.detectron2 import detectron2_to_torchvision, torchvision_to_detectron2
+from densecl.weights.fitting import ResNetShape, fit_arch, guess_arch, resnet_shape
+from densecl.weights.layouts import convert, detect_layout, fill_num_batches_tracked
+from densecl.weights.messages import first_line
+from densecl.weights.reading import read_checkpoint, unwrap
+
+__all__ = [
+    "BackboneWeights",
+    "ResNetShape",
+    "detectron2_to_torchvision",
+    "guess_arch",
+    "load_backbone",
+    "load_backbone_weights",
+    "read_checkpoint",
+    "resnet_shape",
+    "torchvision_to_detectron2",
+]
+
+
+@dataclass(frozen=True)
+class BackboneWeights:
+    """The query backbone of some checkpoint, under torchvision ResNet names.
+
+    Attributes:
+        state_dict: torchvision ResNet names (``conv1.weight``,
+            ``layer1.0.bn1.running_mean``, ...), no ``fc.*``; loads strictly into
+            ``build_backbone(arch)``.
+        arch: registry name (:data:`densecl.models.backbones.BACKBONES`) whose
+            keys and shapes these tensors match exactly. ``load_backbone_weights``
+            always sets it (it refuses tensors that fit no registered backbone);
+            ``None`` only where a caller builds the object without knowing.
+        source_format: the layout the tensors came from (:mod:`densecl.weights.layouts`).
+        dropped: source keys deliberately left out (heads, classifier, queues,
+            momentum encoder, duplicate copies), as spelled in the source.
+    """
+
+    state_dict: dict[str, torch.Tensor]
+    arch: str | None
+    source_format: str
+    dropped: tuple[str, ...] = field(default=())
+
+
+def load_backbone_weights(source: str | os.PathLike | Mapping) -> BackboneWeights:
+    """Reads a checkpoint in any known layout and returns its query backbone.
+
+    Args:
+        source: a file (``.pth``/``.pt``/``.tar``/``.pkl``/``.safetensors``) or
+            an already loaded checkpoint dict.
+
+    Raises:
+        InputError: the file is unreadable or truncated, the layout is unknown,
+            some keys fit nowhere, or the tensors fit no registered backbone.
+    """
+    where = _name(source)
+    found = unwrap(source if isinstance(source, Mapping) else read_checkpoint(source), where)
+    layout = detect_layout(found.state, found.container, where)
+    target, dropped = convert(found.state, layout, where)
+    fill_num_batches_tracked(target)
+    arch = fit_arch(target, found.config_arch, layout.name, where)
+    return BackboneWeights(state_dict=target, arch=arch, source_format=layout.name, dropped=dropped)
+
+
+def load_backbone(
+    source: str | os.PathLike | Mapping | BackboneWeights, arch: str | None = None
+) -> ResNetBackbone:
+    """Builds a backbone and loads ``source`` into it strictly.
+
+    Args:
+        source: anything :func:`load_backbone_weights` reads, its result (so a
+            caller that also wants ``source_format`` reads the file once), or
+            ``"random"`` for a randomly initialised backbone (then ``arch`` is
+            required).
+        arch: registry name; if given it must agree with the weights.
+    """
+    if isinstance(source, str) and source == "random":
+        if arch is None:
+            raise InputError("random initialisation needs an architecture; name one (e.g. resnet50)")
+        return _build(arch)
+    weights = source if isinstance(source, BackboneWeights) else load_backbone_weights(source)
+    where = "the given weights" if isinstance(source, BackboneWeights) else _name(source)
+    if arch is not None and weights.arch is not None and arch != weights.arch:
+        raise InputError(
+            f"{where} holds {weights.arch} weights but {arch} was asked for; "
+            f"drop the architecture option or set it to {weights.arch}"
+        )
+    if (arch := weights.arch or arch) is None:
+        raise InputError(f"{where} do not say which architecture they are; name one (e.g. resnet50)")
+    backbone = _build(arch)
+    try:
+        backbone.load_state_dict(weights.state_dict, strict=True)
+    except RuntimeError as e:  # only for hand-built BackboneWeights: the loader checked its own fit
+        raise InputError(f"{where} do not fit {arch} ({first_line(e)}); name the right architecture") from None
+    return backbone
+
+
+def _build(arch: str) -> ResNetBackbone:
+    try:
+        return build_backbone(arch)
+    except ValueError as e:
+        raise InputError(f"{e}; pass one of the listed names") from e
+
+
+def _name(source: object) -> str:
+    return "the given checkpoint dict" if isinstance(source, Mapping) else f"'{os.fspath(source)}'"

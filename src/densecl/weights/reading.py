@@ -1,0 +1,187 @@
+"""Reading checkpoint files without running code from them, and finding the state dict inside.
+
+``torch.load(weights_only=True)`` first; checkpoints that also pickle arbitrary
+objects (mmengine's message hub, timm's argparse namespace) are re-read with an
+unpickler that allows only tensors, numpy arrays and plain containers and turns
+every other object into an inert placeholder. ``.pkl`` files get that
+unpickler directly; ``.safetensors`` files go through the safetensors library.
+"""
+
+from __future__ import annotations
+
+import collections
+import functools
+import os
+import pickle
+import types
+import zipfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+
+from densecl import checkpoint as training_checkpoint
+from densecl.errors import InputError
+from densecl.weights.messages import few, first_line
+
+
+def read_checkpoint(path: str | os.PathLike) -> Any:
+    """Loads a checkpoint file without executing code from it.
+
+    Raises:
+        InputError: missing, unreadable, truncated or not a checkpoint.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"checkpoint '{path}' does not exist or is not a file; check the path")
+    if path.suffix == ".safetensors":
+        return _read_safetensors(path)
+    readers = [_read_torch, _read_pickle]
+    if path.suffix == ".pkl" and not zipfile.is_zipfile(path):
+        readers.reverse()
+    errors = []
+    for reader in readers:
+        try:
+            return reader(path)
+        except Exception as e:  # noqa: BLE001 - any failure means "try the next reader"
+            errors.append(first_line(e))
+    raise InputError(
+        f"cannot read checkpoint '{path}': it is truncated or not a PyTorch, pickle or safetensors file "
+        f"({errors[0]}); re-download or re-export it"
+    )
+
+
+def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        from safetensors.torch import load_file
+    except ImportError as e:
+        raise InputError(f"reading '{path}' needs the safetensors package; pip install safetensors") from e
+    try:
+        return load_file(str(path), device="cpu")
+    except Exception as e:  # noqa: BLE001 - the library raises its own error types
+        raise InputError(
+            f"cannot read safetensors file '{path}': it is truncated or not a safetensors file "
+            f"({first_line(e)}); re-download or re-export it"
+        ) from e
+
+
+def _read_torch(path: Path) -> Any:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        # Pickled objects beyond tensors (mmengine's message hub, timm's args):
+        # re-read with placeholders for them. Corrupt files fail here as well.
+        return torch.load(path, map_location="cpu", weights_only=False, pickle_module=_PLACEHOLDER_PICKLE)
+
+
+def _read_pickle(path: Path) -> Any:
+    with open(path, "rb") as f:
+        return _PlaceholderUnpickler(f, encoding="latin1").load()
+
+
+class _Placeholder:
+    """Stands in for any pickled object outside the allow-list; runs none of its code."""
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> _Placeholder:
+        return object.__new__(cls)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def __setstate__(self, state: Any) -> None:
+        pass
+
+    def __setitem__(self, key: Any, value: Any) -> None:  # dict-like objects are rebuilt item by item
+        pass
+
+    def append(self, value: Any) -> None:  # ... and list-like ones element by element
+        pass
+
+    def extend(self, values: Any) -> None:
+        pass
+
+
+@functools.cache
+def _allowed_globals() -> dict[str, Any]:
+    """What a checkpoint may name: torch's own weights-only allow-list plus numpy arrays."""
+    try:
+        from torch._weights_only_unpickler import _get_allowed_globals
+
+        allowed = dict(_get_allowed_globals())
+    except ImportError:  # private API moved: keep the essentials
+        allowed = {"collections.OrderedDict": collections.OrderedDict}
+    reconstruct = np.zeros(1).__reduce__()[0]
+    frombuffer = np.zeros(1).__reduce_ex__(5)[0]  # pickle protocol 5
+    scalar = np.float32(0).__reduce__()[0]
+    for core in ("numpy.core", "numpy._core"):  # numpy 1 and numpy 2 spellings
+        allowed[f"{core}.multiarray._reconstruct"] = reconstruct
+        allowed[f"{core}.multiarray.scalar"] = scalar
+        allowed[f"{core}.numeric._frombuffer"] = frombuffer
+    allowed["numpy.ndarray"] = np.ndarray
+    allowed["numpy.dtype"] = np.dtype
+    return allowed
+
+
+class _PlaceholderUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        return _allowed_globals().get(f"{module}.{name}", _Placeholder)
+
+
+_PLACEHOLDER_PICKLE = types.SimpleNamespace(
+    __name__="densecl_placeholder_pickle",
+    Unpickler=_PlaceholderUnpickler,
+    load=lambda f, **kwargs: _PlaceholderUnpickler(f, **kwargs).load(),
+)
+
+
+# --------------------------------------------------------------------------- containers
+
+
+class Unwrapped(NamedTuple):
+    """The state dict found in a checkpoint."""
+
+    state: dict[str, torch.Tensor]  # numpy arrays turned into tensors
+    container: str  # "densecl", "meta" (OpenMMLab), "timm", "state_dict", "model" or "flat"
+    config_arch: str | None  # the arch a densecl training checkpoint's config names
+
+
+def unwrap(obj: Any, where: str) -> Unwrapped:
+    """Finds the state dict in a loaded checkpoint.
+
+    Raises:
+        InputError: no dict, no state dict in it, or values that are not tensors.
+    """
+    if not isinstance(obj, Mapping):
+        raise InputError(
+            f"{where} holds a {type(obj).__name__}, not a checkpoint dict; pass a state dict or checkpoint file"
+        )
+    config_arch = None
+    if training_checkpoint.is_training_checkpoint(obj):
+        state, config = training_checkpoint.model_and_config(obj, where)
+        config_arch = config.get("arch") if isinstance(config, Mapping) else getattr(config, "arch", None)
+        kind = "densecl"
+    elif isinstance(obj.get("state_dict"), Mapping):
+        state = obj["state_dict"]
+        kind = "meta" if "meta" in obj else "timm" if {"arch", "version"} <= obj.keys() else "state_dict"
+    elif isinstance(obj.get("model"), Mapping):
+        state, kind = obj["model"], "model"
+    else:
+        state, kind = obj, "flat"
+    if not isinstance(state, Mapping) or not state:
+        raise InputError(f"{where} has no state dict (top-level keys: {few(obj)}); pass a model checkpoint")
+    tensors, odd = {}, []
+    for key, value in state.items():
+        if isinstance(value, torch.Tensor):
+            tensors[str(key)] = value
+        elif isinstance(value, np.ndarray):
+            tensors[str(key)] = torch.from_numpy(np.array(value))  # a writable copy
+        else:
+            odd.append(str(key))
+    if odd:
+        raise InputError(
+            f"{where} is not a state dict of tensors: {few(odd)} hold {type(state[odd[0]]).__name__}; "
+            "pass a model checkpoint"
+        )
+    return Unwrapped(tensors, kind, config_arch)
