@@ -24,12 +24,7 @@ NICE=${NICE:-0}
 
 say() { echo "study: $*"; }
 
-pretrain_done() {
-  "$BIN/python" -c '
-import sys, torch
-s = torch.load(sys.argv[1], map_location="cpu", weights_only=True)
-sys.exit(0 if s["step"] >= int(sys.argv[2]) * s["iters_per_epoch"] else 1)' "$1" "$EPOCHS"
-}
+pretrain_done() { "$BIN/densecl" checkpoint finished "$1" --epochs "$EPOCHS" > /dev/null; }
 
 # pretrain NAME SEED FLAGS...: one run in RUN/NAME, resumed when it has a checkpoint
 pretrain() {

@@ -69,7 +69,8 @@ def pretrain(cfg: PretrainConfig, resume: checkpoint.TrainingState | None = None
 
     # model, optimizer, precision
     model = DenseCL(
-        cfg.arch, cfg.hidden_dim, cfg.out_dim, cfg.queue_len, cfg.momentum, cfg.temperature, cfg.loss_lambda, cfg.num_grid
+        cfg.arch, cfg.hidden_dim, cfg.out_dim, cfg.queue_len, cfg.momentum, cfg.temperature, cfg.loss_lambda, cfg.num_grid,
+        dense_queue_len=cfg.dense_queue_len,
     )
     if cfg.init and resume is None:
         _init_backbone(model, cfg.init)
