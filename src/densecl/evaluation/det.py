@@ -61,6 +61,7 @@ from densecl.evaluation.finetune import BatchStream, prepare_model, seed_everyth
 from densecl.evaluation.metrics import coco_average_precision
 from densecl.evaluation.results import Evaluation
 from densecl.models.backbones import ResNetBackbone, torchvision_classifier
+from densecl.schedules import warmup_step_lr
 
 TASKS = ("box", "mask")
 EVAL_BATCH = 4  # images per forward in evaluation
@@ -186,15 +187,6 @@ def _as_lists(batch):
     return [x for x, _ in batch], [t for _, t in batch]
 
 
-def lr_at(step: int, config: DetConfig) -> float:
-    """Linear warm-up from 0.001x, then x0.1 at each step fraction."""
-    decay = 0.1 ** sum(step >= round(f * config.iters) for f in config.lr_steps)
-    if step < config.warmup_iters:
-        alpha = step / config.warmup_iters
-        return config.lr * decay * (0.001 * (1 - alpha) + alpha)
-    return config.lr * decay
-
-
 def evaluate(backbone: ResNetBackbone, data: tuple[CocoSplit, CocoSplit], config: DetConfig, seeds: list[int]) -> Evaluation:
     train, val = data
     arch = _arch_of(backbone)
@@ -240,7 +232,7 @@ def _train(model: nn.Module, split: CocoSplit, config: DetConfig, seed: int) -> 
     start = time.perf_counter()
     for step, (images, targets) in enumerate(loader):
         for group in optimizer.param_groups:
-            group["lr"] = lr_at(step, config)
+            group["lr"] = warmup_step_lr(step, config.iters, config.lr, config.warmup_iters, config.lr_steps)
         images = [x.to(config.device, non_blocking=True) for x in images]
         targets = [{k: v.to(config.device, non_blocking=True) for k, v in t.items()} for t in targets]
         losses = model(images, targets)  # dict of scalar losses

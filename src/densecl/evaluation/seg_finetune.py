@@ -50,6 +50,7 @@ from densecl.evaluation.finetune import BatchStream, prepare_model, seed_everyth
 from densecl.evaluation.metrics import confusion_matrix, iou_from_confusion
 from densecl.evaluation.results import Evaluation, warn_absent_classes
 from densecl.models.backbones import STAGES, ResNetBackbone
+from densecl.schedules import poly_lr
 
 
 OUTPUT_STRIDES = {32: (1, 1), 16: (1, 2), 8: (2, 4)}  # output stride -> dilation rates of layer3, layer4
@@ -161,10 +162,6 @@ class RandomCrops(torch.utils.data.Dataset):
         return x.contiguous(), y.long().contiguous()
 
 
-def poly_lr(step: int, total: int, config: SegFinetuneConfig) -> float:
-    return (config.lr - config.min_lr) * (1 - step / total) ** config.poly_power + config.min_lr
-
-
 def evaluate(
     backbone: ResNetBackbone, data: tuple[SegmentationSplit, SegmentationSplit], config: SegFinetuneConfig, seeds: list[int]
 ) -> Evaluation:
@@ -202,7 +199,7 @@ def _train(model: nn.Module, split: SegmentationSplit, config: SegFinetuneConfig
     start = time.perf_counter()
     for step, (x, y) in enumerate(loader):
         for group in optimizer.param_groups:
-            group["lr"] = poly_lr(step, config.iters, config)
+            group["lr"] = poly_lr(step, config.iters, config.lr, config.poly_power, config.min_lr)
         x, y = x.to(config.device, non_blocking=True), y.to(config.device, non_blocking=True)
         loss = F.cross_entropy(model(x), y, ignore_index=IGNORE_INDEX)  # B x K x H x W vs B x H x W
         if not math.isfinite(loss.item()):
