@@ -25,28 +25,31 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from densecl.evaluation import options
 from densecl.evaluation.datasets import ClassificationSplit, describe_splits, read_classification_splits
 from densecl.evaluation.features import parse_stage, train_val_features
 from densecl.evaluation.metrics import top1_accuracy
 from densecl.evaluation.probe import train_probe
+from densecl.evaluation.options import option
+from densecl.evaluation.registry import Protocol
 from densecl.evaluation.results import Evaluation
 from densecl.models.backbones import ResNetBackbone
 
 
 @dataclass(frozen=True)
 class LinearConfig:
-    data: str
-    train_split: str = "train"
-    val_split: str = "val"
-    stage: str = "c5"
-    image_size: int = 224
-    epochs: int = 100
-    lr: float = 0.1
-    weight_decay: float = 0.0
-    batch_size: int = 256  # for the classifier; feature extraction uses extract_batch_size
-    extract_batch_size: int = 64
-    workers: int = 4
-    device: str = "cpu"
+    data: str = options.data()
+    train_split: str = options.train_split()
+    val_split: str = options.val_split()
+    stage: str = options.stage()
+    image_size: int = options.image_size(224)
+    epochs: int = options.epochs(100)
+    lr: float = options.lr(0.1)
+    weight_decay: float = options.weight_decay(0.0)
+    batch_size: int = options.batch_size(256)  # for the classifier; feature extraction uses extract_batch_size
+    extract_batch_size: int = option(64, "images per batch for feature extraction")
+    workers: int = options.workers()
+    device: str = options.device()
 
 
 def load_data(config: LinearConfig) -> tuple[ClassificationSplit, ClassificationSplit]:
@@ -82,3 +85,6 @@ def evaluate(
             per_seed.append({"top1": top1_accuracy(model(x_val).argmax(dim=1), y_val)})
     data_info = describe_splits(config.data, train, val, config.train_split, config.val_split)
     return Evaluation(headline=["top1"], per_seed=per_seed, data=data_info)
+
+
+PROTOCOL = Protocol("linear", LinearConfig, load_data, evaluate, description=__doc__)

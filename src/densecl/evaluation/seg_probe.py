@@ -37,28 +37,31 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from densecl.evaluation import options
 from densecl.evaluation.datasets import IGNORE_INDEX, SegmentationSplit, read_segmentation, segmentation_tensors
 from densecl.evaluation.features import dense_features, frozen, parse_stages, same_size_runs
 from densecl.evaluation.metrics import confusion_matrix, iou_from_confusion
 from densecl.evaluation.probe import train_probe
+from densecl.evaluation.options import option
+from densecl.evaluation.registry import Protocol
 from densecl.evaluation.results import Evaluation, warn_absent_classes
 from densecl.models.backbones import ResNetBackbone
 
 
 @dataclass(frozen=True)
 class SegProbeConfig:
-    data: str
-    train_split: str = "train"
-    val_split: str = "val"
-    num_classes: int | None = None  # None: classes.txt, else the 21 VOC classes
-    label_dir: str = "SegmentationClass"
-    stages: str = "c5"  # or "c4,c5"
-    image_size: int = 0  # shorter side; 0 keeps images as they are
-    epochs: int = 30
-    lr: float = 0.1
-    weight_decay: float = 0.0
-    batch_size: int = 16
-    device: str = "cpu"
+    data: str = options.data()
+    train_split: str = options.train_split()
+    val_split: str = options.val_split()
+    num_classes: int | None = options.num_classes()
+    label_dir: str = options.label_dir()
+    stages: str = option("c5", "stage(s) to read: c5, or c4,c5 (C5 upsampled to C4 and concatenated)")
+    image_size: int = options.image_size(0)
+    epochs: int = options.epochs(30)
+    lr: float = options.lr(0.1)
+    weight_decay: float = options.weight_decay(0.0)
+    batch_size: int = options.batch_size(16)
+    device: str = options.device()
 
 
 def load_data(config: SegProbeConfig) -> tuple[SegmentationSplit, SegmentationSplit]:
@@ -161,3 +164,6 @@ def _same_shapes(items: list[tuple[torch.Tensor, torch.Tensor]]) -> list[list[tu
     for m, t in items:
         groups.setdefault((tuple(m.shape), tuple(t.shape)), []).append((m, t))
     return list(groups.values())
+
+
+PROTOCOL = Protocol("seg-probe", SegProbeConfig, load_data, evaluate, description=__doc__)
