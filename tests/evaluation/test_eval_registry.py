@@ -94,10 +94,3 @@ def test_default_workers_leave_a_core_to_the_main_process(monkeypatch, cores, wo
     assert options.default_workers() == workers
 
 
-def test_det_on_a_two_core_machine_starts_one_worker(monkeypatch):
-    from densecl.evaluation.det import DetConfig
-
-    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1}, raising=False)
-    assert DetConfig(data="coco").workers == 1
-    args = build_parser(only="eval").parse_args(["eval", "det", "--weights", "w", "--data", "coco"])
-    assert args.workers == 1

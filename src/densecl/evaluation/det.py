@@ -39,7 +39,6 @@ Supplementary Table 2 (semi-supervised, 10% of train2017, 90k iterations)::
 from __future__ import annotations
 
 import copy
-import math
 import time
 from dataclasses import dataclass
 
@@ -58,7 +57,7 @@ from densecl import distributed
 from densecl.errors import InputError
 from densecl.evaluation import options
 from densecl.evaluation.datasets import CocoSplit, read_coco, subset
-from densecl.evaluation.finetune import BatchStream, prepare_model, seed_everything, unwrap
+from densecl.evaluation.finetune import BatchStream, check_finite, prepare_model, seed_everything, unwrap
 from densecl.evaluation.metrics import coco_average_precision
 from densecl.evaluation.options import option
 from densecl.evaluation.registry import Protocol
@@ -246,8 +245,7 @@ def _train(model: nn.Module, split: CocoSplit, config: DetConfig, seed: int) -> 
         targets = [{k: v.to(config.device, non_blocking=True) for k, v in t.items()} for t in targets]
         losses = model(images, targets)  # dict of scalar losses
         loss = sum(losses.values())
-        if not math.isfinite(loss.item()):
-            raise FloatingPointError(f"det: loss is {loss.item()} at iteration {step}; lower --lr or raise --warmup-iters")
+        check_finite(loss, "det", step, "lower --lr or raise --warmup-iters")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

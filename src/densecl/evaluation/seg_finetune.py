@@ -33,7 +33,6 @@ Supplementary recipe (batch 16, SyncBN; crop 512 VOC / 769 Cityscapes)::
 from __future__ import annotations
 
 import copy
-import math
 import time
 from dataclasses import dataclass
 
@@ -47,7 +46,7 @@ from densecl import distributed
 from densecl.errors import InputError
 from densecl.evaluation import options
 from densecl.evaluation.datasets import IGNORE_INDEX, SegmentationSplit, read_segmentation, segmentation_tensors
-from densecl.evaluation.finetune import BatchStream, prepare_model, seed_everything, unwrap
+from densecl.evaluation.finetune import BatchStream, check_finite, prepare_model, seed_everything, unwrap
 from densecl.evaluation.metrics import confusion_matrix, iou_from_confusion
 from densecl.evaluation.options import option
 from densecl.evaluation.registry import Protocol
@@ -205,8 +204,7 @@ def _train(model: nn.Module, split: SegmentationSplit, config: SegFinetuneConfig
             group["lr"] = poly_lr(step, config.iters, config.lr, config.poly_power, config.min_lr)
         x, y = x.to(config.device, non_blocking=True), y.to(config.device, non_blocking=True)
         loss = F.cross_entropy(model(x), y, ignore_index=IGNORE_INDEX)  # B x K x H x W vs B x H x W
-        if not math.isfinite(loss.item()):
-            raise FloatingPointError(f"seg-finetune: loss is {loss.item()} at iteration {step}; lower --lr")
+        check_finite(loss, "seg-finetune", step, "lower --lr")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
