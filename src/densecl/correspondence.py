@@ -170,11 +170,13 @@ class Correspondence(NamedTuple):
 
 
 @torch.no_grad()
-def dense_features(backbone: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """``N x 3 x H x W`` -> C5 features ``N x C x h x w``, L2-normalised along ``C``.
+def unit_c5_features(backbone: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``N x 3 x H x W`` -> C5 features ``N x C x h x w``, L2-normalised along ``C`` (unit length at every location).
 
     Runs the backbone as it is: put it in eval mode first (BatchNorm running
-    statistics, as in the paper's pre-trained models).
+    statistics, as in the paper's pre-trained models). Not to be confused with
+    :func:`densecl.evaluation.features.dense_features`, which concatenates raw
+    (unnormalised) maps of several stages for a probe to read.
     """
     return F.normalize(backbone(x), dim=1)
 
@@ -186,7 +188,7 @@ def correspond(backbone: nn.Module, pairs: Sequence[ViewPair]) -> list[Correspon
     """
     device = next(backbone.parameters()).device
     x = torch.stack([v for pair in pairs for v in (pair.view1, pair.view2)]).to(device)  # 2P x 3 x H x W
-    f = dense_features(backbone, x)  # 2P x C x h x w
+    f = unit_c5_features(backbone, x)  # 2P x C x h x w
     grid = tuple(f.shape[-2:])
     f = f.flatten(2).float().cpu()  # 2P x C x S
     return [Correspondence(mutual_matches(f[2 * p], f[2 * p + 1]), grid, grid) for p in range(len(pairs))]

@@ -23,6 +23,7 @@ from densecl.config import PretrainConfig, c5_side
 from densecl.data.sources import TwoViewDataset, image_source
 from densecl.data.sampler import EpochSampler
 from densecl.data.transforms import TwoViews, moco_v2_view
+from densecl.devices import resolve_device
 from densecl.engine import LoopState, Precision, train_one_epoch
 from densecl.errors import InputError
 from densecl.models.densecl import DenseCL
@@ -142,14 +143,6 @@ def pretrain(cfg: PretrainConfig, resume: checkpoint.TrainingState | None = None
     say(f"densecl pretrain: {loop.step} iterations in {time.time() - t0:.0f} s; checkpoint {ckpt_path}, metrics {log.path}")
     distributed.teardown()
     return ckpt_path
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise InputError("device cuda was asked for but no CUDA GPU is visible; use --device cpu")
-    return torch.device(name)
 
 
 def resolve_precision(name: str, device: torch.device) -> Precision:

@@ -2,7 +2,12 @@
 
 import json
 
+import numpy as np
 import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
 
 from densecl.cli import main
 
@@ -25,13 +30,57 @@ def test_svm_on_voc_multilabel_is_deterministic(scenes, weights_file, tmp_path, 
     _run(capsys, *args, "--out", str(tmp_path / "b.json"))
     a, b = _record(tmp_path / "a.json"), _record(tmp_path / "b.json")
     assert "| mAP" in out and "wrote" in out
-    assert 0 <= a["metrics"]["mAP"]["mean"] <= 100
+    scored = [v for v in a["details"][0]["ap"].values() if v is not None]
+    assert a["metrics"]["mAP"] == {"mean": pytest.approx(sum(scored) / len(scored)), "std": 0.0, "per_seed": [a["metrics"]["mAP"]["mean"]]}
     assert a["metrics"] == b["metrics"] and a["details"] == b["details"]
     assert a["weights"]["sha256"] and len(a["weights"]["sha256"]) == 64
     assert a["weights"]["arch"] == "resnet18" and a["weights"]["format"] == "torchvision"
     assert a["data"]["n_train"] == 12 and a["data"]["n_val"] == 6 and a["data"]["train_split"] == "train"
     assert a["config"]["stage"] == "c5" and a["config"]["ap"] == "area" and a["wall_time_s"] > 0
     assert set(a["details"][0]["ap"]) == set(a["data"]["classes"])
+
+
+class MeanColour(nn.Module):
+    """An oracle 'backbone': every stage is the image average-pooled, so a pooled feature is the image's mean colour."""
+
+    stage_channels = (3, 3, 3, 3)
+    out_channels = 3
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("unused", torch.zeros(1))  # something for the bit-identical check
+
+    def forward_stages(self, x):
+        return [F.avg_pool2d(x, 2 ** (k + 2)) for k in range(4)]
+
+
+def _colour_folder(root, per_class=(6, 3), size=32):
+    """ImageFolder train/val of plain red, green and blue images (a little noise): colour = class."""
+    rng = np.random.default_rng(0)
+    for split, n in zip(("train", "val"), per_class):
+        for k, name in enumerate(("red", "green", "blue")):
+            (root / split / name).mkdir(parents=True)
+            for i in range(n):
+                pixels = np.full((size, size, 3), 40, np.int64)
+                pixels[..., k] = 220
+                pixels += rng.integers(-20, 21, size=pixels.shape)
+                Image.fromarray(pixels.astype(np.uint8)).save(root / split / name / f"{i}.png")
+    return root
+
+
+def test_image_protocols_score_100_when_the_features_are_the_classes(tmp_path, capsys, monkeypatch):
+    data = _colour_folder(tmp_path / "colours")
+    info = {"source": "oracle", "sha256": None, "arch": "mean-colour", "format": "test"}
+    monkeypatch.setattr("densecl.evaluation.backbone.load_weights", lambda source, arch: (MeanColour(), info))
+    common = ["--weights", "oracle", "--data", str(data), "--image-size", "0", "--workers", "0"]
+    _run(capsys, "eval", "svm", *common, "--out", str(tmp_path / "svm.json"))
+    _run(capsys, "eval", "knn", *common, "--k", "3", "--out", str(tmp_path / "knn.json"))
+    _run(capsys, "eval", "linear", *common, "--epochs", "30", "--batch-size", "6", "--out", str(tmp_path / "linear.json"))
+    svm = _record(tmp_path / "svm.json")
+    assert svm["metrics"]["mAP"]["mean"] == 100.0 and svm["details"][0]["ap"] == {"red": 100.0, "green": 100.0, "blue": 100.0}
+    assert _record(tmp_path / "knn.json")["metrics"]["top1"]["mean"] == 100.0
+    assert _record(tmp_path / "linear.json")["metrics"]["top1"]["mean"] == 100.0
+    assert svm["data"]["n_train"] == 18 and svm["data"]["n_val"] == 9
 
 
 def test_svm_knn_linear_on_imagefolder_with_seeds(scenes, tmp_path, capsys):
@@ -58,7 +107,9 @@ def test_seg_probe_and_summary_table(scenes, weights_file, tmp_path, capsys):
          "--out", str(tmp_path / "probe_random.json"))
     a = _record(tmp_path / "probe_a.json")
     assert a["metrics"] == _record(tmp_path / "probe_b.json")["metrics"]  # deterministic for a seed
-    assert 0 <= a["metrics"]["mIoU"]["mean"] <= 100 and a["data"]["feature_channels"] == 256 + 512
+    assert a["data"]["feature_channels"] == 256 + 512 and a["data"]["feature_size"] == [4, 4]  # C4 + C5 at 64 px / 16
+    present = [v for v in a["details"][0]["iou"].values() if v is not None]
+    assert a["metrics"]["mIoU"]["mean"] == pytest.approx(sum(present) / len(present))
     out, _ = _run(capsys, "eval", "summary", *(str(tmp_path / f"probe_{n}.json") for n in ("a", "random")))
     lines = out.strip().splitlines()
     assert len(lines) == 4 and "seg-probe mIoU" in lines[0] and "random (resnet18)" in lines[3]
@@ -85,7 +136,9 @@ def test_seg_finetune(scenes, weights_file, tmp_path, capsys):
                   "--log-every", "1", "--out", str(tmp_path / "fcn.json"))
     assert "seg-finetune iter 2/2" in out
     record = _record(tmp_path / "fcn.json")
-    assert 0 <= record["metrics"]["mIoU"]["mean"] <= 100 and record["config"]["crop"] == 48
+    present = [v for v in record["details"][0]["iou"].values() if v is not None]
+    assert record["metrics"]["mIoU"]["mean"] == pytest.approx(sum(present) / len(present)) and record["config"]["crop"] == 48
+    assert record["data"]["n_train"] == 12 and record["data"]["n_val"] == 6
 
 
 @pytest.mark.parametrize("task", ["box", "mask"])
@@ -96,8 +149,10 @@ def test_det(scenes, weights_file, tmp_path, capsys, task):
          "--norm", "bn" if task == "box" else "frozen", "--out", str(tmp_path / "det.json"))
     record = _record(tmp_path / "det.json")
     assert record["headline"] == (["bbox_AP", "segm_AP"] if task == "mask" else ["bbox_AP"])
-    for name in record["headline"] + ["bbox_AP50", "bbox_AP75"]:
-        assert 0 <= record["metrics"][name]["mean"] <= 100
+    m = {name: v["mean"] for name, v in record["metrics"].items()}
+    # AP at a stricter IoU threshold is never higher, and COCO AP averages those of 0.50:0.95
+    assert m["bbox_AP75"] <= m["bbox_AP50"] and m["bbox_AP"] <= m["bbox_AP50"]
+    assert set(m) >= {"bbox_AP", "bbox_AP50", "bbox_AP75", "bbox_APs", "bbox_APm", "bbox_APl"}
     assert record["data"]["train_fraction"] == 0.5 and len(record["data"]["train_image_ids"]) == 6
     assert record["data"]["n_train"] == 6 and record["data"]["n_val"] == 6
 
@@ -114,4 +169,4 @@ def test_weights_of_another_arch_name_the_file(scenes, weights_file, tmp_path, c
                  "--image-size", "0", "--workers", "0", "--out", str(tmp_path / "k.json")])
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1
-    assert str(weights_file) in err and "resnet18" in err and "--arch resnet50" in err
+    assert err == f"densecl eval: error: '{weights_file}' holds resnet18 weights but --arch is resnet50; drop --arch or set it to resnet18"

@@ -7,7 +7,7 @@ from PIL import Image
 from torch import nn
 
 from densecl.evaluation import seg_probe
-from densecl.evaluation.features import frozen
+from densecl.evaluation.features import assert_unchanged, frozen, snapshot
 
 COLOURS = np.array([[0, 0, 0], [255, 0, 0], [0, 255, 0], [0, 0, 255]], np.uint8)  # class k has colour k
 
@@ -49,8 +49,27 @@ def _blocks_dataset(root, n_train=8, n_val=4, size=64, block=16):
 def test_probe_reaches_high_miou_on_an_oracle_backbone(tmp_path):
     _blocks_dataset(tmp_path)
     config = seg_probe.SegProbeConfig(data=str(tmp_path), stages="c4", epochs=40, batch_size=4)
-    backbone = PooledPixels()
+    backbone = PooledPixels().train()
+    before = snapshot(backbone)
     result = seg_probe.evaluate(backbone, seg_probe.load_data(config), config, seeds=[0])
     assert result.per_seed[0]["mIoU"] > 80.0  # only the bilinear borders of the 16-px blocks may be wrong (87 here)
-    with frozen(backbone):  # still frozen-compatible after the run
-        pass
+    assert_unchanged(backbone, before)  # the probe left the backbone bit-identical
+    assert backbone.training  # and gave it back in the mode it came in
+
+
+def test_frozen_really_freezes_and_restores_afterwards():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4)).train()
+    model[0].bias.requires_grad_(False)  # the caller's own setting, to be given back as it was
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with frozen(model) as m:
+        assert m is model
+        assert not model.training and not model[1].training  # eval mode: BatchNorm uses its stored statistics
+        assert not any(p.requires_grad for p in model.parameters())
+        out = model(torch.randn(2, 3, 8, 8))
+        assert not out.requires_grad  # nothing to backpropagate into the backbone
+        for name, value in model.state_dict().items():  # a forward moved nothing, BN statistics included
+            assert torch.equal(value, before[name]), name
+    assert model.training and model[1].training
+    assert model[0].weight.requires_grad and not model[0].bias.requires_grad
+    assert model[1].num_batches_tracked.item() == 0  # no forward ever ran in train mode

@@ -24,13 +24,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS if only not in COMMANDS else (only,):
-        try:
-            module = importlib.import_module(f"densecl.cli.{name}")
-        except ModuleNotFoundError as e:
-            if e.name == f"densecl.cli.{name}":  # subcommand not built yet
-                continue
-            raise
-        module.register(subparsers)
+        importlib.import_module(f"densecl.cli.{name}").register(subparsers)  # a missing module is a packaging bug: fail
     return parser
 
 

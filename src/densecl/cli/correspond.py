@@ -82,11 +82,12 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from densecl import correspondence as corr
+    from densecl.devices import resolve_device
     from densecl.plotting import draw_correspondence, require_matplotlib
 
     out = _check_args(args)
     require_matplotlib()  # before any work
-    device = _device(args.device)
+    device = resolve_device(args.device)
     loaded = _load_backbones(args.weights, args.label, args.arch, args.seed)
     for w in loaded:
         w.backbone.to(device).eval()
@@ -166,16 +167,6 @@ def _check_args(args: argparse.Namespace) -> Path:
     return out
 
 
-def _device(requested: str) -> str:
-    import torch
-
-    if requested == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if requested.startswith("cuda") and not torch.cuda.is_available():
-        raise InputError(f"--device {requested} asked for, but this machine has no CUDA GPU; pass --device cpu")
-    return requested
-
-
 # --------------------------------------------------------------------------- weights
 
 
@@ -183,42 +174,16 @@ def _load_backbones(sources: list[str], labels: list[str] | None, arch: str | No
     """One backbone per weights, all of one architecture, checked before any is built."""
     import torch
 
-    from densecl import weights
-    from densecl.evaluation.backbone import file_sha256
+    from densecl.evaluation.backbone import RANDOM, agreed_arch, load_source, read_sources
 
-    read = {}
-    for source in sources:
-        if source == "random" or source in read:
-            continue
-        if not Path(source).is_file():
-            raise InputError(f"weights file {source} does not exist; pass a checkpoint path or 'random'")
-        read[source] = weights.load_backbone_weights(source)
-    if arch is not None:
-        for source, w in read.items():
-            if w.arch != arch:
-                raise InputError(
-                    f"'{source}' holds {w.arch} weights but --arch is {arch}; compare weights of one architecture"
-                )
-    archs = {w.arch for w in read.values()}
-    if len(archs) > 1:
-        found = ", ".join(f"'{s}' is {w.arch}" for s, w in read.items())
-        raise InputError(
-            f"the weights are of different architectures ({found}); compare weights of one architecture"
-        )
-    arch = arch or next(iter(archs), None)
-    if arch is None:
-        raise InputError("--weights random needs --arch (e.g. resnet50), or a weights file to take it from")
-
+    read = read_sources(sources)
+    arch = agreed_arch(read, arch, random=RANDOM in sources)
     labels = labels or _default_labels(sources, arch)
     loaded = []
     for n, (source, label) in enumerate(zip(sources, labels)):
-        if source == "random":
+        if source == RANDOM:
             torch.manual_seed(seed + n)  # reproducible, and two random rows differ
-            backbone = weights.load_backbone("random", arch=arch)
-            info = {"source": "random", "sha256": None, "arch": arch, "format": "random"}
-        else:
-            backbone = weights.load_backbone(read[source], arch=arch)
-            info = {"source": source, "sha256": file_sha256(Path(source)), "arch": arch, "format": read[source].source_format}
+        backbone, info = load_source(source, read, arch)
         loaded.append(Loaded(label, backbone, info))
     if len({w.label for w in loaded}) < len(loaded):
         raise InputError(f"--label names must differ, got {', '.join(w.label for w in loaded)}")

@@ -21,92 +21,57 @@ import dataclasses
 import os
 import time
 from pathlib import Path
-from types import ModuleType
 
 from densecl.errors import InputError
-
-# protocol -> (module under densecl.evaluation, config class name, one-line help)
-PROTOCOLS: dict[str, tuple[str, str, str]] = {
-    "svm": ("svm", "SVMConfig", "VOC07 SVM on frozen pooled features (mAP; supplementary Table 1)"),
-    "knn": ("knn", "KNNConfig", "weighted kNN on frozen pooled features (top-1)"),
-    "linear": ("linear", "LinearConfig", "linear classifier on frozen pooled features (top-1)"),
-    "seg-probe": ("seg_probe", "SegProbeConfig", "1x1-conv segmentation probe on frozen dense features (mIoU)"),
-    "seg-finetune": ("seg_finetune", "SegFinetuneConfig", "FCN fine-tuning, all layers (mIoU; VOC / Cityscapes)"),
-    "det": ("det", "DetConfig", "Faster / Mask R-CNN R-FPN fine-tuning (COCO AP; supplementary Table 2)"),
-}
-FINETUNE = ("seg-finetune", "det")
-
-# help for the config fields (flags are the field names with dashes; defaults come from the dataclasses)
-FIELD_HELP = {
-    "train_split": "split to train on (file or folder name, e.g. trainval, train2017)",
-    "val_split": "split to evaluate on (e.g. test, val2017)",
-    "stage": "backbone stage to pool: c2, c3, c4 or c5",
-    "stages": "stage(s) to read: c5, or c4,c5 (C5 upsampled to C4 and concatenated)",
-    "image_size": "resize the shorter side (and centre-crop for image-level protocols); 0 keeps images as they are",
-    "costs": "SVM costs C to cross-validate",
-    "cv_folds": "cross-validation folds for choosing C",
-    "positive_weight": "SVM class weight of positives",
-    "ap": "AP variant: area (VOC 2010+, full interpolated PR curve) or 11point (VOC07)",
-    "batch_size": "images per batch (fine-tuning: over all processes)",
-    "extract_batch_size": "images per batch for feature extraction",
-    "workers": "data-loading worker processes (0: load in the main process)",
-    "k": "neighbours",
-    "temperature": "vote weight exp(similarity / temperature)",
-    "epochs": "passes over the stored features",
-    "lr": "base learning rate",
-    "weight_decay": "weight decay",
-    "num_classes": "classes including background (default: classes.txt, else the 21 VOC classes)",
-    "label_dir": "folder of label PNGs under --data (SegmentationClassAug for VOC train_aug)",
-    "output_stride": "backbone output stride: 8 (dilated layer3+4), 16 (dilated layer4) or 32 (none)",
-    "crop": "training crop side in pixels",
-    "scale_min": "smallest random rescale factor",
-    "scale_max": "largest random rescale factor",
-    "iters": "training iterations",
-    "poly_power": "poly learning-rate power",
-    "min_lr": "poly learning-rate floor",
-    "dropout": "dropout before the classifier",
-    "sync_bn": "SyncBatchNorm under torchrun (CUDA)",
-    "log_every": "print the loss every N iterations (0: never)",
-    "task": "box (Faster R-CNN) or mask (Mask R-CNN)",
-    "norm": "syncbn / bn: BatchNorm trained in backbone, FPN and heads; frozen: FrozenBN backbone",
-    "train_fraction": "fraction of training images to use (0.1: supplementary Table 2's semi-supervised setting)",
-    "subset_seed": "seed of the --train-fraction subset (fixed across runs)",
-    "warmup_iters": "linear warm-up iterations",
-    "lr_steps": "fractions of --iters where the learning rate drops x0.1",
-    "min_size": "shorter image side; several values: a random choice per training image, the last for evaluation",
-    "max_size": "longer image side at most",
-    "proposals": "RPN proposals kept per image after NMS, in training and evaluation",
-    "rois_per_image": "RoIs sampled per training image for the box head",
-    "detections_per_image": "detections kept per image in evaluation",
-}
-FIELD_CHOICES = {"ap": ("area", "11point"), "task": ("box", "mask"), "norm": ("syncbn", "bn", "frozen")}
+from densecl.evaluation import registry
 
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "eval",
-        help="evaluate backbone weights: svm, knn, linear, seg-probe, seg-finetune, det; summary",
+        help=f"evaluate backbone weights: {', '.join(registry.PROTOCOLS)}; summary",
         description=__doc__.split("\n\n")[1],
     )
-    protocols = parser.add_subparsers(dest="protocol", required=True, metavar="PROTOCOL")
-    for name, (module_name, config_name, help_text) in PROTOCOLS.items():
-        module = _module(module_name)
-        p = protocols.add_parser(
-            name, help=help_text, description=(module.__doc__ or help_text).split("\n\n")[0],
-            formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-        )
-        _common_options(p)
-        _config_options(p, getattr(module, config_name))
-        p.set_defaults(func=run)
+    protocols = parser.add_subparsers(dest="protocol", required=True, metavar="PROTOCOL", action=_LazyProtocols)
+    for name, entry in registry.PROTOCOLS.items():  # empty until chosen: see _LazyProtocols
+        protocols.add_parser(name, help=entry.help, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     s = protocols.add_parser("summary", help="print one row per weights from result JSON files")
     s.add_argument("results", nargs="+", type=Path, help="result files written by densecl eval")
     s.set_defaults(func=run_summary)
 
 
-def _module(name: str) -> ModuleType:
-    import importlib
+class _LazyProtocols(argparse._SubParsersAction):
+    """Protocol subcommands whose options are added when argparse picks one.
 
-    return importlib.import_module(f"densecl.evaluation.{name}")
+    A protocol's options come from its config dataclass, so building them
+    imports its module (torch, torchvision's detection models, scikit-learn).
+    Each protocol is registered with an empty parser (name and one-line help
+    from the registry, all ``densecl eval --help`` needs); the chosen one is
+    filled in just before argparse hands it the rest of the command line, so
+    ``densecl eval svm ...`` imports the svm module and no other protocol's.
+    """
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        name = values[0]
+        chosen = self.choices.get(name)
+        if name in registry.PROTOCOLS and chosen is not None and chosen.get_default("func") is None:
+            add_protocol_options(chosen, registry.load(name))
+        super().__call__(parser, namespace, values, option_string)
+
+
+def protocol_parser(name: str) -> argparse.ArgumentParser:
+    """The parser of ``densecl eval NAME`` on its own (imports that protocol's module)."""
+    parser = argparse.ArgumentParser(prog=f"densecl eval {name}", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add_protocol_options(parser, registry.load(name))
+    return parser
+
+
+def add_protocol_options(p: argparse.ArgumentParser, protocol: registry.Protocol) -> None:
+    """The options every protocol takes, then one per config field; ``func`` runs the protocol."""
+    p.description = (protocol.description or registry.PROTOCOLS[protocol.name].help).split("\n\n")[0]
+    _common_options(p)
+    _config_options(p, protocol.config)
+    p.set_defaults(func=run)
 
 
 def _common_options(p: argparse.ArgumentParser) -> None:
@@ -118,22 +83,23 @@ def _common_options(p: argparse.ArgumentParser) -> None:
 
 
 def _config_options(p: argparse.ArgumentParser, config_cls: type) -> None:
-    """One flag per config field, ``--name-with-dashes``, default from the dataclass."""
+    """One flag per config field, ``--name-with-dashes``; default, help and choices from the field (see evaluation.options)."""
     for field in dataclasses.fields(config_cls):
         flag = "--" + field.name.replace("_", "-")
-        help_text = FIELD_HELP.get(field.name, "")
-        if field.name in FIELD_CHOICES:
-            p.add_argument(flag, choices=FIELD_CHOICES[field.name], default=field.default, help=help_text)
-        elif field.name == "data":
-            p.add_argument(flag, required=True, help="dataset root directory (see densecl.evaluation.datasets)")
-        elif field.name == "device":
-            p.add_argument(flag, default="auto", help="cpu, cuda, cuda:N or auto (cuda when available)")
-        elif field.type in ("bool",):
-            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=field.default, help=help_text)
+        help_text = field.metadata.get("help", "")
+        default = field.metadata.get("cli_default", field.default)
+        if default is dataclasses.MISSING and field.default_factory is not dataclasses.MISSING:
+            default = field.default_factory()
+        if default is dataclasses.MISSING:
+            p.add_argument(flag, required=True, help=help_text)
+        elif field.metadata.get("choices"):
+            p.add_argument(flag, choices=field.metadata["choices"], default=default, help=help_text)
+        elif field.type == "bool":
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=help_text)
         elif field.type.startswith("tuple"):
-            p.add_argument(flag, type=_number_tuple, default=field.default, help=help_text + " (comma-separated)")
+            p.add_argument(flag, type=_number_tuple, default=default, help=help_text + " (comma-separated)")
         else:
-            p.add_argument(flag, type=_scalar_type(field.type), default=field.default, help=help_text)
+            p.add_argument(flag, type=_scalar_type(field.type), default=default, help=help_text)
 
 
 def _scalar_type(annotation: str):
@@ -151,18 +117,6 @@ def _number_tuple(text: str) -> tuple[float, ...]:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
 
 
-def _device(requested: str, local_rank: int) -> str:
-    import torch
-
-    if requested == "auto":
-        requested = "cuda" if torch.cuda.is_available() else "cpu"
-    if requested == "cuda":
-        requested = f"cuda:{local_rank}"
-    if requested.startswith("cuda") and not torch.cuda.is_available():
-        raise InputError(f"--device {requested} asked for, but this machine has no CUDA GPU; pass --device cpu")
-    return requested
-
-
 def default_out(weights: str, arch: str | None, protocol: str, data: str) -> Path:
     run_dir = Path("runs") / f"random-{arch}" if weights == "random" else Path(weights).parent
     return run_dir / "eval" / f"{protocol}_{Path(data).resolve().name}.json"
@@ -172,33 +126,30 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from densecl import distributed
+    from densecl.devices import device_type, resolve_device
     from densecl.evaluation import results
     from densecl.evaluation.backbone import load_weights
 
-    module_name, config_name, _ = PROTOCOLS[args.protocol]
-    module = _module(module_name)
-    config_cls = getattr(module, config_name)
+    protocol = registry.load(args.protocol)
     if args.seeds < 1:
         raise InputError(f"--seeds must be >= 1, got {args.seeds}")
     seeds = list(range(args.seed, args.seed + args.seeds))
 
-    requested = args.device
-    device_type = "cuda" if requested.startswith("cuda") or (requested == "auto" and _cuda()) else "cpu"
-    if args.protocol in FINETUNE:
-        dist = distributed.setup(device_type)
+    if protocol.torchrun:
+        dist = distributed.setup(device_type(args.device))
     elif _torchrun_world() > 1:
         raise InputError(f"{args.protocol} runs in one process; start it without torchrun")
     else:
         dist = distributed.DistInfo(0, 1, 0)
     try:
-        values = {f.name: getattr(args, f.name) for f in dataclasses.fields(config_cls)}
-        values["device"] = _device(requested, dist.local_rank)
-        config = config_cls(**values)
+        values = {f.name: getattr(args, f.name) for f in dataclasses.fields(protocol.config)}
+        values["device"] = str(resolve_device(args.device, dist.local_rank))
+        config = protocol.config(**values)
         start = time.perf_counter()
-        data = module.load_data(config)  # bad data fails here, before any model is built
+        data = protocol.load_data(config)  # bad data fails here, before any model is built
         torch.manual_seed(args.seed)  # --weights random: the same initialisation for a seed
         backbone, weights_info = load_weights(args.weights, args.arch)
-        evaluation = module.evaluate(backbone, data, config, seeds)
+        evaluation = protocol.evaluate(backbone, data, config, seeds)
         wall = time.perf_counter() - start
         if dist.is_main:
             record = results.build_record(
@@ -209,7 +160,7 @@ def run(args: argparse.Namespace) -> int:
             print(results.protocol_table(record))
             print(f"wrote {out} ({wall:.1f} s)")
     finally:
-        if args.protocol in FINETUNE:
+        if protocol.torchrun:
             distributed.teardown()
     return 0
 
@@ -220,12 +171,6 @@ def run_summary(args: argparse.Namespace) -> int:
     records = [results.read_record(path) for path in args.results]
     print(results.summary_table(records))
     return 0
-
-
-def _cuda() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
 
 
 def _torchrun_world() -> int:

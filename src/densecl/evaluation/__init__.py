@@ -11,11 +11,14 @@ seg_finetune    FCN, all layers                                VOC / Cityscapes 
 det             Faster / Mask R-CNN R-FPN, all layers          COCO tables, supplementary Table 2
 =============== ============================================= ===============================
 
-Each protocol module has a frozen ``...Config`` dataclass, ``load_data(config)``
-(reads and checks the data before any model is built) and
-``evaluate(backbone, data, config, seeds) -> results.Evaluation``. Shared
-files: ``datasets`` (labelled data readers), ``features`` (frozen features and
-the bit-identical check), ``metrics`` (pure metric functions), ``results``
-(result files and tables), ``backbone`` (weights and their provenance),
-``finetune`` (batches over ranks, DDP and SyncBN).
+Each protocol module declares a frozen ``...Config`` dataclass whose fields
+carry their command-line help, ``load_data(config)`` (reads and checks the data
+before any model is built) and ``evaluate(backbone, data, config, seeds) ->
+results.Evaluation``, bundled as ``PROTOCOL``; ``registry`` names them all and
+says how to add one. Shared files: ``options`` (config fields with their help),
+``datasets`` (labelled data readers), ``features`` (frozen features and the
+bit-identical check), ``probe`` (the standardise + linear probe trainer),
+``metrics`` (pure metric functions), ``results`` (result files and tables),
+``backbone`` (weights and their provenance), ``finetune`` (batches over ranks,
+DDP and SyncBN).
 """

@@ -39,7 +39,6 @@ Supplementary Table 2 (semi-supervised, 10% of train2017, 90k iterations)::
 from __future__ import annotations
 
 import copy
-import math
 import time
 from dataclasses import dataclass
 
@@ -56,11 +55,15 @@ from torchvision.transforms import v2
 
 from densecl import distributed
 from densecl.errors import InputError
+from densecl.evaluation import options
 from densecl.evaluation.datasets import CocoSplit, read_coco, subset
-from densecl.evaluation.finetune import BatchStream, prepare_model, seed_everything, unwrap
+from densecl.evaluation.finetune import BatchStream, check_finite, prepare_model, seed_everything, unwrap
 from densecl.evaluation.metrics import coco_average_precision
+from densecl.evaluation.options import option
+from densecl.evaluation.registry import Protocol
 from densecl.evaluation.results import Evaluation
 from densecl.models.backbones import ResNetBackbone, torchvision_classifier
+from densecl.schedules import warmup_step_lr
 
 TASKS = ("box", "mask")
 EVAL_BATCH = 4  # images per forward in evaluation
@@ -69,27 +72,33 @@ NORMS = ("syncbn", "bn", "frozen")
 
 @dataclass(frozen=True)
 class DetConfig:
-    data: str
-    train_split: str = "train"
-    val_split: str = "val"
-    task: str = "box"  # box: Faster R-CNN; mask: Mask R-CNN
-    norm: str = "syncbn"  # syncbn, bn or frozen
-    train_fraction: float = 1.0
-    subset_seed: int = 0
-    iters: int = 90000
-    batch_size: int = 16  # over all processes
-    lr: float = 0.02
-    weight_decay: float = 1e-4
-    warmup_iters: int = 1000
-    lr_steps: tuple[float, ...] = (0.6667, 0.8889)  # fractions of iters
-    min_size: tuple[int, ...] = (800,)
-    max_size: int = 1333
-    proposals: int = 1000  # RPN proposals kept per image after NMS (train and test)
-    rois_per_image: int = 512  # RoIs sampled per training image for the box head
-    detections_per_image: int = 100  # kept in evaluation (COCO scores at most 100)
-    workers: int = 4
-    log_every: int = 20
-    device: str = "cpu"
+    data: str = options.data()
+    train_split: str = options.train_split()
+    val_split: str = options.val_split()
+    task: str = option("box", "box (Faster R-CNN) or mask (Mask R-CNN)", choices=TASKS)
+    norm: str = option(
+        "syncbn", "syncbn / bn: BatchNorm trained in backbone, FPN and heads; frozen: FrozenBN backbone", choices=NORMS
+    )
+    train_fraction: float = option(
+        1.0, "fraction of training images to use (0.1: supplementary Table 2's semi-supervised setting)"
+    )
+    subset_seed: int = option(0, "seed of the --train-fraction subset (fixed across runs)")
+    iters: int = options.iters(90000)
+    batch_size: int = options.batch_size(16)
+    lr: float = options.lr(0.02)
+    weight_decay: float = options.weight_decay(1e-4)
+    warmup_iters: int = option(1000, "linear warm-up iterations")
+    lr_steps: tuple[float, ...] = option((0.6667, 0.8889), "fractions of --iters where the learning rate drops x0.1")
+    min_size: tuple[int, ...] = option(
+        (800,), "shorter image side; several values: a random choice per training image, the last for evaluation"
+    )
+    max_size: int = option(1333, "longer image side at most")
+    proposals: int = option(1000, "RPN proposals kept per image after NMS, in training and evaluation")
+    rois_per_image: int = option(512, "RoIs sampled per training image for the box head")
+    detections_per_image: int = option(100, "detections kept per image in evaluation")  # COCO scores at most 100
+    workers: int = options.workers()
+    log_every: int = options.log_every(20)
+    device: str = options.device()
 
 
 def load_data(config: DetConfig) -> tuple[CocoSplit, CocoSplit]:
@@ -186,15 +195,6 @@ def _as_lists(batch):
     return [x for x, _ in batch], [t for _, t in batch]
 
 
-def lr_at(step: int, config: DetConfig) -> float:
-    """Linear warm-up from 0.001x, then x0.1 at each step fraction."""
-    decay = 0.1 ** sum(step >= round(f * config.iters) for f in config.lr_steps)
-    if step < config.warmup_iters:
-        alpha = step / config.warmup_iters
-        return config.lr * decay * (0.001 * (1 - alpha) + alpha)
-    return config.lr * decay
-
-
 def evaluate(backbone: ResNetBackbone, data: tuple[CocoSplit, CocoSplit], config: DetConfig, seeds: list[int]) -> Evaluation:
     train, val = data
     arch = _arch_of(backbone)
@@ -240,13 +240,12 @@ def _train(model: nn.Module, split: CocoSplit, config: DetConfig, seed: int) -> 
     start = time.perf_counter()
     for step, (images, targets) in enumerate(loader):
         for group in optimizer.param_groups:
-            group["lr"] = lr_at(step, config)
+            group["lr"] = warmup_step_lr(step, config.iters, config.lr, config.warmup_iters, config.lr_steps)
         images = [x.to(config.device, non_blocking=True) for x in images]
         targets = [{k: v.to(config.device, non_blocking=True) for k, v in t.items()} for t in targets]
         losses = model(images, targets)  # dict of scalar losses
         loss = sum(losses.values())
-        if not math.isfinite(loss.item()):
-            raise FloatingPointError(f"det: loss is {loss.item()} at iteration {step}; lower --lr or raise --warmup-iters")
+        check_finite(loss, "det", step, "lower --lr or raise --warmup-iters")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -283,3 +282,6 @@ def _validate(model: nn.Module, split: CocoSplit, config: DetConfig) -> dict[str
     if config.task == "mask":
         metrics.update({f"segm_{k}": v for k, v in coco_average_precision(split.coco, segms, "segm").items()})
     return metrics
+
+
+PROTOCOL = Protocol("det", DetConfig, load_data, evaluate, description=__doc__, torchrun=True)

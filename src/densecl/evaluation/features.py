@@ -145,10 +145,11 @@ def train_val_features(
 
 @torch.no_grad()
 def dense_features(backbone: ResNetBackbone, images: torch.Tensor, stages: tuple[int, ...]) -> torch.Tensor:
-    """Feature maps of ``stages``, upsampled bilinearly to the finest one and concatenated.
+    """Feature maps of ``stages``, upsampled bilinearly to the finest one and concatenated (not normalised).
 
     ``B x 3 x H x W`` -> ``B x C x h x w`` with ``h x w`` the size of the
-    finest selected stage (e.g. C4 + C5 at H/16).
+    finest selected stage (e.g. C4 + C5 at H/16). The correspondence picture's
+    unit-length C5 map is :func:`densecl.correspondence.unit_c5_features`.
     """
     maps = backbone.forward_stages(images)
     chosen = [maps[s] for s in stages]

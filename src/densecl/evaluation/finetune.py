@@ -8,6 +8,7 @@ on which data-loader worker draws it.
 
 from __future__ import annotations
 
+import math
 import sys
 from collections.abc import Iterator
 
@@ -16,7 +17,7 @@ import torch
 from torch import nn
 
 from densecl import distributed
-from densecl.errors import InputError
+from densecl.errors import InputError, NonFiniteLossError
 
 
 def per_rank_batch(global_batch: int) -> int:
@@ -66,6 +67,13 @@ def prepare_model(model: nn.Module, device: str, sync_bn: bool) -> nn.Module:
         device_ids = [torch.device(device).index] if device.startswith("cuda") else None
         model = nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
     return model
+
+
+def check_finite(loss: torch.Tensor, protocol: str, step: int, advice: str) -> None:
+    """Stops fine-tuning at the first NaN or infinite loss with one line for the user (the CLI exits with status 1)."""
+    value = loss.item()
+    if not math.isfinite(value):
+        raise NonFiniteLossError(f"{protocol}: loss is {value} at iteration {step}; {advice}")
 
 
 def unwrap(model: nn.Module) -> nn.Module:

@@ -18,25 +18,28 @@ from dataclasses import dataclass
 
 import torch
 
+from densecl.evaluation import options
 from densecl.evaluation.datasets import ClassificationSplit, describe_splits, read_classification_splits
 from densecl.evaluation.features import parse_stage, train_val_features
 from densecl.evaluation.metrics import top1_accuracy
+from densecl.evaluation.options import option
+from densecl.evaluation.registry import Protocol
 from densecl.evaluation.results import Evaluation
 from densecl.models.backbones import ResNetBackbone
 
 
 @dataclass(frozen=True)
 class KNNConfig:
-    data: str
-    train_split: str = "train"
-    val_split: str = "val"
-    stage: str = "c5"
-    image_size: int = 224
-    k: int = 20
-    temperature: float = 0.07
-    batch_size: int = 64
-    workers: int = 4
-    device: str = "cpu"
+    data: str = options.data()
+    train_split: str = options.train_split()
+    val_split: str = options.val_split()
+    stage: str = options.stage()
+    image_size: int = options.image_size(224)
+    k: int = option(20, "neighbours")
+    temperature: float = option(0.07, "vote weight exp(similarity / temperature)")
+    batch_size: int = options.batch_size(64)
+    workers: int = options.workers()
+    device: str = options.device()
 
 
 def weighted_knn(
@@ -83,3 +86,6 @@ def evaluate(
     top1 = top1_accuracy(votes.argmax(dim=1), y_val)
     data_info = describe_splits(config.data, train, val, config.train_split, config.val_split)
     return Evaluation(headline=["top1"], per_seed=[{"top1": top1} for _ in seeds], data=data_info)
+
+
+PROTOCOL = Protocol("knn", KNNConfig, load_data, evaluate, description=__doc__)

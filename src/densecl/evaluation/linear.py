@@ -19,34 +19,37 @@ CPU example::
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from densecl.evaluation import options
 from densecl.evaluation.datasets import ClassificationSplit, describe_splits, read_classification_splits
 from densecl.evaluation.features import parse_stage, train_val_features
 from densecl.evaluation.metrics import top1_accuracy
+from densecl.evaluation.probe import train_probe
+from densecl.evaluation.options import option
+from densecl.evaluation.registry import Protocol
 from densecl.evaluation.results import Evaluation
 from densecl.models.backbones import ResNetBackbone
 
 
 @dataclass(frozen=True)
 class LinearConfig:
-    data: str
-    train_split: str = "train"
-    val_split: str = "val"
-    stage: str = "c5"
-    image_size: int = 224
-    epochs: int = 100
-    lr: float = 0.1
-    weight_decay: float = 0.0
-    batch_size: int = 256  # for the classifier; feature extraction uses extract_batch_size
-    extract_batch_size: int = 64
-    workers: int = 4
-    device: str = "cpu"
+    data: str = options.data()
+    train_split: str = options.train_split()
+    val_split: str = options.val_split()
+    stage: str = options.stage()
+    image_size: int = options.image_size(224)
+    epochs: int = options.epochs(100)
+    lr: float = options.lr(0.1)
+    weight_decay: float = options.weight_decay(0.0)
+    batch_size: int = options.batch_size(256)  # for the classifier; feature extraction uses extract_batch_size
+    extract_batch_size: int = option(64, "images per batch for feature extraction")
+    workers: int = options.workers()
+    device: str = options.device()
 
 
 def load_data(config: LinearConfig) -> tuple[ClassificationSplit, ClassificationSplit]:
@@ -57,39 +60,13 @@ def load_data(config: LinearConfig) -> tuple[ClassificationSplit, Classification
 def train_linear(
     x: torch.Tensor, y: torch.Tensor, num_classes: int, config: LinearConfig, seed: int
 ) -> nn.Module:
-    """Fits ``standardise -> Linear`` to ``N x C`` features and ``N`` labels."""
-    generator = torch.Generator().manual_seed(seed)
+    """Fits ``standardise -> Linear`` to ``N x C`` features and ``N`` labels (see :func:`~densecl.evaluation.probe.train_probe`)."""
     mean, std = x.mean(dim=0), x.std(dim=0).clamp(min=1e-6)  # C each
-    classifier = nn.Linear(x.shape[1], num_classes)
-    with torch.no_grad():
-        bound = 1 / math.sqrt(x.shape[1])
-        classifier.weight.uniform_(-bound, bound, generator=generator)
-        classifier.bias.zero_()
-    model = nn.Sequential(_Standardise(mean, std), classifier)
-    optimizer = torch.optim.SGD(classifier.parameters(), lr=config.lr, momentum=0.9, weight_decay=config.weight_decay)
-    steps_per_epoch = math.ceil(x.shape[0] / config.batch_size)
-    total = config.epochs * steps_per_epoch
-    step = 0
-    for _ in range(config.epochs):
-        for idx in torch.randperm(x.shape[0], generator=generator).split(config.batch_size):
-            for group in optimizer.param_groups:  # cosine schedule, a pure function of the step
-                group["lr"] = config.lr * 0.5 * (1 + math.cos(math.pi * step / total))
-            loss = F.cross_entropy(model(x[idx]), y[idx])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            step += 1
-    return model.eval()
-
-
-class _Standardise(nn.Module):
-    def __init__(self, mean: torch.Tensor, std: torch.Tensor) -> None:
-        super().__init__()
-        self.register_buffer("mean", mean)
-        self.register_buffer("std", std)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (x - self.mean) / self.std
+    return train_probe(
+        nn.Linear(x.shape[1], num_classes), mean, std, x.shape[0],
+        lambda probe, idx: F.cross_entropy(probe(x[idx]), y[idx]),
+        epochs=config.epochs, batch_size=config.batch_size, lr=config.lr, weight_decay=config.weight_decay, seed=seed,
+    )
 
 
 def evaluate(
@@ -108,3 +85,6 @@ def evaluate(
             per_seed.append({"top1": top1_accuracy(model(x_val).argmax(dim=1), y_val)})
     data_info = describe_splits(config.data, train, val, config.train_split, config.val_split)
     return Evaluation(headline=["top1"], per_seed=per_seed, data=data_info)
+
+
+PROTOCOL = Protocol("linear", LinearConfig, load_data, evaluate, description=__doc__)

@@ -24,6 +24,8 @@ from typing import Any
 
 import numpy as np
 
+from densecl.tables import markdown_table
+
 
 @dataclass
 class Evaluation:
@@ -138,13 +140,6 @@ def format_value(metric: dict[str, Any]) -> str:
     return f"{metric['mean']:.2f}"
 
 
-def format_table(header: list[str], rows: list[list[str]]) -> str:
-    """A Markdown table with padded columns (reads well in a terminal too)."""
-    widths = [max(len(str(c)) for c in column) for column in zip(header, *rows)]
-    line = lambda cells: "| " + " | ".join(str(c).ljust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731
-    return "\n".join([line(header), "| " + " | ".join("-" * w for w in widths) + " |", *map(line, rows)])
-
-
 def weights_label(record: dict[str, Any]) -> str:
     w = record.get("weights", {})
     if w.get("source") == "random":
@@ -162,7 +157,7 @@ def protocol_table(record: dict[str, Any]) -> str:
         per_seed = [("-" if v is None else f"{v:.2f}") for v in m["per_seed"]] if len(seeds) > 1 else []
         rows.append([name, *per_seed, format_value(m)])
     title = f"{record['protocol']}: {weights_label(record)} on {record.get('data', {}).get('root', '?')}"
-    return title + "\n" + format_table(header, rows)
+    return title + "\n" + markdown_table(header, rows)
 
 
 def summary_table(records: list[dict[str, Any]]) -> str:
@@ -175,4 +170,4 @@ def summary_table(records: list[dict[str, Any]]) -> str:
             if column not in columns:
                 columns.append(column)
             rows.setdefault(weights_label(record), {})[column] = format_value(record["metrics"].get(name, {}))
-    return format_table(["weights", *columns], [[label, *(r.get(c, "-") for c in columns)] for label, r in rows.items()])
+    return markdown_table(["weights", *columns], [[label, *(r.get(c, "-") for c in columns)] for label, r in rows.items()])

@@ -33,7 +33,6 @@ Supplementary recipe (batch 16, SyncBN; crop 512 VOC / 769 Cityscapes)::
 from __future__ import annotations
 
 import copy
-import math
 import time
 from dataclasses import dataclass
 
@@ -45,11 +44,15 @@ from torch import nn
 
 from densecl import distributed
 from densecl.errors import InputError
+from densecl.evaluation import options
 from densecl.evaluation.datasets import IGNORE_INDEX, SegmentationSplit, read_segmentation, segmentation_tensors
-from densecl.evaluation.finetune import BatchStream, prepare_model, seed_everything, unwrap
+from densecl.evaluation.finetune import BatchStream, check_finite, prepare_model, seed_everything, unwrap
 from densecl.evaluation.metrics import confusion_matrix, iou_from_confusion
+from densecl.evaluation.options import option
+from densecl.evaluation.registry import Protocol
 from densecl.evaluation.results import Evaluation, warn_absent_classes
 from densecl.models.backbones import STAGES, ResNetBackbone
+from densecl.schedules import poly_lr
 
 
 OUTPUT_STRIDES = {32: (1, 1), 16: (1, 2), 8: (2, 4)}  # output stride -> dilation rates of layer3, layer4
@@ -57,26 +60,26 @@ OUTPUT_STRIDES = {32: (1, 1), 16: (1, 2), 8: (2, 4)}  # output stride -> dilatio
 
 @dataclass(frozen=True)
 class SegFinetuneConfig:
-    data: str
-    train_split: str = "train"
-    val_split: str = "val"
-    num_classes: int | None = None  # None: classes.txt, else the 21 VOC classes
-    label_dir: str = "SegmentationClass"
-    output_stride: int = 8  # 8, 16 or 32
-    crop: int = 512
-    scale_min: float = 0.5
-    scale_max: float = 2.0
-    batch_size: int = 16  # over all processes
-    iters: int = 20000
-    lr: float = 0.01
-    weight_decay: float = 5e-4
-    poly_power: float = 0.9
-    min_lr: float = 1e-4
-    dropout: float = 0.1
-    sync_bn: bool = True
-    workers: int = 4
-    log_every: int = 50
-    device: str = "cpu"
+    data: str = options.data()
+    train_split: str = options.train_split()
+    val_split: str = options.val_split()
+    num_classes: int | None = options.num_classes()
+    label_dir: str = options.label_dir()
+    output_stride: int = option(8, "backbone output stride: 8 (dilated layer3+4), 16 (dilated layer4) or 32 (none)")
+    crop: int = option(512, "training crop side in pixels")
+    scale_min: float = option(0.5, "smallest random rescale factor")
+    scale_max: float = option(2.0, "largest random rescale factor")
+    batch_size: int = options.batch_size(16)
+    iters: int = options.iters(20000)
+    lr: float = options.lr(0.01)
+    weight_decay: float = options.weight_decay(5e-4)
+    poly_power: float = option(0.9, "poly learning-rate power")
+    min_lr: float = option(1e-4, "poly learning-rate floor")
+    dropout: float = option(0.1, "dropout before the classifier")
+    sync_bn: bool = option(True, "SyncBatchNorm under torchrun (CUDA)")
+    workers: int = options.workers()
+    log_every: int = options.log_every(50)
+    device: str = options.device()
 
 
 def load_data(config: SegFinetuneConfig) -> tuple[SegmentationSplit, SegmentationSplit]:
@@ -161,10 +164,6 @@ class RandomCrops(torch.utils.data.Dataset):
         return x.contiguous(), y.long().contiguous()
 
 
-def poly_lr(step: int, total: int, config: SegFinetuneConfig) -> float:
-    return (config.lr - config.min_lr) * (1 - step / total) ** config.poly_power + config.min_lr
-
-
 def evaluate(
     backbone: ResNetBackbone, data: tuple[SegmentationSplit, SegmentationSplit], config: SegFinetuneConfig, seeds: list[int]
 ) -> Evaluation:
@@ -202,11 +201,10 @@ def _train(model: nn.Module, split: SegmentationSplit, config: SegFinetuneConfig
     start = time.perf_counter()
     for step, (x, y) in enumerate(loader):
         for group in optimizer.param_groups:
-            group["lr"] = poly_lr(step, config.iters, config)
+            group["lr"] = poly_lr(step, config.iters, config.lr, config.poly_power, config.min_lr)
         x, y = x.to(config.device, non_blocking=True), y.to(config.device, non_blocking=True)
         loss = F.cross_entropy(model(x), y, ignore_index=IGNORE_INDEX)  # B x K x H x W vs B x H x W
-        if not math.isfinite(loss.item()):
-            raise FloatingPointError(f"seg-finetune: loss is {loss.item()} at iteration {step}; lower --lr")
+        check_finite(loss, "seg-finetune", step, "lower --lr")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -225,3 +223,6 @@ def _validate(model: nn.Module, split: SegmentationSplit, config: SegFinetuneCon
         pred = model(x[None].to(config.device)).argmax(dim=1)[0].cpu()  # H x W
         cm += confusion_matrix(pred, y, k, IGNORE_INDEX)
     return iou_from_confusion(cm)
+
+
+PROTOCOL = Protocol("seg-finetune", SegFinetuneConfig, load_data, evaluate, description=__doc__, torchrun=True)

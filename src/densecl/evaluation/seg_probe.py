@@ -31,34 +31,37 @@ VOC 2012 (GPU)::
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from densecl.evaluation import options
 from densecl.evaluation.datasets import IGNORE_INDEX, SegmentationSplit, read_segmentation, segmentation_tensors
 from densecl.evaluation.features import dense_features, frozen, parse_stages, same_size_runs
 from densecl.evaluation.metrics import confusion_matrix, iou_from_confusion
+from densecl.evaluation.probe import train_probe
+from densecl.evaluation.options import option
+from densecl.evaluation.registry import Protocol
 from densecl.evaluation.results import Evaluation, warn_absent_classes
 from densecl.models.backbones import ResNetBackbone
 
 
 @dataclass(frozen=True)
 class SegProbeConfig:
-    data: str
-    train_split: str = "train"
-    val_split: str = "val"
-    num_classes: int | None = None  # None: classes.txt, else the 21 VOC classes
-    label_dir: str = "SegmentationClass"
-    stages: str = "c5"  # or "c4,c5"
-    image_size: int = 0  # shorter side; 0 keeps images as they are
-    epochs: int = 30
-    lr: float = 0.1
-    weight_decay: float = 0.0
-    batch_size: int = 16
-    device: str = "cpu"
+    data: str = options.data()
+    train_split: str = options.train_split()
+    val_split: str = options.val_split()
+    num_classes: int | None = options.num_classes()
+    label_dir: str = options.label_dir()
+    stages: str = option("c5", "stage(s) to read: c5, or c4,c5 (C5 upsampled to C4 and concatenated)")
+    image_size: int = options.image_size(0)
+    epochs: int = options.epochs(30)
+    lr: float = options.lr(0.1)
+    weight_decay: float = options.weight_decay(0.0)
+    batch_size: int = options.batch_size(16)
+    device: str = options.device()
 
 
 def load_data(config: SegProbeConfig) -> tuple[SegmentationSplit, SegmentationSplit]:
@@ -87,7 +90,7 @@ def evaluate(
         cm = torch.zeros(k, k, dtype=torch.int64)
         with torch.no_grad():
             for fmap, label in zip(val_maps, val_labels):
-                logits = _logits(probe, fmap[None], mean, std, config.device, label.shape)  # 1 x K x H x W
+                logits = _logits(probe, fmap[None], config.device, label.shape)  # 1 x K x H x W
                 cm += confusion_matrix(logits.argmax(dim=1)[0].cpu(), label, k, IGNORE_INDEX)
         iou = iou_from_confusion(cm)
         if seed == seeds[0]:
@@ -128,44 +131,31 @@ def _channel_stats(maps: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor
     return mean.float(), std.float()
 
 
-def _logits(
-    probe: nn.Module, fmaps: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, device: str, size: tuple[int, int]
-) -> torch.Tensor:
+def _logits(probe: nn.Module, fmaps: torch.Tensor, device: str, size: tuple[int, int]) -> torch.Tensor:
     """``B x C x h x w`` stored maps -> ``B x K x H x W`` logits at label size."""
-    x = (fmaps.to(device, torch.float32) - mean.to(device)[:, None, None]) / std.to(device)[:, None, None]
-    return F.interpolate(probe(x), size=tuple(size), mode="bilinear", align_corners=False)
+    return F.interpolate(probe(fmaps.to(device, torch.float32)), size=tuple(size), mode="bilinear", align_corners=False)
 
 
 def _train_probe(
     maps: list[torch.Tensor], labels: list[torch.Tensor], mean: torch.Tensor, std: torch.Tensor,
     num_classes: int, config: SegProbeConfig, seed: int,
 ) -> nn.Module:
-    generator = torch.Generator().manual_seed(seed)
-    probe = nn.Conv2d(maps[0].shape[0], num_classes, kernel_size=1)
-    with torch.no_grad():
-        bound = 1 / math.sqrt(maps[0].shape[0])
-        probe.weight.uniform_(-bound, bound, generator=generator)
-        probe.bias.zero_()
-    probe.to(config.device)
-    optimizer = torch.optim.SGD(probe.parameters(), lr=config.lr, momentum=0.9, weight_decay=config.weight_decay)
-    total = config.epochs * math.ceil(len(maps) / config.batch_size)
-    step = 0
-    for _ in range(config.epochs):
-        for idx in torch.randperm(len(maps), generator=generator).split(config.batch_size):
-            for group in optimizer.param_groups:
-                group["lr"] = config.lr * 0.5 * (1 + math.cos(math.pi * step / total))
-            loss_sum, labelled = 0.0, 0
-            for items in _same_shapes([(maps[i], labels[i]) for i in idx.tolist()]):
-                target = torch.stack([t for _, t in items]).to(config.device).long()  # B x H x W
-                logits = _logits(probe, torch.stack([m for m, _ in items]), mean, std, config.device, target.shape[1:])
-                loss_sum = loss_sum + F.cross_entropy(logits, target, ignore_index=IGNORE_INDEX, reduction="sum")
-                labelled += int((target != IGNORE_INDEX).sum())
-            if labelled:
-                optimizer.zero_grad(set_to_none=True)
-                (loss_sum / labelled).backward()
-                optimizer.step()
-            step += 1
-    return probe.eval()
+    """Fits ``standardise -> 1x1 conv``: pixel cross-entropy, averaged over the batch's labelled pixels."""
+
+    def batch_loss(probe: nn.Module, idx: torch.Tensor) -> torch.Tensor | None:
+        loss_sum, labelled = 0.0, 0
+        for items in _same_shapes([(maps[i], labels[i]) for i in idx.tolist()]):
+            target = torch.stack([t for _, t in items]).to(config.device).long()  # B x H x W
+            logits = _logits(probe, torch.stack([m for m, _ in items]), config.device, target.shape[1:])
+            loss_sum = loss_sum + F.cross_entropy(logits, target, ignore_index=IGNORE_INDEX, reduction="sum")
+            labelled += int((target != IGNORE_INDEX).sum())
+        return loss_sum / labelled if labelled else None
+
+    return train_probe(
+        nn.Conv2d(maps[0].shape[0], num_classes, kernel_size=1), mean, std, len(maps), batch_loss,
+        epochs=config.epochs, batch_size=config.batch_size, lr=config.lr, weight_decay=config.weight_decay,
+        seed=seed, device=config.device,
+    )
 
 
 def _same_shapes(items: list[tuple[torch.Tensor, torch.Tensor]]) -> list[list[tuple[torch.Tensor, torch.Tensor]]]:
@@ -174,3 +164,6 @@ def _same_shapes(items: list[tuple[torch.Tensor, torch.Tensor]]) -> list[list[tu
     for m, t in items:
         groups.setdefault((tuple(m.shape), tuple(t.shape)), []).append((m, t))
     return list(groups.values())
+
+
+PROTOCOL = Protocol("seg-probe", SegProbeConfig, load_data, evaluate, description=__doc__)

@@ -38,27 +38,32 @@ from dataclasses import dataclass
 import numpy as np
 
 from densecl.errors import InputError
+from densecl.evaluation import options
 from densecl.evaluation.datasets import ClassificationSplit, describe_splits, read_classification_splits
 from densecl.evaluation.features import parse_stage, train_val_features
 from densecl.evaluation.metrics import AP_VARIANTS
+from densecl.evaluation.options import option
+from densecl.evaluation.registry import Protocol
 from densecl.evaluation.results import Evaluation, warn
 from densecl.models.backbones import ResNetBackbone
 
 
 @dataclass(frozen=True)
 class SVMConfig:
-    data: str
-    train_split: str = "train"
-    val_split: str = "val"
-    stage: str = "c5"
-    image_size: int = 224
-    costs: tuple[float, ...] = (0.01, 0.1, 1.0, 10.0, 100.0)
-    cv_folds: int = 3
-    positive_weight: float = 2.0
-    ap: str = "area"  # or "11point"
-    batch_size: int = 64
-    workers: int = 4
-    device: str = "cpu"
+    data: str = options.data()
+    train_split: str = options.train_split()
+    val_split: str = options.val_split()
+    stage: str = options.stage()
+    image_size: int = options.image_size(224)
+    costs: tuple[float, ...] = option((0.01, 0.1, 1.0, 10.0, 100.0), "SVM costs C to cross-validate")
+    cv_folds: int = option(3, "cross-validation folds for choosing C")
+    positive_weight: float = option(2.0, "SVM class weight of positives")
+    ap: str = option(
+        "area", "AP variant: area (VOC 2010+, full interpolated PR curve) or 11point (VOC07)", choices=tuple(AP_VARIANTS)
+    )
+    batch_size: int = options.batch_size(64)
+    workers: int = options.workers()
+    device: str = options.device()
 
 
 def load_data(config: SVMConfig) -> tuple[ClassificationSplit, ClassificationSplit]:
@@ -139,3 +144,6 @@ def _fit(cost: float, config: SVMConfig, seed: int, x: np.ndarray, y: np.ndarray
     with warnings.catch_warnings():  # the iteration cap is reached harmlessly on tiny or separable data
         warnings.simplefilter("ignore", ConvergenceWarning)
         return svm.fit(x, y)
+
+
+PROTOCOL = Protocol("svm", SVMConfig, load_data, evaluate, description=__doc__)
