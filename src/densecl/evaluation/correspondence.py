@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
@@ -46,7 +46,10 @@ from densecl.data.sources import ImageFiles, SceneImages, image_source
 from densecl.data.geometry import ViewGeometry, cell_centres, cell_of, sample_view
 from densecl.data.transforms import IMAGENET_MEAN, IMAGENET_STD, moco_v2_photometric
 from densecl.errors import InputError
+from densecl.evaluation import options
 from densecl.evaluation.features import frozen, parse_stages
+from densecl.evaluation.options import option
+from densecl.evaluation.registry import Protocol
 from densecl.evaluation.results import Evaluation
 from densecl.models.backbones import ResNetBackbone
 
@@ -56,17 +59,17 @@ STAGE_NAMES = ("c2", "c3", "c4", "c5")
 
 @dataclass(frozen=True)
 class CorrespondenceConfig:
-    data: str = field(metadata={"help": "images: a folder, a .txt list, a COCO .json, or 'scenes'"})
-    pairs: int = field(default=100, metadata={"help": "view pairs, one per image (distinct images)"})
-    crop: int = field(default=224, metadata={"help": "side of each view in pixels"})
-    min_scale: float = field(default=0.2, metadata={"help": "smallest crop area fraction (training uses 0.2)"})
-    max_angle: float = field(default=0.0, metadata={"help": "rotate each view by up to this many degrees"})
-    photometric: bool = field(default=True, metadata={"help": "apply MoCo-v2 colour jitter, grayscale and blur"})
-    stages: str = field(default="c4,c5", metadata={"help": "feature maps scored, each on its own"})
-    radii: str = field(default="16,32,64", metadata={"help": "distances in view pixels for within_R"})
-    threshold: float = field(default=0.9, metadata={"help": "cosine of a confident mutual match"})
-    batch_size: int = 16
-    device: str = "cpu"
+    data: str = option(help="images: a folder (searched recursively), a .txt list of paths, a COCO .json, or 'scenes'")
+    pairs: int = option(100, "view pairs, one per image (distinct images)")
+    crop: int = option(224, "side of each view in pixels")
+    min_scale: float = option(0.2, "smallest crop area fraction (training uses 0.2)")
+    max_angle: float = option(0.0, "rotate each view by up to this many degrees (0: crop and flip only, as in training)")
+    photometric: bool = option(True, "apply the MoCo-v2 colour jitter, grayscale and blur to both views")
+    stages: str = option("c4,c5", "feature maps to score, each on its own")
+    radii: str = option("16,32,64", "distances in view pixels for the within_R scores")
+    threshold: float = option(0.9, "cosine of a confident mutual match (0.9 in the paper's picture)")
+    batch_size: int = options.batch_size(16)
+    device: str = options.device()
 
 
 class ViewPairs(NamedTuple):
@@ -246,3 +249,6 @@ def _off_diagonal_mean(z: torch.Tensor) -> float:
         return math.nan
     gram = z.T @ z  # S x S
     return float((gram.sum() - gram.diagonal().sum()) / (s * (s - 1)))
+
+
+PROTOCOL = Protocol("correspondence", CorrespondenceConfig, load_data, evaluate, description=__doc__)

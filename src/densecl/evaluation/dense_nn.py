@@ -23,34 +23,37 @@ similarity matrix never exceeds ``chunk_mb``; the memory itself is
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
-from densecl.evaluation.datasets import IGNORE_INDEX, SegmentationSplit, read_segmentation, segmentation_tensors
-from densecl.evaluation.features import dense_features, frozen, parse_stages, same_size_runs
-from densecl.evaluation.metrics import confusion_matrix, iou_from_confusion
-from densecl.evaluation.results import Evaluation
 from densecl.errors import InputError
+from densecl.evaluation import options
+from densecl.evaluation.datasets import IGNORE_INDEX, SegmentationSplit, read_segmentation
+from densecl.evaluation.features import frozen, parse_stages, segmentation_maps
+from densecl.evaluation.metrics import confusion_matrix, iou_from_confusion
+from densecl.evaluation.options import option
+from densecl.evaluation.registry import Protocol
+from densecl.evaluation.results import Evaluation
 from densecl.models.backbones import ResNetBackbone
 
 
 @dataclass(frozen=True)
 class DenseNNConfig:
-    data: str
-    train_split: str = "train"
-    val_split: str = "val"
-    num_classes: int | None = None
-    label_dir: str = "SegmentationClass"
-    stages: str = field(default="c5", metadata={"help": "feature map(s): c5, c4, or c4,c5"})
-    image_size: int = 0
-    k: int = field(default=30, metadata={"help": "nearest memory patches per val patch"})
-    temperature: float = field(default=0.02, metadata={"help": "softmax temperature over the k cosines"})
-    memory_sizes: str = field(default="0", metadata={"help": "comma-separated memory sizes in patches; 0 = all"})
-    chunk_mb: int = field(default=64, metadata={"help": "largest similarity block in MiB"})
-    batch_size: int = 16
-    device: str = "cpu"
+    data: str = options.data()
+    train_split: str = options.train_split()
+    val_split: str = options.val_split()
+    num_classes: int | None = options.num_classes()
+    label_dir: str = options.label_dir()
+    stages: str = option("c5", "stage(s) to read: c5, c4, or c4,c5 (C5 upsampled to C4 and concatenated)")
+    image_size: int = options.image_size(0)
+    k: int = option(30, "nearest memory patches per val patch")
+    temperature: float = option(0.02, "softmax temperature over the k cosines")
+    memory_sizes: str = option("0", "comma-separated memory sizes in patches, each scored; 0 = all patches")
+    chunk_mb: int = option(64, "largest block of val-by-memory similarities, in MiB")
+    batch_size: int = options.batch_size(16)
+    device: str = options.device()
 
 
 def load_data(config: DenseNNConfig) -> tuple[SegmentationSplit, SegmentationSplit]:
@@ -160,21 +163,6 @@ def _stage_side(side: int, stage: int) -> int:
     return side
 
 
-@torch.no_grad()
-def segmentation_maps(
-    backbone: ResNetBackbone, split: SegmentationSplit, stages: tuple[int, ...], image_size: int, batch_size: int, device: str
-) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-    """Per image: the frozen ``C x h x w`` float16 feature map and the ``H x W`` label, on the CPU."""
-    maps, labels = [], []
-    for start in range(0, len(split), batch_size):
-        batch = [segmentation_tensors(*split.load(i), image_size) for i in range(start, min(start + batch_size, len(split)))]
-        for run in same_size_runs(batch, shape=lambda item: item[0].shape):
-            x = torch.stack([image for image, _ in run]).to(device)  # B x 3 x H x W
-            maps.extend(dense_features(backbone, x, stages).to("cpu", torch.float16).unbind(0))
-            labels.extend(label for _, label in run)
-    return maps, labels
-
-
 def patch_histograms(label: torch.Tensor, grid: tuple[int, int], num_classes: int) -> torch.Tensor:
     """``H x W`` labels -> ``h x w x K``: the fraction of each class among a patch's labelled pixels.
 
@@ -226,3 +214,6 @@ def upsampled_argmax(probs: torch.Tensor, size: tuple[int, int]) -> torch.Tensor
     """``K x h x w`` class scores -> ``H x W`` class indices (bilinear upsampling first)."""
     up = F.interpolate(probs[None], size=tuple(size), mode="bilinear", align_corners=False)[0]
     return up.argmax(dim=0)
+
+
+PROTOCOL = Protocol("dense-nn", DenseNNConfig, load_data, evaluate, description=__doc__)

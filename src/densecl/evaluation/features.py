@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from densecl.errors import InputError
-from densecl.evaluation.datasets import ImageTensors, as_list
+from densecl.evaluation.datasets import ImageTensors, SegmentationSplit, as_list, segmentation_tensors
 from densecl.models.backbones import ResNetBackbone
 
 STAGE_NAMES = ("c2", "c3", "c4", "c5")
@@ -158,6 +158,24 @@ def dense_features(backbone: ResNetBackbone, images: torch.Tensor, stages: tuple
         [m if m.shape[-2:] == size else F.interpolate(m, size=size, mode="bilinear", align_corners=False) for m in chosen],
         dim=1,
     )
+
+
+@torch.no_grad()
+def segmentation_maps(
+    backbone: ResNetBackbone, split: SegmentationSplit, stages: tuple[int, ...], image_size: int, batch_size: int, device: str
+) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Per image of ``split``: the frozen ``C x h x w`` float16 map of :func:`dense_features` and the
+    ``H x W`` label, both on the CPU. Images of one size are batched; ``image_size`` as in
+    :func:`densecl.evaluation.datasets.segmentation_tensors`.
+    """
+    maps, labels = [], []
+    for start in range(0, len(split), batch_size):
+        batch = [segmentation_tensors(*split.load(i), image_size) for i in range(start, min(start + batch_size, len(split)))]
+        for run in same_size_runs(batch, shape=lambda item: item[0].shape):
+            x = torch.stack([image for image, _ in run]).to(device)  # B x 3 x H x W
+            maps.extend(dense_features(backbone, x, stages).to("cpu", torch.float16).unbind(0))
+            labels.extend(label for _, label in run)
+    return maps, labels
 
 
 def same_size_runs(items: list, shape: Callable[[Any], Any] = lambda t: t.shape) -> list[list]:

@@ -17,33 +17,36 @@ feature space alone.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from densecl.errors import InputError
+from densecl.evaluation import options
 from densecl.evaluation.datasets import IGNORE_INDEX, SegmentationSplit, read_segmentation
-from densecl.evaluation.dense_nn import check_val_classes, patch_count, segmentation_maps
-from densecl.evaluation.features import frozen, parse_stages
+from densecl.evaluation.dense_nn import check_val_classes, patch_count
+from densecl.evaluation.features import frozen, parse_stages, segmentation_maps
 from densecl.evaluation.metrics import confusion_matrix, iou_from_confusion
+from densecl.evaluation.options import option
+from densecl.evaluation.registry import Protocol
 from densecl.evaluation.results import Evaluation
 from densecl.models.backbones import ResNetBackbone
 
 
 @dataclass(frozen=True)
 class OverclusterConfig:
-    data: str
-    val_split: str = "val"
-    num_classes: int | None = None
-    label_dir: str = "SegmentationClass"
-    stages: str = field(default="c5", metadata={"help": "feature map(s): c5, c4, or c4,c5"})
-    image_size: int = 0
-    ks: str = field(default="0,4x", metadata={"help": "cluster counts: integers, 0 = the number of classes, Nx = N times it"})
-    pca_dim: int = field(default=32, metadata={"help": "PCA components before K-means (0: no PCA)"})
-    batch_size: int = 16
-    device: str = "cpu"
+    data: str = options.data()
+    val_split: str = options.val_split()
+    num_classes: int | None = options.num_classes()
+    label_dir: str = options.label_dir()
+    stages: str = option("c5", "stage(s) to read: c5, c4, or c4,c5 (C5 upsampled to C4 and concatenated)")
+    image_size: int = options.image_size(0)
+    ks: str = option("0,4x", "cluster counts: integers, 0 = the number of classes, Nx = N times it; the first is the headline")
+    pca_dim: int = option(32, "PCA components before K-means (0: no PCA)")
+    batch_size: int = options.batch_size(16)
+    device: str = options.device()
 
 
 def load_data(config: OverclusterConfig) -> SegmentationSplit:
@@ -149,3 +152,6 @@ def cluster_iou(cluster_maps: list[torch.Tensor], labels: list[torch.Tensor], k:
     for c, y in zip(upsampled, labels):
         cm += confusion_matrix(label_of[c], y, num_classes, IGNORE_INDEX)
     return iou_from_confusion(cm)
+
+
+PROTOCOL = Protocol("overcluster", OverclusterConfig, load_data, evaluate, description=__doc__)

@@ -64,6 +64,11 @@ PROTOCOLS: dict[str, Entry] = {
     "seg-probe": Entry("densecl.evaluation.seg_probe", "1x1-conv segmentation probe on frozen dense features (mIoU)"),
     "seg-finetune": Entry("densecl.evaluation.seg_finetune", "FCN fine-tuning, all layers (mIoU; VOC / Cityscapes)"),
     "det": Entry("densecl.evaluation.det", "Faster / Mask R-CNN R-FPN fine-tuning (COCO AP; supplementary Table 2)"),
+    "correspondence": Entry(
+        "densecl.evaluation.correspondence", "dense matches between two views scored against their known geometry (accuracy)"
+    ),
+    "dense-nn": Entry("densecl.evaluation.dense_nn", "in-context nearest-neighbour segmentation from a patch memory, no training (mIoU)"),
+    "overcluster": Entry("densecl.evaluation.overcluster", "K-means of frozen val patch features, clusters matched to classes (mIoU)"),
 }
 
 

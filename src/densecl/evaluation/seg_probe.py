@@ -38,8 +38,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from densecl.evaluation import options
-from densecl.evaluation.datasets import IGNORE_INDEX, SegmentationSplit, read_segmentation, segmentation_tensors
-from densecl.evaluation.features import dense_features, frozen, parse_stages, same_size_runs
+from densecl.evaluation.datasets import IGNORE_INDEX, SegmentationSplit, read_segmentation
+from densecl.evaluation.features import frozen, parse_stages, segmentation_maps
 from densecl.evaluation.metrics import confusion_matrix, iou_from_confusion
 from densecl.evaluation.probe import train_probe
 from densecl.evaluation.options import option
@@ -80,8 +80,9 @@ def evaluate(
     stages = parse_stages(config.stages)
     backbone.to(config.device)
     with frozen(backbone):
-        train_maps, train_labels = _extract(backbone, train, stages, config)
-        val_maps, val_labels = _extract(backbone, val, stages, config)
+        extract = lambda split: segmentation_maps(backbone, split, stages, config.image_size, config.batch_size, config.device)  # noqa: E731
+        train_maps, train_labels = extract(train)
+        val_maps, val_labels = extract(val)
     mean, std = _channel_stats(train_maps)
     k = train.num_classes
     per_seed, details = [], []
@@ -104,21 +105,6 @@ def evaluate(
         "feature_channels": int(train_maps[0].shape[0]), "feature_size": list(train_maps[0].shape[1:]),
     }
     return Evaluation(headline=["mIoU"], per_seed=per_seed, details=details, data=data_info)
-
-
-@torch.no_grad()
-def _extract(
-    backbone: ResNetBackbone, split: SegmentationSplit, stages: tuple[int, ...], config: SegProbeConfig
-) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-    """Per image: the ``C x h x w`` float16 feature map and the ``H x W`` label, both on the CPU."""
-    maps, labels = [], []
-    for start in range(0, len(split), config.batch_size):
-        batch = [segmentation_tensors(*split.load(i), config.image_size) for i in range(start, min(start + config.batch_size, len(split)))]
-        for run in same_size_runs(batch, shape=lambda item: item[0].shape):
-            x = torch.stack([image for image, _ in run]).to(config.device)  # B x 3 x H x W
-            maps.extend(dense_features(backbone, x, stages).to("cpu", torch.float16).unbind(0))
-            labels.extend(label for _, label in run)
-    return maps, labels
 
 
 def _channel_stats(maps: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
