@@ -1,6 +1,7 @@
 """The pre-training engine end to end on tiny scenes: CLI, checkpoints, resume, bad input, signals."""
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -246,3 +247,12 @@ def test_checkpoint_info_and_finished_commands(tmp_path, capsys):
     assert main(["checkpoint", "finished", str(path), "--epochs", "2"]) == 0
     assert main(["checkpoint", "finished", str(tmp_path / "none.pt")]) == 2
     assert capsys.readouterr().err.strip() == f"densecl checkpoint: error: checkpoint {tmp_path / 'none.pt'} does not exist"
+
+
+def test_geometric_matching_trains_and_changes_the_dense_loss(tmp_path):
+    # the ablation: same data, seed and views' distribution; only the dense positives differ
+    assert pretrain(tmp_path / "features", "--epochs", "1", "--deterministic", "true") == 0
+    assert pretrain(tmp_path / "geometry", "--epochs", "1", "--deterministic", "true", "--dense-matching", "geometry") == 0
+    a, b = ([row for row in metrics(tmp_path / run) if "loss_dense" in row] for run in ("features", "geometry"))
+    assert checkpoint.load(tmp_path / "geometry" / "checkpoint.pt").config["dense_matching"] == "geometry"
+    assert all(math.isfinite(row["loss_dense"]) for row in b) and a[0]["loss_dense"] != b[0]["loss_dense"]

@@ -56,7 +56,7 @@ def train_one_epoch(
 ) -> bool:
     """Trains until the epoch ends, ``max_iters`` is reached, or a stop is requested.
 
-    ``model`` may be DDP-wrapped; it is called as ``model(im_q, im_k, loss_lambda=...)``.
+    ``model`` may be DDP-wrapped; it is called as ``model(im_q, im_k, loss_lambda=..., match=...)``.
     Returns ``True`` if training should stop (signal or ``max_iters``), with a
     checkpoint already written.
 
@@ -68,11 +68,12 @@ def train_one_epoch(
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
     bar = tqdm(loader, desc=f"epoch {epoch}", disable=not log.enabled, dynamic_ncols=True, mininterval=2.0)
     t_end = time.perf_counter()
-    for im_q, im_k, skipped in bar:
+    for im_q, im_k, match, skipped in bar:
         t_data = time.perf_counter() - t_end
         skipped_in_epoch += int(skipped.sum())
         im_q = im_q.to(device, non_blocking=True, memory_format=memory_format)
         im_k = im_k.to(device, non_blocking=True, memory_format=memory_format)
+        match = match.to(device, non_blocking=True) if match.shape[1] else None  # N x S, or feature matching
 
         lr = cosine_lr(state.step, state.total_steps, cfg.scaled_lr)
         for group in optimizer.param_groups:
@@ -80,7 +81,7 @@ def train_one_epoch(
         lam = loss_lambda_at(state.step, cfg.loss_lambda, cfg.lambda_warmup_iters)
 
         with precision.autocast():
-            out = model(im_q, im_k, loss_lambda=lam)
+            out = model(im_q, im_k, loss_lambda=lam, match=match)
         if not torch.isfinite(out.loss):
             raise NonFiniteLossError(
                 f"loss is {out.loss.item()} at iteration {state.step} (epoch {epoch}); stopped without saving, "

@@ -114,3 +114,51 @@ def test_sample_view_is_seeded_and_flips_half_the_time():
     assert a == b
     assert 70 < sum(v.flip for v in a) < 130
     assert all(-15 <= v.angle <= 15 for v in a) and len({v.angle for v in a}) > 100
+
+
+# --------------------------------------------------------------------------- pre-training views with known geometry
+
+
+def _coordinate_image(width: int, height: int):
+    """An RGB image whose red and green channels encode each pixel's x and y (0..255 over the image)."""
+    from PIL import Image
+
+    x = torch.linspace(0, 255, width).round().to(torch.uint8).expand(height, width)
+    y = torch.linspace(0, 255, height).round().to(torch.uint8)[:, None].expand(height, width)
+    return Image.fromarray(torch.stack([x, y, torch.zeros_like(x)], dim=2).numpy())
+
+
+def test_geometric_views_match_cells_that_show_the_same_image_point():
+    from densecl.data.transforms import IMAGENET_MEAN, IMAGENET_STD, GeometricTwoViews
+
+    views = GeometricTwoViews(crop_size=64, min_scale=0.3, grid=(4, 4))
+    views.photometric = lambda image: image  # colour augmentation would hide the coordinates
+    image = _coordinate_image(160, 120)
+    mean, std = torch.tensor(IMAGENET_MEAN)[:2, None, None], torch.tensor(IMAGENET_STD)[:2, None, None]
+    matched = 0
+    for seed in range(20):
+        torch.manual_seed(seed)
+        im_q, im_k, match = views(image)
+        assert match.shape == (16,) and match.dtype == torch.long and int(match.min()) >= -1 and int(match.max()) < 16
+        xy_q, xy_k = ((v[:2] * std + mean) * 255 for v in (im_q, im_k))  # 2 x 64 x 64 encoded coordinates
+        for i, j in enumerate(match.tolist()):
+            if j < 0:
+                continue
+            matched += 1
+            cq = xy_q[:, (i // 4) * 16 + 8, (i % 4) * 16 + 8]  # the pixel at each cell centre
+            ck = xy_k[:, (j // 4) * 16 + 8, (j % 4) * 16 + 8]
+            # same image point up to one cell of the key view (at most the whole image: 255 / 4 per cell)
+            assert (cq - ck).abs().max() <= 255 / 4 * 1.0 + 2, (seed, i, j)
+    assert matched > 100
+
+
+def test_geometric_views_are_seeded_like_the_default_ones():
+    from densecl.data.transforms import GeometricTwoViews
+
+    views = GeometricTwoViews(crop_size=32, min_scale=0.2, grid=(2, 2))
+    image = _coordinate_image(64, 48)
+    torch.manual_seed(3)
+    a = views(image)
+    torch.manual_seed(3)
+    b = views(image)
+    assert all(torch.equal(x, y) for x, y in zip(a, b))

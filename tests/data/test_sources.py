@@ -75,7 +75,7 @@ def test_corrupt_files_are_skipped_with_one_warning_each(tmp_path, capsys):
     (tmp_path / "truncated.png").write_bytes(good[: len(good) // 2])
     source = image_source(str(tmp_path))  # im0 (bad), im1 (good), truncated (bad)
     dataset = TwoViewDataset(source, TwoViews(moco_v2_view(32)))
-    skipped = [dataset[(i, 0)][2] for i in range(3)] + [dataset[(0, 1)][2]]
+    skipped = [dataset[(i, 0)][-1] for i in range(3)] + [dataset[(0, 1)][-1]]
     # a bad image is replaced by the next readable one (truncated -> im0, bad -> im1: two skips)
     assert skipped == [1, 0, 2, 1]
     err = capsys.readouterr().err
@@ -86,10 +86,10 @@ def test_corrupt_files_are_skipped_with_one_warning_each(tmp_path, capsys):
 def test_two_views_are_reproducible_from_the_seed_and_independent():
     source = image_source("scenes", scenes_length=4, scenes_size=64)
     dataset = TwoViewDataset(source, TwoViews(moco_v2_view(48)))
-    a_q, a_k, _ = dataset[(1, 123)]
-    b_q, b_k, _ = dataset[(1, 123)]
-    c_q, _, _ = dataset[(1, 124)]
-    assert a_q.shape == (3, 48, 48) and a_q.dtype == torch.float32
+    a_q, a_k, match, _ = dataset[(1, 123)]
+    b_q, b_k, _, _ = dataset[(1, 123)]
+    c_q, _, _, _ = dataset[(1, 124)]
+    assert a_q.shape == (3, 48, 48) and a_q.dtype == torch.float32 and match.numel() == 0  # matched by features
     assert torch.equal(a_q, b_q) and torch.equal(a_k, b_k)
     assert not torch.equal(a_q, a_k) and not torch.equal(a_q, c_q)
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 from torchvision.transforms import InterpolationMode
@@ -65,8 +66,8 @@ class ViewGeometry:
         unrotated = self._rotate(xy_view, -self.angle)
         return _inside(xy_view, self.size) & _inside(unrotated, self.size)
 
-    def apply(self, image: torch.Tensor) -> torch.Tensor:
-        """Renders the view: ``C x H x W`` image tensor -> ``C x size x size`` (same dtype)."""
+    def apply(self, image):
+        """Renders the view: a PIL image, or a ``C x H x W`` tensor -> ``C x size x size`` (same dtype)."""
         view = F.resized_crop(image, self.top, self.left, self.height, self.width, [self.size, self.size], antialias=True)
         if self.flip:
             view = F.horizontal_flip(view)
@@ -146,6 +147,23 @@ def cell_centres(grid: tuple[int, int], size: int) -> torch.Tensor:
     xs = (torch.arange(w, dtype=torch.float64) + 0.5) * (size / w)
     yy, xx = torch.meshgrid(ys, xs, indexing="ij")
     return torch.stack([xx.reshape(-1), yy.reshape(-1)], dim=1)
+
+
+class CellMatch(NamedTuple):
+    """Where each cell centre of one view lies in another view (row-major cells of the first view)."""
+
+    shown: torch.Tensor  # S bool: both views show the image point at the cell centre
+    cell: torch.Tensor  # S long: the other view's cell holding that point (meaningless where not shown)
+    point: torch.Tensor  # S x 2: that point in the other view's pixels
+
+
+def corresponding_cells(
+    g1: ViewGeometry, g2: ViewGeometry, grid1: tuple[int, int], grid2: tuple[int, int]
+) -> CellMatch:
+    """The ground truth of dense matching: for each cell of view 1, the cell of view 2 showing the same image point."""
+    query = cell_centres(grid1, g1.size)  # S x 2 view-1 points
+    point = g2.to_view(g1.to_image(query))  # S x 2 the same image points in view 2
+    return CellMatch(g1.shows(query) & g2.shows(point), cell_of(point, grid2, g2.size), point)
 
 
 def cell_of(xy: torch.Tensor, grid: tuple[int, int], size: int) -> torch.Tensor:

@@ -89,7 +89,8 @@ class TwoViewDataset(torch.utils.data.Dataset):
     drawn from a generator seeded with ``seed``, so a resumed run sees exactly
     the views it would have seen, whatever the number of workers. An
     unreadable image is replaced by the next readable one; the item reports how
-    many it skipped.
+    many it skipped. ``two_views`` returns the query view, the key view and the
+    geometric match of their dense cells (empty: match by features).
     """
 
     def __init__(self, source: ImageFiles | SceneImages, two_views) -> None:
@@ -99,7 +100,7 @@ class TwoViewDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.source)
 
-    def __getitem__(self, item: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, int]:
+    def __getitem__(self, item: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
         index, seed = item
         for skipped in range(len(self.source)):
             image = self.source.load((index + skipped) % len(self.source))
@@ -109,5 +110,5 @@ class TwoViewDataset(torch.utils.data.Dataset):
             raise InputError(f"no readable image in {self.source.origin}")
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            im_q, im_k = self.two_views(image)
-        return im_q, im_k, skipped
+            im_q, im_k, match = self.two_views(image)
+        return im_q, im_k, match, skipped

@@ -43,7 +43,7 @@ from torchvision.transforms import v2
 
 from densecl.correspondence import mutual_matches
 from densecl.data.sources import ImageFiles, SceneImages, image_source
-from densecl.data.geometry import ViewGeometry, cell_centres, cell_of, sample_view
+from densecl.data.geometry import ViewGeometry, cell_centres, corresponding_cells, sample_view
 from densecl.data.transforms import IMAGENET_MEAN, IMAGENET_STD, moco_v2_photometric
 from densecl.errors import InputError
 from densecl.evaluation import options
@@ -207,10 +207,7 @@ def score_pair(
     z2 = F.normalize(f2.flatten(1).double(), dim=0)  # C x S2
     sim = z1.T @ z2  # S1 x S2 cosines
 
-    query = cell_centres(grid1, g1.size)  # S1 x 2 view-1 points
-    target = g2.to_view(g1.to_image(query))  # S1 x 2 the same image points in view 2
-    valid = g1.shows(query) & g2.shows(target)  # S1: the point is image content in both views
-    true = cell_of(target, grid2, g2.size)  # S1
+    valid, true, target = corresponding_cells(g1, g2, grid1, grid2)  # S1, S1, S1 x 2 view-2 pixels
     pred = sim.argmax(dim=1)  # S1
     correct = valid & (pred == true)
     error = (cell_centres(grid2, g2.size)[pred] - target).norm(dim=1)  # S1 view-2 pixels
