@@ -83,9 +83,16 @@ def save(path: str | os.PathLike, state: TrainingState) -> None:
 
     A crash or a full disk mid-write leaves the previous checkpoint intact.
     """
+    write_atomic(path, {"format": FORMAT, "version": VERSION, **{name: getattr(state, name) for name in _FIELDS}})
+
+
+def write_atomic(path: str | os.PathLike, payload: Any) -> None:
+    """``torch.save`` to a temporary file in the same folder, ``fsync``, then a rename over ``path``.
+
+    Readers see the old file or the new one, never half of one.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"format": FORMAT, "version": VERSION, **{name: getattr(state, name) for name in _FIELDS}}
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:

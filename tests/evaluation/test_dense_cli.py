@@ -83,3 +83,19 @@ def test_a_class_missing_from_val_is_one_line(voc, tmp_path, no_model, capsys):
 def test_too_few_images_for_the_pairs(voc, no_model, capsys):
     code, err = _run(capsys, "eval", "correspondence", *RANDOM, "--data", str(voc / "JPEGImages"), "--pairs", "1000")
     assert code == 2 and "--pairs 1000" in err and "lower --pairs to 36" in err
+
+
+def test_seg_finetune_saves_the_supervised_backbone_once(voc, tmp_path, capsys):
+    import torch
+    import torchvision
+
+    out = tmp_path / "supervised.pth"
+    argv = ("eval", "seg-finetune", *RANDOM, "--data", str(voc), "--crop", "64", "--batch-size", "4", "--iters", "2",
+            "--workers", "0", "--save-backbone", str(out), "--out", str(tmp_path / "s.json"))  # fmt: skip
+    code, err = _run(capsys, *argv)
+    assert code == 0, err
+    model = torchvision.models.resnet18()
+    missing, unexpected = model.load_state_dict(torch.load(out), strict=False)
+    assert missing == ["fc.weight", "fc.bias"] and not unexpected
+    code, err = _run(capsys, *argv)  # never replaces the file it wrote
+    assert code == 2 and "exists; this command never replaces a file" in err

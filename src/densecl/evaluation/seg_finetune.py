@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import copy
 import time
+from pathlib import Path
 from dataclasses import dataclass
 
 import numpy as np
@@ -42,7 +43,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from densecl import distributed
+from densecl import checkpoint, distributed
 from densecl.errors import InputError
 from densecl.evaluation import options
 from densecl.evaluation.datasets import IGNORE_INDEX, SegmentationSplit, read_segmentation, segmentation_tensors
@@ -80,11 +81,16 @@ class SegFinetuneConfig:
     workers: int = options.workers()
     log_every: int = options.log_every(50)
     device: str = options.device()
+    save_backbone: str = option(
+        "", "also write the first seed's fine-tuned backbone here (torchvision names, no fc), e.g. as a supervised reference"
+    )
 
 
 def load_data(config: SegFinetuneConfig) -> tuple[SegmentationSplit, SegmentationSplit]:
     if config.output_stride not in OUTPUT_STRIDES:
         raise InputError(f"--output-stride must be 8, 16 or 32, got {config.output_stride}")
+    if config.save_backbone and Path(config.save_backbone).exists():
+        raise InputError(f"--save-backbone {config.save_backbone} exists; this command never replaces a file: give a new path")
     train = read_segmentation(config.data, config.train_split, config.num_classes, config.label_dir)
     val = read_segmentation(config.data, config.val_split, config.num_classes, config.label_dir)
     for split in (train, val):  # every label read once: a bad mask fails now, not at iteration 9000
@@ -174,6 +180,8 @@ def evaluate(
         model = FCN(dilate(copy.deepcopy(backbone), config.output_stride), train.num_classes, config.dropout)
         model = prepare_model(model, config.device, config.sync_bn)
         _train(model, train, config, seed)
+        if distributed.rank() == 0 and config.save_backbone and seed == seeds[0]:
+            checkpoint.write_atomic(config.save_backbone, {k: v.detach().cpu() for k, v in unwrap(model).backbone.state_dict().items()})
         if distributed.rank() == 0:
             iou = _validate(unwrap(model), val, config)
             if seed == seeds[0]:
