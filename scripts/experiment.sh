@@ -1,56 +1,71 @@
 #!/usr/bin/env bash
-# make experiment: DenseCL against MoCo-v2 on the photo scenes, pre-trained and evaluated on this CPU.
+# make experiment: does DenseCL give better dense features than MoCo-v2? Measured over pre-training seeds.
 #
-#   bash scripts/experiment.sh                 (or: make experiment)
-#   DRY_RUN=1 bash scripts/experiment.sh       print what would run, run nothing
-#   EPOCHS=40 DET_ITERS=400 bash scripts/experiment.sh  longer (every setting below is an env override)
+#   bash scripts/experiment.sh             (or: make experiment)   resumable: run it again after a stop
+#   DRY_RUN=1 bash scripts/experiment.sh   print what would run, run nothing
+#   STEPS=pretrain bash scripts/experiment.sh   only some phases: data, pretrain, ablations, reference, eval, report
+#   DEVICE=cuda PROFILE=gpu bash scripts/experiment.sh   the same study at GPU scale (scripts/experiment_gpu.sh)
 #
-# Resumable: every step is skipped when its output exists, so after an interruption the same
-# command carries on. An unfinished pre-training (checkpoint step < EPOCHS x iterations/epoch)
-# continues with `densecl pretrain --resume`. Delete an output to redo its step.
+# The study (docs/results.md):
+#   1. photo scenes from Debian's tuxpaint stamps and wallpapers (make assets): N_IMAGES at SIZE px,
+#      60/20/20 % train/val/test with disjoint cut-outs and backgrounds (docs/photo-scenes.md).
+#   2. pre-training on the train images: DenseCL (lambda 0.5) and MoCo-v2 (lambda 0), everything else
+#      identical, SEEDS pre-training seeds each (a seed fixes the initial weights and the data order of both).
+#   3. ablations of DenseCL on the first seed, each a flag whose default is the paper's behaviour:
+#      a lambda warm-up over half the run, dense positives from the known view geometry instead of the
+#      backbone-feature argmax, a shorter dense queue.
+#   4. a supervised reference: a backbone fine-tuned with the train split's segmentation labels
+#      (seg-finetune --save-backbone), the top of the instruments' range; random init is the bottom.
+#   5. evaluation on the test split, the same for every backbone: correspondence against ground-truth
+#      geometry (C4, C5), dense-nn (in-context nearest-neighbour segmentation), over-clustering,
+#      seg-probe, VOC07-style SVM.
+#   6. report: scripts/experiment_report.py writes docs/results.md (means ± std over seeds, paired
+#      DenseCL - MoCo-v2 differences with 95 % intervals) and docs/figures/.
 #
-# Steps and outputs (RUN = runs/experiment):
-#   1. assets + photo scenes      .cache/assets/, DATA/README.md (written last by `densecl data scenes`)
-#   2. pre-training               RUN/{densecl,mocov2}/checkpoint.pt: lambda 0.5 vs 0, all else identical
-#   3. evaluation                 RUN/eval/{densecl,mocov2,random}_{seg-probe,seg-finetune,det-box,det-box-10pct,svm}.json
-#                                 RUN/figures/correspondence.{png,json}, RUN/figures/curves.png
-#   4. report                     docs/results.md and docs/figures/ (always rewritten, from what exists)
-# Wall time of every step that ran is appended to RUN/timing.tsv (name, seconds, finished at).
+# Every step is skipped when its output exists; an unfinished pre-training resumes from its checkpoint.
+# Settings are environment overrides; the pre-training ones are stored in each checkpoint, and the
+# report reads them from there. Wall time of every step that ran: RUN/timing.tsv.
 #
-# Time on the 2-core CPU, from the run in docs/results.md (126.7 minutes in all): resnet18 fp32 at
-# 128 px takes a median 2.0 s per batch of 32 (DenseCL; MoCo-v2 1.9 s); 1200 train images / batch 32
-# = 37 iterations an epoch, so EPOCHS=20 is 23-27 minutes per method. Evaluation per weights: det at
-# 160 px with 50 proposals and 32 RoIs about 5.5 minutes per run (2.3 s an iteration; the 4conv1fc
-# box head dominates), seg-probe with 3 seeds 4.5-5 minutes, seg-finetune 3.5, svm 1: about 20
-# minutes per weights, an hour for the three.
+# CPU budget (AMD EPYC, 2 cores, measured with benchmarks/step_speed.py): ResNet-18 at 160 px, batch 32,
+# bf16 + channels_last 0.81 s a step against 2.34 s in fp32 (2.9x), so PRECISION=bf16 here; measure
+# again on another CPU (bf16 was 0.8x of fp32 on a Xeon without AMX). 2400 train images / 32 = 75 steps
+# an epoch; EPOCHS=14 is 1050 steps, about 15 minutes a run on an idle machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-.venv/bin}
 DRY_RUN=${DRY_RUN:-}
+STEPS=${STEPS:-data pretrain ablations reference eval report}
 
-RUN=${RUN:-runs/experiment}
+RUN=${RUN:-runs/study}
 ASSETS=${ASSETS:-.cache/assets}
-DATA=${DATA:-.cache/photo-scenes}
-N_IMAGES=${N_IMAGES:-2000}      # 60 / 20 / 20 % train / val / test
-SIZE=${SIZE:-160}
+DATA=${DATA:-.cache/study-scenes}
+N_IMAGES=${N_IMAGES:-4000}
+SIZE=${SIZE:-192}
 ARCH=${ARCH:-resnet18}
-EPOCHS=${EPOCHS:-20}
-CROP=${CROP:-128}               # a 4x4 C5 grid
+HIDDEN=${HIDDEN:-512}           # small backbones use hidden = C
+EPOCHS=${EPOCHS:-14}
+CROP=${CROP:-160}               # a 5 x 5 C5 grid
 BATCH=${BATCH:-32}
-QUEUE=${QUEUE:-512}             # keys; kept below the 1200 train images, so a query rarely meets its own old key
-SEG_ITERS=${SEG_ITERS:-120}
-DET_ITERS=${DET_ITERS:-100}
-DET_PROPOSALS=${DET_PROPOSALS:-50}   # RPN proposals per image
-DET_ROIS=${DET_ROIS:-32}             # RoIs sampled per training image
-PAIRS=${PAIRS:-64}
+QUEUE=${QUEUE:-1024}            # below the 2400 train images: a query never meets its own earlier key
+LR=${LR:-0.3}                   # for 256; supplementary Table 1: 0.3 for COCO-sized data
+EMA=${EMA:-0.99}                # a short run: the key encoder must follow faster than 0.999
+PRECISION=${PRECISION:-bf16}
+DEVICE=${DEVICE:-cpu}
+WORKERS=${WORKERS:-1}
+SEEDS=${SEEDS:-0 1 2}
+WARMUP=${WARMUP:-525}           # ablation: lambda = 0 for the first half of the 1050 steps
+DENSE_QUEUE=${DENSE_QUEUE:-256} # ablation: a shorter dense queue
+REF_ITERS=${REF_ITERS:-400}     # supervised reference: seg-finetune iterations on the train labels
+PAIRS=${PAIRS:-200}             # correspondence: view pairs of test images
+MEMORY=${MEMORY:-1000,10000,0}  # dense-nn memory sizes in patches (0: all)
+SPLIT=test                      # val is kept for choosing settings; every number is on test
 REPORT=${REPORT:-docs/results.md}
 FIGURES=${FIGURES:-docs/figures}
-VAL=test                        # val is left for choosing settings; results are on test
-
-[ -n "$DRY_RUN" ] || mkdir -p "$RUN/eval" "$RUN/figures"
-TIMING=$RUN/timing.tsv
 
 say() { echo "experiment: $*"; }
+wants() { [[ " $STEPS " == *" $1 "* ]]; }
+[ -n "$DRY_RUN" ] || mkdir -p "$RUN/eval" "$RUN/figures"
+TIMING=$RUN/timing.tsv
 
 # run_step NAME OUTPUT CMD...: run CMD unless OUTPUT exists ("": always); log its wall time.
 run_step() {
@@ -63,71 +78,86 @@ run_step() {
   printf '%s\t%s\t%s\n' "$name" $((SECONDS - t0)) "$(date -u +%FT%TZ)" >> "$TIMING"
 }
 
-# pretrain_done CKPT: true when the checkpoint has run all EPOCHS (a stopped run saves early).
-pretrain_done() {
-  "$BIN/densecl" checkpoint finished "$1" --epochs "$EPOCHS" > /dev/null
-}
-
-# ---------------------------------------------------------------- 1. data
-if [ ! -d "$ASSETS" ]; then
-  say "assets: make assets"
-  [ -n "$DRY_RUN" ] || make assets
-fi
-run_step scenes "$DATA/README.md" \
-  "$BIN/densecl" data scenes --objects "$ASSETS/objects" --backgrounds "$ASSETS/backgrounds" \
-    --out "$DATA" --n "$N_IMAGES" --size "$SIZE" --seed 0 --overwrite
-
-# ---------------------------------------------------------------- 2. pre-training
-pretrain() {  # pretrain NAME LAMBDA
-  local name=$1 lambda=$2 ckpt=$RUN/$1/checkpoint.pt
-  if [ -e "$ckpt" ] && pretrain_done "$ckpt"; then
+# pretrain NAME SEED FLAGS...: one run in RUN/NAME; resumed when it has a checkpoint
+pretrain() {
+  local name=$1 seed=$2; shift 2
+  local ckpt=$RUN/$name/checkpoint.pt
+  if [ -e "$ckpt" ] && "$BIN/densecl" checkpoint finished "$ckpt" --epochs "$EPOCHS" > /dev/null; then
     say "skip pretrain-$name ($ckpt has all $EPOCHS epochs)"
   elif [ -e "$ckpt" ]; then
     run_step "pretrain-$name" "" "$BIN/densecl" pretrain --resume "$ckpt" --epochs "$EPOCHS"
   else
-    run_step "pretrain-$name" "$ckpt" "$BIN/densecl" pretrain --config demo_cpu \
-      --arch "$ARCH" --hidden-dim 512 --queue-len "$QUEUE" --momentum 0.99 --lr 0.3 --batch-size "$BATCH" \
-      --crop-size "$CROP" --num-grid $((CROP / 32)) --epochs "$EPOCHS" --workers 1 --save-every 50 \
-      --data "$DATA/unlabeled/train" --loss-lambda "$lambda" --seed 0 --output-dir "$RUN/$name"
+    run_step "pretrain-$name" "" "$BIN/densecl" pretrain --config demo_cpu --arch "$ARCH" --hidden-dim "$HIDDEN" \
+      --queue-len "$QUEUE" --momentum "$EMA" --lr "$LR" --batch-size "$BATCH" --crop-size "$CROP" --epochs "$EPOCHS" \
+      --workers "$WORKERS" --precision "$PRECISION" --device "$DEVICE" --save-every 50 --log-every 10 \
+      --data "$DATA/unlabeled/train" --seed "$seed" --output-dir "$RUN/$name" "$@"
   fi
 }
-pretrain densecl 0.5
-pretrain mocov2 0
 
-# ---------------------------------------------------------------- 3. evaluation
-for name in densecl mocov2 random; do
-  if [ $name = random ]; then W=(--weights random --arch "$ARCH"); else W=(--weights "$RUN/$name/checkpoint.pt"); fi
-  E=$RUN/eval/$name
-  run_step "seg-probe-$name" "${E}_seg-probe.json" "$BIN/densecl" eval seg-probe "${W[@]}" \
-    --data "$DATA/voc" --val-split $VAL --stages c4,c5 --seeds 3 --device cpu --out "${E}_seg-probe.json"
-  run_step "seg-finetune-$name" "${E}_seg-finetune.json" "$BIN/densecl" eval seg-finetune "${W[@]}" \
-    --data "$DATA/voc" --val-split $VAL --crop "$CROP" --batch-size 8 --iters "$SEG_ITERS" \
-    --workers 0 --device cpu --out "${E}_seg-finetune.json"
-  for fraction in 1.0 0.1; do
-    suffix=$([ $fraction = 1.0 ] && echo "" || echo "-10pct")
-    run_step "det-box$suffix-$name" "${E}_det-box$suffix.json" "$BIN/densecl" eval det "${W[@]}" \
-      --data "$DATA/coco" --val-split $VAL --task box --train-fraction $fraction --subset-seed 0 \
-      --iters "$DET_ITERS" --batch-size 4 --lr 0.01 --warmup-iters 20 --min-size "$SIZE" --max-size "$SIZE" \
-      --proposals "$DET_PROPOSALS" --rois-per-image "$DET_ROIS" --detections-per-image 20 --workers 0 --device cpu \
-      --out "${E}_det-box$suffix.json"
+# evaluate NAME WEIGHTS...: every instrument on one backbone, RUN/eval/NAME_<protocol>.json
+evaluate() {
+  local name=$1; shift
+  local E=$RUN/eval/$name common=(--device "$DEVICE" --seed 0)
+  run_step "correspondence-$name" "${E}_correspondence.json" "$BIN/densecl" eval correspondence "$@" "${common[@]}" \
+    --data "$DATA/coco/$SPLIT" --pairs "$PAIRS" --crop "$CROP" --stages c4,c5 --out "${E}_correspondence.json"
+  run_step "dense-nn-$name" "${E}_dense-nn.json" "$BIN/densecl" eval dense-nn "$@" "${common[@]}" \
+    --data "$DATA/voc" --val-split $SPLIT --memory-sizes "$MEMORY" --out "${E}_dense-nn.json"
+  run_step "overcluster-$name" "${E}_overcluster.json" "$BIN/densecl" eval overcluster "$@" "${common[@]}" \
+    --data "$DATA/voc" --val-split $SPLIT --ks 0,4x --out "${E}_overcluster.json"
+  run_step "seg-probe-$name" "${E}_seg-probe.json" "$BIN/densecl" eval seg-probe "$@" "${common[@]}" \
+    --data "$DATA/voc" --val-split $SPLIT --stages c5 --out "${E}_seg-probe.json"
+  run_step "svm-$name" "${E}_svm.json" "$BIN/densecl" eval svm "$@" "${common[@]}" \
+    --data "$DATA/voc" --val-split $SPLIT --image-size "$SIZE" --workers "$WORKERS" --out "${E}_svm.json"
+}
+
+MAIN=()
+for seed in $SEEDS; do MAIN+=("densecl-s$seed" "mocov2-s$seed"); done
+FIRST=${SEEDS%% *}
+ABLATIONS=("densecl-warmup-s$FIRST" "densecl-geometry-s$FIRST" "densecl-densequeue-s$FIRST")
+
+# ---------------------------------------------------------------- 1. data
+if wants data && [ ! -e "$DATA/README.md" ]; then
+  if [ ! -d "$ASSETS" ]; then say "assets: make assets"; [ -n "$DRY_RUN" ] || make assets; fi
+  run_step scenes "" "$BIN/densecl" data scenes --objects "$ASSETS/objects" --backgrounds "$ASSETS/backgrounds" \
+    --out "$DATA" --n "$N_IMAGES" --size "$SIZE" --seed 0
+fi
+
+# ---------------------------------------------------------------- 2. pre-training, 3. ablations
+if wants pretrain; then
+  for seed in $SEEDS; do
+    pretrain "densecl-s$seed" "$seed" --loss-lambda 0.5
+    pretrain "mocov2-s$seed" "$seed" --loss-lambda 0
   done
-  run_step "svm-$name" "${E}_svm.json" "$BIN/densecl" eval svm "${W[@]}" \
-    --data "$DATA/voc" --val-split $VAL --image-size "$SIZE" --workers 0 --device cpu --out "${E}_svm.json"
-done
+fi
+if wants ablations; then
+  pretrain "densecl-warmup-s$FIRST" "$FIRST" --loss-lambda 0.5 --lambda-warmup-iters "$WARMUP"
+  pretrain "densecl-geometry-s$FIRST" "$FIRST" --loss-lambda 0.5 --dense-matching geometry
+  pretrain "densecl-densequeue-s$FIRST" "$FIRST" --loss-lambda 0.5 --dense-queue-len "$DENSE_QUEUE"
+fi
 
-# the picture is written before its report, so the report marks a finished step
-run_step correspond "$RUN/figures/correspondence.json" "$BIN/densecl" correspond \
-  --weights "$RUN/densecl/checkpoint.pt" --label DenseCL --weights "$RUN/mocov2/checkpoint.pt" --label MoCo-v2 \
-  --data "$DATA/coco/$VAL" --pairs "$PAIRS" --crop "$SIZE" --seed 0 --device cpu \
-  --out "$RUN/figures/correspondence.png" || say "warning: correspond failed; the report goes on without it"
-run_step plot "$RUN/figures/curves.png" "$BIN/densecl" plot "$RUN/densecl" "$RUN/mocov2" --out "$RUN/figures/curves.png" \
-  || say "warning: plot failed; the report goes on without it"
+# ---------------------------------------------------------------- 4. the supervised reference
+if wants reference; then
+  run_step reference "$RUN/reference/backbone.pth" "$BIN/densecl" eval seg-finetune --weights random --arch "$ARCH" \
+    --data "$DATA/voc" --val-split $SPLIT --crop "$CROP" --batch-size 8 --iters "$REF_ITERS" --lr 0.02 \
+    --output-stride 32 --workers "$WORKERS" --device "$DEVICE" --seed 0 \
+    --save-backbone "$RUN/reference/backbone.pth" --out "$RUN/reference/seg-finetune.json"
+fi
 
-# ---------------------------------------------------------------- 4. report
-say "report: $REPORT"
-[ -n "$DRY_RUN" ] && exit 0
-printf 'EPOCHS=%s CROP=%s BATCH=%s QUEUE=%s SEG_ITERS=%s DET_ITERS=%s DET_PROPOSALS=%s DET_ROIS=%s PAIRS=%s N_IMAGES=%s SIZE=%s ARCH=%s\n' \
-  "$EPOCHS" "$CROP" "$BATCH" "$QUEUE" "$SEG_ITERS" "$DET_ITERS" "$DET_PROPOSALS" "$DET_ROIS" "$PAIRS" "$N_IMAGES" "$SIZE" "$ARCH" > "$RUN/settings.txt"
-"$BIN/python" -c 'import sys; from densecl.experiment_report import write_report; write_report(*sys.argv[1:])' \
-  "$RUN" "$REPORT" "$FIGURES"
-say "done: $REPORT"
+# ---------------------------------------------------------------- 5. evaluation
+if wants eval; then
+  for name in "${MAIN[@]}" "${ABLATIONS[@]}"; do
+    if "$BIN/densecl" checkpoint finished "$RUN/$name/checkpoint.pt" --epochs "$EPOCHS" > /dev/null 2>&1; then
+      evaluate "$name" --weights "$RUN/$name/checkpoint.pt"
+    else
+      say "skip eval of $name (pre-training not finished)"
+    fi
+  done
+  evaluate random --weights random --arch "$ARCH"
+  [ -e "$RUN/reference/backbone.pth" ] && evaluate reference --weights "$RUN/reference/backbone.pth" --arch "$ARCH"
+  run_step curves "" "$BIN/densecl" plot "${MAIN[@]/#/$RUN/}" --out "$RUN/figures/curves.png" || say "warning: plot failed"
+fi
+
+# ---------------------------------------------------------------- 6. report
+if wants report; then
+  run_step report "" "$BIN/python" scripts/experiment_report.py --run "$RUN" --data "$DATA" --out "$REPORT" --figures "$FIGURES"
+fi

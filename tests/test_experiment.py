@@ -1,7 +1,8 @@
-"""`make experiment`: the report writer on hand-made results, and the script's dry run and resume logic."""
+"""`make experiment`: the report's statistics and tables on hand-made results, and the script's dry run and resume logic."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -11,122 +12,81 @@ from pathlib import Path
 import pytest
 
 from densecl import checkpoint
-from densecl import experiment_report as report
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "experiment.sh"
+_spec = importlib.util.spec_from_file_location("experiment_report", ROOT / "scripts" / "experiment_report.py")
+report = sys.modules["experiment_report"] = importlib.util.module_from_spec(_spec)  # dataclasses look it up there
+_spec.loader.exec_module(report)
 
 
-def _record(protocol: str, metric: str, per_seed: list[float]) -> dict:
-    mean = sum(per_seed) / len(per_seed)
-    std = 0.0 if len(per_seed) == 1 else (sum((v - mean) ** 2 for v in per_seed) / (len(per_seed) - 1)) ** 0.5
-    return {"protocol": protocol, "headline": [metric], "metrics": {metric: {"mean": mean, "std": std, "per_seed": per_seed}}}
+def _record(metrics: dict[str, float]) -> dict:
+    return {"metrics": {k: {"mean": v, "std": 0.0, "per_seed": [v]} for k, v in metrics.items()}}
 
 
-# ------------------------------------------------------------------ the report
+def _write(run: Path, name: str, protocol: str, metrics: dict[str, float]) -> None:
+    (run / "eval").mkdir(parents=True, exist_ok=True)
+    (run / "eval" / f"{name}_{protocol}.json").write_text(json.dumps(_record(metrics)))
 
 
-def test_results_table_values_missing_and_difference():
-    records = {
-        ("densecl", "seg-probe"): _record("seg-probe", "mIoU", [40.0, 42.0, 44.0]),
-        ("mocov2", "seg-probe"): _record("seg-probe", "mIoU", [38.5]),
-        ("densecl", "svm"): _record("svm", "mAP", [61.234]),
-        ("random", "det-box"): _record("det", "bbox_AP", [3.0]),
-        ("densecl", "det-box-10pct"): _record("det", "bbox_AP", [0.101]),
-        ("mocov2", "det-box-10pct"): _record("det", "bbox_AP", [0.104]),  # rounds to zero: "+0.00", not "-0.00"
-    }
-    lines = report.results_table(records).splitlines()
-    header, rows = lines[0], {line.split(" | ")[0].lstrip("| "): line for line in lines[2:]}
-    assert "seg-probe mIoU (C4+C5)" in header and "det box AP, 10 % labels" in header
-    cells = lambda row: [c.strip() for c in rows[row].strip("| ").split(" | ")]  # noqa: E731
-    # columns: weights, seg-probe, seg-finetune, det-box, det-box-10pct, svm
-    assert cells("DenseCL") == ["DenseCL", "42.00 ± 2.00", "—", "—", "0.10", "61.23"]
-    assert cells("MoCo-v2") == ["MoCo-v2", "38.50", "—", "—", "0.10", "—"]
-    assert cells("random init") == ["random init", "—", "—", "3.00", "—", "—"]
-    assert cells("DenseCL − MoCo-v2") == ["DenseCL − MoCo-v2", "+3.50", "—", "—", "+0.00", "—"]
+# ------------------------------------------------------------------ statistics
 
 
-def test_metric_cell_tolerates_broken_records():
-    assert report.metric_cell(None, "mIoU") == "—"
-    assert report.metric_cell({"metrics": {}}, "mIoU") == "—"
-    assert report.metric_cell({"metrics": {"mIoU": {"mean": None, "per_seed": [None]}}}, "mIoU") == "—"
-    assert report.metric_cell({"metrics": {"mIoU": {"mean": 1.0}}}, "mIoU") == "1.00"
+def test_paired_interval_by_hand():
+    # differences 1, 2, 3: mean 2, sd 1, t(0.975, 2 df) = 4.302653 -> half-width 4.302653 / sqrt(3)
+    mean, half = report.paired_interval([11.0, 12.0, 13.0], [10.0, 10.0, 10.0])
+    assert mean == pytest.approx(2.0) and half == pytest.approx(4.302653 / 3**0.5, rel=1e-6)
+    assert report.paired_interval([1.0], [0.5]) == (0.5, None)
+    assert report.mean_std([2.0, 4.0]) == (3.0, pytest.approx(2**0.5))
 
 
-def test_render_empty_and_full():
-    empty = report.render(report.ReportInputs())
-    assert "make experiment" in empty and "no correspondence report yet" in empty and "no step has finished" in empty
-    inputs = report.ReportInputs(
-        records={("densecl", "seg-finetune"): _record("seg-finetune", "mIoU", [12.5])},
-        correspondence={"threshold": 0.9, "weights": [
-            {"label": "DenseCL", "pairs": 64, "locations_per_view": 25, "mean_mutual_per_pair": 14.0, "mean_kept_per_pair": 3.25},
-            {"label": "MoCo-v2", "pairs": 64, "locations_per_view": 25, "mean_mutual_per_pair": 12.0, "mean_kept_per_pair": 1.5},
-        ]},
-        timings=[("pretrain-densecl", 1800.0), ("pretrain-densecl", 1800.0), ("svm-random", 30.0)],
-        settings={"EPOCHS": "40", "CROP": "128"},
-        machine={"platform": "Linux-x", "cores": "2", "torch": "2.14.1"},
-        figures=[("figures/curves.png", "Pre-training loss")],
-    )
-    text = report.render(inputs)
-    assert "EPOCHS=40 CROP=128 make experiment" in text
-    assert "| DenseCL | 64 | 25 | 14.00 | 3.25 |" in text
-    assert "matches >= 0.9 / pair" in text
-    assert "| pretrain-densecl | 60.0 |" in text and "| svm-random | 0.5 |" in text and "**60.5**" in text
-    assert "![Pre-training loss](figures/curves.png)" in text
-    assert "cores 2" in text and "12.50" in text
-
-
-def test_write_report_reads_a_run_dir(tmp_path):
+def test_headline_cells_difference_and_verdict(tmp_path):
     run = tmp_path / "run"
-    (run / "eval").mkdir(parents=True)
-    (run / "figures").mkdir()
-    (run / "eval" / "densecl_svm.json").write_text(json.dumps(_record("svm", "mAP", [55.0])))
-    (run / "eval" / "mocov2_svm.json").write_text("{not json")  # a half-written file: shown as missing
-    (run / "timing.tsv").write_text("scenes\t100\t2024-01-01T00:00:00Z\nbroken line\n")
-    (run / "settings.txt").write_text("EPOCHS=3 CROP=128\n")
-    from PIL import Image
+    for seed, (d, m) in enumerate([(0.30, 0.20), (0.32, 0.21), (0.31, 0.22)]):
+        _write(run, f"densecl-s{seed}", "correspondence", {"c5_accuracy": d})
+        _write(run, f"mocov2-s{seed}", "correspondence", {"c5_accuracy": m})
+        _write(run, f"densecl-s{seed}", "svm", {"mAP": 50.0 + seed})
+        _write(run, f"mocov2-s{seed}", "svm", {"mAP": 50.0 + (1 - seed)})  # 50, 51, 52 vs 51, 50, 49
+    _write(run, "random", "correspondence", {"c5_accuracy": 0.15})
+    _write(run, "mocov2-s9", "svm", {"mAP": 1.0})  # a seed without its DenseCL twin is left out
+    study = report.collect(run)
+    assert study.seeds == [0, 1, 2]
+    assert report.method_cell(study, "densecl", "correspondence", "c5_accuracy", 100) == "31.00 ± 1.00"
+    # differences 10, 11, 9 points: mean 10, sd 1
+    half = 4.302653 / 3**0.5
+    assert report.difference_cell(study, "correspondence", "c5_accuracy", 100) == f"+10.00 [+{10 - half:.2f}, +{10 + half:.2f}]"
+    assert report.verdict(study, "correspondence", "c5_accuracy") == "DenseCL higher"
+    assert report.verdict(study, "svm", "mAP") == "no difference resolved"  # differences -1, +1, +3
+    assert report.single_cell(study, "random", "correspondence", "c5_accuracy", 100) == "15.00"
+    assert report.single_cell(study, "reference", "svm", "mAP", 1) == "—"
+    table = report.headline_table(study)
+    assert "| DenseCL (3 seeds) | 31.00 ± 1.00 |" in table and "| random init | 15.00 |" in table
 
-    Image.new("RGB", (3000, 1500), "white").save(run / "figures" / "curves.png")
-    out = report.write_report(run, tmp_path / "docs" / "results.md", tmp_path / "docs" / "figures")
+
+def test_settings_come_from_the_checkpoints_and_every_difference_is_named(tmp_path):
+    run = tmp_path / "run"
+    base = {"arch": "resnet18", "queue_len": 64, "loss_lambda": 0.5, "seed": 0, "output_dir": "a", "crop_size": 160}
+    for name, config in (("densecl-s0", base), ("mocov2-s0", {**base, "loss_lambda": 0.0, "output_dir": "b", "queue_len": 128})):
+        checkpoint.save(run / name / "checkpoint.pt", checkpoint.TrainingState(config, {}, {}, None, 1, 0, 1, {}))
+    lines = report.settings_lines(report.collect(run))
+    assert "arch resnet18" in lines[0] and "crop_size 160" in lines[0]
+    assert "DenseCL lambda 0.5, MoCo-v2 lambda 0.0" in lines[1] and "**they also differ in queue_len**" in lines[1]
+
+
+def test_rewriting_the_report_keeps_the_analysis_and_draws_the_radius_figure(tmp_path):
+    run, out, figures = tmp_path / "run", tmp_path / "docs" / "results.md", tmp_path / "docs" / "figures"
+    for seed in (0, 1):
+        for method, base in (("densecl", 0.3), ("mocov2", 0.2)):
+            metrics = {f"{s}_within_{r}": base + r / 200 for s in ("c4", "c5") for r in (16, 32, 64)}
+            _write(run, f"{method}-s{seed}", "correspondence", {**metrics, "c5_accuracy": base})
+    report.write_report(run, "scenes", out, figures)
     text = out.read_text()
-    assert "| DenseCL | — | — | — | — | 55.00 |" in text
-    assert "| MoCo-v2 | — | — | — | — | — |" in text
-    assert "| scenes | 1.7 |" in text and "EPOCHS=3 CROP=128 make experiment" in text
-    assert "(figures/curves.png)" in text and "correspondence.png" not in text.split("## Figures")[1].split("##")[0]
-    with Image.open(tmp_path / "docs" / "figures" / "curves.png") as im:
-        assert max(im.size) == report.FIGURE_MAX_SIDE
+    assert "(figures/accuracy_radius.png)" in text and (figures / "accuracy_radius.png").exists()
     assert text.endswith(f"{report.ANALYSIS_MARKER}\n\n{report.NO_ANALYSIS}")
-
-
-def test_the_pictured_scene_is_attributed_from_its_manifest(tmp_path):
-    scenes = tmp_path / "scenes"
-    (scenes / "coco" / "test").mkdir(parents=True)
-    manifest = {"images": [
-        {"name": "test_000001", "background": "train/Other.jpg", "objects": []},
-        {"name": "test_000007", "background": "test/Flower.jpg",
-         "objects": [{"cutout": "animals/fish.png"}, {"cutout": "food/pear.png"}]},
-    ]}  # fmt: skip
-    (scenes / "manifest.json").write_text(json.dumps(manifest))
-    corr = {"source": f"folder {scenes / 'coco' / 'test'}", "first_pair": str(scenes / "coco" / "test" / "test_000007.png")}
-    assert report.picture_sources(corr) == (
-        "`test_000007`, background `test/Flower.jpg` (mate-backgrounds), "
-        "cut-outs `animals/fish.png`, `food/pear.png` (tuxpaint-stamps-default)"
-    )
-    assert report.picture_sources({"first_pair": str(tmp_path / "elsewhere" / "x.png")}) is None
-    assert report.picture_sources(None) is None
-    text = report.render(report.ReportInputs(correspondence=corr))
-    assert "background `test/Flower.jpg`" in text and "licensed GPL-2" in text
-
-
-def test_rewriting_the_report_keeps_the_hand_written_analysis(tmp_path):
-    run, out = tmp_path / "run", tmp_path / "results.md"
-    (run / "eval").mkdir(parents=True)
-    report.write_report(run, out, tmp_path / "figures")
-    analysis = "## Analysis\n\nDenseCL is ahead by 1.0 mIoU because ...\n"
-    out.write_text(out.read_text().split(report.ANALYSIS_MARKER)[0] + report.ANALYSIS_MARKER + "\n\n" + analysis)
-    (run / "eval" / "densecl_svm.json").write_text(json.dumps(_record("svm", "mAP", [55.0])))  # a new result
-    text = report.write_report(run, out, tmp_path / "figures").read_text()
-    assert "| DenseCL | — | — | — | — | 55.00 |" in text  # the generated part is new
+    analysis = "## Analysis\n\nHand-written.\n"
+    out.write_text(text.split(report.ANALYSIS_MARKER)[0] + report.ANALYSIS_MARKER + "\n\n" + analysis)
+    _write(run, "densecl-s0", "svm", {"mAP": 55.0})
+    text = report.write_report(run, "scenes", out, figures).read_text()
     assert text.endswith(report.ANALYSIS_MARKER + "\n\n" + analysis) and text.count(report.ANALYSIS_MARKER) == 1
 
 
@@ -135,29 +95,35 @@ def test_rewriting_the_report_keeps_the_hand_written_analysis(tmp_path):
 
 def _dry_run(run: Path, data: Path, **env: str) -> list[str]:
     environment = {**os.environ, "DRY_RUN": "1", "RUN": str(run), "DATA": str(data), "ASSETS": str(run.parent),
-                   "BIN": str(Path(sys.executable).parent), **env}
-    result = subprocess.run(["bash", str(SCRIPT)], env=environment, capture_output=True, text=True, timeout=60)
+                   "BIN": str(Path(sys.executable).parent), **env}  # fmt: skip
+    result = subprocess.run(["bash", str(SCRIPT)], env=environment, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     return result.stdout.splitlines()
 
 
+def _step(line: str) -> str:
+    return line.split(":")[1].strip()
+
+
 @pytest.mark.skipif(sys.platform == "win32", reason="bash script")
-def test_dry_run_prints_every_step_and_runs_nothing(tmp_path):
+def test_dry_run_pairs_the_methods_and_runs_nothing(tmp_path):
     run, data = tmp_path / "run", tmp_path / "data"
-    lines = _dry_run(run, data, EPOCHS="7")
-    steps = [line.split(":")[1].strip() for line in lines]
+    lines = _dry_run(run, data, EPOCHS="7", SEEDS="0 1")
+    steps = [_step(line) for line in lines]
     assert steps[0] == "scenes" and steps[-1] == "report"
-    assert "pretrain-densecl" in steps and "pretrain-mocov2" in steps
-    for w in ("densecl", "mocov2", "random"):
-        for p in ("seg-probe", "seg-finetune", "det-box", "det-box-10pct", "svm"):
-            assert f"{p}-{w}" in steps
-    assert "correspond" in steps and "plot" in steps
-    pretrain = {s: line for s, line in zip(steps, lines) if s.startswith("pretrain-")}
-    assert "--loss-lambda 0.5" in pretrain["pretrain-densecl"] and "--loss-lambda 0 " in pretrain["pretrain-mocov2"]
-    # everything else identical
+    pretrain = {_step(line): line for line in lines if _step(line).startswith("pretrain-")}
+    assert list(pretrain) == [
+        "pretrain-densecl-s0", "pretrain-mocov2-s0", "pretrain-densecl-s1", "pretrain-mocov2-s1",
+        "pretrain-densecl-warmup-s0", "pretrain-densecl-geometry-s0", "pretrain-densecl-densequeue-s0",
+    ]  # fmt: skip
+    # DenseCL and MoCo-v2 differ in lambda (and their folder) only
     same = lambda line: line.split(":", 2)[2].replace("--loss-lambda 0.5", "").replace("--loss-lambda 0", "")  # noqa: E731
-    assert same(pretrain["pretrain-densecl"]).replace("run/densecl", "run/mocov2") == same(pretrain["pretrain-mocov2"])
-    assert "--epochs 7" in pretrain["pretrain-densecl"]
+    assert same(pretrain["pretrain-densecl-s1"]).replace("densecl-s1", "mocov2-s1") == same(pretrain["pretrain-mocov2-s1"])
+    assert "--seed 1" in pretrain["pretrain-densecl-s1"] and "--epochs 7" in pretrain["pretrain-mocov2-s0"]
+    assert "--dense-matching geometry" in pretrain["pretrain-densecl-geometry-s0"]
+    assert "reference" in steps and "skip eval of densecl-s0 (pre-training not finished)" in "\n".join(lines)
+    for p in ("correspondence", "dense-nn", "overcluster", "seg-probe", "svm"):
+        assert f"{p}-random" in steps
     assert not run.exists()  # nothing written
 
 
@@ -171,18 +137,15 @@ def test_dry_run_skips_what_exists_and_resumes_unfinished_pretraining(tmp_path):
     run, data = tmp_path / "run", tmp_path / "data"
     data.mkdir()
     (data / "README.md").write_text("done")
-    _fake_checkpoint(run / "densecl" / "checkpoint.pt", step=30)  # 3 of EPOCHS=3 epochs: finished
-    _fake_checkpoint(run / "mocov2" / "checkpoint.pt", step=12)  # interrupted in epoch 2
+    _fake_checkpoint(run / "densecl-s0" / "checkpoint.pt", step=30)  # 3 of EPOCHS=3 epochs: finished
+    _fake_checkpoint(run / "mocov2-s0" / "checkpoint.pt", step=12)  # interrupted in epoch 2
     (run / "eval").mkdir()
-    (run / "eval" / "densecl_svm.json").write_text("{}")
-    (run / "eval" / "random_det-box-10pct.json").write_text("{}")
-
-    lines = _dry_run(run, data, EPOCHS="3")
+    (run / "eval" / "densecl-s0_svm.json").write_text("{}")
+    lines = _dry_run(run, data, EPOCHS="3", SEEDS="0", STEPS="data pretrain eval")
     text = "\n".join(lines)
-    assert "skip scenes" in text
-    assert f"skip pretrain-densecl ({run}/densecl/checkpoint.pt has all 3 epochs)" in text
-    resume = next(line for line in lines if "pretrain-mocov2:" in line)
-    assert f"--resume {run}/mocov2/checkpoint.pt --epochs 3" in resume
-    assert "skip svm-densecl" in text and "skip det-box-10pct-random" in text
-    assert "experiment: svm-mocov2:" in text and "experiment: det-box-10pct-densecl:" in text
-
+    assert "scenes" not in [_step(line) for line in lines]
+    assert f"skip pretrain-densecl-s0 ({run}/densecl-s0/checkpoint.pt has all 3 epochs)" in text
+    assert f"--resume {run}/mocov2-s0/checkpoint.pt --epochs 3" in next(line for line in lines if "pretrain-mocov2-s0:" in line)
+    assert "skip svm-densecl-s0" in text and "experiment: dense-nn-densecl-s0:" in text
+    assert "skip eval of mocov2-s0 (pre-training not finished)" in text
+    assert "pretrain-densecl-warmup" not in text  # STEPS leaves the ablations out

@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch import nn
 
-from densecl.correspondence import unit_c5_features
+from densecl.matches import unit_c5_features
 
 
 def test_unit_c5_features_are_unit_length_at_every_location():

@@ -20,7 +20,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from densecl.correspondence import Correspondence, ViewPair, cell_centres
+from densecl.data.geometry import cell_centres
+from densecl.matches import Correspondence, ViewPair
 from densecl.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from densecl.errors import InputError
 
@@ -129,6 +130,35 @@ def plot_curves(runs: Sequence[tuple[str, Sequence[dict[str, Any]]]], out: str |
     for ax in axes[2:]:
         ax.set_xlabel("step")
     axes[0].legend(loc="best", fontsize="small")
+    return _save(fig, out)
+
+
+def plot_accuracy_by_radius(
+    rows: Sequence[tuple[str, Sequence[float], Sequence[float], Sequence[float]]], stages: Sequence[str], out: str | Path
+) -> Path:
+    """Correspondence accuracy against pixel radius, one panel per stage, one line per backbone.
+
+    Args:
+        rows: ``(label, radii, mean, spread)`` per backbone and stage, in ``stages`` order
+            (``len(rows)`` is a multiple of ``len(stages)``); values are fractions, drawn as
+            percent; ``spread`` (e.g. the std over pre-training seeds) is a shaded band.
+        stages: panel titles, e.g. ``("C4", "C5")``.
+        out: image file to write.
+    """
+    fig = _figure(figsize=(5.2 * len(stages), 4), dpi=100, layout="constrained")
+    axes = fig.subplots(1, len(stages), squeeze=False)[0]
+    per_stage = len(rows) // len(stages)
+    for k, (ax, stage) in enumerate(zip(axes, stages)):
+        for n, (label, radii, mean, spread) in enumerate(rows[k * per_stage : (k + 1) * per_stage]):
+            r, m, sd = (np.asarray(v, dtype=float) for v in (radii, mean, spread))
+            ax.plot(r, 100 * m, marker="o", color=f"C{n}", label=label)
+            ax.fill_between(r, 100 * (m - sd), 100 * (m + sd), color=f"C{n}", alpha=0.2, linewidth=0)
+        ax.set_title(f"{stage}: the matched cell's centre within r pixels of the true point", fontsize="small")
+        ax.set_xlabel("r (view pixels)")
+        ax.set_ylabel("query cells (%)")
+        ax.set_ylim(0, 100)
+        ax.grid(alpha=0.3)
+    axes[0].legend(loc="lower right", fontsize="small")
     return _save(fig, out)
 
 

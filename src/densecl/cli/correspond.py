@@ -10,7 +10,7 @@
 
 For each location of view 1 the most similar location of view 2 (cosine of C5
 features, backbone in eval mode); kept when mutual, scored by the averaged
-similarity (equal to the pair's cosine, see :mod:`densecl.correspondence`),
+similarity (equal to the pair's cosine, see :mod:`densecl.matches`),
 drawn when the score is >= ``--threshold``. Writes the picture (one row per
 weights, the first pair), a JSON report next to it (``FILE.json``: per weights,
 mutual and kept matches per pair and a histogram of mutual-match scores), and
@@ -81,7 +81,7 @@ class Loaded(NamedTuple):
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from densecl import correspondence as corr
+    from densecl import matches as corr
     from densecl.devices import resolve_device
     from densecl.plotting import draw_correspondence, require_matplotlib
 
@@ -214,7 +214,7 @@ def _pairs(args: argparse.Namespace):
     import torch
     from torchvision.transforms import v2
 
-    from densecl.correspondence import ViewPair, augmented_pairs
+    from densecl.matches import ViewPair, augmented_pairs
     from densecl.data.sources import image_source
     from densecl.data.transforms import IMAGENET_MEAN, IMAGENET_STD, crop_flip_view, moco_v2_view
 

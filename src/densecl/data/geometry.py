@@ -137,14 +137,20 @@ def sample_view(
     return ViewGeometry(top, left, h, w, size, flip, angle)
 
 
-def cell_centres(grid: tuple[int, int], size: int) -> torch.Tensor:
-    """Centres of the cells of an ``h x w`` feature map spread over a ``size``-pixel view, row-major.
+def cell_centres(grid: tuple[int, int], size: int | tuple[int, int]) -> torch.Tensor:
+    """Centres of the cells of an ``h x w`` feature map spread over a view, row-major.
 
-    Returns ``h*w x 2`` (x, y) view points.
+    Args:
+        grid: ``(h, w)`` of the feature map.
+        size: the view's side, or its ``(height, width)``; a cell covers
+            ``height/h x width/w`` pixels (32 x 32 for C5 at multiples of 32).
+
+    Returns:
+        ``h*w x 2`` float64 (x, y) view points; row ``i * w + j`` is cell ``(i, j)``.
     """
-    h, w = grid
-    ys = (torch.arange(h, dtype=torch.float64) + 0.5) * (size / h)
-    xs = (torch.arange(w, dtype=torch.float64) + 0.5) * (size / w)
+    (h, w), (height, width) = grid, (size, size) if isinstance(size, int) else size
+    ys = (torch.arange(h, dtype=torch.float64) + 0.5) * (height / h)
+    xs = (torch.arange(w, dtype=torch.float64) + 0.5) * (width / w)
     yy, xx = torch.meshgrid(ys, xs, indexing="ij")
     return torch.stack([xx.reshape(-1), yy.reshape(-1)], dim=1)
 

@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from torchvision.transforms import v2
 
-from densecl.correspondence import mutual_matches
+from densecl.matches import mutual_matches
 from densecl.data.sources import ImageFiles, SceneImages, image_source
 from densecl.data.geometry import ViewGeometry, cell_centres, corresponding_cells, sample_view
 from densecl.data.transforms import IMAGENET_MEAN, IMAGENET_STD, moco_v2_photometric

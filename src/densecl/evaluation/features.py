@@ -149,7 +149,7 @@ def dense_features(backbone: ResNetBackbone, images: torch.Tensor, stages: tuple
 
     ``B x 3 x H x W`` -> ``B x C x h x w`` with ``h x w`` the size of the
     finest selected stage (e.g. C4 + C5 at H/16). The correspondence picture's
-    unit-length C5 map is :func:`densecl.correspondence.unit_c5_features`.
+    unit-length C5 map is :func:`densecl.matches.unit_c5_features`.
     """
     maps = backbone.forward_stages(images)
     chosen = [maps[s] for s in stages]

@@ -10,12 +10,12 @@ import torch.nn.functional as F
 from PIL import Image
 
 from densecl.cli import main
-from densecl.correspondence import (
+from densecl.data.geometry import cell_centres
+from densecl.matches import (
     Correspondence,
     Matches,
     ViewPair,
     augmented_pairs,
-    cell_centres,
     correspond,
     match_stats,
     mutual_matches,

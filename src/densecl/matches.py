@@ -80,24 +80,6 @@ def mutual_matches(f1: torch.Tensor, f2: torch.Tensor) -> Matches:
     return Matches(idx1, idx2, (forward + backward) / 2)
 
 
-def cell_centres(grid: tuple[int, int], size: tuple[int, int]) -> torch.Tensor:
-    """Pixel ``(x, y)`` of the centre of every feature-map cell, row-major.
-
-    Args:
-        grid: ``(h, w)`` of the feature map.
-        size: ``(H, W)`` of the image it was computed from; a cell covers
-            ``H/h x W/w`` pixels (32 x 32 for C5 when ``H`` and ``W`` are multiples of 32).
-
-    Returns:
-        ``h*w x 2`` float tensor; row ``i * w + j`` is cell ``(i, j)``.
-    """
-    (h, w), (height, width) = grid, size
-    y = (torch.arange(h, dtype=torch.float32) + 0.5) * (height / h)  # h
-    x = (torch.arange(w, dtype=torch.float32) + 0.5) * (width / w)  # w
-    yy, xx = torch.meshgrid(y, x, indexing="ij")  # h x w each
-    return torch.stack([xx.flatten(), yy.flatten()], dim=1)  # h*w x 2
-
-
 # --------------------------------------------------------------------------- views
 
 

@@ -1,0 +1,420 @@
+"""docs/results.md for ``make experiment`` (scripts/experiment.sh): DenseCL against MoCo-v2 over seeds.
+
+    python scripts/experiment_report.py --run runs/study --data .cache/study-scenes --out docs/results.md --figures docs/figures
+
+Reads what the run left: ``RUN/eval/<backbone>_<protocol>.json`` (``densecl-s0``,
+``mocov2-s0``, ..., the ablations, ``random``, ``reference``), the pre-training
+settings from the checkpoints' stored configs (and checks that DenseCL and
+MoCo-v2 differ in lambda and nothing else), ``RUN/timing.tsv`` and the
+machine. A result not there yet shows as "—"; the report is written from
+whatever exists. Everything below :data:`ANALYSIS_MARKER` in an existing
+report is written by hand and kept.
+
+Statistics: a method's cell is the mean ± standard deviation over its
+pre-training seeds; DenseCL − MoCo-v2 pairs the runs of one seed (same
+initial weights and data order) and gives the mean difference with a 95 %
+t-interval over seeds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+MISSING = "—"
+METHODS = (("densecl", "DenseCL"), ("mocov2", "MoCo-v2"))
+SINGLES = (("random", "random init"), ("reference", "supervised reference"))
+ABLATIONS = (
+    ("densecl-warmup", "lambda warm-up over the first half of the run"),
+    ("densecl-geometry", "dense positives from the known view geometry"),
+    ("densecl-densequeue", "a shorter dense queue"),
+)
+# (protocol, metric, column title, scale to percent)
+HEADLINE = (
+    ("correspondence", "c5_accuracy", "C5 match accuracy", 100),
+    ("correspondence", "c5_within_32", "C5 within 32 px", 100),
+    ("correspondence", "c4_accuracy", "C4 match accuracy", 100),
+    ("dense-nn", "mIoU", "dense-nn mIoU", 1),
+    ("overcluster", "mIoU", "over-clustering mIoU", 1),
+    ("seg-probe", "mIoU", "seg-probe mIoU", 1),
+    ("svm", "mAP", "SVM mAP", 1),
+)
+CORRESPONDENCE = (
+    ("accuracy", "accuracy", 100), ("within_16", "within 16 px", 100), ("within_32", "within 32 px", 100),
+    ("within_64", "within 64 px", 100), ("mutual_precision", "mutual NN precision", 100),
+    ("mutual_recall", "mutual NN recall", 100), ("true_similarity", "cos to the true cell", 1),
+    ("best_false_similarity", "cos to the best other cell", 1), ("margin", "margin", 1),
+    ("within_view_similarity", "cos between cells of one view", 1), ("confident", "matches >= 0.9 per pair", 1),
+    ("confident_correct", "of them correct", 1),
+)  # fmt: skip
+FIGURE_MAX_SIDE = 1200  # pixels; docs/ keeps small PNGs
+ANALYSIS_MARKER = "<!-- analysis: written by hand below this line; make experiment keeps it -->"
+NO_ANALYSIS = "## Analysis\n\nNot written yet.\n"
+
+
+# ------------------------------------------------------------------ statistics
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for one value)."""
+    n = len(values)
+    mean = sum(values) / n
+    return mean, (math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else 0.0)
+
+
+def paired_interval(a: Sequence[float], b: Sequence[float], level: float = 0.95) -> tuple[float, float | None]:
+    """Mean of ``a_i - b_i`` and the half-width of its ``level`` t-interval (None for one pair)."""
+    diffs = [x - y for x, y in zip(a, b)]
+    mean, sd = mean_std(diffs)
+    if len(diffs) < 2:
+        return mean, None
+    from scipy.stats import t
+
+    return mean, float(t.ppf((1 + level) / 2, len(diffs) - 1)) * sd / math.sqrt(len(diffs))
+
+
+# ------------------------------------------------------------------ reading the run
+
+
+@dataclass
+class Study:
+    """What the run has written so far."""
+
+    records: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)  # (backbone, protocol) -> eval JSON
+    seeds: list[int] = field(default_factory=list)  # seeds with both a DenseCL and a MoCo-v2 run evaluated
+    configs: dict[str, dict[str, Any]] = field(default_factory=dict)  # run name -> stored pre-training config
+    timings: list[tuple[str, float]] = field(default_factory=list)
+    machine: dict[str, str] = field(default_factory=dict)
+    figures: list[tuple[str, str]] = field(default_factory=list)  # (link relative to the report, caption)
+
+
+def collect(run: Path) -> Study:
+    study = Study(machine=machine_info())
+    for path in sorted((run / "eval").glob("*_*.json")):
+        name, protocol = path.stem.split("_", 1)
+        record = _read_json(path)
+        if record is not None:
+            study.records[(name, protocol)] = record
+    seeds = {int(m.group(2)) for name, _ in study.records if (m := re.fullmatch(r"(densecl|mocov2)-s(\d+)", name))}
+    study.seeds = sorted(s for s in seeds if any(n == f"densecl-s{s}" for n, _ in study.records) and any(n == f"mocov2-s{s}" for n, _ in study.records))
+    for ckpt in sorted(run.glob("*/checkpoint.pt")):
+        study.configs[ckpt.parent.name] = _stored_config(ckpt)
+    study.timings = read_timings(run / "timing.tsv")
+    return study
+
+
+def _stored_config(path: Path) -> dict[str, Any]:
+    from densecl import checkpoint
+
+    return dict(checkpoint.load(path).config)
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def read_timings(path: Path) -> list[tuple[str, float]]:
+    out = []
+    try:
+        lines = path.read_text().splitlines()
+    except OSError:
+        return out
+    for line in lines:
+        parts = line.split("\t")
+        try:
+            out.append((parts[0], float(parts[1])))
+        except (IndexError, ValueError):
+            continue
+    return out
+
+
+def machine_info() -> dict[str, str]:
+    import torch
+
+    cpu = None
+    try:
+        cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith("model name")), None)
+    except OSError:
+        pass
+    return {"cpu": cpu or platform.processor() or platform.machine(), "cores": str(os.cpu_count()), "torch": torch.__version__}
+
+
+# ------------------------------------------------------------------ tables
+
+
+def value(study: Study, name: str, protocol: str, metric: str) -> float | None:
+    try:
+        v = study.records[(name, protocol)]["metrics"][metric]["mean"]
+    except KeyError:
+        return None
+    return None if v is None else float(v)
+
+
+def _per_seed(study: Study, method: str, protocol: str, metric: str) -> list[float] | None:
+    values = [value(study, f"{method}-s{s}", protocol, metric) for s in study.seeds]
+    return None if not values or any(v is None for v in values) else values  # type: ignore[return-value]
+
+
+def method_cell(study: Study, method: str, protocol: str, metric: str, scale: float) -> str:
+    values = _per_seed(study, method, protocol, metric)
+    if values is None:
+        return MISSING
+    mean, sd = mean_std([scale * v for v in values])
+    return f"{mean:.2f} ± {sd:.2f}" if len(values) > 1 else f"{mean:.2f}"
+
+
+def single_cell(study: Study, name: str, protocol: str, metric: str, scale: float) -> str:
+    v = value(study, name, protocol, metric)
+    return MISSING if v is None else f"{scale * v:.2f}"
+
+
+def difference_cell(study: Study, protocol: str, metric: str, scale: float) -> str:
+    a, b = _per_seed(study, "densecl", protocol, metric), _per_seed(study, "mocov2", protocol, metric)
+    if a is None or b is None:
+        return MISSING
+    mean, half = paired_interval([scale * v for v in a], [scale * v for v in b])
+    if half is None:
+        return f"{_signed(mean)} (one seed)"
+    return f"{_signed(mean)} [{_signed(mean - half)}, {_signed(mean + half)}]"
+
+
+def verdict(study: Study, protocol: str, metric: str) -> str:
+    a, b = _per_seed(study, "densecl", protocol, metric), _per_seed(study, "mocov2", protocol, metric)
+    if a is None or b is None or len(a) < 2:
+        return MISSING
+    mean, half = paired_interval(a, b)
+    if half is None or abs(mean) <= half:
+        return "no difference resolved"
+    return "DenseCL higher" if mean > 0 else "MoCo-v2 higher"
+
+
+def _signed(x: float) -> str:
+    return f"{x:+.2f}" if round(x, 2) else "+0.00"
+
+
+def headline_table(study: Study) -> str:
+    from densecl.tables import markdown_table
+
+    n = len(study.seeds)
+    rows = [[f"{label} ({n} seeds)", *(method_cell(study, m, p, k, s) for p, k, _, s in HEADLINE)] for m, label in METHODS]
+    rows.append(["DenseCL − MoCo-v2, 95 % CI", *(difference_cell(study, p, k, s) for p, k, _, s in HEADLINE)])
+    rows.append(["verdict", *(verdict(study, p, k) for p, k, _, _ in HEADLINE)])
+    rows += [[label, *(single_cell(study, name, p, k, s) for p, k, _, s in HEADLINE)] for name, label in SINGLES]
+    return markdown_table(["backbone", *(title for _, _, title, _ in HEADLINE)], rows, padded=False)
+
+
+def correspondence_table(study: Study, stage: str) -> str:
+    from densecl.tables import markdown_table
+
+    rows = []
+    for key, title, scale in CORRESPONDENCE:
+        metric = f"{stage}_{key}"
+        rows.append([
+            title,
+            *(method_cell(study, m, "correspondence", metric, scale) for m, _ in METHODS),
+            difference_cell(study, "correspondence", metric, scale),
+            *(single_cell(study, name, "correspondence", metric, scale) for name, _ in SINGLES),
+        ])
+    return markdown_table(["", *(label for _, label in METHODS), "DenseCL − MoCo-v2", *(label for _, label in SINGLES)], rows, padded=False)
+
+
+def memory_table(study: Study) -> str:
+    from densecl.tables import markdown_table
+
+    sizes = sorted({k for (_, p), r in study.records.items() if p == "dense-nn" for k in r["metrics"] if k.startswith("mIoU@")}, key=lambda k: int(k[5:]))
+    if not sizes:
+        return f"{MISSING} (no dense-nn result yet)"
+    rows = [[label, *(method_cell(study, m, "dense-nn", k, 1) for k in sizes)] for m, label in METHODS]
+    rows.append(["DenseCL − MoCo-v2", *(difference_cell(study, "dense-nn", k, 1) for k in sizes)])
+    rows += [[label, *(single_cell(study, name, "dense-nn", k, 1) for k in sizes)] for name, label in SINGLES]
+    return markdown_table(["backbone", *(f"memory {k[5:]} patches" for k in sizes)], rows, padded=False)
+
+
+def ablation_table(study: Study) -> str:
+    from densecl.tables import markdown_table
+
+    first = study.seeds[0] if study.seeds else 0
+    rows = []
+    for name, label in ((f"densecl-s{first}", "DenseCL (paper)"), (f"mocov2-s{first}", "MoCo-v2"), *((f"{a}-s{first}", d) for a, d in ABLATIONS)):
+        rows.append([label, *(single_cell(study, name, p, k, s) for p, k, _, s in HEADLINE)])
+    return markdown_table([f"seed {first}", *(title for _, _, title, _ in HEADLINE)], rows, padded=False)
+
+
+def settings_lines(study: Study) -> list[str]:
+    """The pre-training settings as stored in the checkpoints, and every difference between the two methods."""
+    dense = next((c for n, c in study.configs.items() if re.fullmatch(r"densecl-s\d+", n)), None)
+    moco = next((c for n, c in study.configs.items() if re.fullmatch(r"mocov2-s\d+", n)), None)
+    if dense is None:
+        return [f"{MISSING} (no checkpoint yet)"]
+    keys = ("arch", "hidden_dim", "out_dim", "queue_len", "momentum", "temperature", "crop_size", "min_scale", "batch_size", "epochs", "lr", "weight_decay", "precision", "data")
+    lines = ["Pre-training, from the checkpoints' stored configs: " + ", ".join(f"{k} {dense.get(k)}" for k in keys) + "."]
+    if moco is not None:
+        ignored = {"loss_lambda", "seed", "output_dir"}
+        other = sorted(k for k in set(dense) | set(moco) if k not in ignored and dense.get(k) != moco.get(k))
+        lines.append(
+            f"DenseCL lambda {dense.get('loss_lambda')}, MoCo-v2 lambda {moco.get('loss_lambda')}; "
+            + ("every other setting is the same." if not other else f"**they also differ in {', '.join(other)}**.")
+        )
+    return lines
+
+
+def timing_table(timings: list[tuple[str, float]]) -> str:
+    from densecl.tables import markdown_table
+
+    if not timings:
+        return f"{MISSING} (no step has finished yet)"
+    totals: dict[str, float] = {}
+    for name, seconds in timings:
+        totals[name] = totals.get(name, 0.0) + seconds
+    rows = [[name, f"{s / 60:.1f}"] for name, s in totals.items()]
+    rows.append(["**total**", f"**{sum(totals.values()) / 60:.1f}**"])
+    return markdown_table(["step", "wall time (min)"], rows, padded=False)
+
+
+# ------------------------------------------------------------------ figures
+
+
+def radius_figure(study: Study, out: Path) -> Path | None:
+    """Correspondence accuracy against radius at C4 and C5: DenseCL and MoCo-v2 (mean ± std over seeds), random, reference."""
+    from densecl import plotting
+
+    rows = []
+    for stage in ("c4", "c5"):
+        radii = sorted(
+            {m.group(1) for (_, p), r in study.records.items() if p == "correspondence" for k in r["metrics"] if (m := re.fullmatch(rf"{stage}_within_([\d.]+)", k))},
+            key=float,
+        )
+        if not radii:
+            return None
+        for m, label in METHODS:
+            cols = [_per_seed(study, m, "correspondence", f"{stage}_within_{r}") for r in radii]
+            if any(c is None for c in cols):
+                continue
+            stats = [mean_std(c) for c in cols]  # type: ignore[arg-type]
+            rows.append((f"{label} ({len(study.seeds)} seeds)", [float(r) for r in radii], [s[0] for s in stats], [s[1] for s in stats]))
+        for name, label in SINGLES:
+            vals = [value(study, name, "correspondence", f"{stage}_within_{r}") for r in radii]
+            if all(v is not None for v in vals):
+                rows.append((label, [float(r) for r in radii], vals, [0.0] * len(radii)))
+    if not rows or len(rows) % 2:
+        return None
+    return plotting.plot_accuracy_by_radius(rows, ("C4", "C5"), out)
+
+
+def shrink_copy(src: Path, dst: Path, max_side: int = FIGURE_MAX_SIDE) -> None:
+    from densecl.images import open_rgb
+
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    image = open_rgb(src, what="figure")
+    image.thumbnail((max_side, max_side))
+    image.quantize(256).save(dst, optimize=True)  # a 256-colour palette: a few times smaller
+
+
+# ------------------------------------------------------------------ the report
+
+
+def render(study: Study, data: str) -> str:
+    machine = ", ".join(f"{k} {v}" for k, v in study.machine.items()) or MISSING
+    figures = "\n\n".join(f"![{caption}]({link})\n\n*{caption}.*" for link, caption in study.figures)
+    seeds = ", ".join(map(str, study.seeds)) or MISSING
+    return "\n".join([
+        "# Does DenseCL give better dense features than MoCo-v2? The study",
+        "",
+        "Written by `make experiment` (`scripts/experiment.sh`; this report by `scripts/experiment_report.py`).",
+        "DenseCL (lambda 0.5) and MoCo-v2 (lambda 0) are pre-trained with everything else identical, once per",
+        f"pre-training seed (seeds {seeds}), on the train images of the photo scenes in `{data}`",
+        "(docs/photo-scenes.md); every number is on the test split. Random init is the floor of each",
+        "instrument and a backbone fine-tuned with the train split's segmentation labels its ceiling.",
+        "",
+        *settings_lines(study),
+        "",
+        f"Machine: {machine}.",
+        "",
+        "## Headline (test split, percent)",
+        "",
+        "Methods: mean ± std over pre-training seeds. DenseCL − MoCo-v2: mean paired difference (same seed:",
+        "same initial weights and data order) with its 95 % t-interval; the verdict says whether the interval",
+        "excludes zero.",
+        "",
+        headline_table(study),
+        "",
+        "## Dense correspondence against ground-truth geometry",
+        "",
+        "Two views of each test image with known crop and flip and the MoCo-v2 colour augmentation; a query",
+        "cell is right when its most similar cell of the other view holds the same image point",
+        "(`densecl eval correspondence`).",
+        "",
+        "### C5",
+        "",
+        correspondence_table(study, "c5"),
+        "",
+        "### C4",
+        "",
+        correspondence_table(study, "c4"),
+        "",
+        "## In-context dense nearest-neighbour segmentation, by memory size (mIoU)",
+        "",
+        memory_table(study),
+        "",
+        "## Ablations of DenseCL (first seed)",
+        "",
+        ablation_table(study),
+        "",
+        "## Figures",
+        "",
+        figures or f"{MISSING} (no figure yet)",
+        "",
+        "## Wall time",
+        "",
+        timing_table(study.timings),
+        "",
+    ])
+
+
+def keep_analysis(generated: str, previous: str | None) -> str:
+    if previous is not None and ANALYSIS_MARKER in previous:
+        return generated + previous[previous.index(ANALYSIS_MARKER):]
+    return f"{generated}{ANALYSIS_MARKER}\n\n{NO_ANALYSIS}"
+
+
+def write_report(run: Path, data: str, out: Path, figures_dir: Path) -> Path:
+    study = collect(run)
+    made = radius_figure(study, run / "figures" / "accuracy_radius.png")
+    for name, caption in (
+        ("accuracy_radius.png", "Correspondence accuracy against pixel radius, test pairs (bands: std over seeds)"),
+        ("curves.png", "Pre-training loss and learning rate of every DenseCL and MoCo-v2 run"),
+    ):
+        src = run / "figures" / name
+        if src.exists() and (name != "accuracy_radius.png" or made):
+            shrink_copy(src, figures_dir / name)
+            study.figures.append((os.path.relpath(figures_dir / name, out.parent), caption))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    previous = out.read_text() if out.exists() else None
+    out.write_text(keep_analysis(render(study, data), previous))
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--run", type=Path, default=Path("runs/study"))
+    p.add_argument("--data", default=".cache/study-scenes")
+    p.add_argument("--out", type=Path, default=Path("docs/results.md"))
+    p.add_argument("--figures", type=Path, default=Path("docs/figures"))
+    args = p.parse_args()
+    print(f"wrote {write_report(args.run, args.data, args.out, args.figures)}")
+
+
+if __name__ == "__main__":
+    main()
