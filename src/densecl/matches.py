@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
+from densecl.data.sources import first_readable
 from densecl.errors import InputError
 
 
@@ -121,13 +122,7 @@ def augmented_pairs(source: ImageSource, n: int, transform, seed: int) -> Iterat
     order = torch.randperm(len(source), generator=g).tolist()
     for p in range(n):
         view_seed = int(torch.randint(2**62, (1,), generator=g))  # drawn in pair order: pair p's seed is fixed
-        for tried in range(len(order)):
-            index = order[(p + tried) % len(order)]
-            image = source.load(index)
-            if image is not None:
-                break
-        else:
-            raise InputError(f"no readable image in {getattr(source, 'origin', 'the data')}")
+        _, index, image = first_readable(source, (order[(p + k) % len(order)] for k in range(len(order))))
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(view_seed)
             view1, view2 = transform(image), transform(image)

@@ -9,7 +9,7 @@ every mode PIL knows becomes RGB (:func:`densecl.images.open_rgb`).
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import torch
@@ -81,6 +81,19 @@ def _resolve(root: Path, name: str) -> Path:
     return p if p.is_absolute() else root / p
 
 
+def first_readable(source: ImageFiles | SceneImages, indices: Iterable[int]) -> tuple[int, int, Image.Image]:
+    """``(skipped, index, image)``: the first of ``indices`` whose image reads, and how many did not.
+
+    Raises:
+        InputError: none of them reads.
+    """
+    for skipped, index in enumerate(indices):
+        image = source.load(index)
+        if image is not None:
+            return skipped, index, image
+    raise InputError(f"no readable image in {getattr(source, 'origin', 'the data')}")
+
+
 class TwoViewDataset(torch.utils.data.Dataset):
     """Two augmented views per image, reproducible from ``(index, seed)``.
 
@@ -102,12 +115,8 @@ class TwoViewDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, item: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
         index, seed = item
-        for skipped in range(len(self.source)):
-            image = self.source.load((index + skipped) % len(self.source))
-            if image is not None:
-                break
-        else:
-            raise InputError(f"no readable image in {self.source.origin}")
+        n = len(self.source)
+        skipped, _, image = first_readable(self.source, ((index + k) % n for k in range(n)))
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             im_q, im_k, match = self.two_views(image)

@@ -52,7 +52,8 @@ from densecl.images import open_rgb
 __all__ = [
     "IGNORE_INDEX", "VOC_CLASSES", "ClassificationSplit", "CocoSplit", "ImageTensors", "SegmentationSplit",
     "as_list", "check_same_classes", "describe_splits", "open_rgb", "read_class_names", "read_classification",
-    "read_classification_splits", "read_coco", "read_label", "read_segmentation", "segmentation_tensors", "subset",
+    "read_classification_splits", "read_coco", "read_label", "read_segmentation", "read_segmentation_splits",
+    "segmentation_tensors", "subset",
 ]
 
 
@@ -111,6 +112,18 @@ def describe_splits(root: Path, train: ClassificationSplit, val: ClassificationS
         "train_source": train.source,
         "val_source": val.source,
     }
+
+
+def read_segmentation_splits(config, *splits: str, workers: int = 4) -> list[SegmentationSplit]:
+    """The named VOC-layout splits of ``config.data``, every label read once.
+
+    ``config`` carries ``data``, ``num_classes`` and ``label_dir``. A bad mask
+    fails here, before any model is built, not at iteration 9000.
+    """
+    out = [read_segmentation(config.data, split, config.num_classes, config.label_dir) for split in splits]
+    for split in out:
+        split.check(workers=workers)
+    return out
 
 
 class ImageTensors(torch.utils.data.Dataset):

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 
 from densecl.errors import InputError
 from densecl.evaluation import options
-from densecl.evaluation.datasets import IGNORE_INDEX, SegmentationSplit, read_segmentation
+from densecl.evaluation.datasets import IGNORE_INDEX, SegmentationSplit, read_segmentation_splits
 from densecl.evaluation.features import frozen, parse_stages, segmentation_maps
 from densecl.evaluation.metrics import confusion_matrix, iou_from_confusion
 from densecl.evaluation.options import option
@@ -62,9 +62,7 @@ def load_data(config: DenseNNConfig) -> tuple[SegmentationSplit, SegmentationSpl
     sizes = parse_sizes(config.memory_sizes)
     if config.k < 1 or config.temperature <= 0:
         raise InputError(f"dense-nn needs k >= 1 and temperature > 0, got k {config.k} and temperature {config.temperature}")
-    train, val = (read_segmentation(config.data, s, config.num_classes, config.label_dir) for s in (config.train_split, config.val_split))
-    for split in (train, val):
-        split.check()
+    train, val = read_segmentation_splits(config, config.train_split, config.val_split)
     check_val_classes(val)
     available = patch_count(train, stages[0], config.image_size)
     if max(sizes) > available:

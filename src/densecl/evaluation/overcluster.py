@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from densecl.errors import InputError
 from densecl.evaluation import options
-from densecl.evaluation.datasets import IGNORE_INDEX, SegmentationSplit, read_segmentation
+from densecl.evaluation.datasets import IGNORE_INDEX, SegmentationSplit, read_segmentation_splits
 from densecl.evaluation.dense_nn import check_val_classes, patch_count
 from densecl.evaluation.features import frozen, parse_stages, segmentation_maps
 from densecl.evaluation.metrics import confusion_matrix, iou_from_confusion
@@ -52,8 +52,7 @@ class OverclusterConfig:
 def load_data(config: OverclusterConfig) -> SegmentationSplit:
     """The val split, every label read once; the cluster counts checked against its patches."""
     stages = parse_stages(config.stages)
-    val = read_segmentation(config.data, config.val_split, config.num_classes, config.label_dir)
-    val.check()
+    (val,) = read_segmentation_splits(config, config.val_split)
     check_val_classes(val)
     ks = cluster_counts(config.ks, val.num_classes)
     patches = patch_count(val, stages[0], config.image_size)

@@ -46,7 +46,7 @@ from torch import nn
 from densecl import checkpoint, distributed
 from densecl.errors import InputError
 from densecl.evaluation import options
-from densecl.evaluation.datasets import IGNORE_INDEX, SegmentationSplit, read_segmentation, segmentation_tensors
+from densecl.evaluation.datasets import IGNORE_INDEX, SegmentationSplit, read_segmentation_splits, segmentation_tensors
 from densecl.evaluation.finetune import BatchStream, check_finite, prepare_model, seed_everything, unwrap
 from densecl.evaluation.metrics import confusion_matrix, iou_from_confusion
 from densecl.evaluation.options import option
@@ -91,10 +91,7 @@ def load_data(config: SegFinetuneConfig) -> tuple[SegmentationSplit, Segmentatio
         raise InputError(f"--output-stride must be 8, 16 or 32, got {config.output_stride}")
     if config.save_backbone and Path(config.save_backbone).exists():
         raise InputError(f"--save-backbone {config.save_backbone} exists; this command never replaces a file: give a new path")
-    train = read_segmentation(config.data, config.train_split, config.num_classes, config.label_dir)
-    val = read_segmentation(config.data, config.val_split, config.num_classes, config.label_dir)
-    for split in (train, val):  # every label read once: a bad mask fails now, not at iteration 9000
-        split.check(workers=max(1, config.workers))
+    train, val = read_segmentation_splits(config, config.train_split, config.val_split, workers=max(1, config.workers))
     return train, val
 
 

@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from densecl.evaluation import options
-from densecl.evaluation.datasets import IGNORE_INDEX, SegmentationSplit, read_segmentation
+from densecl.evaluation.datasets import IGNORE_INDEX, SegmentationSplit, read_segmentation_splits
 from densecl.evaluation.features import frozen, parse_stages, segmentation_maps
 from densecl.evaluation.metrics import confusion_matrix, iou_from_confusion
 from densecl.evaluation.probe import train_probe
@@ -66,10 +66,7 @@ class SegProbeConfig:
 
 def load_data(config: SegProbeConfig) -> tuple[SegmentationSplit, SegmentationSplit]:
     parse_stages(config.stages)
-    train = read_segmentation(config.data, config.train_split, config.num_classes, config.label_dir)
-    val = read_segmentation(config.data, config.val_split, config.num_classes, config.label_dir)
-    for split in (train, val):  # every label read once: a bad mask fails before any model is built
-        split.check()
+    train, val = read_segmentation_splits(config, config.train_split, config.val_split)
     return train, val
 
 
