@@ -55,7 +55,7 @@ WORKERS=${WORKERS:-1}
 SEEDS=${SEEDS:-0 1 2}
 WARMUP=${WARMUP:-525}           # ablation: lambda = 0 for the first half of the 1050 steps
 DENSE_QUEUE=${DENSE_QUEUE:-256} # ablation: a shorter dense queue
-REF_ITERS=${REF_ITERS:-400}     # supervised reference: seg-finetune iterations on the train labels
+REF_ITERS=${REF_ITERS:-600}     # supervised reference: seg-finetune iterations on the train labels
 PAIRS=${PAIRS:-200}             # correspondence: view pairs of test images
 MEMORY=${MEMORY:-1000,10000,0}  # dense-nn memory sizes in patches (0: all)
 SPLIT=test                      # val is kept for choosing settings; every number is on test

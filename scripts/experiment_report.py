@@ -261,7 +261,7 @@ def settings_lines(study: Study) -> list[str]:
     keys = ("arch", "hidden_dim", "out_dim", "queue_len", "momentum", "temperature", "crop_size", "min_scale", "batch_size", "epochs", "lr", "weight_decay", "precision", "data")
     lines = ["Pre-training, from the checkpoints' stored configs: " + ", ".join(f"{k} {dense.get(k)}" for k in keys) + "."]
     if moco is not None:
-        ignored = {"loss_lambda", "seed", "output_dir"}
+        ignored = {"loss_lambda", "seed", "output_dir", "device", "workers", "log_every", "save_every", "comment"}  # no effect on the result
         other = sorted(k for k in set(dense) | set(moco) if k not in ignored and dense.get(k) != moco.get(k))
         lines.append(
             f"DenseCL lambda {dense.get('loss_lambda')}, MoCo-v2 lambda {moco.get('loss_lambda')}; "

@@ -20,7 +20,7 @@ from densecl.matches import (
     match_stats,
     mutual_matches,
 )
-from densecl.data.transforms import crop_flip_view
+from densecl.data.transforms import GeometricTwoViews
 from densecl.models.backbones import build_backbone
 
 # --------------------------------------------------------------------------- mutual matching
@@ -121,7 +121,7 @@ def _noise_image(size=(96, 80), seed=0):
 
 def test_view_pairs_depend_only_on_the_seed_and_skip_unreadable_images():
     source = _Images([_noise_image(seed=0), None, _noise_image(seed=2)])
-    view = crop_flip_view(64)
+    view = GeometricTwoViews(64, 0.2, photometric=False)
     state = torch.get_rng_state()
     a = list(augmented_pairs(source, 4, view, seed=3))
     assert torch.equal(torch.get_rng_state(), state)  # the caller's random state is untouched
@@ -131,6 +131,23 @@ def test_view_pairs_depend_only_on_the_seed_and_skip_unreadable_images():
     assert all(torch.equal(x.view1, y.view1) and torch.equal(x.view2, y.view2) for x, y in zip(a, b))
     assert not all(torch.equal(x.view1, y.view1) for x, y in zip(a, c))
     assert all(p.name in ("test images[0]", "test images[2]") for p in a)
+    assert all(p.geometry is not None and p.geometry[0].size == 64 for p in a) and a[0].geometry == b[0].geometry
+
+
+def test_truth_of_matches_from_the_views_geometry():
+    from densecl.data.geometry import ViewGeometry
+    from densecl.matches import Correspondence, Matches, truth
+
+    x = torch.zeros(3, 64, 64)
+    found = Correspondence(Matches(torch.tensor([0, 1, 3]), torch.tensor([0, 2, 2]), torch.ones(3)), (2, 2), (2, 2))
+    same = ViewGeometry(0, 0, 64, 64, 64)
+    assert truth(ViewPair(x, x, "x", (same, same)), found).tolist() == [1, 0, 0]
+    # view 2 starts 32 px to the right: view 1's left column (cells 0, 2) is not in it; cell 1 is view 2's cell 0
+    shifted = ViewGeometry(0, 32, 64, 64, 64)
+    assert truth(ViewPair(x, x, "x", (same, shifted)), found).tolist() == [-1, 0, 1]  # cell 3 is view 2's cell 2
+    right = Correspondence(Matches(torch.tensor([1, 3]), torch.tensor([0, 2]), torch.ones(2)), (2, 2), (2, 2))
+    assert truth(ViewPair(x, x, "x", (same, shifted)), right).tolist() == [1, 1]
+    assert truth(ViewPair(x, x, "x"), found) is None  # no geometry, no verdict
 
 
 def test_identical_views_match_every_location_to_itself():

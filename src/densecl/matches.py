@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
+from densecl.data.geometry import ViewGeometry, corresponding_cells
 from densecl.data.sources import first_readable
 from densecl.errors import InputError
 
@@ -85,11 +86,12 @@ def mutual_matches(f1: torch.Tensor, f2: torch.Tensor) -> Matches:
 
 
 class ViewPair(NamedTuple):
-    """Two normalised ``3 x H x W`` views (ImageNet mean and std) and where they came from."""
+    """Two normalised ``3 x H x W`` views (ImageNet mean and std), where they came from, and their geometry if known."""
 
     view1: torch.Tensor
     view2: torch.Tensor
     name: str
+    geometry: tuple[ViewGeometry, ViewGeometry] | None = None  # crop, flip: which cells truly correspond
 
 
 class ImageSource(Protocol):
@@ -100,7 +102,7 @@ class ImageSource(Protocol):
     def load(self, index: int) -> Image.Image | None: ...
 
 
-def augmented_pairs(source: ImageSource, n: int, transform, seed: int) -> Iterator[ViewPair]:
+def augmented_pairs(source: ImageSource, n: int, views, seed: int) -> Iterator[ViewPair]:
     """``n`` pairs of two augmented views of one image each, the same for the same ``seed``.
 
     Images are taken in a seeded random order (cycled when ``n`` exceeds the
@@ -112,7 +114,8 @@ def augmented_pairs(source: ImageSource, n: int, transform, seed: int) -> Iterat
     Args:
         source: images, e.g. from :func:`densecl.data.sources.image_source`.
         n: number of pairs, >= 1.
-        transform: PIL image -> normalised tensor, applied twice per image.
+        views: :class:`densecl.data.transforms.GeometricTwoViews`: two views of a
+            PIL image and their geometry (so each match can be checked).
         seed: picks the images and the views.
 
     Raises:
@@ -125,8 +128,8 @@ def augmented_pairs(source: ImageSource, n: int, transform, seed: int) -> Iterat
         _, index, image = first_readable(source, (order[(p + k) % len(order)] for k in range(len(order))))
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(view_seed)
-            view1, view2 = transform(image), transform(image)
-        yield ViewPair(view1, view2, image_name(source, index))
+            view1, view2, g1, g2 = views.views(image)
+        yield ViewPair(view1, view2, image_name(source, index), (g1, g2))
 
 
 def image_name(source: ImageSource, index: int) -> str:
@@ -169,6 +172,16 @@ def correspond(backbone: nn.Module, pairs: Sequence[ViewPair]) -> list[Correspon
     grid = tuple(f.shape[-2:])
     f = f.flatten(2).float().cpu()  # 2P x C x S
     return [Correspondence(mutual_matches(f[2 * p], f[2 * p + 1]), grid, grid) for p in range(len(pairs))]
+
+
+def truth(pair: ViewPair, corr: Correspondence) -> torch.Tensor | None:
+    """Per mutual match of ``corr``: 1 right (view 2's cell shows the point at view 1's cell centre),
+    0 wrong, -1 no answer (view 2 does not show that point); None without the pair's geometry."""
+    if pair.geometry is None:
+        return None
+    shown, cell, _ = corresponding_cells(*pair.geometry, corr.grid1, corr.grid2)
+    right = (cell[corr.matches.idx1] == corr.matches.idx2).long()
+    return torch.where(shown[corr.matches.idx1], right, -1)
 
 
 # --------------------------------------------------------------------------- statistics

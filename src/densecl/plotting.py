@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from densecl.data.geometry import cell_centres
+from densecl import matches
 from densecl.matches import Correspondence, ViewPair
 from densecl.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from densecl.errors import InputError
@@ -185,8 +186,12 @@ def draw_correspondence(
 ) -> Path:
     """The two views side by side, one row per backbone, matches with score >= ``threshold`` as lines.
 
-    Lines join the centres of the matched feature cells and are coloured by
-    score; the faint grid shows the feature cells. Supplementary Figure 1.
+    Lines join the centres of the matched feature cells; the faint grid shows
+    the feature cells. Supplementary Figure 1, with one addition: when the
+    pair's geometry is known, a line is green where view 2's cell really shows
+    the point at view 1's cell centre, red where it does not, grey where view 2
+    does not show that point at all (confidence is not correctness); else
+    lines are coloured by score.
 
     Args:
         pair: the views all rows share.
@@ -206,20 +211,27 @@ def draw_correspondence(
     from matplotlib import colormaps  # importable: _figure checked
     from matplotlib.cm import ScalarMappable
     from matplotlib.collections import LineCollection
-    from matplotlib.colors import Normalize
+    from matplotlib.colors import Normalize, to_rgba
+    from matplotlib.lines import Line2D
 
     norm = Normalize(vmin=min(threshold, 1.0 - 1e-3), vmax=1.0)
     cmap = colormaps["plasma"]
+    verdicts = {1: ("right", "#1a9850"), 0: ("wrong", "#d73027"), -1: ("not in view 2", "#9e9e9e")}
     axes = fig.subplots(len(rows), 1, squeeze=False)[:, 0]
     for ax, (label, corr) in zip(axes, rows):
         ax.imshow(canvas, interpolation="bilinear")
         _draw_grid(ax, corr.grid1, (h1, w1), 0)
         _draw_grid(ax, corr.grid2, (h2, w2), w1 + gap)
+        keep = corr.matches.score >= threshold
         kept = corr.matches.at_least(threshold)
         order = kept.score.argsort()  # best matches drawn last, on top
         start = cell_centres(corr.grid1, (h1, w1))[kept.idx1[order]]  # M x 2
         end = cell_centres(corr.grid2, (h2, w2))[kept.idx2[order]] + torch.tensor([w1 + gap, 0.0])  # M x 2
-        colours = cmap(norm(kept.score[order].numpy()))
+        truth = matches.truth(pair, corr)
+        if truth is None:  # no geometry (two given images): colour by score
+            colours = cmap(norm(kept.score[order].numpy()))
+        else:  # green where the geometry confirms the match
+            colours = np.array([to_rgba(verdicts[int(t)][1]) for t in truth[keep][order]]).reshape(-1, 4)
         segments = torch.stack([start, end], dim=1).numpy()  # M x 2 x 2
         ax.add_collection(LineCollection(segments, colors=colours, linewidths=1.4, alpha=0.9))
         ax.scatter(*segments.reshape(-1, 2).T, s=8, c=np.repeat(colours, 2, axis=0), zorder=3)
@@ -227,7 +239,11 @@ def draw_correspondence(
         ax.set_xlim(-0.5, canvas.shape[1] - 0.5)
         ax.set_ylim(canvas.shape[0] - 0.5, -0.5)
         ax.set_axis_off()
-    fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=list(axes), label="match score (cosine)", shrink=0.8)
+    if pair.geometry is None:
+        fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=list(axes), label="match score (cosine)", shrink=0.8)
+    else:
+        handles = [Line2D([], [], color=c, linewidth=2, label=f"{name} (by the views' geometry)") for name, c in verdicts.values()]
+        fig.legend(handles=handles, loc="outside lower center", ncols=3, fontsize="small", frameon=False)
     if title:
         fig.suptitle(title, fontsize="small")
     return _save(fig, out)

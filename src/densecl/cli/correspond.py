@@ -94,13 +94,15 @@ def run(args: argparse.Namespace) -> int:
 
     mode, source_name, pairs = _pairs(args)
     results: dict[str, list[corr.Correspondence]] = {w.label: [] for w in loaded}
-    first = None
+    first, seen = None, []
     with torch.inference_mode():
         while chunk := _take(pairs, CHUNK):
             first = chunk[0] if first is None else first
+            seen.extend(chunk)
             for w in loaded:
                 results[w.label].extend(corr.correspond(w.backbone, chunk))
     stats = {label: corr.match_stats(r, args.threshold) for label, r in results.items()}
+    right = {label: _kept_right(seen, r, args.threshold) for label, r in results.items()}
 
     rows = []
     for label, r in results.items():
@@ -121,13 +123,26 @@ def run(args: argparse.Namespace) -> int:
         "seed": args.seed,
         "pairs": len(results[loaded[0].label]),
         "picture": str(out),
-        "weights": [_weights_report(w, stats[w.label]) for w in loaded],
+        "weights": [{**_weights_report(w, stats[w.label]), "mean_kept_right_per_pair": right[w.label]} for w in loaded],
     }
     report_path = out.with_suffix(".json")
     report_path.write_text(json.dumps(report, indent=2) + "\n")
     _print_table(stats, args.threshold)
     print(f"wrote {out} and {report_path}")
     return 0
+
+
+def _kept_right(pairs, results, threshold: float) -> float | None:
+    """Mean number per pair of kept matches (score >= threshold) that the views' geometry confirms; None without geometry."""
+    from densecl import matches as corr
+
+    counts = []
+    for pair, result in zip(pairs, results):
+        truth = corr.truth(pair, result)
+        if truth is None:
+            return None
+        counts.append(int(((truth == 1) & (result.matches.score >= threshold)).sum()))
+    return sum(counts) / len(counts)
 
 
 def _weights_report(w: Loaded, s) -> dict[str, Any]:
@@ -216,9 +231,9 @@ def _pairs(args: argparse.Namespace):
 
     from densecl.matches import ViewPair, augmented_pairs
     from densecl.data.sources import image_source
-    from densecl.data.transforms import IMAGENET_MEAN, IMAGENET_STD, crop_flip_view, moco_v2_view
+    from densecl.data.transforms import IMAGENET_MEAN, IMAGENET_STD, GeometricTwoViews
 
-    view = {"crop-flip": crop_flip_view, "moco-v2": moco_v2_view}[args.augment](args.crop, args.min_scale)
+    view = GeometricTwoViews(args.crop, args.min_scale, photometric=args.augment == "moco-v2")
     if args.data:
         n = args.pairs or 16
         source = image_source(args.data, scenes_length=max(n, 16), scenes_size=args.crop, seed=args.seed)

@@ -1,11 +1,11 @@
-"""MoCo-v2 augmentation (the views DenseCL pre-trains on), two independent views per image; its crop-and-flip part alone."""
+"""MoCo-v2 augmentation (the views DenseCL pre-trains on), two independent views per image, and two views with known geometry (the matching ablation, the correspond picture)."""
 
 from __future__ import annotations
 
 import torch
 from torchvision.transforms import v2
 
-from densecl.data.geometry import corresponding_cells, sample_view
+from densecl.data.geometry import ViewGeometry, corresponding_cells, sample_view
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -45,24 +45,6 @@ def moco_v2_photometric(crop_size: int = 224) -> v2.Compose:
     )
 
 
-def crop_flip_view(crop_size: int = 224, min_scale: float = 0.2) -> v2.Compose:
-    """The geometric part of :func:`moco_v2_view` alone: random resized crop and horizontal flip.
-
-    For pictures of the views (``densecl correspond``), where colour jitter,
-    grayscale and blur would only make the image harder to read. PIL image in,
-    normalised ``3 x crop x crop`` float32 tensor out, like :func:`moco_v2_view`.
-    """
-    return v2.Compose(
-        [
-            v2.RandomResizedCrop(crop_size, scale=(min_scale, 1.0), antialias=True),
-            v2.RandomHorizontalFlip(),
-            v2.ToImage(),
-            v2.ToDtype(torch.float32, scale=True),
-            v2.Normalize(IMAGENET_MEAN, IMAGENET_STD),
-        ]
-    )
-
-
 NO_MATCH = torch.empty(0, dtype=torch.long)  # views whose dense locations are paired by features, not geometry
 
 
@@ -86,15 +68,20 @@ class GeometricTwoViews:
     that point: the positives of the matching ablation (``dense_matching: geometry``).
     """
 
-    def __init__(self, crop_size: int, min_scale: float, grid: tuple[int, int]) -> None:
+    def __init__(self, crop_size: int, min_scale: float, grid: tuple[int, int] | None = None, photometric: bool = True) -> None:
         self.crop_size, self.min_scale, self.grid = crop_size, min_scale, grid
-        self.photometric = moco_v2_photometric(crop_size)
+        self.photometric = moco_v2_photometric(crop_size) if photometric else (lambda image: image)
         self.finish = v2.Compose([v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
 
-    def __call__(self, image) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def views(self, image) -> tuple[torch.Tensor, torch.Tensor, ViewGeometry, ViewGeometry]:
+        """The two normalised views of a PIL image and their geometry, drawn from the global generator."""
         g = torch.Generator().manual_seed(int(torch.randint(2**62, (1,))))  # from the caller's seeded state
         width, height = image.size
         g_q, g_k = (sample_view(width, height, self.crop_size, g, self.min_scale) for _ in range(2))
         im_q, im_k = (self.finish(self.photometric(view.apply(image))) for view in (g_q, g_k))
+        return im_q, im_k, g_q, g_k
+
+    def __call__(self, image) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        im_q, im_k, g_q, g_k = self.views(image)
         shown, cell, _ = corresponding_cells(g_q, g_k, self.grid, self.grid)
         return im_q, im_k, torch.where(shown, cell, -1)
