@@ -26,10 +26,10 @@
 # Settings are environment overrides; the pre-training ones are stored in each checkpoint, and the
 # report reads them from there. Wall time of every step that ran: RUN/timing.tsv.
 #
-# CPU budget (AMD EPYC, 2 cores, measured with benchmarks/step_speed.py): ResNet-18 at 160 px, batch 32,
-# bf16 + channels_last 0.81 s a step against 2.34 s in fp32 (2.9x), so PRECISION=bf16 here; measure
-# again on another CPU (bf16 was 0.8x of fp32 on a Xeon without AMX). 2400 train images / 32 = 75 steps
-# an epoch; EPOCHS=14 is 1050 steps, about 15 minutes a run on an idle machine.
+# CPU budget (2-core AMD EPYC with AVX512-BF16, idle, benchmarks/step_speed.py --crop 160): ResNet-18,
+# batch 32, bf16 + channels_last 0.77 s a step against 1.77 s in fp32 (2.3x), so PRECISION=bf16 here;
+# measure again on another CPU (bf16 was 0.8x of fp32 on a Xeon without AMX). 2400 train images / 32
+# = 75 steps an epoch; EPOCHS=14 is 1050 steps, about 15 minutes a run on an idle machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-.venv/bin}
