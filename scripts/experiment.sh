@@ -4,7 +4,7 @@
 #   bash scripts/experiment.sh             (or: make experiment)   resumable: run it again after a stop
 #   DRY_RUN=1 bash scripts/experiment.sh   print what would run, run nothing
 #   STEPS=pretrain bash scripts/experiment.sh   only some phases: data, pretrain, ablations, reference, eval, report
-#   DEVICE=cuda PROFILE=gpu bash scripts/experiment.sh   the same study at GPU scale (scripts/experiment_gpu.sh)
+#   bash scripts/experiment_gpu.sh         the same study at GPU scale, in one call on one GPU
 #
 # The study (docs/results.md):
 #   1. photo scenes from Debian's tuxpaint stamps and wallpapers (make assets): N_IMAGES at SIZE px,
@@ -53,7 +53,7 @@ PRECISION=${PRECISION:-bf16}
 DEVICE=${DEVICE:-cpu}
 WORKERS=${WORKERS:-1}
 SEEDS=${SEEDS:-0 1 2}
-WARMUP=${WARMUP:-525}           # ablation: lambda = 0 for the first half of the 1050 steps
+WARMUP=${WARMUP:-$((EPOCHS * (N_IMAGES * 6 / 10 / BATCH) / 2))}  # ablation: lambda = 0 for the first half of the run
 DENSE_QUEUE=${DENSE_QUEUE:-256} # ablation: a shorter dense queue
 REF_ITERS=${REF_ITERS:-600}     # supervised reference: seg-finetune iterations on the train labels
 PAIRS=${PAIRS:-200}             # correspondence: view pairs of test images

@@ -149,3 +149,16 @@ def test_dry_run_skips_what_exists_and_resumes_unfinished_pretraining(tmp_path):
     assert "skip svm-densecl-s0" in text and "experiment: dense-nn-densecl-s0:" in text
     assert "skip eval of mocov2-s0 (pre-training not finished)" in text
     assert "pretrain-densecl-warmup" not in text  # STEPS leaves the ablations out
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="bash script")
+def test_gpu_variant_plans_the_same_study_at_gpu_scale(tmp_path):
+    environment = {**os.environ, "DRY_RUN": "1", "OUT_DIR": str(tmp_path), "ASSETS": str(tmp_path / "assets")}
+    result = subprocess.run(["bash", str(ROOT / "scripts" / "experiment_gpu.sh")], env=environment, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    pretrain = next(line for line in lines if "pretrain-densecl-s0:" in line)
+    assert "--device cuda" in pretrain and "--crop-size 224" in pretrain and "--batch-size 256" in pretrain
+    assert f"--out {tmp_path}/study-gpu-scenes" in next(line for line in lines if "scenes:" in line)
+    assert "--out docs/results-gpu.md" in next(line for line in lines if "report:" in line)
+    assert not (tmp_path / "study-gpu").exists()

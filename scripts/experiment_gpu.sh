@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# The study of scripts/experiment.sh at a budget a CPU cannot buy, in one call on one GPU (sized for
+# about 10 minutes on an H200; not run yet: no GPU has been lent to this study so far).
+#
+#   bash scripts/experiment_gpu.sh                       on the GPU machine, from the repository root
+#   DRY_RUN=1 bash scripts/experiment_gpu.sh             print the plan
+#
+# With the device tool: carry .cache/assets/objects and .cache/assets/backgrounds (41 MB; the machine
+# has no network, so `make assets` cannot run there) and write under $OUT:
+#   OUT_DIR=$OUT bash scripts/experiment_gpu.sh
+# Nothing is installed: the GPU image's python3 has torch, torchvision and the other dependencies, and
+# `densecl` runs from src/ (pycocotools, which only `eval det` needs, is not used).
+#
+# Differences from the CPU study: 4000 scenes at 256 px, crop 224 (a 7 x 7 C5 grid), batch 256 (lr
+# 0.3 for 256), 60 epochs (560 steps), queues of 2048, bf16, 14 data workers, 400 correspondence pairs.
+# The report goes to docs/results-gpu.md, never over the CPU report.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+OUT_DIR=${OUT_DIR:-runs}
+shim=$(mktemp -d)  # `densecl` and `python` for experiment.sh, from this working tree
+printf '#!/bin/sh\nexec python3 -m densecl "$@"\n' > "$shim/densecl"
+chmod +x "$shim/densecl"
+ln -s "$(command -v python3)" "$shim/python"
+export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 BIN="$shim"
+export DEVICE=${DEVICE:-cuda} PRECISION=${PRECISION:-bf16} WORKERS=${WORKERS:-14}
+export RUN=${RUN:-$OUT_DIR/study-gpu} DATA=${DATA:-$OUT_DIR/study-gpu-scenes}
+export N_IMAGES=${N_IMAGES:-4000} SIZE=${SIZE:-256} CROP=${CROP:-224} BATCH=${BATCH:-256} EPOCHS=${EPOCHS:-60}
+export QUEUE=${QUEUE:-2048} DENSE_QUEUE=${DENSE_QUEUE:-512} PAIRS=${PAIRS:-400} REF_ITERS=${REF_ITERS:-2000}
+export REPORT=${REPORT:-docs/results-gpu.md} FIGURES=${FIGURES:-docs/figures/gpu}
+[ -n "${DRY_RUN:-}" ] || nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
+start=$SECONDS
+bash scripts/experiment.sh
+echo "experiment_gpu: $(( (SECONDS - start) / 60 )) min in all; report $REPORT"
