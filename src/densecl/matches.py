@@ -33,7 +33,6 @@ from torch import nn
 
 from densecl.data.geometry import ViewGeometry, corresponding_cells
 from densecl.data.sources import first_readable
-from densecl.errors import InputError
 
 
 class Matches(NamedTuple):

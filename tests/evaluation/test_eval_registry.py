@@ -7,7 +7,6 @@ import sys
 
 import pytest
 
-from densecl.cli import build_parser
 from densecl.cli.eval import protocol_parser
 from densecl.evaluation import options, registry
 

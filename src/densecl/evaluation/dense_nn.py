@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from densecl.errors import InputError
 from densecl.evaluation import options
 from densecl.evaluation.datasets import IGNORE_INDEX, SegmentationSplit, read_segmentation_splits
-from densecl.evaluation.features import frozen, parse_stages, segmentation_maps
+from densecl.evaluation.features import frozen_segmentation_maps, parse_stages
 from densecl.evaluation.metrics import confusion_matrix, iou_from_confusion
 from densecl.evaluation.options import option
 from densecl.evaluation.registry import Protocol
@@ -79,11 +79,7 @@ def evaluate(
     backbone: ResNetBackbone, data: tuple[SegmentationSplit, SegmentationSplit], config: DenseNNConfig, seeds: list[int]
 ) -> Evaluation:
     train, val = data
-    stages = parse_stages(config.stages)
-    backbone.to(config.device)
-    with frozen(backbone):
-        train_maps, train_labels = segmentation_maps(backbone, train, stages, config.image_size, config.batch_size, config.device)
-        val_maps, val_labels = segmentation_maps(backbone, val, stages, config.image_size, config.batch_size, config.device)
+    (train_maps, train_labels), (val_maps, val_labels) = frozen_segmentation_maps(backbone, data, config)
     k_classes = train.num_classes
     keys, values = build_memory(train_maps, train_labels, k_classes)
     sizes = [s or len(keys) for s in parse_sizes(config.memory_sizes)]

@@ -178,6 +178,17 @@ def segmentation_maps(
     return maps, labels
 
 
+def frozen_segmentation_maps(backbone: ResNetBackbone, splits: Iterable[SegmentationSplit], config: Any) -> list[tuple[list, list]]:
+    """:func:`segmentation_maps` of each split, the backbone moved to ``config.device`` and frozen.
+
+    ``config`` carries ``stages``, ``image_size``, ``batch_size`` and ``device``.
+    """
+    stages = parse_stages(config.stages)
+    backbone.to(config.device)
+    with frozen(backbone):
+        return [segmentation_maps(backbone, s, stages, config.image_size, config.batch_size, config.device) for s in splits]
+
+
 def same_size_runs(items: list, shape: Callable[[Any], Any] = lambda t: t.shape) -> list[list]:
     """Splits a list into runs of consecutive items of equal ``shape(item)`` (order kept)."""
     runs: list[list] = []

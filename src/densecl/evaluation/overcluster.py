@@ -27,7 +27,7 @@ from densecl.errors import InputError
 from densecl.evaluation import options
 from densecl.evaluation.datasets import IGNORE_INDEX, SegmentationSplit, read_segmentation_splits
 from densecl.evaluation.dense_nn import check_val_classes, patch_count
-from densecl.evaluation.features import frozen, parse_stages, segmentation_maps
+from densecl.evaluation.features import frozen_segmentation_maps, parse_stages
 from densecl.evaluation.metrics import confusion_matrix, iou_from_confusion
 from densecl.evaluation.options import option
 from densecl.evaluation.registry import Protocol
@@ -66,10 +66,7 @@ def load_data(config: OverclusterConfig) -> SegmentationSplit:
 
 def evaluate(backbone: ResNetBackbone, data: SegmentationSplit, config: OverclusterConfig, seeds: list[int]) -> Evaluation:
     val = data
-    stages = parse_stages(config.stages)
-    backbone.to(config.device)
-    with frozen(backbone):
-        maps, labels = segmentation_maps(backbone, val, stages, config.image_size, config.batch_size, config.device)
+    ((maps, labels),) = frozen_segmentation_maps(backbone, [val], config)
     x = np.concatenate([F.normalize(m.float().flatten(1).T, dim=1).numpy() for m in maps])  # P x C
     x = project(x, config.pca_dim, seed=0)
     ks = cluster_counts(config.ks, val.num_classes)

@@ -39,7 +39,7 @@ from torch import nn
 
 from densecl.evaluation import options
 from densecl.evaluation.datasets import IGNORE_INDEX, SegmentationSplit, read_segmentation_splits
-from densecl.evaluation.features import frozen, parse_stages, segmentation_maps
+from densecl.evaluation.features import frozen_segmentation_maps, parse_stages
 from densecl.evaluation.metrics import confusion_matrix, iou_from_confusion
 from densecl.evaluation.probe import train_probe
 from densecl.evaluation.options import option
@@ -74,12 +74,7 @@ def evaluate(
     backbone: ResNetBackbone, data: tuple[SegmentationSplit, SegmentationSplit], config: SegProbeConfig, seeds: list[int]
 ) -> Evaluation:
     train, val = data
-    stages = parse_stages(config.stages)
-    backbone.to(config.device)
-    with frozen(backbone):
-        extract = lambda split: segmentation_maps(backbone, split, stages, config.image_size, config.batch_size, config.device)  # noqa: E731
-        train_maps, train_labels = extract(train)
-        val_maps, val_labels = extract(val)
+    (train_maps, train_labels), (val_maps, val_labels) = frozen_segmentation_maps(backbone, data, config)
     mean, std = _channel_stats(train_maps)
     k = train.num_classes
     per_seed, details = [], []
