@@ -101,7 +101,8 @@ evaluate() {
   run_step "correspondence-$name" "${E}_correspondence.json" "$BIN/densecl" eval correspondence "$@" "${common[@]}" \
     --data "$DATA/coco/$SPLIT" --pairs "$PAIRS" --crop "$CROP" --stages c4,c5 --out "${E}_correspondence.json"
   run_step "dense-nn-$name" "${E}_dense-nn.json" "$BIN/densecl" eval dense-nn "$@" "${common[@]}" \
-    --data "$DATA/voc" --val-split $SPLIT --memory-sizes "$MEMORY" --out "${E}_dense-nn.json"
+    --data "$DATA/voc" --val-split $SPLIT --memory-sizes "$MEMORY" --masks-out "${E}_dense-nn-masks.npz" \
+    --out "${E}_dense-nn.json"
   run_step "overcluster-$name" "${E}_overcluster.json" "$BIN/densecl" eval overcluster "$@" "${common[@]}" \
     --data "$DATA/voc" --val-split $SPLIT --ks 0,4x --out "${E}_overcluster.json"
   run_step "seg-probe-$name" "${E}_seg-probe.json" "$BIN/densecl" eval seg-probe "$@" "${common[@]}" \

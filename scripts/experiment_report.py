@@ -313,6 +313,22 @@ def radius_figure(study: Study, out: Path) -> Path | None:
     return plotting.plot_accuracy_by_radius(rows, ("C4", "C5"), out)
 
 
+def masks_figure(study: Study, run: Path, out: Path) -> Path | None:
+    """dense-nn masks of the first test images: DenseCL and MoCo-v2 (first seed), random init, the reference."""
+    import numpy as np
+
+    from densecl import plotting
+
+    first = study.seeds[0] if study.seeds else 0
+    rows = []
+    for name, label in ((f"densecl-s{first}", "DenseCL"), (f"mocov2-s{first}", "MoCo-v2"), *SINGLES):
+        path = run / "eval" / f"{name}_dense-nn-masks.npz"
+        if path.exists():
+            with np.load(path) as masks:
+                rows.append((label, dict(masks)))
+    return plotting.draw_masks(rows, out) if rows else None
+
+
 def shrink_copy(src: Path, dst: Path, max_side: int = FIGURE_MAX_SIDE) -> None:
     from densecl.images import open_rgb
 
@@ -391,13 +407,17 @@ def keep_analysis(generated: str, previous: str | None) -> str:
 
 def write_report(run: Path, data: str, out: Path, figures_dir: Path) -> Path:
     study = collect(run)
-    made = radius_figure(study, run / "figures" / "accuracy_radius.png")
+    made = {
+        "accuracy_radius.png": radius_figure(study, run / "figures" / "accuracy_radius.png"),
+        "dense_nn_masks.png": masks_figure(study, run, run / "figures" / "dense_nn_masks.png"),
+    }
     for name, caption in (
         ("accuracy_radius.png", "Correspondence accuracy against pixel radius, test pairs (bands: std over seeds)"),
+        ("dense_nn_masks.png", "dense-nn masks of the first test images (all the memory; first seed)"),
         ("curves.png", "Pre-training loss and learning rate of every DenseCL and MoCo-v2 run"),
     ):
         src = run / "figures" / name
-        if src.exists() and (name != "accuracy_radius.png" or made):
+        if src.exists() and made.get(name, True):
             shrink_copy(src, figures_dir / name)
             study.figures.append((os.path.relpath(figures_dir / name, out.parent), caption))
     out.parent.mkdir(parents=True, exist_ok=True)

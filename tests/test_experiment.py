@@ -79,9 +79,15 @@ def test_rewriting_the_report_keeps_the_analysis_and_draws_the_radius_figure(tmp
         for method, base in (("densecl", 0.3), ("mocov2", 0.2)):
             metrics = {f"{s}_within_{r}": base + r / 200 for s in ("c4", "c5") for r in (16, 32, 64)}
             _write(run, f"{method}-s{seed}", "correspondence", {**metrics, "c5_accuracy": base})
+    import numpy as np
+
+    masks = {"images": np.zeros((2, 8, 8, 3), np.uint8), "labels": np.zeros((2, 8, 8), np.uint8),
+             "predictions": np.ones((2, 8, 8), np.uint8), "classes": np.array(["background", "cat"])}  # fmt: skip
+    np.savez(run / "eval" / "densecl-s0_dense-nn-masks.npz", **masks)
     report.write_report(run, "scenes", out, figures)
     text = out.read_text()
     assert "(figures/accuracy_radius.png)" in text and (figures / "accuracy_radius.png").exists()
+    assert "(figures/dense_nn_masks.png)" in text and (figures / "dense_nn_masks.png").exists()
     assert text.endswith(f"{report.ANALYSIS_MARKER}\n\n{report.NO_ANALYSIS}")
     analysis = "## Analysis\n\nHand-written.\n"
     out.write_text(text.split(report.ANALYSIS_MARKER)[0] + report.ANALYSIS_MARKER + "\n\n" + analysis)

@@ -163,6 +163,37 @@ def plot_accuracy_by_radius(
     return _save(fig, out)
 
 
+def draw_masks(rows: Sequence[tuple[str, dict[str, np.ndarray]]], out: str | Path) -> Path:
+    """Val images, their ground truth and each backbone's predicted masks, one column per image.
+
+    Args:
+        rows: ``(label, masks)`` per backbone, ``masks`` as ``densecl eval dense-nn --masks-out``
+            writes them (``images``, ``labels``, ``predictions``, ``classes``); the first row's
+            images and labels head the picture.
+        out: image file to write.
+    """
+    from densecl.formats.voc import palette
+
+    colours = np.array(palette(), dtype=np.uint8).reshape(256, 3)
+    first = rows[0][1]
+    n = len(first["images"])
+    lines = [("image", list(first["images"])), ("ground truth", [colours[y] for y in first["labels"]])]
+    lines += [(label, [colours[p] for p in masks["predictions"][:n]]) for label, masks in rows]
+    fig = _figure(figsize=(2.2 * n, 2.2 * len(lines) + 0.6), dpi=100, layout="constrained")
+    axes = fig.subplots(len(lines), n, squeeze=False)
+    for (label, pictures), row in zip(lines, axes):
+        for ax, picture in zip(row, pictures):
+            ax.imshow(picture, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+        row[0].set_ylabel(label, fontsize="small")
+    from matplotlib.patches import Patch
+
+    handles = [Patch(color=colours[k] / 255, label=str(name)) for k, name in enumerate(first["classes"])]
+    fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 8), fontsize="small", frameon=False)
+    return _save(fig, out)
+
+
 def _finite(value: Any) -> bool:
     return isinstance(value, (int, float)) and math.isfinite(value)
 

@@ -99,3 +99,18 @@ def test_seg_finetune_saves_the_supervised_backbone_once(voc, tmp_path, capsys):
     assert missing == ["fc.weight", "fc.bias"] and not unexpected
     code, err = _run(capsys, *argv)  # never replaces the file it wrote
     assert code == 2 and "exists; this command never replaces a file" in err
+
+
+def test_dense_nn_keeps_masks_for_a_picture_once(voc, tmp_path, capsys):
+    import numpy as np
+
+    masks = tmp_path / "masks.npz"
+    argv = ("eval", "dense-nn", *RANDOM, "--data", str(voc), "--masks-out", str(masks), "--out", str(tmp_path / "nn.json"))
+    code, err = _run(capsys, *argv)
+    assert code == 0, err
+    with np.load(masks) as m:
+        assert m["images"].shape == (4, 64, 64, 3) and m["labels"].shape == m["predictions"].shape == (4, 64, 64)
+        assert list(m["classes"]) == json.loads((tmp_path / "nn.json").read_text())["data"]["classes"]
+        assert int(m["predictions"].max()) < len(m["classes"])
+    code, err = _run(capsys, *argv)
+    assert code == 2 and "exists; this command never replaces a file" in err

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -52,6 +53,7 @@ class DenseNNConfig:
     temperature: float = option(0.02, "softmax temperature over the k cosines")
     memory_sizes: str = option("0", "comma-separated memory sizes in patches, each scored; 0 = all patches")
     chunk_mb: int = option(64, "largest block of val-by-memory similarities, in MiB")
+    masks_out: str = option("", "also write the first 4 val images, labels and predicted masks (all the memory, first seed) to this .npz")
     batch_size: int = options.batch_size(16)
     device: str = options.device()
 
@@ -70,6 +72,8 @@ def load_data(config: DenseNNConfig) -> tuple[SegmentationSplit, SegmentationSpl
             f"memory size {max(sizes)} is more than the {available} patches of the {len(train)} {config.train_split} images "
             f"in {config.data} at {config.stages}; use --memory-sizes up to {available} (0 = all)"
         )
+    if config.masks_out and Path(config.masks_out).exists():
+        raise InputError(f"--masks-out {config.masks_out} exists; this command never replaces a file: give a new path")
     if config.k > min((s or available) for s in sizes):
         raise InputError(f"k {config.k} is larger than the smallest memory ({min((s or available) for s in sizes)} patches)")
     return train, val
@@ -89,9 +93,15 @@ def evaluate(
         for size in sizes:
             pick = torch.randperm(len(keys), generator=torch.Generator().manual_seed(seed))[:size]
             cm = torch.zeros(k_classes, k_classes, dtype=torch.int64)
+            predictions = []
             for fmap, label in zip(val_maps, val_labels):
                 probs = transfer_labels(fmap, keys[pick], values[pick], config.k, config.temperature, config.chunk_mb)
-                cm += confusion_matrix(upsampled_argmax(probs, label.shape), label, k_classes, IGNORE_INDEX)
+                pred = upsampled_argmax(probs, label.shape)
+                cm += confusion_matrix(pred, label, k_classes, IGNORE_INDEX)
+                if len(predictions) < PICTURED:
+                    predictions.append(pred.to(torch.uint8))
+            if config.masks_out and seed == seeds[0] and size == sizes[-1]:
+                _write_masks(config.masks_out, val, val_labels, predictions)
             iou = iou_from_confusion(cm)
             scores[f"mIoU@{size}"] = iou.mean
             per_class[size] = dict(zip(train.classes, iou.per_class))
@@ -108,6 +118,31 @@ def evaluate(
 
 
 # --------------------------------------------------------------------------- pieces
+
+
+PICTURED = 4  # val images whose masks --masks-out keeps
+
+
+def _write_masks(path: str, val: SegmentationSplit, labels: list[torch.Tensor], predictions: list[torch.Tensor]) -> None:
+    """``images`` (N x H x W x 3 uint8, at the labels' size), ``labels`` and ``predictions`` (N x H x W uint8),
+    ``classes`` and ``names``; images of another size than the first are left out (one picture, one size)."""
+    import os
+    import tempfile
+
+    import numpy as np
+
+    keep = [i for i, p in enumerate(predictions) if p.shape == predictions[0].shape]
+    height, width = predictions[0].shape
+    images = [np.asarray(val.load(i)[0].resize((width, height))) for i in keep]
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".npz", dir=Path(path).parent)
+    with os.fdopen(fd, "wb") as f:
+        np.savez_compressed(
+            f, images=np.stack(images), labels=torch.stack([labels[i] for i in keep]).numpy(),
+            predictions=torch.stack([predictions[i] for i in keep]).numpy(),
+            classes=np.array(val.classes), names=np.array([val.ids[i] for i in keep]),
+        )
+    os.replace(tmp, path)
 
 
 def parse_sizes(text: str) -> list[int]:
