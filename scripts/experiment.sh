@@ -57,7 +57,9 @@ WARMUP=${WARMUP:-$((EPOCHS * (N_IMAGES * 6 / 10 / BATCH) / 2))}  # ablation: lam
 DENSE_QUEUE=${DENSE_QUEUE:-256} # ablation: a shorter dense queue
 REF_ITERS=${REF_ITERS:-600}     # supervised reference: seg-finetune iterations on the train labels
 PAIRS=${PAIRS:-200}             # correspondence: view pairs of test images
-MEMORY=${MEMORY:-1000,10000,0}  # dense-nn memory sizes in patches (0: all)
+MEMORY=${MEMORY:-1000,10000,100000}  # dense-nn memory sizes in patches (of the 345,600 C4 patches of the train split)
+DENSE_STAGE=${DENSE_STAGE:-c4}  # dense-nn and over-clustering read C4: at C5 (32 px cells on 192 px scenes) random
+                                # init and DenseCL both sat at the all-background floor on val
 SPLIT=test                      # val is kept for choosing settings; every number is on test
 REPORT=${REPORT:-docs/results.md}
 FIGURES=${FIGURES:-docs/figures}
@@ -101,12 +103,12 @@ evaluate() {
   run_step "correspondence-$name" "${E}_correspondence.json" "$BIN/densecl" eval correspondence "$@" "${common[@]}" \
     --data "$DATA/coco/$SPLIT" --pairs "$PAIRS" --crop "$CROP" --stages c4,c5 --out "${E}_correspondence.json"
   run_step "dense-nn-$name" "${E}_dense-nn.json" "$BIN/densecl" eval dense-nn "$@" "${common[@]}" \
-    --data "$DATA/voc" --val-split $SPLIT --memory-sizes "$MEMORY" --masks-out "${E}_dense-nn-masks.npz" \
+    --data "$DATA/voc" --val-split $SPLIT --stages "$DENSE_STAGE" --memory-sizes "$MEMORY" --masks-out "${E}_dense-nn-masks.npz" \
     --out "${E}_dense-nn.json"
   run_step "overcluster-$name" "${E}_overcluster.json" "$BIN/densecl" eval overcluster "$@" "${common[@]}" \
-    --data "$DATA/voc" --val-split $SPLIT --ks 0,4x --out "${E}_overcluster.json"
+    --data "$DATA/voc" --val-split $SPLIT --stages "$DENSE_STAGE" --ks 0,4x --out "${E}_overcluster.json"
   run_step "seg-probe-$name" "${E}_seg-probe.json" "$BIN/densecl" eval seg-probe "$@" "${common[@]}" \
-    --data "$DATA/voc" --val-split $SPLIT --stages c5 --out "${E}_seg-probe.json"
+    --data "$DATA/voc" --val-split $SPLIT --stages c4,c5 --out "${E}_seg-probe.json"
   run_step "svm-$name" "${E}_svm.json" "$BIN/densecl" eval svm "$@" "${common[@]}" \
     --data "$DATA/voc" --val-split $SPLIT --image-size "$SIZE" --workers "$WORKERS" --out "${E}_svm.json"
 }

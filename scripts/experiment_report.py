@@ -48,7 +48,7 @@ HEADLINE = (
     ("svm", "mAP", "SVM mAP", 1),
 )
 CORRESPONDENCE = (
-    ("accuracy", "accuracy", 100), ("within_16", "within 16 px", 100), ("within_32", "within 32 px", 100),
+    ("accuracy", "accuracy", 100), ("same_cell_baseline", "'same place' baseline", 100), ("within_16", "within 16 px", 100), ("within_32", "within 32 px", 100),
     ("within_64", "within 64 px", 100), ("mutual_precision", "mutual NN precision", 100),
     ("mutual_recall", "mutual NN recall", 100), ("true_similarity", "cos to the true cell", 1),
     ("best_false_similarity", "cos to the best other cell", 1), ("margin", "margin", 1),

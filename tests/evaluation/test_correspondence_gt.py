@@ -22,7 +22,7 @@ def test_identical_views_and_features_score_perfectly():
     f = _codes(5, 5)
     s = score_pair(f, f, g, g)
     assert s["overlap_cells"] == 25
-    assert s["accuracy"] == s["mutual_precision"] == s["mutual_recall"] == 1.0
+    assert s["accuracy"] == s["mutual_precision"] == s["mutual_recall"] == s["same_cell_baseline"] == 1.0
     assert s["within_16"] == 1.0  # every prediction is the true cell, its centre on the point
     assert s["true_similarity"] == pytest.approx(1.0)
     assert s["margin"] > 0
@@ -45,6 +45,7 @@ def test_features_that_ignore_a_known_shift_miss_by_exactly_one_cell():
     f = _codes(5, 5)
     s = score_pair(f, f, g1, g2, radii=(16, 31.9, 32))
     assert s["accuracy"] == 0.0 and s["mutual_precision"] == 0.0 and s["mutual_recall"] == 0.0
+    assert s["same_cell_baseline"] == 0.0  # the answer "same place" is what these features give
     assert s["within_16"] == 0.0 and s["within_31.9"] == 0.0 and s["within_32"] == 1.0  # error is 32 px
     assert s["true_similarity"] < s["best_false_similarity"] == pytest.approx(1.0)
 

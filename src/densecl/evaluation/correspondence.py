@@ -8,6 +8,9 @@ view 2 is the one holding that image point; the predicted cell is the most
 cosine-similar one. Scored per view pair:
 
 - ``accuracy``: the predicted cell is the true one;
+- ``same_cell_baseline``: how often the true cell has the query's own index
+  (a matcher that ignores the features and answers "the same place"; a
+  property of the view pairs alone, the same for every weights);
 - ``within_R``: the predicted cell's centre lies within R view pixels of the true point;
 - ``mutual_precision`` / ``mutual_recall``: mutual nearest neighbours (the
   supplementary's matching) that are correct, over all mutual pairs / over all
@@ -222,6 +225,7 @@ def score_pair(
     scores = {
         "overlap_cells": float(n),
         "accuracy": _mean(correct, valid),
+        "same_cell_baseline": _mean(true == torch.arange(len(true)), valid) if grid1 == grid2 else math.nan,
         **{f"within_{r:g}": _mean(error <= r, valid) for r in radii},
         "mutual_precision": float(mutual_correct.double().mean()) if len(matches.idx1) else math.nan,
         "mutual_recall": float(mutual_correct.sum()) / n if n else math.nan,
