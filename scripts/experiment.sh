@@ -29,7 +29,8 @@
 # CPU budget (2-core AMD EPYC with AVX512-BF16, idle, benchmarks/step_speed.py --crop 160): ResNet-18,
 # batch 32, bf16 + channels_last 0.77 s a step against 1.77 s in fp32 (2.3x), so PRECISION=bf16 here;
 # measure again on another CPU (bf16 was 0.8x of fp32 on a Xeon without AMX). 2400 train images / 32
-# = 75 steps an epoch; EPOCHS=14 is 1050 steps, about 15 minutes a run on an idle machine.
+# = 75 steps an epoch; EPOCHS=14 is 1050 steps, 15 to 20 minutes a run on an idle
+# machine (about 1.1 s a step with data loading on the same 2 cores).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-.venv/bin}
