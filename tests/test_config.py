@@ -1,7 +1,7 @@
 import pytest
 
 from densecl import config
-from densecl.config import PretrainConfig, c5_side
+from densecl.config import PretrainConfig, c5_side, stage_side
 from densecl.errors import InputError
 
 
@@ -32,6 +32,8 @@ def test_lr_scales_linearly_with_the_global_batch():
 
 def test_c5_side():
     assert [c5_side(s) for s in (224, 96, 64, 33, 32)] == [7, 3, 2, 2, 1]
+    assert [stage_side(192, k) for k in range(4)] == [48, 24, 12, 6]  # C2 .. C5 at 192 px
+    assert stage_side(161, 2) == 11  # 161 -> 81 -> 41 -> 21 -> 11: each step rounds up
 
 
 @pytest.mark.parametrize(

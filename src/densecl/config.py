@@ -114,8 +114,13 @@ class PretrainConfig:
 
 def c5_side(crop_size: int) -> int:
     """Side of the C5 map of a ResNet for a square input: five stride-2 steps, each ``ceil(x / 2)``."""
-    side = crop_size
-    for _ in range(5):
+    return stage_side(crop_size, 3)
+
+
+def stage_side(side: int, stage: int) -> int:
+    """Side of a ResNet's feature map at ``stage`` (0 = C2 .. 3 = C5) for an input side: the stem's
+    convolution and max-pool, then one more stride-2 step per stage after C2, each ``ceil(x / 2)``."""
+    for _ in range(stage + 2):
         side = math.ceil(side / 2)
     return side
 

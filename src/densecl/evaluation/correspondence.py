@@ -50,14 +50,13 @@ from densecl.data.geometry import ViewGeometry, cell_centres, corresponding_cell
 from densecl.data.transforms import IMAGENET_MEAN, IMAGENET_STD, moco_v2_photometric
 from densecl.errors import InputError
 from densecl.evaluation import options
-from densecl.evaluation.features import frozen, parse_stages
+from densecl.evaluation.features import STAGE_NAMES, frozen, parse_stages
 from densecl.evaluation.options import option
 from densecl.evaluation.registry import Protocol
 from densecl.evaluation.results import Evaluation
 from densecl.models.backbones import ResNetBackbone
 
 DEFAULT_RADII = (16, 32, 64)  # view pixels
-STAGE_NAMES = ("c2", "c3", "c4", "c5")
 
 
 @dataclass(frozen=True)

@@ -22,13 +22,17 @@ similarity matrix never exceeds ``chunk_mb``; the memory itself is
 
 from __future__ import annotations
 
-import math
+import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
+from densecl.config import stage_side
 from densecl.errors import InputError
 from densecl.evaluation import options
 from densecl.evaluation.datasets import IGNORE_INDEX, SegmentationSplit, read_segmentation_splits
@@ -126,11 +130,6 @@ PICTURED = 4  # val images whose masks --masks-out keeps
 def _write_masks(path: str, val: SegmentationSplit, labels: list[torch.Tensor], predictions: list[torch.Tensor]) -> None:
     """``images`` (N x H x W x 3 uint8, at the labels' size), ``labels`` and ``predictions`` (N x H x W uint8),
     ``classes`` and ``names``; images of another size than the first are left out (one picture, one size)."""
-    import os
-    import tempfile
-
-    import numpy as np
-
     keep = [i for i, p in enumerate(predictions) if p.shape == predictions[0].shape]
     height, width = predictions[0].shape
     images = [np.asarray(val.load(i)[0].resize((width, height))) for i in keep]
@@ -173,8 +172,6 @@ def check_val_classes(val: SegmentationSplit) -> None:
 
 def patch_count(split: SegmentationSplit, stage: int, image_size: int) -> int:
     """Feature-map cells of all images of ``split`` at ``stage`` (0 = C2 .. 3 = C5), from image headers."""
-    from PIL import Image
-
     total = 0
     for path in split.images:
         with Image.open(path) as image:  # header only
@@ -182,14 +179,8 @@ def patch_count(split: SegmentationSplit, stage: int, image_size: int) -> int:
         if image_size:
             short = min(w, h)
             w, h = (image_size, int(image_size * h / w)) if w == short else (int(image_size * w / h), image_size)
-        total += _stage_side(h, stage) * _stage_side(w, stage)
+        total += stage_side(h, stage) * stage_side(w, stage)
     return total
-
-
-def _stage_side(side: int, stage: int) -> int:
-    for _ in range(stage + 2):  # stem conv and max-pool, then one stride-2 step per stage after C2
-        side = math.ceil(side / 2)
-    return side
 
 
 def patch_histograms(label: torch.Tensor, grid: tuple[int, int], num_classes: int) -> torch.Tensor:
