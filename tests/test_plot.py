@@ -81,3 +81,21 @@ def test_plot_names_the_missing_file(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "densecl plot: error:" in err and str(tmp_path / "nope" / "metrics.jsonl") in err
     assert not (good / "curves.png").exists()  # nothing drawn when one run is missing
+
+
+def test_match_arcs_end_at_the_cells_and_bend_by_half_the_bow():
+    import numpy as np
+
+    from densecl.plotting import match_arcs
+
+    start = np.array([[10.0, 20.0], [0.0, 0.0]])
+    end = np.array([[110.0, 20.0], [40.0, 40.0]])
+    arcs = match_arcs(start, end, np.array([30.0, -8.0]), points=5)  # t = 0, 1/4, 1/2, 3/4, 1
+    assert arcs.shape == (2, 5, 2)
+    np.testing.assert_allclose(arcs[:, 0], start)
+    np.testing.assert_allclose(arcs[:, -1], end)
+    # halfway: the chord's midpoint moved by bow / 2 in y, x unchanged
+    np.testing.assert_allclose(arcs[0, 2], [60.0, 20.0 + 15.0])
+    np.testing.assert_allclose(arcs[1, 2], [20.0, 20.0 - 4.0])
+    # t = 1/4 on the first arc: x = 10 + 100/4, y = 20 + 2 * (3/4) * (1/4) * 30
+    np.testing.assert_allclose(arcs[0, 1], [35.0, 20.0 + 11.25])

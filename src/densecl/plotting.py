@@ -263,9 +263,11 @@ def draw_correspondence(
             colours = cmap(norm(kept.score[order].numpy()))
         else:  # green where the geometry confirms the match
             colours = np.array([to_rgba(verdicts[int(t)][1]) for t in truth[keep][order]]).reshape(-1, 4)
-        segments = torch.stack([start, end], dim=1).numpy()  # M x 2 x 2
-        ax.add_collection(LineCollection(segments, colors=colours, linewidths=1.4, alpha=0.9))
-        ax.scatter(*segments.reshape(-1, 2).T, s=8, c=np.repeat(colours, 2, axis=0), zorder=3)
+        bow = _bows(kept.idx1[order], corr.grid1, h1)  # M: matches of one row would lie on one straight line
+        curves = match_arcs(start.numpy(), end.numpy(), bow)  # M x P x 2
+        ax.add_collection(LineCollection(curves, colors=colours, linewidths=1.4, alpha=0.9))
+        ends = np.concatenate([start.numpy(), end.numpy()])
+        ax.scatter(*ends.T, s=8, c=np.concatenate([colours, colours]), zorder=3)
         ax.set_title(label, fontsize="medium")
         ax.set_xlim(-0.5, canvas.shape[1] - 0.5)
         ax.set_ylim(canvas.shape[0] - 0.5, -0.5)
@@ -278,6 +280,26 @@ def draw_correspondence(
     if title:
         fig.suptitle(title, fontsize="small")
     return _save(fig, out)
+
+
+def match_arcs(start: np.ndarray, end: np.ndarray, bow: np.ndarray, points: int = 24) -> np.ndarray:
+    """Quadratic Bezier arcs from ``start`` to ``end`` (both ``M x 2``, x then y): ``M x points x 2``.
+
+    The control point sits ``bow`` (``M``, in pixels, + = down) below the
+    chord's midpoint, so each arc passes ``bow / 2`` from it halfway.
+    """
+    t = np.linspace(0.0, 1.0, points)[None, :, None]  # 1 x P x 1
+    control = (start + end) / 2 + np.stack([np.zeros_like(bow), bow], axis=1)  # M x 2
+    a, c, b = start[:, None], control[:, None], end[:, None]  # M x 1 x 2
+    return (1 - t) ** 2 * a + 2 * (1 - t) * t * c + t**2 * b
+
+
+def _bows(idx1: torch.Tensor, grid: tuple[int, int], height: int) -> np.ndarray:
+    """Per match, how far its arc bends: by the query cell's column, towards the middle of the view."""
+    h, w = grid
+    row, col = (idx1 // w).numpy(), (idx1 % w).numpy()
+    size = height * (0.06 + 0.3 * (col + 0.5) / w)  # different columns of one row bend differently
+    return np.where(row < h / 2, size, -size)  # never out of the picture
 
 
 def _draw_grid(ax, grid: tuple[int, int], size: tuple[int, int], x0: float) -> None:
