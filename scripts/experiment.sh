@@ -159,6 +159,11 @@ if wants eval; then
   evaluate random --weights random --arch "$ARCH"
   [ -e "$RUN/reference/backbone.pth" ] && evaluate reference --weights "$RUN/reference/backbone.pth" --arch "$ARCH"
   run_step curves "" "$BIN/densecl" plot "${MAIN[@]/#/$RUN/}" --out "$RUN/figures/curves.png" || say "warning: plot failed"
+  # the matches picture: one test pair, each line green / red / grey by the views' geometry
+  run_step matches "$RUN/figures/matches.png" "$BIN/densecl" correspond --weights "$RUN/densecl-s$FIRST/checkpoint.pt" --label "DenseCL, seed $FIRST" \
+    --weights "$RUN/mocov2-s$FIRST/checkpoint.pt" --label "MoCo-v2, seed $FIRST" --weights random --label "random init" \
+    --arch "$ARCH" --data "$DATA/coco/$SPLIT" --pairs 16 --crop "$CROP" --seed 0 --device "$DEVICE" \
+    --out "$RUN/figures/matches.png" || say "warning: matches picture failed"
 fi
 
 # ---------------------------------------------------------------- 6. report

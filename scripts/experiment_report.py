@@ -415,6 +415,8 @@ def write_report(run: Path, data: str, out: Path, figures_dir: Path) -> Path:
         ("accuracy_radius.png", "Correspondence accuracy against pixel radius, test pairs (bands: std over seeds)"),
         ("dense_nn_masks.png", "dense-nn masks of the first test images (all the memory; first seed)"),
         ("curves.png", "Pre-training loss and learning rate of every DenseCL and MoCo-v2 run"),
+        ("matches.png", "Mutual matches with cosine >= 0.9 on the first of 16 test view pairs (densecl correspond): "
+         "green where the views' geometry confirms the match, red where it does not, grey where view 2 does not show the point"),
     ):
         src = run / "figures" / name
         if src.exists() and made.get(name, True):

@@ -130,6 +130,8 @@ def test_dry_run_pairs_the_methods_and_runs_nothing(tmp_path):
     assert "reference" in steps and "skip eval of densecl-s0 (pre-training not finished)" in "\n".join(lines)
     for p in ("correspondence", "dense-nn", "overcluster", "seg-probe", "svm"):
         assert f"{p}-random" in steps
+    matches = next(line for line in lines if _step(line) == "matches")  # the picture of right and wrong matches
+    assert "densecl-s0/checkpoint.pt" in matches and "mocov2-s0/checkpoint.pt" in matches and "--weights random" in matches
     assert not run.exists()  # nothing written
 
 
