@@ -22,7 +22,7 @@ from densecl import checkpoint, distributed
 from densecl.config import PretrainConfig, c5_side
 from densecl.data.sources import TwoViewDataset, image_source
 from densecl.data.sampler import EpochSampler
-from densecl.data.transforms import GeometricTwoViews, TwoViews, moco_v2_view
+from densecl.data.transforms import GeometricTwoViews
 from densecl.devices import resolve_device
 from densecl.engine import LoopState, Precision, train_one_epoch
 from densecl.errors import InputError
@@ -53,11 +53,8 @@ def pretrain(cfg: PretrainConfig, resume: checkpoint.TrainingState | None = None
     sampler = EpochSampler(len(source), per_rank_batch, info.rank, info.world_size, cfg.seed)
     if sampler.batches_per_epoch == 0:
         raise InputError(f"{source.origin} has {len(source)} images, fewer than one global batch of {cfg.batch_size}")
-    if cfg.dense_matching == "geometry":
-        side = cfg.num_grid or c5_side(cfg.crop_size)
-        two_views = GeometricTwoViews(cfg.crop_size, cfg.min_scale, (side, side))
-    else:
-        two_views = TwoViews(moco_v2_view(cfg.crop_size, cfg.min_scale))
+    side = cfg.num_grid or c5_side(cfg.crop_size)
+    two_views = GeometricTwoViews(cfg.crop_size, cfg.min_scale, (side, side) if cfg.dense_matching == "geometry" else None)
     dataset = TwoViewDataset(source, two_views)
     loader = torch.utils.data.DataLoader(
         dataset,
