@@ -161,3 +161,15 @@ def test_views_of_a_draft_decoded_jpeg_show_the_same_image_points(tmp_path):
             assert torch.equal(ours, ref) == (reductions[-1] == 1)  # a reduced decode is not the full one
         assert torch.equal(match, views.match(geometry))  # the geometry, hence the match, is the full image's
     assert {2, 4} <= set(reductions)
+
+
+def test_both_views_come_from_one_decode(tmp_path):
+    _write_images(tmp_path, 2)
+    source = image_source(str(tmp_path))
+    loads = []
+    load = source.load
+    source.load = lambda i, draft_side=0: loads.append(i) or load(i, draft_side)
+    dataset = TwoViewDataset(source, GeometricTwoViews(32, 0.2))
+    for seed in range(3):
+        dataset[(1, seed)]
+    assert loads == [1, 1, 1]
