@@ -15,7 +15,7 @@ import time
 import torch
 
 from densecl.data.sources import TwoViewDataset, image_source
-from densecl.data.transforms import TwoViews, moco_v2_view
+from densecl.data.transforms import GeometricTwoViews
 
 
 def main() -> None:
@@ -27,7 +27,7 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(1)  # a data worker
     source = image_source(args.data, scenes_length=10_000, scenes_size=args.scenes_size)
-    dataset = TwoViewDataset(source, TwoViews(moco_v2_view(args.crop)))
+    dataset = TwoViewDataset(source, GeometricTwoViews(args.crop, 0.2))
     dataset[(0, 0)]  # load the photo bank once, as a worker does at start
     t = time.perf_counter()
     for i in range(args.n):

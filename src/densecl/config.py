@@ -22,6 +22,7 @@ from densecl.errors import InputError
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda")
 MATCHINGS = ("features", "geometry")
+DATA_BACKENDS = ("cpu", "gpu")
 
 
 @dataclass
@@ -49,6 +50,11 @@ class PretrainConfig:
     crop_size: int = 224
     min_scale: float = 0.2  # RandomResizedCrop scale (min_scale, 1)
     workers: int = 4  # data-loading processes per rank
+    data_backend: str = field(
+        default="cpu",
+        metadata={"help": "cpu: the data workers decode and augment (default); gpu: they read JPEG files and draw the "
+                  "views, the GPU decodes (nvJPEG) and augments whole batches (CUDA only; other files decoded on the CPU)"},
+    )
     # optimisation
     epochs: int = 200
     batch_size: int = 256  # global, over all ranks
@@ -93,6 +99,7 @@ class PretrainConfig:
             self.dense_queue_len is None or (self.dense_queue_len > 0 and self.dense_queue_len % self.batch_size == 0),
             f"dense_queue_len {self.dense_queue_len} must be a positive multiple of the global batch size {self.batch_size}",
         )
+        _require(self.data_backend in DATA_BACKENDS, f"data_backend must be one of {', '.join(DATA_BACKENDS)}, got {self.data_backend!r}")
         _require(self.dense_matching in MATCHINGS, f"dense_matching must be one of {', '.join(MATCHINGS)}, got {self.dense_matching!r}")
         grid = c5_side(self.crop_size)
         _require(

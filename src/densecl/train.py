@@ -20,9 +20,10 @@ import torch
 
 from densecl import checkpoint, distributed
 from densecl.config import PretrainConfig, c5_side
+from densecl.data import gpu as gpu_data
 from densecl.data.sources import TwoViewDataset, image_source
 from densecl.data.sampler import EpochSampler
-from densecl.data.transforms import GeometricTwoViews, TwoViews, moco_v2_view
+from densecl.data.transforms import GeometricTwoViews
 from densecl.devices import resolve_device
 from densecl.engine import LoopState, Precision, train_one_epoch
 from densecl.errors import InputError
@@ -53,14 +54,12 @@ def pretrain(cfg: PretrainConfig, resume: checkpoint.TrainingState | None = None
     sampler = EpochSampler(len(source), per_rank_batch, info.rank, info.world_size, cfg.seed)
     if sampler.batches_per_epoch == 0:
         raise InputError(f"{source.origin} has {len(source)} images, fewer than one global batch of {cfg.batch_size}")
-    if cfg.dense_matching == "geometry":
-        side = cfg.num_grid or c5_side(cfg.crop_size)
-        two_views = GeometricTwoViews(cfg.crop_size, cfg.min_scale, (side, side))
-    else:
-        two_views = TwoViews(moco_v2_view(cfg.crop_size, cfg.min_scale))
-    dataset = TwoViewDataset(source, two_views)
+    check_data_backend(cfg.data_backend, device)
+    side = cfg.num_grid or c5_side(cfg.crop_size)
+    two_views = GeometricTwoViews(cfg.crop_size, cfg.min_scale, (side, side) if cfg.dense_matching == "geometry" else None)
+    on_gpu = cfg.data_backend == "gpu"
     loader = torch.utils.data.DataLoader(
-        dataset,
+        gpu_data.EncodedTwoViewDataset(source, two_views) if on_gpu else TwoViewDataset(source, two_views),
         batch_size=per_rank_batch,
         sampler=sampler,
         num_workers=cfg.workers,
@@ -69,7 +68,10 @@ def pretrain(cfg: PretrainConfig, resume: checkpoint.TrainingState | None = None
         persistent_workers=cfg.workers > 0,
         prefetch_factor=4 if cfg.workers > 0 else None,
         worker_init_fn=_ignore_stop_signals,
+        collate_fn=gpu_data.collate if on_gpu else None,
     )
+    # the gpu backend decodes and augments in this process, on the device; the CPU path remakes what it cannot decode
+    batches = gpu_data.DeviceBatches(loader, device, cfg.crop_size, TwoViewDataset(source, two_views)) if on_gpu else loader
     iters_per_epoch = sampler.batches_per_epoch
     total_steps = cfg.epochs * iters_per_epoch
 
@@ -137,7 +139,7 @@ def pretrain(cfg: PretrainConfig, resume: checkpoint.TrainingState | None = None
                 break
             sampler.epoch, sampler.start_batch = epoch, loop.step - epoch * iters_per_epoch
             model.train()
-            stopped = train_one_epoch(ddp_model, loader, optimizer, scaler, precision, cfg, epoch, loop, log, save, device)
+            stopped = train_one_epoch(ddp_model, batches, optimizer, scaler, precision, cfg, epoch, loop, log, save, device)
             if stopped:
                 break
             save()
@@ -145,9 +147,19 @@ def pretrain(cfg: PretrainConfig, resume: checkpoint.TrainingState | None = None
         log.close()
     if loop.stop_requested():
         say(f"densecl pretrain: stopped by signal at iteration {loop.step}; resume with --resume {ckpt_path}")
+    if on_gpu and (batches.cpu_decoded or batches.remade):
+        say(f"densecl pretrain: data backend gpu: {batches.cpu_decoded} images were not plain JPEGs and were decoded on the "
+            f"CPU by the data workers; {batches.remade} JPEGs the GPU could not decode were remade by the CPU path")
     say(f"densecl pretrain: {loop.step} iterations in {time.time() - t0:.0f} s; checkpoint {ckpt_path}, metrics {log.path}")
     distributed.teardown()
     return ckpt_path
+
+
+def check_data_backend(backend: str, device: torch.device) -> None:
+    """Raises :class:`InputError` for ``--data-backend gpu`` on a run without a CUDA device."""
+    if backend == "gpu" and device.type != "cuda":
+        raise InputError(f"--data-backend gpu decodes and augments on a CUDA GPU, but this run is on the {device.type}; "
+                         "use --data-backend cpu")
 
 
 def resolve_precision(name: str, device: torch.device) -> Precision:

@@ -7,7 +7,7 @@ from PIL import Image
 
 from densecl.data.sources import TwoViewDataset, image_source
 from densecl.data.sampler import EpochSampler
-from densecl.data.transforms import TwoViews, moco_v2_view
+from densecl.data.transforms import GeometricTwoViews
 from densecl.errors import InputError
 from densecl.images import to_rgb
 
@@ -74,7 +74,7 @@ def test_corrupt_files_are_skipped_with_one_warning_each(tmp_path, capsys):
     good = (tmp_path / "im1.png").read_bytes()
     (tmp_path / "truncated.png").write_bytes(good[: len(good) // 2])
     source = image_source(str(tmp_path))  # im0 (bad), im1 (good), truncated (bad)
-    dataset = TwoViewDataset(source, TwoViews(moco_v2_view(32)))
+    dataset = TwoViewDataset(source, GeometricTwoViews(32, 0.2))
     skipped = [dataset[(i, 0)][-1] for i in range(3)] + [dataset[(0, 1)][-1]]
     # a bad image is replaced by the next readable one (truncated -> im0, bad -> im1: two skips)
     assert skipped == [1, 0, 2, 1]
@@ -85,7 +85,7 @@ def test_corrupt_files_are_skipped_with_one_warning_each(tmp_path, capsys):
 
 def test_two_views_are_reproducible_from_the_seed_and_independent():
     source = image_source("scenes", scenes_length=4, scenes_size=64)
-    dataset = TwoViewDataset(source, TwoViews(moco_v2_view(48)))
+    dataset = TwoViewDataset(source, GeometricTwoViews(48, 0.2))
     a_q, a_k, match, _ = dataset[(1, 123)]
     b_q, b_k, _, _ = dataset[(1, 123)]
     c_q, _, _, _ = dataset[(1, 124)]
@@ -104,3 +104,72 @@ def test_sampler_shards_a_global_permutation_and_resumes():
     assert resumed == full[4:]
     assert [i for i, _ in EpochSampler(10, 2, seed=3, epoch=2)] != [i for i, _ in full]
     assert len(list(EpochSampler(9, batch_size=4))) == 8  # drops the last partial batch
+
+
+# --------------------------------------------------------------------------- JPEG draft decoding
+
+
+def _coordinate_photo(path, width, height):
+    """A JPEG whose red and green channels encode each pixel's x and y (smooth: JPEG keeps it)."""
+    x = np.linspace(0, 255, width)[None, :].repeat(height, 0)
+    y = np.linspace(0, 255, height)[:, None].repeat(width, 1)
+    Image.fromarray(np.stack([x, y, np.full_like(x, 128)], 2).round().astype(np.uint8)).save(path, quality=95)
+
+
+def test_draft_reduction_is_the_largest_that_keeps_every_box_at_least_the_crop():
+    from densecl.data.geometry import ViewGeometry, draft_reduction
+
+    box = lambda h, w: ViewGeometry(0, 0, h, w, size=64)  # noqa: E731
+    assert draft_reduction([box(300, 400), box(520, 600)]) == 4  # 300 >= 4 * 64, < 8 * 64
+    assert draft_reduction([box(512, 512), box(600, 513)]) == 8
+    assert draft_reduction([box(127, 900), box(900, 900)]) == 1  # one small box decides
+    assert draft_reduction([box(128, 128)]) == 2
+
+
+def test_draft_decoding_is_used_for_jpegs_only(tmp_path):
+    _coordinate_photo(tmp_path / "a.jpg", 1000, 750)
+    Image.open(tmp_path / "a.jpg").save(tmp_path / "b.png")
+    source = image_source(str(tmp_path))  # a.jpg, b.png
+    assert source.size(0) == source.size(1) == (1000, 750)
+    assert source.load(0, draft_side=750 // 4).size == (250, 188)  # ceil(750 / 4)
+    assert source.load(1, draft_side=750 // 4).size == (1000, 750)
+
+
+def test_views_of_a_draft_decoded_jpeg_show_the_same_image_points(tmp_path):
+    # a large JPEG is decoded at 1/2..1/8 where both boxes allow it; the views must still show the boxes
+    # drawn in full-image coordinates: compare with the views rendered from the full decode
+    from densecl.data.geometry import draft_reduction
+    from densecl.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+
+    _coordinate_photo(tmp_path / "a.jpg", 1000, 750)
+    source = image_source(str(tmp_path))
+    views = GeometricTwoViews(crop_size=128, min_scale=0.05, grid=(4, 4), photometric=False)
+    dataset = TwoViewDataset(source, views)
+    full = source.load(0)
+    std = torch.tensor(IMAGENET_STD)[:, None, None]
+    reductions = []
+    for seed in range(16):
+        im_q, im_k, match, _ = dataset[(0, seed)]
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            geometry = views.geometry(*full.size)
+            ref_q, ref_k = views.render(full, geometry)
+        reductions.append(draft_reduction(geometry))
+        for ours, ref in ((im_q, ref_q), (im_k, ref_k)):
+            error = ((ours - ref) * std * 255).abs()  # in grey levels
+            assert error.mean() < 1.5 and error.max() < 12, (seed, reductions[-1])
+            assert torch.equal(ours, ref) == (reductions[-1] == 1)  # a reduced decode is not the full one
+        assert torch.equal(match, views.match(geometry))  # the geometry, hence the match, is the full image's
+    assert {2, 4} <= set(reductions)
+
+
+def test_both_views_come_from_one_decode(tmp_path):
+    _write_images(tmp_path, 2)
+    source = image_source(str(tmp_path))
+    loads = []
+    load = source.load
+    source.load = lambda i, draft_side=0: loads.append(i) or load(i, draft_side)
+    dataset = TwoViewDataset(source, GeometricTwoViews(32, 0.2))
+    for seed in range(3):
+        dataset[(1, seed)]
+    assert loads == [1, 1, 1]

@@ -18,14 +18,17 @@ covers ``[col, col + 1) x [row, row + 1)`` and has its centre at
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
+from PIL import Image
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as F
 
 CROP_RATIO = (3 / 4, 4 / 3)  # RandomResizedCrop's aspect-ratio range
+JPEG_REDUCTIONS = (8, 4, 2, 1)  # the scales libjpeg decodes at directly (PIL's draft mode)
 _CROP_TRIES = 10  # RandomResizedCrop's attempts before it falls back to a centre crop
 
 
@@ -66,9 +69,19 @@ class ViewGeometry:
         unrotated = self._rotate(xy_view, -self.angle)
         return _inside(xy_view, self.size) & _inside(unrotated, self.size)
 
-    def apply(self, image):
-        """Renders the view: a PIL image, or a ``C x H x W`` tensor -> ``C x size x size`` (same dtype)."""
-        view = F.resized_crop(image, self.top, self.left, self.height, self.width, [self.size, self.size], antialias=True)
+    def apply(self, image, reduction: int = 1):
+        """Renders the view: a PIL image, or a ``C x H x W`` tensor -> ``C x size x size`` (same dtype).
+
+        ``reduction`` > 1: ``image`` is the view's image decoded at ``1/reduction``
+        of its size (a JPEG in draft mode, PIL only); its pixel ``(col, row)``
+        covers the image's ``[col, col + 1) x [row, row + 1)`` times ``reduction``,
+        so the box is scaled to it and resampled from there.
+        """
+        if reduction == 1:
+            view = F.resized_crop(image, self.top, self.left, self.height, self.width, [self.size, self.size], antialias=True)
+        else:
+            box = (self.left, self.top, self.left + self.width, self.top + self.height)
+            view = image.resize((self.size, self.size), Image.Resampling.BILINEAR, box=tuple(v / reduction for v in box))
         if self.flip:
             view = F.horizontal_flip(view)
         if self.angle:
@@ -135,6 +148,22 @@ def sample_view(
     flip = bool(torch.rand((), generator=generator) < 0.5)
     angle = _uniform((-max_angle, max_angle), generator) if max_angle else 0.0
     return ViewGeometry(top, left, h, w, size, flip, angle)
+
+
+def draft_reduction(views: Sequence[ViewGeometry]) -> int:
+    """How much smaller a JPEG may be decoded for these views without losing resolution.
+
+    The largest of 8, 4, 2, 1 at which every view's box still spans at least
+    ``size`` pixels a side: each view is then still a shrink (or the identity)
+    of the reduced image, never an enlargement. (RandomResizedCrop's smallest box
+    is ``sqrt(min_scale * 3/4)`` of a square image's side, 0.39 at the default
+    0.2, so a rule fixed before the boxes are drawn could halve only images more
+    than 5.2 x the crop; decided per pair of boxes it reduces far more often.)
+    """
+    for n in JPEG_REDUCTIONS:
+        if all(min(v.height, v.width) >= n * v.size for v in views):
+            return n
+    return 1
 
 
 def cell_centres(grid: tuple[int, int], size: int | tuple[int, int]) -> torch.Tensor:

@@ -2,7 +2,8 @@
 
 Sources (:func:`image_source`): a directory tree (recursive, common
 extensions), a text file of paths, a COCO annotation file, or the embedded
-``scenes``. Unreadable files are skipped, one warning each, never a crash;
+``scenes``; each gives an image's size (from the header), the decoded image,
+and the file's bytes (the ``gpu`` data backend decodes those itself). Unreadable files are skipped, one warning each, never a crash;
 every mode PIL knows becomes RGB (:func:`densecl.images.open_rgb`).
 """
 
@@ -15,6 +16,8 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+from densecl.data.geometry import draft_reduction
+from densecl.data.transforms import GeometricTwoViews
 from densecl.errors import InputError
 from densecl.formats.coco import coco_image_paths
 from densecl.images import IMAGE_EXTENSIONS, open_rgb
@@ -33,14 +36,35 @@ class ImageFiles:
     def __len__(self) -> int:
         return len(self.paths)
 
-    def load(self, index: int) -> Image.Image | None:
+    def size(self, index: int) -> tuple[int, int] | None:
+        """``(width, height)`` from the file's header (nothing decoded), or ``None`` if unreadable."""
         try:
-            return open_rgb(self.paths[index], fix="skipping it")
-        except InputError as e:
-            if index not in self._warned:  # one warning per file (per worker process)
-                self._warned.add(index)
-                print(f"densecl: warning: {e}", file=sys.stderr)
+            with Image.open(self.paths[index]) as image:
+                return image.size
+        except Exception as e:  # noqa: BLE001 - PIL raises many types for bad files
+            self._warn(index, f"cannot read image {self.paths[index]} ({type(e).__name__}: {e}); skipping it")
             return None
+
+    def load(self, index: int, draft_side: int = 0) -> Image.Image | None:
+        """The RGB image; a JPEG with ``draft_side`` > 0 decodes at a reduced scale whose sides stay >= it."""
+        try:
+            return open_rgb(self.paths[index], fix="skipping it", draft_side=draft_side)
+        except InputError as e:
+            self._warn(index, str(e))
+            return None
+
+    def read(self, index: int) -> bytes | None:
+        """The file's bytes, or ``None`` if unreadable."""
+        try:
+            return self.paths[index].read_bytes()
+        except OSError as e:
+            self._warn(index, f"cannot read image {self.paths[index]} ({type(e).__name__}: {e}); skipping it")
+            return None
+
+    def _warn(self, index: int, message: str) -> None:
+        if index not in self._warned:  # one warning per file (per worker process)
+            self._warned.add(index)
+            print(f"densecl: warning: {message}", file=sys.stderr)
 
 
 class SceneImages:
@@ -55,8 +79,14 @@ class SceneImages:
     def __len__(self) -> int:
         return len(self.scenes)
 
-    def load(self, index: int) -> Image.Image:
+    def size(self, index: int) -> tuple[int, int]:
+        return self.scenes.size, self.scenes.size
+
+    def load(self, index: int, draft_side: int = 0) -> Image.Image:
         return self.scenes.image(index)
+
+    def read(self, index: int) -> None:
+        return None  # made in memory: no file
 
 
 def image_source(data: str, scenes_length: int = 2000, scenes_size: int = 128, seed: int = 0) -> ImageFiles | SceneImages:
@@ -99,14 +129,20 @@ class TwoViewDataset(torch.utils.data.Dataset):
 
     Items are requested as ``(index, seed)`` pairs (see
     :class:`densecl.data.sampler.EpochSampler`); the augmentation randomness is
-    drawn from a generator seeded with ``seed``, so a resumed run sees exactly
-    the views it would have seen, whatever the number of workers. An
-    unreadable image is replaced by the next readable one; the item reports how
-    many it skipped. ``two_views`` returns the query view, the key view and the
-    geometric match of their dense cells (empty: match by features).
+    drawn from the global generator seeded with ``seed`` (inside
+    ``fork_rng``), so a resumed run sees exactly the views it would have seen,
+    whatever the number of workers. An unreadable image is replaced by the next
+    readable one; the item reports how many it skipped.
+
+    Each image is decoded once for both views, after their boxes are drawn from
+    its header's size: a JPEG is decoded at 1/2, 1/4 or 1/8 of its size when
+    both boxes still span the crop size there (PIL's draft mode, libjpeg's
+    scaled decoding: much faster for large photos), so no view loses resolution.
+    Returns the query view, the key view, the geometric match of their dense
+    cells (empty: match by features) and the number of images skipped.
     """
 
-    def __init__(self, source: ImageFiles | SceneImages, two_views) -> None:
+    def __init__(self, source: ImageFiles | SceneImages, two_views: GeometricTwoViews) -> None:
         self.source = source
         self.two_views = two_views
 
@@ -116,8 +152,28 @@ class TwoViewDataset(torch.utils.data.Dataset):
     def __getitem__(self, item: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
         index, seed = item
         n = len(self.source)
-        skipped, _, image = first_readable(self.source, ((index + k) % n for k in range(n)))
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            im_q, im_k, match = self.two_views(image)
-        return im_q, im_k, match, skipped
+            for skipped in range(n):
+                i = (index + skipped) % n
+                size = self.source.size(i)
+                if size is None:
+                    continue
+                geometry = self.two_views.geometry(*size)
+                reduction = draft_reduction(geometry)
+                image = self.source.load(i, draft_side=min(size) // reduction if reduction > 1 else 0)
+                if image is None:
+                    continue
+                im_q, im_k = self.two_views.render(image, geometry, decoded_reduction(size, image.size, reduction))
+                return im_q, im_k, self.two_views.match(geometry), skipped
+        raise InputError(f"no readable image in {self.source.origin}")
+
+
+def decoded_reduction(size: tuple[int, int], decoded: tuple[int, int], reduction: int) -> int:
+    """1 if the image came out at its full ``size``, else ``reduction`` (checked: PIL's draft gives ``ceil(size / reduction)``)."""
+    if decoded == size:
+        return 1  # not a JPEG: draft mode does nothing
+    expected = tuple(-(-side // reduction) for side in size)
+    if decoded != expected:
+        raise RuntimeError(f"a JPEG of {size} decoded in draft mode at 1/{reduction} came out {decoded}, not {expected}")
+    return reduction

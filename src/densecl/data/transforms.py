@@ -1,10 +1,11 @@
-"""MoCo-v2 augmentation (the views DenseCL pre-trains on), two independent views per image, and two views with known geometry (the matching ablation, the correspond picture)."""
+"""MoCo-v2 augmentation (the views DenseCL pre-trains on): one view as a torchvision transform, and two views of one image drawn as explicit geometry (pre-training, the matching ablation, the correspond picture)."""
 
 from __future__ import annotations
 
 import torch
 from torchvision.transforms import v2
 
+from densecl.data import colour
 from densecl.data.geometry import ViewGeometry, corresponding_cells, sample_view
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -32,15 +33,15 @@ def moco_v2_view(crop_size: int = 224, min_scale: float = 0.2) -> v2.Compose:
 def moco_v2_photometric(crop_size: int = 224) -> v2.Compose:
     """The colour half of :func:`moco_v2_view`: jitter (p 0.8), grayscale (p 0.2), blur (p 0.5).
 
-    The blur kernel is about a tenth of the crop (23 px at 224), as in SimCLR.
-    Works on PIL images and on uint8 or float image tensors.
+    The blur kernel is about a tenth of the crop (23 px at 224, as in SimCLR).
+    Works on PIL images and on uint8 or float image tensors. The ``gpu`` data
+    backend applies the same with per-sample parameters (:mod:`densecl.data.colour`).
     """
-    kernel = max(3, int(0.1 * crop_size) // 2 * 2 + 1)
     return v2.Compose(
         [
-            v2.RandomApply([v2.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8),
-            v2.RandomGrayscale(p=0.2),
-            v2.RandomApply([v2.GaussianBlur(kernel, sigma=(0.1, 2.0))], p=0.5),
+            v2.RandomApply([v2.ColorJitter(*colour.JITTER)], p=colour.P_JITTER),
+            v2.RandomGrayscale(p=colour.P_GRAYSCALE),
+            v2.RandomApply([v2.GaussianBlur(colour.blur_kernel_size(crop_size), sigma=colour.BLUR_SIGMA)], p=colour.P_BLUR),
         ]
     )
 
@@ -48,24 +49,19 @@ def moco_v2_photometric(crop_size: int = 224) -> v2.Compose:
 NO_MATCH = torch.empty(0, dtype=torch.long)  # views whose dense locations are paired by features, not geometry
 
 
-class TwoViews:
-    """Applies ``transform`` twice, independently: the query and key views (and :data:`NO_MATCH`)."""
-
-    def __init__(self, transform: v2.Transform) -> None:
-        self.transform = transform
-
-    def __call__(self, image) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        return self.transform(image), self.transform(image), NO_MATCH
-
-
 class GeometricTwoViews:
-    """Two MoCo-v2 views drawn as explicit geometry, and which key cell shows each query cell's centre.
+    """Two MoCo-v2 views of one image, drawn as explicit geometry: the views pre-training sees.
 
     The crop, flip and colour augmentation have the distribution of
     :func:`moco_v2_view` (flip comes before the colour steps, with which it
-    commutes). ``match[i]`` is the row-major key cell of query cell ``i`` on
-    the ``grid`` of the dense head, or -1 where the key view does not show
-    that point: the positives of the matching ablation (``dense_matching: geometry``).
+    commutes). Drawing the boxes first (:meth:`geometry`, from the image's size
+    alone) lets a JPEG be decoded at a reduced scale where both boxes allow it
+    (:func:`~densecl.data.geometry.draft_reduction`), and gives the match of
+    dense cells: ``match[i]`` is the row-major key cell of query cell ``i`` on
+    the ``grid`` of the dense head, or -1 where the key view does not show that
+    point, the positives of the matching ablation (``dense_matching:
+    geometry``); without a ``grid`` the match is :data:`NO_MATCH` (the paper:
+    match by features).
     """
 
     def __init__(self, crop_size: int, min_scale: float, grid: tuple[int, int] | None = None, photometric: bool = True) -> None:
@@ -73,15 +69,28 @@ class GeometricTwoViews:
         self.photometric = moco_v2_photometric(crop_size) if photometric else (lambda image: image)
         self.finish = v2.Compose([v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
 
+    def geometry(self, width: int, height: int) -> tuple[ViewGeometry, ViewGeometry]:
+        """The query and key views' geometry on a ``width x height`` image, drawn from the global generator."""
+        g = torch.Generator().manual_seed(int(torch.randint(2**62, (1,))))  # from the caller's seeded state
+        return sample_view(width, height, self.crop_size, g, self.min_scale), sample_view(width, height, self.crop_size, g, self.min_scale)
+
+    def render(self, image, geometry: tuple[ViewGeometry, ViewGeometry], reduction: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+        """The two normalised ``3 x crop x crop`` views of a PIL image (decoded at ``1/reduction``), colour from the global generator."""
+        im_q, im_k = (self.finish(self.photometric(view.apply(image, reduction))) for view in geometry)
+        return im_q, im_k
+
+    def match(self, geometry: tuple[ViewGeometry, ViewGeometry]) -> torch.Tensor:
+        """``S`` long: the key cell of each query cell (-1: not shown), or :data:`NO_MATCH` without a grid."""
+        if self.grid is None:
+            return NO_MATCH
+        shown, cell, _ = corresponding_cells(*geometry, self.grid, self.grid)
+        return torch.where(shown, cell, -1)
+
     def views(self, image) -> tuple[torch.Tensor, torch.Tensor, ViewGeometry, ViewGeometry]:
         """The two normalised views of a PIL image and their geometry, drawn from the global generator."""
-        g = torch.Generator().manual_seed(int(torch.randint(2**62, (1,))))  # from the caller's seeded state
-        width, height = image.size
-        g_q, g_k = (sample_view(width, height, self.crop_size, g, self.min_scale) for _ in range(2))
-        im_q, im_k = (self.finish(self.photometric(view.apply(image))) for view in (g_q, g_k))
-        return im_q, im_k, g_q, g_k
+        geometry = self.geometry(*image.size)
+        return *self.render(image, geometry), *geometry
 
     def __call__(self, image) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         im_q, im_k, g_q, g_k = self.views(image)
-        shown, cell, _ = corresponding_cells(g_q, g_k, self.grid, self.grid)
-        return im_q, im_k, torch.where(shown, cell, -1)
+        return im_q, im_k, self.match((g_q, g_k))
