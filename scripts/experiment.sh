@@ -81,13 +81,35 @@ run_step() {
   printf '%s\t%s\t%s\n' "$name" $((SECONDS - t0)) "$(date -u +%FT%TZ)" >> "$TIMING"
 }
 
+# same_code: every pre-training of one study runs the same code (a change to the augmentation or the
+# loss would otherwise differ between the methods' runs); the first one records its commit in RUN.
+same_code() {
+  local now recorded
+  now=$(git rev-parse HEAD 2>/dev/null || echo unknown)
+  [ -z "$(git status --porcelain --untracked-files=no -- src 2>/dev/null)" ] || now="$now-modified"
+  if [ ! -e "$RUN/PRETRAIN_COMMIT" ]; then
+    [ -n "$DRY_RUN" ] || echo "$now" > "$RUN/PRETRAIN_COMMIT"
+    return 0
+  fi
+  recorded=$(cat "$RUN/PRETRAIN_COMMIT")
+  if [ "$recorded" != "$now" ] && [ "${MIXED_CODE:-}" != 1 ]; then
+    say "stop: $RUN was pre-trained by commit $recorded, this tree is $now; pre-train with that code:"
+    say "  git worktree add ../study-code ${recorded%-modified} and run its scripts/experiment.sh with RUN and DATA set to these folders"
+    say "  (or MIXED_CODE=1 to go on with this code anyway)"
+    exit 1
+  fi
+}
+
 # pretrain NAME SEED FLAGS...: one run in RUN/NAME; resumed when it has a checkpoint
 pretrain() {
   local name=$1 seed=$2; shift 2
   local ckpt=$RUN/$name/checkpoint.pt
   if [ -e "$ckpt" ] && "$BIN/densecl" checkpoint finished "$ckpt" --epochs "$EPOCHS" > /dev/null; then
     say "skip pretrain-$name ($ckpt has all $EPOCHS epochs)"
-  elif [ -e "$ckpt" ]; then
+    return 0
+  fi
+  same_code
+  if [ -e "$ckpt" ]; then
     run_step "pretrain-$name" "" "$BIN/densecl" pretrain --resume "$ckpt" --epochs "$EPOCHS"
   else
     run_step "pretrain-$name" "" "$BIN/densecl" pretrain --config demo_cpu --arch "$ARCH" --hidden-dim "$HIDDEN" \

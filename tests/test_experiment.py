@@ -160,6 +160,24 @@ def test_dry_run_skips_what_exists_and_resumes_unfinished_pretraining(tmp_path):
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="bash script")
+def test_pretraining_stops_when_the_study_was_started_by_other_code(tmp_path):
+    run, data = tmp_path / "run", tmp_path / "data"
+    data.mkdir()
+    (data / "README.md").write_text("done")
+    _fake_checkpoint(run / "densecl-s0" / "checkpoint.pt", step=30)  # finished: needs no code
+    _fake_checkpoint(run / "mocov2-s0" / "checkpoint.pt", step=12)  # to resume: must be the recorded code
+    (run / "PRETRAIN_COMMIT").write_text("0123abcd\n")
+    env = {**os.environ, "DRY_RUN": "1", "RUN": str(run), "DATA": str(data), "EPOCHS": "3", "SEEDS": "0", "STEPS": "pretrain",
+           "BIN": str(Path(sys.executable).parent)}  # fmt: skip
+    result = subprocess.run(["bash", str(SCRIPT)], env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    assert "skip pretrain-densecl-s0" in result.stdout and "pretrain-mocov2-s0:" not in result.stdout
+    assert f"stop: {run} was pre-trained by commit 0123abcd" in result.stdout and "git worktree add ../study-code 0123abcd" in result.stdout
+    mixed = subprocess.run(["bash", str(SCRIPT)], env={**env, "MIXED_CODE": "1"}, capture_output=True, text=True, timeout=120)
+    assert mixed.returncode == 0 and f"--resume {run}/mocov2-s0/checkpoint.pt" in mixed.stdout
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="bash script")
 def test_gpu_variant_plans_the_same_study_at_gpu_scale(tmp_path):
     environment = {**os.environ, "DRY_RUN": "1", "OUT_DIR": str(tmp_path), "ASSETS": str(tmp_path / "assets")}
     result = subprocess.run(["bash", str(ROOT / "scripts" / "experiment_gpu.sh")], env=environment, capture_output=True, text=True, timeout=120)
