@@ -110,7 +110,7 @@ def write_atomic(path: str | os.PathLike, payload: Any) -> None:
     except (OSError, RuntimeError) as e:  # torch.save reports a failed write as a RuntimeError
         Path(tmp).unlink(missing_ok=True)
         before = f"the {path.name} there before is intact" if path.exists() else f"no {path.name} was there before"
-        reason = e.strerror if isinstance(e, OSError) and e.strerror else "the write failed"
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else "disk full, quota or file-size limit"
         raise StorageError(f"cannot write {path} ({reason}); {before}: free disk space (or raise the limit), then resume") from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
