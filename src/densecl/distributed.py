@@ -93,6 +93,15 @@ def gather_ints(value: int) -> list[int]:
     return [int(t) for t in out]
 
 
+def gather_objects(obj: object) -> list[object]:
+    """Picklable ``obj`` of every rank, in rank order (``[obj]`` in one process)."""
+    if not is_distributed():
+        return [obj]
+    out: list[object] = [None] * world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
 def all_reduce_mean(x: torch.Tensor) -> torch.Tensor:
     """Mean over ranks of a tensor (for logging); the identity in one process."""
     if not is_distributed():
