@@ -5,7 +5,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=.venv/bin
 RUN=${RUN:-runs/demo}
-rm -rf "$RUN"
+if [ -e "$RUN" ]; then  # an earlier demo (or your work in that folder) is kept, never deleted
+  n=1; while [ -e "$RUN.old-$n" ]; do n=$((n + 1)); done
+  mv "$RUN" "$RUN.old-$n" && echo "demo: moved the earlier $RUN to $RUN.old-$n"
+fi
 $BIN/densecl pretrain --config demo_cpu --output-dir "$RUN" "$@"
 
 # evaluation scenes use seed 1, away from the pre-training scenes (seed 0)

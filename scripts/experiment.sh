@@ -22,7 +22,7 @@
 #   6. report: scripts/experiment_report.py writes docs/results.md (means ± std over seeds, paired
 #      DenseCL - MoCo-v2 differences with 95 % intervals) and docs/figures/.
 #
-# Every step is skipped when its output exists; an unfinished pre-training resumes from its checkpoint.
+# Every step is skipped when its output exists; an unfinished pre-training or reference fine-tuning resumes from its checkpoint.
 # Settings are environment overrides; the pre-training ones are stored in each checkpoint, and the
 # report reads them from there. Wall time of every step that ran: RUN/timing.tsv.
 #
@@ -166,7 +166,7 @@ if wants reference; then
   run_step reference "$RUN/reference/backbone.pth" "$BIN/densecl" eval seg-finetune --weights random --arch "$ARCH" \
     --data "$DATA/voc" --val-split $SPLIT --crop "$CROP" --batch-size 8 --iters "$REF_ITERS" --lr 0.02 \
     --output-stride 32 --workers "$WORKERS" --device "$DEVICE" --seed 0 \
-    --save-backbone "$RUN/reference/backbone.pth" --out "$RUN/reference/seg-finetune.json"
+    --save-backbone "$RUN/reference/backbone.pth" --out "$RUN/reference/seg-finetune.json" --save-every 100 --resume
 fi
 
 # ---------------------------------------------------------------- 5. evaluation

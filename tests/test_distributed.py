@@ -65,3 +65,32 @@ def test_torchrun_two_processes_on_cpu(tmp_path):
     assert state.world_size == 2 and state.step == 2
     assert int(state.model["global_queue.ptr"]) == 0  # 2 steps x global batch 8 = 16 = queue length
     assert "batch 8 = 2 x 4" in result.stdout
+
+
+def _hang_or_wait(rank: int, port: int, out_dir: str) -> None:
+    import time
+
+    os.environ.update(RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    distributed.setup("cpu", timeout_s=2)
+    if rank == 1:  # alive but never joins the collective: a hung rank
+        time.sleep(5)
+        return
+    start = time.time()
+    try:
+        distributed.barrier()
+        outcome = "returned"
+    except RuntimeError:
+        outcome = "failed"
+    with open(os.path.join(out_dir, "rank0.txt"), "w") as f:
+        f.write(f"{outcome} {time.time() - start:.1f}")
+
+
+def test_a_collective_fails_after_the_timeout_instead_of_hanging(tmp_path):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_hang_or_wait, args=(port, str(tmp_path)), nprocs=2, join=True)
+    outcome, seconds = (tmp_path / "rank0.txt").read_text().split()
+    assert outcome == "failed" and 1.5 <= float(seconds) < 10  # the 2 s given, not gloo's 30 min default

@@ -256,3 +256,81 @@ def test_geometric_matching_trains_and_changes_the_dense_loss(tmp_path):
     a, b = ([row for row in metrics(tmp_path / run) if "loss_dense" in row] for run in ("features", "geometry"))
     assert checkpoint.load(tmp_path / "geometry" / "checkpoint.pt").config["dense_matching"] == "geometry"
     assert all(math.isfinite(row["loss_dense"]) for row in b) and a[0]["loss_dense"] != b[0]["loss_dense"]
+
+
+# --------------------------------------------------------------------------- the run folder is never reused silently
+
+
+def test_a_second_new_run_in_the_same_folder_stops_and_names_the_checkpoint(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert pretrain(run, "--epochs", "1") == 0
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    capsys.readouterr()
+    assert pretrain(run, "--epochs", "1", "--max-iters", "1") == 2
+    assert capsys.readouterr().err.strip() == (
+        f"densecl pretrain: error: {run / 'checkpoint.pt'} holds a run at step 3; this command would start a new one "
+        "there: continue it with --resume, give another --output-dir, or pass --overwrite to move the old run aside"
+    )
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
+
+
+def test_overwrite_moves_the_old_run_aside(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert pretrain(run, "--epochs", "1") == 0
+    old = (run / "checkpoint.pt").read_bytes()
+    assert pretrain(run, "--epochs", "1", "--max-iters", "1", "--overwrite") == 0
+    assert f"moved the earlier run in {run} to {tmp_path / 'run.old-1'}" in capsys.readouterr().out
+    assert (tmp_path / "run.old-1" / "checkpoint.pt").read_bytes() == old
+    assert len(metrics(tmp_path / "run.old-1")) == 4  # 3 steps and the epoch line, untouched
+    assert checkpoint.load(run / "checkpoint.pt").step == 1 and [m["step"] for m in metrics(run)] == [1]
+    assert pretrain(run, "--epochs", "1", "--max-iters", "1", "--overwrite") == 0
+    assert (tmp_path / "run.old-2" / "checkpoint.pt").is_file()  # never over an earlier old one
+
+
+def test_resume_auto_is_one_command_for_the_first_start_and_every_restart(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert pretrain(run, "--epochs", "1", "--resume", "auto") == 0
+    assert "new run in" in capsys.readouterr().out
+    first = metrics(run)
+    assert pretrain(run, "--epochs", "1", "--resume", "auto") == 0  # finished: nothing more to do, nothing lost
+    assert "resuming at iteration 3" in capsys.readouterr().out
+    assert checkpoint.load(run / "checkpoint.pt").step == 3 and metrics(run) == first
+
+
+def test_logs_of_a_run_that_never_saved_are_moved_aside_not_mixed_in(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.jsonl").write_text('{"step": 1, "loss": 9.0}\n{"step": 2, "loss": 8.0}\n')
+    assert pretrain(run, "--epochs", "1", "--max-iters", "1") == 0
+    assert (tmp_path / "run.old-1" / "metrics.jsonl").read_text().count("\n") == 2
+    assert [m["step"] for m in metrics(run)] == [1] and metrics(run)[0]["loss"] != 9.0
+
+
+def test_resuming_a_file_into_a_folder_that_holds_another_run_stops(tmp_path, capsys):
+    assert pretrain(tmp_path / "a", "--epochs", "1", "--max-iters", "1") == 0
+    assert pretrain(tmp_path / "b", "--epochs", "1", "--max-iters", "2") == 0
+    b = (tmp_path / "b" / "checkpoint.pt").read_bytes()
+    capsys.readouterr()
+    code = main(["pretrain", "--resume", str(tmp_path / "a" / "checkpoint.pt"), "--output-dir", str(tmp_path / "b")])
+    assert code == 2 and "holds another run" in capsys.readouterr().err
+    assert (tmp_path / "b" / "checkpoint.pt").read_bytes() == b
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (["--arch", "resnet34"], "holds another model (arch 'resnet18' -> 'resnet34')"),
+        (["--hidden-dim", "64"], "holds another model (hidden_dim 32 -> 64)"),
+        (["--scenes-length", "16"], "had 3 iterations per epoch, this run has 4"),
+    ],
+)
+def test_a_checkpoint_of_another_model_or_data_size_is_one_line_and_nothing_is_written(tmp_path, capsys, change, message):
+    run = tmp_path / "run"
+    assert pretrain(run, "--epochs", "2", "--max-iters", "2") == 0
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    capsys.readouterr()
+    assert pretrain(run, "--epochs", "2", "--resume", "auto", *change) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err and f"the checkpoint of {run} (step 2)" in err, err
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]

@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 
-from densecl.errors import InputError
+from densecl.errors import InputError, StorageError
 
 FORMAT = "densecl"
 VERSION = 1
@@ -89,10 +89,17 @@ def save(path: str | os.PathLike, state: TrainingState) -> None:
 def write_atomic(path: str | os.PathLike, payload: Any) -> None:
     """``torch.save`` to a temporary file in the same folder, ``fsync``, then a rename over ``path``.
 
-    Readers see the old file or the new one, never half of one.
+    Readers see the old file or the new one, never half of one. A killed
+    writer leaves a ``.NAME.*.tmp`` file, which the next write removes.
+
+    Raises:
+        StorageError: the write failed (disk full, quota, file-size limit);
+            the file at ``path`` is the one there before.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a writer killed mid-save; never the file of record
+        stale.unlink(missing_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -100,6 +107,11 @@ def write_atomic(path: str | os.PathLike, payload: Any) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as e:  # torch.save reports a failed write as a RuntimeError
+        Path(tmp).unlink(missing_ok=True)
+        before = f"the {path.name} there before is intact" if path.exists() else f"no {path.name} was there before"
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else "disk full, quota or file-size limit"
+        raise StorageError(f"cannot write {path} ({reason}); {before}: free disk space (or raise the limit), then resume") from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -68,6 +68,11 @@ class PretrainConfig:
     channels_last: bool = True
     sync_bn: bool = False
     seed: int = 0
+    dist_timeout: int = field(
+        default=1800,
+        metadata={"help": "seconds a collective waits for the other ranks before failing (torchrun), so a dead rank "
+                  "stops the group and torchrun --max-restarts can restart it; default 1800"},
+    )
     deterministic: bool = False
     init: str | None = None  # start the backbone from these weights (any format densecl.weights reads)
     output_dir: str = "runs/densecl"
@@ -110,6 +115,7 @@ class PretrainConfig:
         _require(0 < self.min_scale <= 1, f"min_scale must be in (0, 1], got {self.min_scale}")
         _require(self.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}")
         _require(self.device in DEVICES, f"device must be one of {', '.join(DEVICES)}")
+        _require(self.dist_timeout > 0, f"dist_timeout must be positive (seconds), got {self.dist_timeout}")
         _require(self.workers >= 0 and self.log_every > 0 and self.save_every >= 0, "workers, log_every, save_every must be >= 0")
 
     def to_dict(self) -> dict[str, Any]:

@@ -33,10 +33,21 @@ class DistInfo(NamedTuple):
         return self.rank == 0
 
 
-def setup(device_type: str) -> DistInfo:
+DEFAULT_TIMEOUT_S = 1800  # a collective waits this long for a rank that died or hangs, then fails
+
+
+def setup(device_type: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> DistInfo:
     """Joins the process group torchrun describes; a no-op without torchrun.
 
     NCCL on CUDA, gloo on CPU. Call once, before building the model.
+
+    Args:
+        timeout_s: how long a collective waits before it fails. Finite, so
+            that when one rank dies (a lost node, a killed process) the others
+            stop with an error instead of hanging, and torchrun (``--max-restarts``)
+            or the scheduler can start the group again. It must exceed the
+            longest time one rank works alone while the others wait (rank 0
+            saving a checkpoint or evaluating).
     """
     if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:  # not launched by torchrun
         return DistInfo(0, 1, 0)
@@ -45,7 +56,7 @@ def setup(device_type: str) -> DistInfo:
         torch.cuda.set_device(local_rank)
     if not dist.is_initialized():
         dist.init_process_group(
-            backend="nccl" if device_type == "cuda" else "gloo", timeout=datetime.timedelta(minutes=30)
+            backend="nccl" if device_type == "cuda" else "gloo", timeout=datetime.timedelta(seconds=timeout_s)
         )
     return DistInfo(dist.get_rank(), dist.get_world_size(), local_rank)
 
@@ -70,6 +81,25 @@ def rank() -> int:
 def barrier() -> None:
     if is_distributed():
         dist.barrier()
+
+
+def gather_ints(value: int) -> list[int]:
+    """``value`` of every rank, in rank order (``[value]`` in one process): to check that ranks agree."""
+    if not is_distributed():
+        return [value]
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+    out = [torch.zeros(1, dtype=torch.int64, device=device) for _ in range(world_size())]
+    dist.all_gather(out, torch.tensor([value], dtype=torch.int64, device=device))
+    return [int(t) for t in out]
+
+
+def gather_objects(obj: object) -> list[object]:
+    """Picklable ``obj`` of every rank, in rank order (``[obj]`` in one process)."""
+    if not is_distributed():
+        return [obj]
+    out: list[object] = [None] * world_size()
+    dist.all_gather_object(out, obj)
+    return out
 
 
 def all_reduce_mean(x: torch.Tensor) -> torch.Tensor:

@@ -13,3 +13,7 @@ class InputError(ValueError):
 
 class NonFiniteLossError(ArithmeticError):
     """Training produced a NaN or infinite loss; the last good checkpoint is kept."""
+
+
+class StorageError(OSError):
+    """A file could not be written (disk full, quota, file-size limit); the file there before is intact."""

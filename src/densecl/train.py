@@ -4,6 +4,7 @@
     densecl pretrain --config densecl_r50_coco_800ep --data /data/coco/train2017
     torchrun --nproc_per_node 8 -m densecl pretrain --config densecl_r50_imagenet_200ep --data /data/imagenet/train
     densecl pretrain --resume runs/demo/checkpoint.pt        # continue exactly where it stopped
+    torchrun --max-restarts 3 --nproc_per_node 8 -m densecl pretrain --config ... --resume auto   # survives crashes
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from densecl import checkpoint, distributed
+from densecl import checkpoint, distributed, run_dir
 from densecl.config import PretrainConfig, c5_side
 from densecl.data import gpu as gpu_data
 from densecl.data.sources import TwoViewDataset, image_source
@@ -31,21 +32,32 @@ from densecl.models.densecl import DenseCL
 from densecl.training_log import MetricsLog
 
 
-def pretrain(cfg: PretrainConfig, resume: checkpoint.TrainingState | None = None) -> Path:
+def pretrain(cfg: PretrainConfig, resume: checkpoint.TrainingState | None = None, overwrite: bool = False) -> Path:
     """Trains DenseCL (MoCo-v2 if ``loss_lambda == 0``) and returns the checkpoint path.
 
     Args:
         cfg: the resolved configuration.
         resume: a state from :func:`densecl.checkpoint.load` to continue from.
+        overwrite: a new run whose ``output_dir`` holds an earlier one moves
+            that aside (``OUTPUT_DIR.old-N``); without it such a run stops.
     """
+    out_dir = Path(cfg.output_dir)
+    ckpt_path = out_dir / checkpoint.CHECKPOINT_NAME
+    if resume is None and not overwrite and ckpt_path.exists():  # never start over a run silently
+        run_dir.start_mode(ckpt_path, checkpoint.load(ckpt_path).step, resume=False, overwrite=False, flag_out="--output-dir")
     device = resolve_device(cfg.device)
-    info = distributed.setup(device.type)
+    info = distributed.setup(device.type, cfg.dist_timeout)
     if device.type == "cuda":
         device = torch.device("cuda", info.local_rank)
     cfg.validate(info.world_size)
     precision = resolve_precision(cfg.precision, device)
-    run_dir = Path(cfg.output_dir)
     say = print if info.is_main else (lambda *a, **k: None)
+    starts = distributed.gather_ints(-1 if resume is None else int(resume.step))
+    if len(set(starts)) > 1:  # each rank read the output folder itself: a stale shared file system shows here
+        raise InputError(
+            f"the ranks would start at different steps ({', '.join(map(str, starts))}, -1 = new run): "
+            f"every rank must see the same {ckpt_path}; put output_dir on a file system all nodes share"
+        )
     _seed_everything(cfg.seed, cfg.deterministic)  # same on every rank: identical initial weights and queues
 
     # data: fail on a bad path before any model is built
@@ -96,10 +108,15 @@ def pretrain(cfg: PretrainConfig, resume: checkpoint.TrainingState | None = None
 
     step = 0
     if resume is not None:
-        step = _restore(resume, model, optimizer, scaler, iters_per_epoch)
+        step = _restore(resume, model, optimizer, scaler, iters_per_epoch, cfg)
     ddp_model = distributed.wrap_ddp(model, device)
 
-    say(f"densecl pretrain: {'resuming at iteration ' + str(step) if resume else 'new run'} in {run_dir}")
+    if info.is_main and resume is None and (overwrite or _holds_run_files(out_dir)):
+        moved = run_dir.move_aside(out_dir)  # an older run, or logs of one that never saved: kept, never mixed in
+        if moved:
+            say(f"densecl pretrain: moved the earlier run in {out_dir} to {moved}")
+    distributed.barrier()
+    say(f"densecl pretrain: {'resuming at iteration ' + str(step) if resume else 'new run'} in {out_dir}")
     say(cfg.to_yaml().rstrip())
     say(
         f"data: {source.origin}, {len(source)} images, {iters_per_epoch} iterations/epoch, {total_steps} in all | "
@@ -112,8 +129,7 @@ def pretrain(cfg: PretrainConfig, resume: checkpoint.TrainingState | None = None
         say(f"densecl pretrain: warning: queue_len {cfg.queue_len} >= {len(source)} images: the queues will hold earlier "
             f"keys of the same images as negatives; use --queue-len below the data set size", file=sys.stderr)
 
-    log = MetricsLog(run_dir, enabled=info.is_main)
-    ckpt_path = run_dir / checkpoint.CHECKPOINT_NAME
+    log = MetricsLog(out_dir, enabled=info.is_main, resume_step=step if resume is not None else None)
     loop = LoopState(step=step, total_steps=total_steps, stop_requested=_install_stop_handlers())
 
     def save() -> None:
@@ -204,13 +220,32 @@ def _init_backbone(model: DenseCL, source: str) -> None:
         encoder.backbone.load_state_dict(weights.state_dict, strict=True)
 
 
-def _restore(state: checkpoint.TrainingState, model: DenseCL, optimizer, scaler, iters_per_epoch: int) -> int:
+MODEL_KEYS = ("arch", "hidden_dim", "out_dim", "queue_len", "dense_queue_len")  # config fields that shape the weights
+
+
+def _holds_run_files(out_dir: Path) -> bool:
+    return any((out_dir / name).exists() for name in (checkpoint.CHECKPOINT_NAME, MetricsLog.NAME, "tensorboard"))
+
+
+def _restore(state: checkpoint.TrainingState, model: DenseCL, optimizer, scaler, iters_per_epoch: int, cfg: PretrainConfig) -> int:
+    """Loads ``state`` into the run; one line (before anything is written) when it does not fit."""
+    where = f"the checkpoint of {cfg.output_dir} (step {state.step})"
+    changed = [f"{k} {state.config.get(k)!r} -> {getattr(cfg, k)!r}" for k in MODEL_KEYS if state.config.get(k, getattr(cfg, k)) != getattr(cfg, k)]
+    if changed:
+        raise InputError(
+            f"{where} holds another model ({'; '.join(changed)}): resume without changing these, "
+            "or start a new run with another --output-dir"
+        )
     if state.iters_per_epoch != iters_per_epoch:
         raise InputError(
-            f"the checkpoint had {state.iters_per_epoch} iterations per epoch, this run has {iters_per_epoch}: "
-            "resume with the same data and batch size"
+            f"{where} had {state.iters_per_epoch} iterations per epoch, this run has {iters_per_epoch}: "
+            "resume with the same data and batch size, or start a new run with another --output-dir"
         )
-    model.load_state_dict(state.model, strict=True)
+    try:
+        model.load_state_dict(state.model, strict=True)
+    except RuntimeError as e:
+        first = str(e).splitlines()[1].strip() if len(str(e).splitlines()) > 1 else str(e)
+        raise InputError(f"{where} does not fit this model ({first}): start a new run with another --output-dir") from None
     optimizer.load_state_dict(state.optimizer)
     if scaler is not None and state.scaler:
         scaler.load_state_dict(state.scaler)

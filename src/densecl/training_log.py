@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -32,18 +33,26 @@ class MetricsLog:
     """Appends one JSON object per line to ``metrics.jsonl``; mirrors scalars to TensorBoard.
 
     Only rank 0 creates one; other ranks pass ``enabled=False`` and write nothing.
+    A resumed run (``resume_step``) first drops the lines of steps after it,
+    written after the last checkpoint by the run that crashed, so the file
+    holds one run's history, each step once.
     """
 
-    def __init__(self, run_dir: Path, enabled: bool = True) -> None:
+    NAME = "metrics.jsonl"
+
+    def __init__(self, run_dir: Path, enabled: bool = True, resume_step: int | None = None) -> None:
         self.enabled = enabled
-        self.path = Path(run_dir) / "metrics.jsonl"
+        self.path = Path(run_dir) / self.NAME
         self.tb = None
         if enabled:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            if resume_step is not None:
+                _drop_lines_after(self.path, resume_step)
             try:
                 from torch.utils.tensorboard import SummaryWriter
 
-                self.tb = SummaryWriter(str(Path(run_dir) / "tensorboard"))
+                purge = None if resume_step is None else resume_step + 1  # TensorBoard's own rewind
+                self.tb = SummaryWriter(str(Path(run_dir) / "tensorboard"), purge_step=purge)
             except ImportError:  # tensorboard is optional
                 self.tb = None
 
@@ -60,3 +69,23 @@ class MetricsLog:
     def close(self) -> None:
         if self.tb is not None:
             self.tb.close()
+
+
+def _drop_lines_after(path: Path, step: int) -> None:
+    """Rewrites ``path`` without the records of steps after ``step`` (atomically: a crash keeps the old file)."""
+    if not path.exists():
+        return
+    lines = path.read_text().splitlines(keepends=True)
+    kept = [line if line.endswith("\n") else line + "\n" for line in lines if _step_of(line) <= step]
+    if kept == lines:
+        return
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text("".join(kept))
+    os.replace(tmp, path)
+
+
+def _step_of(line: str) -> float:
+    try:
+        return json.loads(line).get("step", -1)
+    except (ValueError, AttributeError):  # a line cut short by the crash
+        return math.inf

@@ -97,7 +97,7 @@ def test_seg_finetune_saves_the_supervised_backbone_once(voc, tmp_path, capsys):
     model = torchvision.models.resnet18()
     missing, unexpected = model.load_state_dict(torch.load(out), strict=False)
     assert missing == ["fc.weight", "fc.bias"] and not unexpected
-    code, err = _run(capsys, *argv)  # never replaces the file it wrote
+    code, err = _run(capsys, *argv[:-1], str(tmp_path / "s2.json"))  # never replaces the file it wrote
     assert code == 2 and "exists; this command never replaces a file" in err
 
 
@@ -112,5 +112,5 @@ def test_dense_nn_keeps_masks_for_a_picture_once(voc, tmp_path, capsys):
         assert m["images"].shape == (4, 64, 64, 3) and m["labels"].shape == m["predictions"].shape == (4, 64, 64)
         assert list(m["classes"]) == json.loads((tmp_path / "nn.json").read_text())["data"]["classes"]
         assert int(m["predictions"].max()) < len(m["classes"])
-    code, err = _run(capsys, *argv)
+    code, err = _run(capsys, *argv[:-1], str(tmp_path / "nn2.json"))
     assert code == 2 and "exists; this command never replaces a file" in err

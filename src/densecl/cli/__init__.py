@@ -11,7 +11,7 @@ import argparse
 import importlib
 import sys
 
-from densecl.errors import InputError, NonFiniteLossError
+from densecl.errors import InputError, NonFiniteLossError, StorageError
 
 COMMANDS = ("pretrain", "eval", "data", "export", "correspond", "plot", "checkpoint")
 
@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     except InputError as e:
         print(f"densecl {args.command}: error: {e}", file=sys.stderr)
         return 2
-    except NonFiniteLossError as e:
+    except (NonFiniteLossError, StorageError) as e:
         print(f"densecl {args.command}: error: {e}", file=sys.stderr)
         return 1
     except BrokenPipeError:  # `densecl ... | head`: the reader left, nothing to report

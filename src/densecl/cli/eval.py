@@ -80,6 +80,11 @@ def _common_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, default=None, help="result JSON (default: <run dir>/eval/<protocol>_<data>.json)")
     p.add_argument("--seed", type=int, default=0, help="first seed")
     p.add_argument("--seeds", type=int, default=1, help="number of seeds (seed, seed+1, ...); mean and std reported")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="when --out (or the fine-tuning checkpoints) exist, rename them NAME.old-N first; without it such a run stops",
+    )
 
 
 def _config_options(p: argparse.ArgumentParser, config_cls: type) -> None:
@@ -122,6 +127,36 @@ def default_out(weights: str, arch: str | None, protocol: str, data: str) -> Pat
     return run_dir / "eval" / f"{protocol}_{Path(data).resolve().name}.json"
 
 
+def checkpoint_dir_for(out: Path) -> Path:
+    """Where a fine-tuning protocol keeps its checkpoints by default: ``eval/det_coco.json`` -> ``eval/det_coco-checkpoints/``."""
+    return out.with_name(f"{out.stem}-checkpoints")
+
+
+def _claim_outputs(out: Path, checkpoint_dir: str, resume: bool, overwrite: bool, dist) -> None:
+    """Stops before any work when the result or a fine-tuning run is already there; ``--overwrite`` moves them aside.
+
+    Every rank decides from the same files; rank 0 alone moves them.
+    """
+    from densecl import distributed, run_dir
+    from densecl.evaluation.finetune import checkpoint_step, found_checkpoints
+
+    if resume and overwrite:
+        raise InputError("--resume and --overwrite contradict each other: give one")
+    if not overwrite:
+        if Path(out).exists():
+            done = " (the evaluation it resumes is done)" if resume else ""
+            run_dir.refuse_existing(out, f"the result{done}")
+        found = found_checkpoints(checkpoint_dir)
+        if found:
+            run_dir.start_mode(found[0], checkpoint_step(found[0]), resume, overwrite, "--out")
+    elif dist.is_main:
+        for path in (Path(out), Path(checkpoint_dir) if checkpoint_dir else None):
+            moved = path and run_dir.move_aside(path)
+            if moved:
+                print(f"densecl eval: moved {path} to {moved}")
+    distributed.barrier()
+
+
 def run(args: argparse.Namespace) -> int:
     import torch
 
@@ -136,15 +171,19 @@ def run(args: argparse.Namespace) -> int:
     seeds = list(range(args.seed, args.seed + args.seeds))
 
     if protocol.torchrun:
-        dist = distributed.setup(device_type(args.device))
+        dist = distributed.setup(device_type(args.device), args.dist_timeout)
     elif _torchrun_world() > 1:
         raise InputError(f"{args.protocol} runs in one process; start it without torchrun")
     else:
         dist = distributed.DistInfo(0, 1, 0)
     try:
+        out = args.out or default_out(args.weights, args.arch, args.protocol, args.data)
         values = {f.name: getattr(args, f.name) for f in dataclasses.fields(protocol.config)}
         values["device"] = str(resolve_device(args.device, dist.local_rank))
+        if "checkpoint_dir" in values and not values["checkpoint_dir"]:
+            values["checkpoint_dir"] = str(checkpoint_dir_for(out))
         config = protocol.config(**values)
+        _claim_outputs(out, getattr(config, "checkpoint_dir", ""), getattr(config, "resume", False), args.overwrite, dist)
         start = time.perf_counter()
         data = protocol.load_data(config)  # bad data fails here, before any model is built
         torch.manual_seed(args.seed)  # --weights random: the same initialisation for a seed
@@ -155,7 +194,6 @@ def run(args: argparse.Namespace) -> int:
             record = results.build_record(
                 args.protocol, evaluation, dataclasses.asdict(config), weights_info, seeds, wall
             )
-            out = args.out or default_out(args.weights, weights_info["arch"], args.protocol, config.data)
             results.write_record(out, record)
             print(results.protocol_table(record))
             print(f"wrote {out} ({wall:.1f} s)")

@@ -1,4 +1,12 @@
-"""``densecl pretrain``: recipe + flags -> resolved config -> :func:`densecl.train.pretrain`."""
+"""``densecl pretrain``: recipe + flags -> resolved config -> :func:`densecl.train.pretrain`.
+
+What happens to the output folder (see :mod:`densecl.run_dir`):
+
+    densecl pretrain --config demo_cpu                 # new run; stops if runs/demo holds a checkpoint
+    densecl pretrain --config demo_cpu --resume        # = --resume auto: continue it if there is one, else start
+    densecl pretrain --config demo_cpu --overwrite     # move runs/demo to runs/demo.old-N, then start
+    densecl pretrain --resume runs/a/checkpoint.pt     # continue that file (its config, flags given here win)
+"""
 
 from __future__ import annotations
 
@@ -6,8 +14,9 @@ import argparse
 import dataclasses
 from pathlib import Path
 
-from densecl import checkpoint, config
+from densecl import checkpoint, config, run_dir
 from densecl.config import PretrainConfig
+from densecl.errors import InputError
 
 
 def register(subparsers) -> None:
@@ -25,7 +34,14 @@ def register(subparsers) -> None:
         "--resume",
         nargs="?",
         const="auto",
-        help="continue from a checkpoint (default: OUTPUT_DIR/checkpoint.pt); its config is reused, flags given here override it",
+        metavar="PATH|auto",
+        help="continue from a checkpoint; its config is reused, flags given here override it. Bare or 'auto': "
+        "OUTPUT_DIR/checkpoint.pt if it exists, else a new run (the same command serves every restart)",
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start a new run even if OUTPUT_DIR holds one: the old folder is renamed OUTPUT_DIR.old-N, never deleted",
     )
     defaults = PretrainConfig()
     for f in dataclasses.fields(PretrainConfig):
@@ -41,15 +57,29 @@ def run(args: argparse.Namespace) -> int:
     given = vars(args)
     types = {f.name: f.type for f in dataclasses.fields(PretrainConfig)}
     overrides = {k: config.coerce(k, types[k], v, "the command line") for k, v in given.items() if k in types}
+    overwrite = bool(given.get("overwrite"))
+    resume = given.get("resume")
 
     recipe = config.load_recipe(given["config"]) if "config" in given else {}
     values = {**recipe, **overrides}
     state = None
-    if "resume" in given:
-        path = Path(given["resume"])
-        if given["resume"] == "auto":  # the checkpoint in the output_dir this command line names
-            path = Path(config.from_dict(values).output_dir) / checkpoint.CHECKPOINT_NAME
-        state = checkpoint.load(path)
+    if resume is not None and resume != "auto":  # an explicit file: continue it, whatever the flags say
+        if overwrite:
+            raise InputError("--resume and --overwrite contradict each other: give one")
+        state = checkpoint.load(resume)
+    else:  # the checkpoint in the output_dir this command line names, if any, decides
+        path = Path(config.from_dict(values).output_dir) / checkpoint.CHECKPOINT_NAME
+        found = checkpoint.load(path) if path.exists() and not overwrite else None
+        mode = run_dir.start_mode(path, found and found.step, resume == "auto", overwrite, "--output-dir")
+        state = found if mode is run_dir.Start.RESUME else None
+    if state is not None:
         values = {**state.config, **overrides}  # the run's own config; flags given here win
-    pretrain(config.from_dict(values), resume=state)
+    cfg = config.from_dict(values)
+    if state is not None and resume != "auto":  # resuming a file elsewhere must not land on another run
+        target = Path(cfg.output_dir) / checkpoint.CHECKPOINT_NAME
+        if target.exists() and not target.samefile(resume):
+            raise InputError(
+                f"{target} holds another run; resuming {resume} would replace it: give another --output-dir"
+            )
+    pretrain(cfg, resume=state, overwrite=overwrite)
     return 0

@@ -39,6 +39,7 @@ Supplementary Table 2 (semi-supervised, 10% of train2017, 90k iterations)::
 from __future__ import annotations
 
 import copy
+import dataclasses
 import time
 from dataclasses import dataclass
 
@@ -53,11 +54,11 @@ from torchvision.models.detection.rpn import RPNHead
 from torchvision.ops.misc import FrozenBatchNorm2d
 from torchvision.transforms import v2
 
-from densecl import distributed
+from densecl import checkpoint, distributed
 from densecl.errors import InputError
 from densecl.evaluation import options
 from densecl.evaluation.datasets import CocoSplit, read_coco, subset
-from densecl.evaluation.finetune import BatchStream, check_finite, prepare_model, seed_everything, unwrap
+from densecl.evaluation.finetune import BatchStream, FinetuneCheckpoints, check_finite, prepare_model, seed_everything, unwrap
 from densecl.evaluation.metrics import coco_average_precision
 from densecl.evaluation.options import option
 from densecl.evaluation.registry import Protocol
@@ -99,6 +100,10 @@ class DetConfig:
     workers: int = options.workers()
     log_every: int = options.log_every(20)
     device: str = options.device()
+    save_every: int = options.save_every()
+    resume: bool = options.resume()
+    checkpoint_dir: str = options.checkpoint_dir()
+    dist_timeout: int = options.dist_timeout()
 
 
 def load_data(config: DetConfig) -> tuple[CocoSplit, CocoSplit]:
@@ -198,12 +203,14 @@ def _as_lists(batch):
 def evaluate(backbone: ResNetBackbone, data: tuple[CocoSplit, CocoSplit], config: DetConfig, seeds: list[int]) -> Evaluation:
     train, val = data
     arch = _arch_of(backbone)
-    per_seed = []
+    per_seed, resumed_from = [], {}
     for seed in seeds:
         seed_everything(seed)
         model = build_detector(copy.deepcopy(backbone), arch, train.num_classes, config)
         model = prepare_model(model, config.device, config.norm == "syncbn")
-        _train(model, train, config, seed)
+        resumed = _train(model, train, config, seed)
+        if resumed is not None:
+            resumed_from[seed] = resumed
         if distributed.rank() == 0:
             per_seed.append(_validate(unwrap(model), val, config))
         distributed.barrier()
@@ -215,7 +222,7 @@ def evaluate(backbone: ResNetBackbone, data: tuple[CocoSplit, CocoSplit], config
         "train_image_ids": train.image_ids if config.train_fraction < 1 else "all with annotations",
         "world_size": distributed.world_size(),
     }
-    return Evaluation(headline=headline, per_seed=per_seed, data=data_info)
+    return Evaluation(headline=headline, per_seed=per_seed, data=data_info, resumed_from=resumed_from)
 
 
 def _arch_of(backbone: ResNetBackbone) -> str:
@@ -227,18 +234,24 @@ def _arch_of(backbone: ResNetBackbone) -> str:
     return arch
 
 
-def _train(model: nn.Module, split: CocoSplit, config: DetConfig, seed: int) -> None:
+def _train(model: nn.Module, split: CocoSplit, config: DetConfig, seed: int) -> int | None:
+    """Fine-tunes ``model`` for ``config.iters`` iterations; returns the step it resumed at (None: from the start)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.SGD(params, lr=config.lr, momentum=0.9, weight_decay=config.weight_decay)
+    checkpoints = FinetuneCheckpoints(config.checkpoint_dir, config.save_every, "det", seed, config.iters, dataclasses.asdict(config))
+    first, rng = checkpoints.restore(model, optimizer)
     loader = torch.utils.data.DataLoader(
         DetectionSamples(split, masks=config.task == "mask", flip=True),
-        batch_sampler=BatchStream(len(split), config.batch_size, config.iters, seed),
+        batch_sampler=BatchStream(len(split), config.batch_size, config.iters, seed, start=first),
         num_workers=config.workers,
         collate_fn=_as_lists,
     )
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.SGD(params, lr=config.lr, momentum=0.9, weight_decay=config.weight_decay)
+    batches = iter(loader)
+    if rng is not None:
+        checkpoint.set_rng_state(rng)
     model.train()
     start = time.perf_counter()
-    for step, (images, targets) in enumerate(loader):
+    for step, (images, targets) in enumerate(batches, start=first):
         for group in optimizer.param_groups:
             group["lr"] = warmup_step_lr(step, config.iters, config.lr, config.warmup_iters, config.lr_steps)
         images = [x.to(config.device, non_blocking=True) for x in images]
@@ -253,6 +266,8 @@ def _train(model: nn.Module, split: CocoSplit, config: DetConfig, seed: int) -> 
             parts = " ".join(f"{k} {v.item():.3f}" for k, v in losses.items())
             print(f"det iter {step + 1}/{config.iters} loss {loss.item():.3f} ({parts}) "
                   f"lr {optimizer.param_groups[0]['lr']:.5f} ({time.perf_counter() - start:.0f} s)", flush=True)
+        checkpoints.maybe_save(step + 1, model, optimizer)
+    return checkpoints.resumed_from
 
 
 @torch.no_grad()

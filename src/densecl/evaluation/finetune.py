@@ -11,12 +11,13 @@ from __future__ import annotations
 import math
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-from densecl import distributed
+from densecl import checkpoint, distributed
 from densecl.errors import InputError, NonFiniteLossError
 
 
@@ -32,26 +33,29 @@ class BatchStream:
 
     Indices follow seeded epoch permutations of ``range(n)``; sample seeds are
     drawn from the same generator, so they differ between epochs.
-    Usable as a DataLoader ``batch_sampler``.
+    Usable as a DataLoader ``batch_sampler``. ``start`` skips the batches a
+    resumed run has trained on.
     """
 
-    def __init__(self, n: int, global_batch: int, iters: int, seed: int) -> None:
-        self.n, self.global_batch, self.iters, self.seed = n, global_batch, iters, seed
+    def __init__(self, n: int, global_batch: int, iters: int, seed: int, start: int = 0) -> None:
+        self.n, self.global_batch, self.iters, self.seed, self.start = n, global_batch, iters, seed, start
         self.per_rank = per_rank_batch(global_batch)
         self.rank = distributed.rank()
 
     def __len__(self) -> int:
-        return self.iters
+        return self.iters - self.start
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
         rng = np.random.default_rng([self.seed, 7919])
         pool: list[tuple[int, int]] = []
-        for _ in range(self.iters):
+        for step in range(self.iters):
             while len(pool) < self.global_batch:
                 order = rng.permutation(self.n)
                 seeds = rng.integers(0, 2**31 - 1, size=self.n)
                 pool.extend(zip(order.tolist(), seeds.tolist()))
             batch, pool = pool[: self.global_batch], pool[self.global_batch :]
+            if step < self.start:  # a resumed run: drawn to keep the stream, not trained on again
+                continue
             yield batch[self.rank * self.per_rank : (self.rank + 1) * self.per_rank]
 
 
@@ -84,3 +88,92 @@ def seed_everything(seed: int) -> None:
     """Same initialisation on every rank (DDP also broadcasts rank 0's weights)."""
     torch.manual_seed(seed)
     np.random.seed(seed % 2**32)
+
+
+# --------------------------------------------------------------------------- checkpoints of one seed's fine-tuning
+
+FORMAT = "densecl-finetune"
+VERSION = 1
+# config fields a resumed run may change: where and how it runs, not what it computes
+RUN_ONLY_FIELDS = frozenset({"save_every", "resume", "checkpoint_dir", "workers", "log_every", "device", "dist_timeout"})
+
+
+def checkpoint_path(folder: str | Path, seed: int) -> Path:
+    return Path(folder) / f"seed{seed}.pt"
+
+
+def found_checkpoints(folder: str | Path) -> list[Path]:
+    return sorted(Path(folder).glob("seed*.pt")) if folder else []
+
+
+class FinetuneCheckpoints:
+    """One seed's fine-tuning state (model, optimizer, step, every rank's RNG) in ``folder/seed<S>.pt``.
+
+    Written atomically by rank 0 every ``every`` iterations and at the end; a
+    resumed seed continues at the saved step with the saved RNG, so in
+    deterministic settings it ends where an uninterrupted run ends. A seed
+    whose file holds the last step is not trained again, only evaluated.
+    """
+
+    def __init__(self, folder: str, every: int, protocol: str, seed: int, iters: int, config: dict) -> None:
+        self.path = checkpoint_path(folder, seed) if folder else None
+        self.every, self.protocol, self.seed, self.iters = every, protocol, seed, iters
+        self.config = {k: v for k, v in config.items() if k not in RUN_ONLY_FIELDS}
+        self.resumed_from: int | None = None
+
+    def restore(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[int, object]:
+        """Loads the seed's checkpoint if there is one: ``(start step, this rank's RNG state or None)``.
+
+        Call it before the data loader's iterator is made and set the RNG state after
+        (making the iterator draws from the RNG, as it did at step 0 of the first run).
+        """
+        if self.path is None or not self.path.exists():
+            return 0, None
+        state = _read(self.path)
+        changed = sorted(k for k in set(self.config) | set(state["config"]) if self.config.get(k) != state["config"].get(k))
+        if state["protocol"] != self.protocol or state["seed"] != self.seed or changed:
+            what = f"settings {', '.join(changed)}" if changed else f"protocol {state['protocol']} seed {state['seed']}"
+            raise InputError(
+                f"{self.path} was written with other {what}: resume with the same settings, "
+                "or give another --out (or --checkpoint-dir), or pass --overwrite to move it aside"
+            )
+        if state["world_size"] != distributed.world_size():
+            raise InputError(
+                f"{self.path} was written by {state['world_size']} processes, this run has {distributed.world_size()}: "
+                "resume with the same number"
+            )
+        unwrap(model).load_state_dict(state["model"], strict=True)
+        optimizer.load_state_dict(state["optimizer"])
+        self.resumed_from = int(state["step"])
+        if distributed.rank() == 0:
+            print(f"densecl eval {self.protocol}: seed {self.seed} resumes at iteration {self.resumed_from} from {self.path}")
+        return self.resumed_from, state["rng"][distributed.rank()]
+
+    def maybe_save(self, step: int, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
+        """After iteration ``step`` (1-based count of iterations done): save when due, and at the end."""
+        if self.path is None or not (step == self.iters or (self.every and step % self.every == 0)):
+            return
+        rng = distributed.gather_objects(checkpoint.rng_state())  # every rank's, so each continues its own stream
+        if distributed.rank() == 0:
+            state = {
+                "format": FORMAT, "version": VERSION, "protocol": self.protocol, "seed": self.seed, "step": step,
+                "iters": self.iters, "world_size": distributed.world_size(), "config": self.config,
+                "model": {k: v.detach().cpu() for k, v in unwrap(model).state_dict().items()},
+                "optimizer": optimizer.state_dict(), "rng": rng,
+            }  # fmt: skip
+            checkpoint.write_atomic(self.path, state)
+        distributed.barrier()
+
+
+def _read(path: Path) -> dict:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - torch.load raises many types for bad files
+        raise InputError(f"cannot read fine-tuning checkpoint {path} ({type(e).__name__}): is the file complete?") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT or state.get("version") != VERSION:
+        raise InputError(f"{path} is not a densecl fine-tuning checkpoint of version {VERSION}")
+    return state
+
+
+def checkpoint_step(path: Path) -> int:
+    return int(_read(path)["step"])

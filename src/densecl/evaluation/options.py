@@ -122,3 +122,26 @@ def num_classes() -> Any:
 
 def label_dir() -> Any:
     return option("SegmentationClass", "folder of label PNGs under --data (SegmentationClassAug for VOC train_aug)")
+
+
+# --------------------------------------------------------------------------- fine-tuning runs that survive a crash
+
+
+def save_every(default: int = 1000) -> Any:
+    return option(default, "write a checkpoint (model, optimizer, step, RNG; atomic) every N iterations and at the end; 0: only at the end")
+
+
+def resume() -> Any:
+    return option(
+        False,
+        "continue each seed from its checkpoint in --checkpoint-dir where there is one, start it where not: "
+        "the same command serves the first start and every restart (torchrun --max-restarts, a requeue)",
+    )
+
+
+def checkpoint_dir() -> Any:
+    return option("", "folder of the fine-tuning checkpoints, one file per seed (default: next to --out, <out>-checkpoints)")
+
+
+def dist_timeout() -> Any:
+    return option(1800, "seconds a collective waits for the other ranks before failing (torchrun), so a dead rank stops the group")

@@ -7,7 +7,10 @@ One JSON file per protocol run::
      "details": [{...per-seed extras: per-class AP, chosen costs...}],
      "config": {...}, "weights": {"source", "sha256", "arch", "format"},
      "seeds": [0, 1], "data": {"root", "train_split", "val_split", "n_train", "n_val", ...},
-     "wall_time_s": 12.3, "versions": {...}}
+     "wall_time_s": 12.3, "resumed_from": {"0": 4000}, "versions": {...}}
+
+``resumed_from`` maps each fine-tuning seed that continued from a checkpoint
+to the step it continued at (empty when every seed ran in one go).
 
 ``std`` is the sample standard deviation over seeds (0 for one seed).
 """
@@ -35,6 +38,7 @@ class Evaluation:
     per_seed: list[dict[str, float | None]]  # one dict of metrics per seed
     details: list[dict[str, Any]] = field(default_factory=list)  # per seed: per-class scores etc.
     data: dict[str, Any] = field(default_factory=dict)
+    resumed_from: dict[int, int] = field(default_factory=dict)  # seed -> the step a fine-tuning resumed at
 
 
 def warn(message: str) -> None:
@@ -89,6 +93,7 @@ def build_record(
         "seeds": seeds,
         "data": evaluation.data,
         "wall_time_s": round(wall_time_s, 3),
+        "resumed_from": {str(seed): step for seed, step in evaluation.resumed_from.items()},  # empty: one go
         "versions": {
             "densecl": densecl.__version__,
             "torch": torch.__version__,

@@ -33,6 +33,7 @@ Supplementary recipe (batch 16, SyncBN; crop 512 VOC / 769 Cityscapes)::
 from __future__ import annotations
 
 import copy
+import dataclasses
 import time
 from pathlib import Path
 from dataclasses import dataclass
@@ -47,7 +48,7 @@ from densecl import checkpoint, distributed
 from densecl.errors import InputError
 from densecl.evaluation import options
 from densecl.evaluation.datasets import IGNORE_INDEX, SegmentationSplit, read_segmentation_splits, segmentation_tensors
-from densecl.evaluation.finetune import BatchStream, check_finite, prepare_model, seed_everything, unwrap
+from densecl.evaluation.finetune import BatchStream, FinetuneCheckpoints, check_finite, prepare_model, seed_everything, unwrap
 from densecl.evaluation.metrics import confusion_matrix, iou_from_confusion
 from densecl.evaluation.options import option
 from densecl.evaluation.registry import Protocol
@@ -81,6 +82,10 @@ class SegFinetuneConfig:
     workers: int = options.workers()
     log_every: int = options.log_every(50)
     device: str = options.device()
+    save_every: int = options.save_every()
+    resume: bool = options.resume()
+    checkpoint_dir: str = options.checkpoint_dir()
+    dist_timeout: int = options.dist_timeout()
     save_backbone: str = option(
         "", "also write the first seed's fine-tuned backbone here (torchvision names, no fc), e.g. as a supervised reference"
     )
@@ -89,7 +94,7 @@ class SegFinetuneConfig:
 def load_data(config: SegFinetuneConfig) -> tuple[SegmentationSplit, SegmentationSplit]:
     if config.output_stride not in OUTPUT_STRIDES:
         raise InputError(f"--output-stride must be 8, 16 or 32, got {config.output_stride}")
-    if config.save_backbone and Path(config.save_backbone).exists():
+    if config.save_backbone and Path(config.save_backbone).exists() and not config.resume:
         raise InputError(f"--save-backbone {config.save_backbone} exists; this command never replaces a file: give a new path")
     train, val = read_segmentation_splits(config, config.train_split, config.val_split, workers=max(1, config.workers))
     return train, val
@@ -171,13 +176,15 @@ def evaluate(
     backbone: ResNetBackbone, data: tuple[SegmentationSplit, SegmentationSplit], config: SegFinetuneConfig, seeds: list[int]
 ) -> Evaluation:
     train, val = data
-    per_seed, details = [], []
+    per_seed, details, resumed_from = [], [], {}
     for seed in seeds:
         seed_everything(seed)
         model = FCN(dilate(copy.deepcopy(backbone), config.output_stride), train.num_classes, config.dropout)
         model = prepare_model(model, config.device, config.sync_bn)
-        _train(model, train, config, seed)
-        if distributed.rank() == 0 and config.save_backbone and seed == seeds[0]:
+        resumed = _train(model, train, config, seed)
+        if resumed is not None:
+            resumed_from[seed] = resumed
+        if distributed.rank() == 0 and config.save_backbone and seed == seeds[0] and not Path(config.save_backbone).exists():
             checkpoint.write_atomic(config.save_backbone, {k: v.detach().cpu() for k, v in unwrap(model).backbone.state_dict().items()})
         if distributed.rank() == 0:
             iou = _validate(unwrap(model), val, config)
@@ -191,20 +198,28 @@ def evaluate(
         "n_train": len(train), "n_val": len(val), "classes": list(train.classes),
         "world_size": distributed.world_size(),
     }
-    return Evaluation(headline=["mIoU"], per_seed=per_seed, details=details, data=data_info)
+    return Evaluation(headline=["mIoU"], per_seed=per_seed, details=details, data=data_info, resumed_from=resumed_from)
 
 
-def _train(model: nn.Module, split: SegmentationSplit, config: SegFinetuneConfig, seed: int) -> None:
+def _train(model: nn.Module, split: SegmentationSplit, config: SegFinetuneConfig, seed: int) -> int | None:
+    """Fine-tunes ``model`` for ``config.iters`` iterations; returns the step it resumed at (None: from the start)."""
+    optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=0.9, weight_decay=config.weight_decay)
+    checkpoints = FinetuneCheckpoints(
+        config.checkpoint_dir, config.save_every, "seg-finetune", seed, config.iters, dataclasses.asdict(config)
+    )
+    first, rng = checkpoints.restore(model, optimizer)
     loader = torch.utils.data.DataLoader(
         RandomCrops(split, config.crop, (config.scale_min, config.scale_max)),
-        batch_sampler=BatchStream(len(split), config.batch_size, config.iters, seed),
+        batch_sampler=BatchStream(len(split), config.batch_size, config.iters, seed, start=first),
         num_workers=config.workers,
         pin_memory=config.device.startswith("cuda"),
     )
-    optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=0.9, weight_decay=config.weight_decay)
+    batches = iter(loader)
+    if rng is not None:
+        checkpoint.set_rng_state(rng)
     model.train()
     start = time.perf_counter()
-    for step, (x, y) in enumerate(loader):
+    for step, (x, y) in enumerate(batches, start=first):
         for group in optimizer.param_groups:
             group["lr"] = poly_lr(step, config.iters, config.lr, config.poly_power, config.min_lr)
         x, y = x.to(config.device, non_blocking=True), y.to(config.device, non_blocking=True)
@@ -216,6 +231,8 @@ def _train(model: nn.Module, split: SegmentationSplit, config: SegFinetuneConfig
         if distributed.rank() == 0 and config.log_every and (step + 1) % config.log_every == 0:
             print(f"seg-finetune iter {step + 1}/{config.iters} loss {loss.item():.4f} "
                   f"lr {optimizer.param_groups[0]['lr']:.5f} ({time.perf_counter() - start:.0f} s)", flush=True)
+        checkpoints.maybe_save(step + 1, model, optimizer)
+    return checkpoints.resumed_from
 
 
 @torch.no_grad()
