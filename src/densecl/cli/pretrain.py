@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 from pathlib import Path
 
 from densecl import checkpoint, config
@@ -51,5 +52,14 @@ def run(args: argparse.Namespace) -> int:
             path = Path(config.from_dict(values).output_dir) / checkpoint.CHECKPOINT_NAME
         state = checkpoint.load(path)
         values = {**state.config, **overrides}  # the run's own config; flags given here win
-    pretrain(config.from_dict(values), resume=state)
+    pretrain(config.from_dict(values), resume=state, precision_cache=precision_cache_path())
     return 0
+
+
+def precision_cache_path() -> Path | None:
+    """Where ``--precision auto`` on a CPU remembers its timing: ``$DENSECL_PRECISION_CACHE`` (empty: nowhere),
+    else ``$XDG_CACHE_HOME/densecl/precision.json``, else ``~/.cache/densecl/precision.json``."""
+    if "DENSECL_PRECISION_CACHE" in os.environ:
+        return Path(os.environ["DENSECL_PRECISION_CACHE"]) if os.environ["DENSECL_PRECISION_CACHE"] else None
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "densecl" / "precision.json"
