@@ -76,6 +76,21 @@ def test_resume_continues_exactly(tmp_path):
         assert torch.equal(value, b.model[key]), key
 
 
+def test_resume_keeps_this_runs_optimizer_implementation(tmp_path):
+    # a checkpoint from before make_sgd (foreach None), or from a GPU (fused), resumes with the engine's choice
+    from densecl.engine import make_sgd
+    from densecl.models.densecl import DenseCL
+    from densecl.train import _restore
+
+    model = DenseCL("resnet18", hidden_dim=16, out_dim=8, queue_len=16)
+    old = torch.optim.SGD(model.encoder.parameters(), lr=0.1, momentum=0.9, foreach=None)
+    state = _state(step=2, iters_per_epoch=1)
+    state.model, state.optimizer = model.state_dict(), old.state_dict()
+    optimizer = make_sgd(model.encoder.parameters(), 0.1, 0.9, 1e-4, "cpu")
+    assert _restore(state, model, optimizer, None, 1) == 2
+    assert all(g["foreach"] is True and not g["fused"] for g in optimizer.param_groups)
+
+
 def test_resume_auto_finds_the_checkpoint_in_the_output_dir(tmp_path):
     assert pretrain(tmp_path, "--epochs", "2", "--max-iters", "2") == 0
     assert pretrain(tmp_path, "--resume", "--epochs", "2", "--max-iters", "3") == 0
@@ -361,7 +376,7 @@ def test_compile_encoders_keeps_the_state_dict_keys_and_the_state():
     backbone.out_channels = 8
     model = DenseCL(hidden_dim=8, out_dim=4, queue_len=8, backbone=backbone)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    assert compile_encoders(model, 2, 64, Precision(None, "cpu"), print, backend="eager")
+    assert compile_encoders(model, 2, 64, True, Precision(None, "cpu"), print, backend="eager")
     assert model.encoder._compiled_call_impl is not None
     assert {k: v for k, v in model.state_dict().items()}.keys() == before.keys()
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())

@@ -110,7 +110,7 @@ def pretrain(cfg: PretrainConfig, resume: checkpoint.TrainingState | None = None
     if resume is not None:
         step = _restore(resume, model, optimizer, scaler, iters_per_epoch)
     if cfg.compile:
-        compile_encoders(model, per_rank_batch, cfg.crop_size, precision, say)
+        compile_encoders(model, per_rank_batch, cfg.crop_size, cfg.channels_last, precision, say)
     ddp_model = distributed.wrap_ddp(model, device)
 
     say(f"densecl pretrain: {'resuming at iteration ' + str(step) if resume else 'new run'} in {run_dir}")
@@ -207,7 +207,9 @@ def _precision_probe(model: DenseCL, batch: int, crop: int, channels_last: bool)
     return step
 
 
-def compile_encoders(model: DenseCL, batch: int, crop: int, precision: Precision, say, backend: str = "inductor") -> bool:
+def compile_encoders(
+    model: DenseCL, batch: int, crop: int, channels_last: bool, precision: Precision, say, backend: str = "inductor"
+) -> bool:
     """``torch.compile`` of both encoders in place (state-dict keys unchanged); False and eager where it fails.
 
     torch compiles at the first call, so one trial step of the encoders (the
@@ -218,8 +220,8 @@ def compile_encoders(model: DenseCL, batch: int, crop: int, precision: Precision
     encoders = (model.encoder, model.momentum_encoder)
     saved = copy.deepcopy(model.state_dict())
     device = next(model.parameters()).device
-    fmt = torch.channels_last if next(model.parameters()).is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
-    x = torch.randn(batch, 3, crop, crop, device=device, generator=torch.Generator(device).manual_seed(0)).contiguous(memory_format=fmt)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    x = torch.randn(batch, 3, crop, crop, generator=torch.Generator().manual_seed(0)).to(device).contiguous(memory_format=fmt)
     try:
         for encoder in encoders:
             encoder.compile(backend=backend)
@@ -270,7 +272,10 @@ def _restore(state: checkpoint.TrainingState, model: DenseCL, optimizer, scaler,
             "resume with the same data and batch size"
         )
     model.load_state_dict(state.model, strict=True)
+    implementation = {k: optimizer.param_groups[0][k] for k in ("foreach", "fused") if k in optimizer.param_groups[0]}
     optimizer.load_state_dict(state.optimizer)
+    for group in optimizer.param_groups:  # the saved groups carry the writer's foreach / fused flags: keep this run's
+        group.update(implementation)
     if scaler is not None and state.scaler:
         scaler.load_state_dict(state.scaler)
     checkpoint.set_rng_state(state.rng)
