@@ -4,8 +4,8 @@
 #   bash scripts/gpu_bench.sh                    on the GPU machine, from the repository root
 #   OUT_DIR=$OUT bash scripts/gpu_bench.sh       with the device tool: the log comes back under $OUT
 #   DRY_RUN=1 bash scripts/gpu_bench.sh          print the plan, run nothing
-#   DEVICE=cpu ARCH=resnet18 CROP=64 BATCHES=2 ROUNDS=1 HIDDEN_DIM=64 EAGER_SETTINGS=fp32+cl,bf16+cl \
-#     COMPILE_SETTINGS= bash scripts/gpu_bench.sh      the same logic on a CPU, tiny (a check of the script)
+#   DEVICE=cpu ARCH=resnet18 CROP=64 BATCHES=2 ROUNDS=1 HIDDEN_DIM=64 QUEUE_LEN=128 EAGER_SETTINGS=fp32+cl,bf16+cl \
+#     COMPILE_SETTINGS= E2E_BATCH=2 OUT_DIR=/tmp bash scripts/gpu_bench.sh    the same logic on a CPU, tiny
 #
 # Writes its log to docs/gpu-bench-<gpu>.log (or OUT_DIR/gpu-bench-<gpu>.log), the date first; commit it.
 # 1. step only (benchmarks/step_speed.py): ResNet-50, 224 px, batch 128 and 256; TF32, bf16 and fp16 with
@@ -22,8 +22,8 @@ export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 PY=${PY:-python3}
 DEVICE=${DEVICE:-cuda} ARCH=${ARCH:-resnet50} CROP=${CROP:-224} BATCHES=${BATCHES:-128 256}
 ROUNDS=${ROUNDS:-10} HIDDEN_DIM=${HIDDEN_DIM:-2048} QUEUE_LEN=${QUEUE_LEN:-65536}
-EAGER_SETTINGS=${EAGER_SETTINGS:-tf32+cl,bf16+cl,fp16+cl,bf16+cl+bn32}
-COMPILE_SETTINGS=${COMPILE_SETTINGS:-bf16+cl+compile fp16+cl+compile tf32+cl+compile}  # one process each, in order
+EAGER_SETTINGS=${EAGER_SETTINGS-tf32+cl,bf16+cl,fp16+cl,bf16+cl+bn32}
+COMPILE_SETTINGS=${COMPILE_SETTINGS-bf16+cl+compile fp16+cl+compile tf32+cl+compile}  # one process each, in order; empty: none
 COMPILE_BATCH=${COMPILE_BATCH:-256} E2E_BATCH=${E2E_BATCH:-128}
 E2E_S=${E2E_S:-$([ -f benchmarks/end_to_end.py ] && echo 120 || echo 0)}  # kept for part 3 while it exists
 BUDGET_S=${BUDGET_S:-480} STEP_CAP_S=${STEP_CAP_S:-150}
@@ -71,6 +71,7 @@ main() {
 
   echo "== 1. step only, eager"
   for batch in $BATCHES; do
+    [ -n "$EAGER_SETTINGS" ] || break
     run "$STEP_CAP_S" "$E2E_S" $PY benchmarks/step_speed.py "${common[@]}" --batch "$batch" --settings "$EAGER_SETTINGS"
   done
 

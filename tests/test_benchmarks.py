@@ -37,6 +37,7 @@ def test_gpu_bench_plans_step_only_eager_and_compiled_then_end_to_end(tmp_path):
     else:
         assert any("end_to_end.py does not exist yet" in line for line in lines)
     assert dry_run(tmp_path, OUT_DIR="/x")[-1].endswith("log /x/gpu-bench-dry-run.log")
+    assert not [line for line in dry_run(tmp_path, COMPILE_SETTINGS="") if "compile" in line and "step_speed" in line]
 
 
 def test_step_speed_settings_parse_and_refuse():
