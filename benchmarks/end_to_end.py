@@ -29,7 +29,7 @@ from PIL import Image
 
 from densecl import DenseCL
 from densecl.config import PretrainConfig
-from densecl.engine import Precision
+from densecl.precision import Precision
 from densecl.train import pretrain
 
 

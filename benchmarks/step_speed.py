@@ -1,66 +1,196 @@
-"""Time one DenseCL training step (forward, backward, SGD) per precision and memory format.
+"""Time one training step per setting: DenseCL, MoCo-v2 (lambda 0) and the bare backbone, side by side.
 
     python benchmarks/step_speed.py --arch resnet18 --batch 32 --crop 96
-    python benchmarks/step_speed.py --arch resnet50 --batch 64 --crop 224 --device cuda
+    python benchmarks/step_speed.py --arch resnet50 --batch 128 --crop 224 --device cuda \\
+        --settings tf32+cl,bf16+cl,fp16+cl,bf16+cl+compile,bf16+cl+bn32 --queue-len 65536
+    python benchmarks/step_speed.py --arch resnet18 --batch 2 --crop 64 --rounds 1 --hidden-dim 64   # does it run
 
-Settings are interleaved round by round, so a machine that is busy with
-something else slows them all alike. Prints pairs/s per setting.
+A setting is a precision with options joined by ``+``:
+  fp32     autocast off, torch's own TF32 defaults (what ``--precision fp32`` trains with)
+  tf32     autocast off, TF32 for convolutions and matmuls (CUDA)
+  bf16     bf16 autocast;  fp16  fp16 autocast with a grad scaler (CUDA), as training runs them
+  +cl      channels_last
+  +compile torch.compile of both encoders (DenseCL, MoCo-v2) and of the backbone
+  +bn32    every BatchNorm computed in fp32 (input cast up, output cast back): PyTorch does not
+           use cuDNN's batch norm for bf16 input; this row measures the alternative
+Rows, per setting: ``densecl`` (the training step: both encoders, losses, queues, SGD),
+``mocov2`` (the same model at lambda 0) and ``backbone`` (the bare backbone's forward,
+backward and SGD on one view: the floor). All rows of all settings alternate round by
+round, so a machine busy with something else slows them alike; the median of the timed
+rounds is printed. A DenseCL step does the query's forward and backward plus the key's
+forward, about 4/3 of the backbone's work, so its pairs/s can reach about 0.75 of the
+backbone's img/s. Targets (issue 10): DenseCL pairs/s >= 0.72 x backbone img/s;
+DenseCL step time <= 1.01 x MoCo-v2's.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import statistics
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
+from torch import nn
 
 from densecl import DenseCL
+from densecl.engine import make_sgd
+from densecl.models.backbones import build_backbone
+from densecl.precision import DTYPES
+
+PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
+OPTIONS = ("cl", "compile", "bn32")
+ROWS = ("densecl", "mocov2", "backbone")
+TARGET_BACKBONE_RATIO, TARGET_MOCO_RATIO = 0.72, 1.01
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    precision: str
+    channels_last: bool
+    compile: bool
+    bn32: bool
+
+    @classmethod
+    def parse(cls, name: str, device: torch.device) -> Setting:
+        precision, *options = name.split("+")
+        if precision not in PRECISIONS or not set(options) <= set(OPTIONS):
+            raise SystemExit(f"step_speed: unknown setting {name!r}: a precision of {PRECISIONS} and options of {OPTIONS}")
+        if precision in ("tf32", "fp16") and device.type != "cuda":
+            raise SystemExit(f"step_speed: {precision} needs a CUDA device")
+        return cls(name, precision, "cl" in options, "compile" in options, "bn32" in options)
+
+    def autocast(self, device: torch.device) -> contextlib.AbstractContextManager:
+        dtype = DTYPES.get(self.precision)
+        return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+
+
+class FP32BatchNorm2d(nn.BatchNorm2d):
+    """BatchNorm computed in fp32 under autocast: the input is cast up and the output back to its dtype."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(x.device.type, enabled=False):
+            return super().forward(x.float()).to(x.dtype)
+
+
+def build_step(row: str, s: Setting, args, device: torch.device) -> Callable[[], None]:
+    """One training step of ``row`` at setting ``s``, on fixed inputs."""
+    torch.manual_seed(0)
+    fmt = torch.channels_last if s.channels_last else torch.contiguous_format
+    g = torch.Generator().manual_seed(1)
+    im_q = torch.randn(args.batch, 3, args.crop, args.crop, generator=g).to(device).contiguous(memory_format=fmt)
+    im_k = torch.randn(args.batch, 3, args.crop, args.crop, generator=g).to(device).contiguous(memory_format=fmt)
+    if row == "backbone":
+        model = build_backbone(args.arch)
+        params = model.parameters()
+    else:
+        model = DenseCL(args.arch, hidden_dim=args.hidden_dim, out_dim=128, queue_len=args.queue_len,
+                        loss_lambda=0.5 if row == "densecl" else 0.0)  # fmt: skip
+        params = model.encoder.parameters()
+    if s.bn32:
+        for m in model.modules():
+            if type(m) is nn.BatchNorm2d:
+                m.__class__ = FP32BatchNorm2d
+    model.to(device, memory_format=fmt).train()
+    optimizer = make_sgd(params, 0.01, 0.9, 1e-4, device.type)
+    scaler = torch.amp.GradScaler(device.type) if s.precision == "fp16" else None
+    if s.compile:
+        for module in (model,) if row == "backbone" else (model.encoder, model.momentum_encoder):
+            module.compile()
+
+    def step() -> None:
+        with s.autocast(device):
+            loss = model(im_q).float().mean() if row == "backbone" else model(im_q, im_k).loss
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            optimizer.step()
+
+    return step
+
+
+def set_tf32(s: Setting, defaults: tuple[bool, bool]) -> None:
+    """tf32: TF32 for convolutions and matmuls; every other setting: torch's defaults, as training runs."""
+    matmul, conv = (True, True) if s.precision == "tf32" else defaults
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = matmul, conv
 
 
 def main() -> None:
-    p = argparse.ArgumentParser()
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--arch", default="resnet18")
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--crop", type=int, default=96)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--rounds", type=int, default=5, help="timed rounds (the median is printed)")
+    p.add_argument("--warmup", type=int, default=None, help="untimed rounds first (default 1, 3 with +compile)")
     p.add_argument("--settings", default="fp32,fp32+cl,bf16,bf16+cl")
+    p.add_argument("--rows", default=",".join(ROWS))
+    p.add_argument("--hidden-dim", type=int, default=2048)
+    p.add_argument("--queue-len", type=int, default=None, help="default: 64 x batch (the recipes: 65536)")
     args = p.parse_args()
+    args.queue_len = args.queue_len or 64 * args.batch
     device = torch.device(args.device)
-    settings = args.settings.split(",")
-    models, times = {}, {s: [] for s in settings}
-    for s in settings:
-        torch.manual_seed(0)
-        m = DenseCL(args.arch, hidden_dim=2048, out_dim=128, queue_len=args.batch * 64).to(device)
-        if "+cl" in s:
-            m.to(memory_format=torch.channels_last)
-        models[s] = (m, torch.optim.SGD(m.encoder.parameters(), lr=0.01, momentum=0.9))
-    x = torch.randn(args.batch, 3, args.crop, args.crop, device=device)
-    for r in range(args.rounds + 1):  # round 0 warms up
-        for s in settings:
-            m, opt = models[s]
-            dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[s.split("+")[0]]
-            fmt = torch.channels_last if "+cl" in s else torch.contiguous_format
-            im = x.contiguous(memory_format=fmt)
-            ctx = torch.autocast(device.type, dtype=dtype) if dtype else contextlib.nullcontext()
+    settings = [Setting.parse(name, device) for name in args.settings.split(",")]
+    rows = [r for r in args.rows.split(",") if r]
+    if not set(rows) <= set(ROWS):
+        raise SystemExit(f"step_speed: rows are {', '.join(ROWS)}")
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # as training does: pick the fastest convolution per shape
+    tf32_defaults = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    warmup = args.warmup if args.warmup is not None else (3 if any(s.compile for s in settings) else 1)
+
+    steps = {(s, r): build_step(r, s, args, device) for s in settings for r in rows}
+    times: dict[tuple[Setting, str], list[float]] = {key: [] for key in steps}
+    failed: dict[Setting, str] = {}
+    for i in range(warmup + args.rounds):
+        for (s, r), step in steps.items():
+            if s in failed:
+                continue
+            set_tf32(s, tf32_defaults)
             if device.type == "cuda":
                 torch.cuda.synchronize()
             t = time.perf_counter()
-            with ctx:
-                out = m(im, im)
-            opt.zero_grad()
-            out.loss.backward()
-            opt.step()
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            if r:
-                times[s].append(time.perf_counter() - t)
-    base = sorted(times[settings[0]])[len(times[settings[0]]) // 2]
-    print(f"{args.arch} batch {args.batch} crop {args.crop} on {device.type} ({torch.get_num_threads()} threads)")
+            try:
+                step()
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+            except Exception as e:  # noqa: BLE001 - a setting that cannot run (say, no compiler) is reported and left out
+                failed[s] = f"{r}: {type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:160]}"
+                continue
+            if i >= warmup:
+                times[(s, r)].append(time.perf_counter() - t)
+
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu, {torch.get_num_threads()} threads"
+    print(f"{args.arch} batch {args.batch} crop {args.crop} on {name}, torch {torch.__version__}, "
+          f"median of {args.rounds} rounds after {warmup} warm-up")  # fmt: skip
+    header = f"  {'setting':22s}" + "".join(f"{r + (' img/s' if r == 'backbone' else ' pairs/s'):>18s}{'ms':>8s}" for r in rows)
+    if {"densecl", "backbone"} <= set(rows):
+        header += f"{'densecl/backbone':>18s}"
+    if {"densecl", "mocov2"} <= set(rows):
+        header += f"{'densecl/mocov2 time':>21s}"
+    print(header)
     for s in settings:
-        med = sorted(times[s])[len(times[s]) // 2]
-        print(f"  {s:10s} {args.batch / med:8.1f} pairs/s  {med * 1000:8.1f} ms/step  x{base / med:.2f}")
+        if s in failed:
+            print(f"  {s.name:22s} failed ({failed[s]})")
+            continue
+        median = {r: statistics.median(times[(s, r)]) for r in rows}
+        line = f"  {s.name:22s}" + "".join(f"{args.batch / median[r]:18.1f}{1000 * median[r]:8.1f}" for r in rows)
+        if {"densecl", "backbone"} <= set(rows):
+            line += f"{median['backbone'] / median['densecl']:18.3f}"
+        if {"densecl", "mocov2"} <= set(rows):
+            line += f"{median['densecl'] / median['mocov2']:21.3f}"
+        print(line)
+    print(f"  targets: densecl pairs/s / backbone img/s >= {TARGET_BACKBONE_RATIO}, "
+          f"densecl / mocov2 step time <= {TARGET_MOCO_RATIO}")  # fmt: skip
+    if device.type == "cuda":
+        print(f"  max memory {torch.cuda.max_memory_allocated(device) / 2**30:.1f} GiB")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """Two CPU processes with gloo: the distributed paths of the step and of the CLI."""
 
+import json
 import os
 import subprocess
 import sys
@@ -23,6 +24,7 @@ def _worker(rank: int, init_file: str, out_dir: str) -> None:
     assert torch.equal(distributed.batch_unshuffle(shuffled, undo), x)
     everything = distributed.concat_all_gather(shuffled)
     assert sorted(everything[:, 0].tolist()) == sorted([0.0, 3.0, 100.0, 103.0])
+    assert distributed.broadcast_flag(rank == 0) and not distributed.broadcast_flag(rank == 1)  # rank 0's, everywhere
 
     torch.manual_seed(rank)  # different initial weights on purpose: DDP must broadcast rank 0's
     model = DenseCL("resnet18", hidden_dim=16, out_dim=8, queue_len=QLEN, momentum=0.9)
@@ -55,16 +57,18 @@ def test_torchrun_two_processes_on_cpu(tmp_path):
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",  # --standalone: a free port
         "-m", "densecl", "pretrain", "--arch", "resnet18", "--hidden-dim", "16", "--out-dim", "8",
         "--queue-len", "16", "--batch-size", "8", "--crop-size", "64", "--scenes-size", "64",
-        "--scenes-length", "16", "--epochs", "1", "--workers", "0", "--precision", "fp32",
-        "--device", "cpu", "--log-every", "1", "--output-dir", str(tmp_path),
+        "--scenes-length", "16", "--epochs", "1", "--workers", "0", "--precision", "auto",
+        "--device", "cpu", "--log-every", "2", "--output-dir", str(tmp_path),
     ]  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "DENSECL_PRECISION_CACHE": ""}  # rank 0 times, both ranks follow
     result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     state = checkpoint.load(tmp_path / "checkpoint.pt")
     assert state.world_size == 2 and state.step == 2
     assert int(state.model["global_queue.ptr"]) == 0  # 2 steps x global batch 8 = 16 = queue length
     assert "batch 8 = 2 x 4" in result.stdout
+    assert result.stdout.count("precision auto: timed on this CPU") == 1
+    assert [line["step"] for line in map(json.loads, (tmp_path / "metrics.jsonl").read_text().splitlines())] == [2, 2]
 
 
 def _hang_or_wait(rank: int, port: int, out_dir: str) -> None:

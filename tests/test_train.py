@@ -76,6 +76,23 @@ def test_resume_continues_exactly(tmp_path):
         assert torch.equal(value, b.model[key]), key
 
 
+def test_resume_keeps_this_runs_optimizer_implementation(tmp_path):
+    # a checkpoint from before make_sgd (foreach None), or from a GPU (fused), resumes with the engine's choice
+    from densecl.engine import make_sgd
+    from densecl.models.densecl import DenseCL
+    from densecl.config import PretrainConfig
+    from densecl.train import _restore
+
+    model = DenseCL("resnet18", hidden_dim=16, out_dim=8, queue_len=16)
+    old = torch.optim.SGD(model.encoder.parameters(), lr=0.1, momentum=0.9, foreach=None)
+    state = _state(step=2, iters_per_epoch=1)
+    state.model, state.optimizer = model.state_dict(), old.state_dict()
+    optimizer = make_sgd(model.encoder.parameters(), 0.1, 0.9, 1e-4, "cpu")
+    cfg = PretrainConfig(arch="resnet18", hidden_dim=16, out_dim=8, queue_len=16)
+    assert _restore(state, model, optimizer, None, 1, cfg) == 2
+    assert all(g["foreach"] is True and not g["fused"] for g in optimizer.param_groups)
+
+
 def test_resume_auto_finds_the_checkpoint_in_the_output_dir(tmp_path):
     assert pretrain(tmp_path, "--epochs", "2", "--max-iters", "2") == 0
     assert pretrain(tmp_path, "--resume", "--epochs", "2", "--max-iters", "3") == 0
@@ -334,3 +351,140 @@ def test_a_checkpoint_of_another_model_or_data_size_is_one_line_and_nothing_is_w
     assert len(err.splitlines()) == 1 and message in err and f"the checkpoint of {run} (step 2)" in err, err
     assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
+# --------------------------------------------------------------------------- speed: precision, checks, compile
+
+
+def test_precision_auto_on_the_cpu_times_once_then_remembers(tmp_path, monkeypatch, capsys):
+    cache = tmp_path / "cache" / "precision.json"
+    monkeypatch.setenv("DENSECL_PRECISION_CACHE", str(cache))
+    assert pretrain(tmp_path / "a", "--precision", "auto", "--max-iters", "1") == 0
+    out = capsys.readouterr().out
+    assert "precision auto: timed on this CPU, fp32 " in out and cache.exists()
+    choice = next(iter(json.loads(cache.read_text())["entries"].values()))["choice"]
+    assert f"cpu {choice} channels_last" in out  # the run uses what was chosen
+    assert pretrain(tmp_path / "b", "--precision", "auto", "--max-iters", "1") == 0
+    assert f"precision auto: {choice} (timed earlier on this CPU" in capsys.readouterr().out
+
+
+def test_an_explicit_precision_is_never_timed(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("DENSECL_PRECISION_CACHE", str(tmp_path / "precision.json"))
+    assert pretrain(tmp_path / "run", "--precision", "bf16", "--max-iters", "1") == 0
+    assert "precision auto" not in capsys.readouterr().out and not (tmp_path / "precision.json").exists()
+
+
+def test_the_precision_probe_leaves_the_run_untouched():
+    from densecl.models.densecl import DenseCL
+    from densecl.train import _precision_probe
+
+    model = DenseCL("resnet18", hidden_dim=16, out_dim=8, queue_len=16)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    rng = torch.get_rng_state()
+    step = _precision_probe(model, 2, 64, True)
+    step("fp32"), step("bf16")
+    assert torch.equal(torch.get_rng_state(), rng)
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
+def test_where_the_host_checks_does_not_change_the_weights(tmp_path):
+    # the loss is read every iteration, or every 4th and at the epoch's end: the same training
+    args = ("--epochs", "2", "--deterministic", "true")
+    assert pretrain(tmp_path / "every", *args, "--log-every", "1") == 0
+    assert pretrain(tmp_path / "fourth", *args, "--log-every", "4") == 0
+    a, b = (checkpoint.load(tmp_path / run / "checkpoint.pt") for run in ("every", "fourth"))
+    assert a.step == b.step == 6
+    for key, value in a.model.items():
+        assert torch.equal(value, b.model[key]), key
+    logged = [m for m in metrics(tmp_path / "fourth") if "loss" in m]
+    every = [m["loss"] for m in metrics(tmp_path / "every") if "loss" in m]
+    assert [m["step"] for m in logged] == [4] and logged[0]["loss"] == pytest.approx(sum(every[:4]) / 4, rel=1e-6)
+
+
+def _poison(monkeypatch, at_call: int) -> None:
+    from densecl.models.densecl import DenseCL
+
+    forward, calls = DenseCL.forward, []
+
+    def poisoned(self, *args, **kwargs):
+        out = forward(self, *args, **kwargs)
+        calls.append(1)
+        return out._replace(loss=out.loss * float("nan")) if len(calls) == at_call else out
+
+    monkeypatch.setattr(DenseCL, "forward", poisoned)
+
+
+def test_a_nan_between_checks_is_caught_before_the_next_save(tmp_path, monkeypatch, capsys):
+    # checks at iterations 3 (save) and 10 (log): the NaN of iteration 1 is read at 3, before saving
+    _poison(monkeypatch, at_call=2)
+    assert pretrain(tmp_path / "run", "--epochs", "4", "--log-every", "10", "--save-every", "3") == 1
+    assert "loss is nan at iteration 1 (epoch 0)" in capsys.readouterr().err
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()
+    # the epoch's end is a check too (the epoch's checkpoint follows it): the one of epoch 0 stays
+    _poison(monkeypatch, at_call=5)
+    assert pretrain(tmp_path / "end", "--epochs", "4", "--log-every", "10") == 1
+    assert "iteration 4 (epoch 1)" in capsys.readouterr().err
+    assert checkpoint.load(tmp_path / "end" / "checkpoint.pt").step == 3
+
+
+def test_compile_that_fails_costs_one_line_and_trains_eagerly_as_without_it(tmp_path, monkeypatch, capsys):
+    def broken_compile(fn, *args, **kwargs):
+        def call(*a, **k):
+            raise RuntimeError("no C++ compiler found\ndetails")
+
+        return call
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    args = ("--epochs", "1", "--deterministic", "true")
+    assert pretrain(tmp_path / "compiled", *args, "--compile", "true") == 0
+    out = capsys.readouterr().out
+    assert "--compile failed (RuntimeError: no C++ compiler found); training eagerly" in out
+    assert pretrain(tmp_path / "eager", *args) == 0
+    a, b = (checkpoint.load(tmp_path / run / "checkpoint.pt") for run in ("compiled", "eager"))
+    for key, value in a.model.items():  # the trial step's BN statistics were put back
+        assert torch.equal(value, b.model[key]), key
+
+
+def test_compile_encoders_keeps_the_state_dict_keys_and_the_state():
+    from torch import nn
+
+    from densecl.models.densecl import DenseCL
+    from densecl.precision import Precision
+    from densecl.train import compile_encoders
+
+    backbone = nn.Sequential(nn.Conv2d(3, 8, 3, stride=32, padding=1), nn.BatchNorm2d(8), nn.ReLU())
+    backbone.out_channels = 8
+    model = DenseCL(hidden_dim=8, out_dim=4, queue_len=8, backbone=backbone)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    assert compile_encoders(model, 2, 64, True, Precision(None, "cpu"), print, backend="eager")
+    assert model.encoder._compiled_call_impl is not None
+    assert {k: v for k, v in model.state_dict().items()}.keys() == before.keys()
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    model(torch.randn(2, 3, 64, 64), torch.randn(2, 3, 64, 64)).loss.backward()
+
+
+def test_a_training_step_reads_nothing_back_to_the_host(monkeypatch):
+    # on a GPU each read (.item(), int(), bool(), float()) makes the host wait for the device: none per step
+    from densecl.engine import NonFiniteWatch, make_sgd
+    from densecl.models.densecl import DenseCL
+    from densecl.training_log import MeanMeter
+
+    model = DenseCL("resnet18", hidden_dim=16, out_dim=8, queue_len=8)
+    optimizer = make_sgd(model.encoder.parameters(), 0.1, 0.9, 1e-4, "cpu")
+    watch, meter = NonFiniteWatch(torch.device("cpu")), MeanMeter()
+    x = torch.randn(4, 3, 64, 64)
+
+    def read(self, *args):
+        raise AssertionError("a tensor was read on the host during the step")
+
+    for name in ("item", "tolist", "__int__", "__index__", "__bool__", "__float__"):
+        monkeypatch.setattr(torch.Tensor, name, read)
+    for step in range(3):  # the queue wraps around
+        out = model(x, x.flip(3))
+        watch.update(out.loss, step)
+        optimizer.zero_grad(set_to_none=True)
+        out.loss.backward()
+        optimizer.step()
+        meter.update(loss=out.loss, loss_global=out.loss_global, loss_dense=out.loss_dense, data_time=0.1)
+    monkeypatch.undo()
+    assert watch.first() is None and int(model.global_queue.ptr) == 4 and meter.count == 3

@@ -64,8 +64,9 @@ class PretrainConfig:
     max_iters: int | None = None  # stop early (the schedule still spans all epochs)
     # engine
     device: str = "auto"
-    precision: str = "auto"  # auto: bf16 where the hardware has it, fp16 on older GPUs, else fp32
+    precision: str = "auto"  # auto: bf16 on GPUs that have it, fp16 on older ones; on a CPU the faster of fp32 and bf16, timed
     channels_last: bool = True
+    compile: bool = field(default=False, metadata={"help": "torch.compile both encoders (where it cannot: one line, then eager)"})
     sync_bn: bool = False
     seed: int = 0
     dist_timeout: int = field(

@@ -112,6 +112,16 @@ def all_reduce_mean(x: torch.Tensor) -> torch.Tensor:
     return (y / world_size()).to(x.device)
 
 
+def broadcast_flag(flag: bool) -> bool:
+    """Rank 0's ``flag`` on every rank (all ranks then make rank 0's choice); ``flag`` itself in one process."""
+    if not is_distributed():
+        return flag
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+    t = torch.tensor([float(flag)], device=device)
+    dist.broadcast(t, src=0)
+    return bool(t.item())
+
+
 @torch.no_grad()
 def broadcast_state(module: torch.nn.Module) -> None:
     """Copies rank 0's parameters and buffers (weights, queues, BN statistics) to every rank."""

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
+import inspect
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from tqdm import tqdm
@@ -13,25 +13,9 @@ from tqdm import tqdm
 from densecl import distributed
 from densecl.config import PretrainConfig
 from densecl.errors import NonFiniteLossError
+from densecl.precision import Precision
 from densecl.training_log import MeanMeter, MetricsLog
 from densecl.schedules import cosine_lr, loss_lambda_at
-
-
-@dataclass
-class Precision:
-    """How the forward runs: autocast dtype (None = fp32) and whether a grad scaler is needed."""
-
-    dtype: torch.dtype | None
-    device_type: str
-
-    @property
-    def name(self) -> str:
-        return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[self.dtype]
-
-    def autocast(self) -> contextlib.AbstractContextManager:
-        if self.dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device_type, dtype=self.dtype)
 
 
 @dataclass
@@ -39,6 +23,7 @@ class LoopState:
     step: int  # iterations done, over the whole run
     total_steps: int  # epochs * iterations per epoch: the cosine schedule's length
     stop_requested: Callable[[], bool]  # SIGINT / SIGTERM arrived
+    meter: MeanMeter = field(default_factory=MeanMeter)  # since the last metrics line, which may be in the last epoch
 
 
 def train_one_epoch(
@@ -60,17 +45,25 @@ def train_one_epoch(
     Returns ``True`` if training should stop (signal or ``max_iters``), with a
     checkpoint already written.
 
+    The host waits for the device only at a check: every ``log_every``
+    iterations, before every save and at the end of the epoch. Losses and
+    the non-finite watch stay on the device in between, and under DDP the
+    stop flag travels with the check, so a GPU step is never stalled by a
+    per-iteration ``.item()`` or collective. What is computed does not depend
+    on where the checks fall.
+
     Raises:
-        NonFiniteLossError: the loss was NaN or infinite; nothing is saved.
+        NonFiniteLossError: a loss was NaN or infinite; raised at the next check,
+            so before any save: the last checkpoint stays as it was.
     """
-    meter, skipped_in_epoch = MeanMeter(), 0
-    global_batch = cfg.batch_size
+    meter, watch, skipped_in_epoch = state.meter, NonFiniteWatch(device), 0
+    one_process = distributed.world_size() == 1
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
     bar = tqdm(loader, desc=f"epoch {epoch}", disable=not log.enabled, dynamic_ncols=True, mininterval=2.0)
     t_end = time.perf_counter()
     for im_q, im_k, match, skipped in bar:
         t_data = time.perf_counter() - t_end
-        skipped_in_epoch += int(skipped.sum())
+        skipped_in_epoch += int(skipped.sum())  # a CPU tensor from the loader: no device sync
         im_q = im_q.to(device, non_blocking=True, memory_format=memory_format)
         im_k = im_k.to(device, non_blocking=True, memory_format=memory_format)
         match = match.to(device, non_blocking=True) if match.shape[1] else None  # N x S, or feature matching
@@ -82,11 +75,7 @@ def train_one_epoch(
 
         with precision.autocast():
             out = model(im_q, im_k, loss_lambda=lam, match=match)
-        if not torch.isfinite(out.loss):
-            raise NonFiniteLossError(
-                f"loss is {out.loss.item()} at iteration {state.step} (epoch {epoch}); stopped without saving, "
-                f"the last checkpoint in {cfg.output_dir} is intact: lower lr or use --precision fp32"
-            )
+        watch.update(out.loss, state.step)
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None:
             scaler.scale(out.loss).backward()
@@ -97,38 +86,87 @@ def train_one_epoch(
             optimizer.step()
         state.step += 1
 
-        iter_time = time.perf_counter() - t_end
-        t_end = time.perf_counter()
-        meter.update(
-            loss=out.loss.detach(),
-            loss_global=out.loss_global.detach(),
-            loss_dense=out.loss_dense.detach(),
-            data_time=t_data,
-            iter_time=iter_time,
-        )
-        if state.step % cfg.log_every == 0:
-            means = meter.pop()
-            means = {k: float(distributed.all_reduce_mean(torch.tensor(v))) for k, v in means.items()}
-            pairs_per_s = global_batch / max(means["iter_time"], 1e-9)
-            log.write({"step": state.step, "epoch": epoch, "lr": lr, "lambda": lam, "pairs_per_s": pairs_per_s, **means})
-            bar.set_postfix(loss=f"{means['loss']:.3f}", lr=f"{lr:.3g}", pairs_s=f"{pairs_per_s:.1f}")
-
-        stop = _any_rank(state.stop_requested())
+        log_now = state.step % cfg.log_every == 0
+        save_now = bool(cfg.save_every) and state.step % cfg.save_every == 0
         at_max = cfg.max_iters is not None and state.step >= cfg.max_iters
-        if stop or at_max or (cfg.save_every and state.step % cfg.save_every == 0):
-            save()
-        if stop or at_max:
-            bar.close()
-            return True
+        stop = one_process and state.stop_requested()  # free in one process; under DDP it waits for the check
+        check_now = log_now or save_now or at_max or stop
+        if check_now:
+            stop = _check(watch, state, epoch, cfg)
+        iter_time = time.perf_counter() - t_end  # host time; over an interval it adds up to the device's (a check waits)
+        meter.update(loss=out.loss, loss_global=out.loss_global, loss_dense=out.loss_dense, data_time=t_data, iter_time=iter_time)
+        if check_now:
+            if log_now:
+                _log(meter, log, bar, state.step, epoch, lr, lam, cfg.batch_size)
+            if stop or at_max or save_now:
+                save()
+            if stop or at_max:
+                bar.close()
+                return True
+        t_end = time.perf_counter()
+    if _check(watch, state, epoch, cfg):  # the epoch's last look, before the caller saves its checkpoint
+        save()
+        return True
     log.write({"epoch": epoch, "step": state.step, "skipped_images": skipped_in_epoch})
     if skipped_in_epoch:
         print(f"densecl: epoch {epoch}: skipped {skipped_in_epoch} unreadable images")
     return False
 
 
-def _any_rank(flag: bool) -> bool:
-    """True if any rank got the signal, so that all ranks stop at the same iteration."""
-    if distributed.world_size() == 1:
-        return flag
-    t = torch.tensor([float(flag)])
-    return bool(distributed.all_reduce_mean(t) > 0)
+class NonFiniteWatch:
+    """The first iteration whose loss was NaN or infinite, remembered on the device (no host sync per step)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.step = torch.full((), -1, dtype=torch.int64, device=device)  # -1: every loss so far was finite
+        self.loss = torch.zeros((), device=device)
+
+    def update(self, loss: torch.Tensor, step: int) -> None:
+        new = (self.step < 0) & ~torch.isfinite(loss.detach())
+        self.step = torch.where(new, step, self.step)
+        self.loss = torch.where(new, loss.detach().float(), self.loss)
+
+    def first(self) -> tuple[int, float] | None:
+        """``(iteration, loss)`` of the first non-finite loss, or None. Waits for the device."""
+        step = int(self.step)
+        return None if step < 0 else (step, float(self.loss))
+
+
+def _check(watch: NonFiniteWatch, state: LoopState, epoch: int, cfg: PretrainConfig) -> bool:
+    """The host's look at the device: raises on a non-finite loss on any rank; True if any rank got a stop signal.
+
+    One collective under DDP (both flags together), so all ranks stop, or fail, at the same iteration.
+    """
+    bad = watch.first()
+    flags = torch.tensor([float(bad is not None), float(state.stop_requested())])
+    if distributed.world_size() > 1:
+        flags = distributed.all_reduce_mean(flags)
+    if flags[0] > 0:
+        where = f"loss is {bad[1]} at iteration {bad[0]}" if bad else f"loss is not finite on another rank by iteration {state.step}"
+        raise NonFiniteLossError(
+            f"{where} (epoch {epoch}); stopped without saving, the last checkpoint in {cfg.output_dir} is intact: "
+            "lower lr or use --precision fp32"
+        )
+    return bool(flags[1] > 0)
+
+
+def _log(meter: MeanMeter, log: MetricsLog, bar: tqdm, step: int, epoch: int, lr: float, lam: float, global_batch: int) -> None:
+    """One metrics line: the interval's means, over all ranks in one collective."""
+    means = meter.pop()
+    if distributed.world_size() > 1:
+        reduced = distributed.all_reduce_mean(torch.tensor(list(means.values()), dtype=torch.float64))
+        means = dict(zip(means, reduced.tolist()))
+    pairs_per_s = global_batch / max(means["iter_time"], 1e-9)
+    log.write({"step": step, "epoch": epoch, "lr": lr, "lambda": lam, "pairs_per_s": pairs_per_s, **means})
+    bar.set_postfix(loss=f"{means['loss']:.3f}", lr=f"{lr:.3g}", pairs_s=f"{pairs_per_s:.1f}")
+
+
+def make_sgd(params, lr: float, momentum: float, weight_decay: float, device_type: str) -> torch.optim.SGD:
+    """The recipe's SGD with its update in few kernels: fused on CUDA where torch has it, multi-tensor elsewhere.
+
+    Chosen without measuring: both compute the per-parameter loop's update
+    (``foreach`` exactly, on the CPU too), in one or a few kernel launches
+    instead of several per parameter tensor.
+    """
+    if device_type == "cuda" and "fused" in inspect.signature(torch.optim.SGD).parameters:
+        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay, fused=True)
+    return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay, foreach=True)

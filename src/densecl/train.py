@@ -9,6 +9,8 @@
 
 from __future__ import annotations
 
+import copy
+import functools
 import os
 import random
 import signal
@@ -26,13 +28,19 @@ from densecl.data.sources import TwoViewDataset, image_source
 from densecl.data.sampler import EpochSampler
 from densecl.data.transforms import GeometricTwoViews
 from densecl.devices import resolve_device
-from densecl.engine import LoopState, Precision, train_one_epoch
+from densecl.engine import LoopState, make_sgd, train_one_epoch
 from densecl.errors import InputError
 from densecl.models.densecl import DenseCL
+from densecl.precision import DTYPES, Precision, cache_key, choose_cpu_precision, resolve_precision
 from densecl.training_log import MetricsLog
 
 
-def pretrain(cfg: PretrainConfig, resume: checkpoint.TrainingState | None = None, overwrite: bool = False) -> Path:
+def pretrain(
+    cfg: PretrainConfig,
+    resume: checkpoint.TrainingState | None = None,
+    overwrite: bool = False,
+    precision_cache: Path | None = None,
+) -> Path:
     """Trains DenseCL (MoCo-v2 if ``loss_lambda == 0``) and returns the checkpoint path.
 
     Args:
@@ -40,6 +48,8 @@ def pretrain(cfg: PretrainConfig, resume: checkpoint.TrainingState | None = None
         resume: a state from :func:`densecl.checkpoint.load` to continue from.
         overwrite: a new run whose ``output_dir`` holds an earlier one moves
             that aside (``OUTPUT_DIR.old-N``); without it such a run stops.
+        precision_cache: where ``precision: auto`` on a CPU remembers which of
+            fp32 and bf16 it timed faster (None: time at every start).
     """
     out_dir = Path(cfg.output_dir)
     ckpt_path = out_dir / checkpoint.CHECKPOINT_NAME
@@ -50,7 +60,6 @@ def pretrain(cfg: PretrainConfig, resume: checkpoint.TrainingState | None = None
     if device.type == "cuda":
         device = torch.device("cuda", info.local_rank)
     cfg.validate(info.world_size)
-    precision = resolve_precision(cfg.precision, device)
     say = print if info.is_main else (lambda *a, **k: None)
     starts = distributed.gather_ints(-1 if resume is None else int(resume.step))
     if len(set(starts)) > 1:  # each rank read the output folder itself: a stale shared file system shows here
@@ -101,14 +110,24 @@ def pretrain(cfg: PretrainConfig, resume: checkpoint.TrainingState | None = None
     model.to(device)
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.SGD(
-        model.encoder.parameters(), lr=cfg.scaled_lr, momentum=cfg.sgd_momentum, weight_decay=cfg.weight_decay
-    )
+
+    def time_on_cpu() -> str:  # rank 0 times (or remembers), every rank takes its answer
+        choice = "fp32"
+        if info.is_main:
+            step = _precision_probe(model, per_rank_batch, cfg.crop_size, cfg.channels_last)
+            key = cache_key(cfg.arch, cfg.crop_size, per_rank_batch, cfg.channels_last)
+            choice = choose_cpu_precision(step, key, precision_cache, say)
+        return "bf16" if distributed.broadcast_flag(choice == "bf16") else "fp32"
+
+    precision = resolve_precision(cfg.precision, device, time_on_cpu)
+    optimizer = make_sgd(model.encoder.parameters(), cfg.scaled_lr, cfg.sgd_momentum, cfg.weight_decay, device.type)
     scaler = torch.amp.GradScaler(device.type) if precision.dtype == torch.float16 else None
 
     step = 0
     if resume is not None:
         step = _restore(resume, model, optimizer, scaler, iters_per_epoch, cfg)
+    if cfg.compile:
+        compile_encoders(model, per_rank_batch, cfg.crop_size, cfg.channels_last, precision, say)
     ddp_model = distributed.wrap_ddp(model, device)
 
     if info.is_main and resume is None and (overwrite or _holds_run_files(out_dir)):
@@ -178,23 +197,70 @@ def check_data_backend(backend: str, device: torch.device) -> None:
                          "use --data-backend cpu")
 
 
-def resolve_precision(name: str, device: torch.device) -> Precision:
-    """``auto``: bf16 where the hardware computes it natively, fp16 on older GPUs, else fp32."""
-    if name == "auto":
-        if device.type == "cuda":
-            name = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-        else:
-            name = "bf16" if _cpu_has_bf16() else "fp32"
-    if name == "fp16" and device.type != "cuda":
-        raise InputError("precision fp16 needs a CUDA GPU; on the CPU use bf16 or fp32")
-    dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[name]
-    return Precision(dtype, device.type)
+def _precision_probe(model: DenseCL, batch: int, crop: int, channels_last: bool):
+    """``step(name)``: one step of the work precision changes, on copies of the run's encoders.
+
+    The query encoder's forward and backward, the key encoder's forward and
+    SGD, as in training; the losses are left out because they run in fp32 at
+    either precision and cost the same in both. Copies (made at the first
+    call, so a cached choice costs nothing), a fixed input and no collective:
+    the run's weights, BN statistics, RNG and other ranks are untouched.
+    """
+
+    @functools.cache
+    def parts():
+        encoder, momentum_encoder = copy.deepcopy(model.encoder), copy.deepcopy(model.momentum_encoder)
+        optimizer = make_sgd(encoder.parameters(), 1e-3, 0.9, 1e-4, "cpu")
+        fmt = torch.channels_last if channels_last else torch.contiguous_format
+        x = torch.randn(batch, 3, crop, crop, generator=torch.Generator().manual_seed(0)).contiguous(memory_format=fmt)
+        return encoder, momentum_encoder, optimizer, x
+
+    def step(name: str) -> None:
+        encoder, momentum_encoder, optimizer, x = parts()
+        with Precision(DTYPES[name], "cpu").autocast():
+            q, r, _ = encoder(x)
+            with torch.no_grad():
+                momentum_encoder(x)
+        optimizer.zero_grad(set_to_none=True)
+        (q.float().sum() + r.float().sum()).backward()
+        optimizer.step()
+
+    return step
 
 
-def _cpu_has_bf16() -> bool:
-    check = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
-    amx = getattr(torch.cpu, "_is_amx_tile_supported", None)
-    return bool((check and check()) or (amx and amx()))
+def compile_encoders(
+    model: DenseCL, batch: int, crop: int, channels_last: bool, precision: Precision, say, backend: str = "inductor"
+) -> bool:
+    """``torch.compile`` of both encoders in place (state-dict keys unchanged); False and eager where it fails.
+
+    torch compiles at the first call, so one trial step of the encoders (the
+    run's batch, crop, precision and layout) is run here: a missing compiler
+    or an unsupported operator then costs one line, not the run. The trial's
+    BN statistics and gradients are put back afterwards.
+    """
+    encoders = (model.encoder, model.momentum_encoder)
+    saved = copy.deepcopy(model.state_dict())
+    device = next(model.parameters()).device
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    x = torch.randn(batch, 3, crop, crop, generator=torch.Generator().manual_seed(0)).to(device).contiguous(memory_format=fmt)
+    try:
+        for encoder in encoders:
+            encoder.compile(backend=backend)
+        with precision.autocast():
+            q, r, _ = model.encoder(x)
+            with torch.no_grad():
+                model.momentum_encoder(x)
+        (q.float().sum() + r.float().sum()).backward()
+        ok = True
+    except Exception as e:  # noqa: BLE001 - any failure to compile means: train eagerly
+        for encoder in encoders:
+            encoder._compiled_call_impl = None  # what Module.compile set: back to the eager __call__
+        message = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        say(f"densecl pretrain: --compile failed ({type(e).__name__}: {message[:200]}); training eagerly")
+        ok = False
+    model.load_state_dict(saved)
+    model.zero_grad(set_to_none=True)
+    return ok
 
 
 def _seed_everything(seed: int, deterministic: bool) -> None:
@@ -246,7 +312,10 @@ def _restore(state: checkpoint.TrainingState, model: DenseCL, optimizer, scaler,
     except RuntimeError as e:
         first = str(e).splitlines()[1].strip() if len(str(e).splitlines()) > 1 else str(e)
         raise InputError(f"{where} does not fit this model ({first}): start a new run with another --output-dir") from None
+    implementation = {k: optimizer.param_groups[0][k] for k in ("foreach", "fused") if k in optimizer.param_groups[0]}
     optimizer.load_state_dict(state.optimizer)
+    for group in optimizer.param_groups:  # the saved groups carry the writer's foreach / fused flags: keep this run's
+        group.update(implementation)
     if scaler is not None and state.scaler:
         scaler.load_state_dict(state.scaler)
     checkpoint.set_rng_state(state.rng)

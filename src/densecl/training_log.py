@@ -9,21 +9,27 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+import torch
+
 
 class MeanMeter:
-    """Running means of named scalars over a logging interval."""
+    """Running means of named scalars over a logging interval.
+
+    Tensors are summed where they live, so a GPU loss is read (and the host
+    waits for the GPU) once per interval, in :meth:`pop`, not once per step.
+    """
 
     def __init__(self) -> None:
-        self.sums: dict[str, float] = defaultdict(float)
+        self.sums: dict[str, float | torch.Tensor] = defaultdict(float)
         self.count = 0
 
-    def update(self, **values: float) -> None:
+    def update(self, **values: float | torch.Tensor) -> None:
         for k, v in values.items():
-            self.sums[k] += float(v)
+            self.sums[k] = self.sums[k] + (v.detach() if isinstance(v, torch.Tensor) else float(v))
         self.count += 1
 
     def pop(self) -> dict[str, float]:
-        means = {k: v / max(self.count, 1) for k, v in self.sums.items()}
+        means = {k: float(v) / max(self.count, 1) for k, v in self.sums.items()}
         self.sums.clear()
         self.count = 0
         return means

@@ -139,7 +139,7 @@ def test_views_of_a_draft_decoded_jpeg_show_the_same_image_points(tmp_path):
     # a large JPEG is decoded at 1/2..1/8 where both boxes allow it; the views must still show the boxes
     # drawn in full-image coordinates: compare with the views rendered from the full decode
     from densecl.data.geometry import draft_reduction
-    from densecl.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+    from densecl.data.transforms import IMAGENET_STD
 
     _coordinate_photo(tmp_path / "a.jpg", 1000, 750)
     source = image_source(str(tmp_path))

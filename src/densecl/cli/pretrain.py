@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 from pathlib import Path
 
 from densecl import checkpoint, config, run_dir
@@ -81,5 +82,14 @@ def run(args: argparse.Namespace) -> int:
             raise InputError(
                 f"{target} holds another run; resuming {resume} would replace it: give another --output-dir"
             )
-    pretrain(cfg, resume=state, overwrite=overwrite)
+    pretrain(cfg, resume=state, overwrite=overwrite, precision_cache=precision_cache_path())
     return 0
+
+
+def precision_cache_path() -> Path | None:
+    """Where ``--precision auto`` on a CPU remembers its timing: ``$DENSECL_PRECISION_CACHE`` (empty: nowhere),
+    else ``$XDG_CACHE_HOME/densecl/precision.json``, else ``~/.cache/densecl/precision.json``."""
+    if "DENSECL_PRECISION_CACHE" in os.environ:
+        return Path(os.environ["DENSECL_PRECISION_CACHE"]) if os.environ["DENSECL_PRECISION_CACHE"] else None
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "densecl" / "precision.json"

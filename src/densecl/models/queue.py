@@ -36,6 +36,7 @@ class KeyQueue(nn.Module):
         b, length = k.shape[0], len(self)
         if length % b:
             raise ValueError(f"queue length {length} is not divisible by the global batch size {b}")
-        p = int(self.ptr)
-        self.keys[:, p : p + b] = k.T.to(self.keys.dtype)
-        self.ptr[0] = (p + b) % length
+        # the pointer stays on the device: reading it (int(self.ptr)) would make the host wait for the GPU every step
+        columns = (self.ptr + torch.arange(b, device=self.ptr.device)) % length  # B: ptr .. ptr + B - 1
+        self.keys.index_copy_(1, columns, k.T.to(self.keys.dtype))
+        self.ptr.add_(b).remainder_(length)

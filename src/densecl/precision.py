@@ -1,0 +1,202 @@
+"""The step's numeric precision: the autocast dtype, and on a CPU fp32 or bf16 chosen by timing both.
+
+CPU flags do not predict bf16's speed (issue 10): a ResNet step in bf16 runs at 0.8x
+of fp32 on an Intel Xeon with AVX512-BF16 and no AMX, at 1.9-2.9x on an AMD Zen 5
+with AVX512-BF16, and at 0.05-0.1x on a CPU without AVX-512. So ``--precision
+auto`` on a CPU times a few steps of each with the run's own model, crop and batch,
+keeps the faster (fp32 on a tie: it is never slower than fp32 by choice), and
+remembers the answer in a small JSON file keyed by everything the timing depends on,
+so a resume or a second run does not pay again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from densecl.errors import InputError
+
+DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+CACHE_VERSION = 1
+WARMUP_ROUNDS = 1  # the first step of each builds oneDNN primitives: not timed
+TIMED_ROUNDS = 3  # best of three, fp32 and bf16 interleaved round by round
+GIVE_UP = 2.0  # a bf16 step over twice the fp32 step ends the timing early: fp32 wins anyway
+# (4x in the warm-up round, whose first steps pay one-off costs; without native bf16 it is 10-20x)
+
+
+@dataclass
+class Precision:
+    """How the forward runs: autocast dtype (None = fp32) on a device type."""
+
+    dtype: torch.dtype | None
+    device_type: str
+
+    @property
+    def name(self) -> str:
+        return {dtype: name for name, dtype in DTYPES.items()}[self.dtype]
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        if self.dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device_type, dtype=self.dtype)
+
+
+def resolve_precision(name: str, device: torch.device, choose_on_cpu: Callable[[], str] | None = None) -> Precision:
+    """The precision ``name`` means on ``device``.
+
+    ``auto``: bf16 on GPUs that have it, fp16 on older ones; on a CPU whatever
+    ``choose_on_cpu()`` returns (:func:`choose_cpu_precision`, which times both),
+    fp32 when no chooser is given. ``fp32``, ``bf16`` and ``fp16`` are taken as
+    they are and never timed.
+
+    Raises:
+        InputError: fp16 on a CPU.
+    """
+    if name == "auto":
+        if device.type == "cuda":
+            name = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        else:
+            name = choose_on_cpu() if choose_on_cpu is not None else "fp32"
+    if name == "fp16" and device.type != "cuda":
+        raise InputError("precision fp16 needs a CUDA GPU; on the CPU use bf16 or fp32")
+    if name not in DTYPES:
+        raise InputError(f"precision must be one of auto, {', '.join(DTYPES)}, got {name!r}")
+    return Precision(DTYPES[name], device.type)
+
+
+def time_steps(
+    step: Callable[[str], None],
+    clock: Callable[[], float] = time.perf_counter,
+    rounds: int = TIMED_ROUNDS,
+    warmup: int = WARMUP_ROUNDS,
+    give_up: float = GIVE_UP,
+) -> dict[str, float]:
+    """Seconds per step of ``step("fp32")`` and ``step("bf16")``: the best of ``rounds``.
+
+    The two alternate round by round (a machine busy with something else slows
+    both alike); the ``warmup`` rounds are run and not counted. As soon as a
+    bf16 step takes over ``give_up`` times the fp32 step of its round, timing
+    stops (on a CPU without native bf16 that is 10-20x, and fp32 wins anyway;
+    twice ``give_up`` in a warm-up round), and that round's times are returned.
+    """
+    best: dict[str, float] = {}
+    for r in range(warmup + rounds):
+        this_round = {}
+        for name in ("fp32", "bf16"):
+            t = clock()
+            step(name)
+            this_round[name] = clock() - t
+        if this_round["bf16"] > (give_up if r >= warmup else 2 * give_up) * this_round["fp32"]:
+            return this_round
+        if r >= warmup:
+            best = {k: min(v, best.get(k, v)) for k, v in this_round.items()}
+    return best
+
+
+def faster(times: dict[str, float]) -> str:
+    """``bf16`` only if its step is strictly faster than fp32's."""
+    return "bf16" if times["bf16"] < times["fp32"] else "fp32"
+
+
+def cache_key(arch: str, crop: int, batch: int, channels_last: bool) -> str:
+    """What a CPU timing depends on: the CPU, torch, threads, and the run's model, crop and batch."""
+    parts = {
+        "cpu": cpu_model(),
+        "machine": platform.machine(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "arch": arch,
+        "crop": crop,
+        "batch": batch,
+        "channels_last": channels_last,
+    }
+    return json.dumps(parts, sort_keys=True)
+
+
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo`` on Linux), else what ``platform`` knows."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def choose_cpu_precision(
+    step: Callable[[str], None],
+    key: str,
+    cache: Path | None,
+    say: Callable[[str], Any] = print,
+    clock: Callable[[], float] = time.perf_counter,
+) -> str:
+    """``fp32`` or ``bf16``, whichever runs ``step`` faster on this CPU; remembered under ``key`` in ``cache``.
+
+    Args:
+        step: one training step at the precision it is given (``"fp32"`` or ``"bf16"``).
+        key: from :func:`cache_key`.
+        cache: a JSON file of earlier decisions (``None``: time every time). An
+            unreadable file is ignored and rewritten; one that cannot be written is
+            reported and skipped.
+        say: where the one line of timings and choice goes.
+        clock: seconds, monotonic (tests pass a fake one).
+    """
+    entries = _read_cache(cache, say)
+    hit = entries.get(key)
+    if hit is not None:
+        say(f"precision auto: {hit['choice']} (timed earlier on this CPU: fp32 {hit['fp32_ms']:.1f} ms/step, "
+            f"bf16 {hit['bf16_ms']:.1f} ms/step; {cache})")  # fmt: skip
+        return hit["choice"]
+    try:
+        times = time_steps(step, clock)
+    except RuntimeError as e:  # an operator without a bf16 kernel on this CPU, say
+        say(f"precision auto: a timed step failed on this CPU ({str(e).splitlines()[0] if str(e) else type(e).__name__}) -> fp32")
+        return "fp32"
+    choice = faster(times)
+    fp32_ms, bf16_ms = 1000 * times["fp32"], 1000 * times["bf16"]
+    say(f"precision auto: timed on this CPU, fp32 {fp32_ms:.1f} ms/step, bf16 {bf16_ms:.1f} ms/step -> {choice}")
+    if cache is not None:
+        entries[key] = {"choice": choice, "fp32_ms": round(fp32_ms, 3), "bf16_ms": round(bf16_ms, 3), "when": time.strftime("%Y-%m-%d")}
+        _write_cache(cache, entries, say)
+    return choice
+
+
+def _read_cache(cache: Path | None, say: Callable[[str], Any]) -> dict[str, dict[str, Any]]:
+    if cache is None or not cache.exists():
+        return {}
+    try:
+        data = json.loads(cache.read_text())
+        entries = data["entries"] if data.get("version") == CACHE_VERSION else {}
+        return {k: v for k, v in entries.items() if _valid_entry(v)}
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        say(f"precision auto: ignoring the unreadable cache {cache}; it will be rewritten")
+        return {}
+
+
+def _valid_entry(entry: Any) -> bool:
+    return (
+        isinstance(entry, dict)
+        and entry.get("choice") in ("fp32", "bf16")
+        and all(isinstance(entry.get(k), (int, float)) for k in ("fp32_ms", "bf16_ms"))
+    )
+
+
+def _write_cache(cache: Path, entries: dict[str, dict[str, Any]], say: Callable[[str], Any]) -> None:
+    """Atomically: write a temporary file next to it, then rename (two runs may start at once)."""
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=cache.parent, prefix=cache.name, suffix=".tmp")
+        with os.fdopen(fd, "w") as f:
+            json.dump({"version": CACHE_VERSION, "entries": entries}, f, indent=1)
+        os.replace(tmp, cache)
+    except OSError as e:
+        say(f"precision auto: could not write the cache {cache} ({e.strerror or e}); the next run will time again")

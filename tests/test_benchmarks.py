@@ -1,0 +1,60 @@
+"""The benchmark scripts' logic (not their timings): scripts/gpu_bench.sh's plan and step_speed's settings."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+_spec = importlib.util.spec_from_file_location("step_speed", ROOT / "benchmarks" / "step_speed.py")
+step_speed = sys.modules["step_speed"] = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(step_speed)
+
+
+def dry_run(tmp_path: Path, **env: str) -> list[str]:
+    out = subprocess.run(["bash", str(ROOT / "scripts" / "gpu_bench.sh")], env={**os.environ, "DRY_RUN": "1", **env},
+                         capture_output=True, text=True, timeout=60, check=True).stdout  # fmt: skip
+    return out.splitlines()
+
+
+def test_gpu_bench_plans_step_only_eager_and_compiled_then_end_to_end(tmp_path):
+    lines = dry_run(tmp_path)
+    steps = [line for line in lines if "step_speed.py" in line]
+    assert len(steps) == 5 and all("--arch resnet50 --crop 224 --device cuda" in line for line in steps)
+    assert "--batch 128 --settings tf32+cl,bf16+cl,fp16+cl,bf16+cl+bn32" in steps[0] and "--batch 256" in steps[1]
+    assert [line.split("--settings ")[1].split()[0] for line in steps[2:]] == ["bf16+cl+compile", "fp16+cl+compile", "tf32+cl+compile"]
+    assert lines[0].startswith("gpu_bench: 20") and lines[-1].endswith("log docs/gpu-bench-dry-run.log")
+    if (ROOT / "benchmarks" / "end_to_end.py").exists():
+        e2e = [line for line in lines if "end_to_end.py" in line]
+        assert [line.split("--data-backend ")[1].split()[0] for line in e2e] == ["cpu", "gpu"]
+        assert all("--device cuda" in line and "--arch resnet50 --crop 224 --batch 128" in line for line in e2e)
+    else:
+        assert any("end_to_end.py does not exist yet" in line for line in lines)
+    assert dry_run(tmp_path, OUT_DIR="/x")[-1].endswith("log /x/gpu-bench-dry-run.log")
+    assert not [line for line in dry_run(tmp_path, COMPILE_SETTINGS="") if "compile" in line and "step_speed" in line]
+
+
+def test_step_speed_settings_parse_and_refuse():
+    cpu = torch.device("cpu")
+    s = step_speed.Setting.parse("bf16+cl+bn32", cpu)
+    assert (s.precision, s.channels_last, s.compile, s.bn32) == ("bf16", True, False, True)
+    for bad in ("fp64", "bf16+nhwc", "tf32", "fp16+cl"):  # unknown, unknown option, CUDA only
+        with pytest.raises(SystemExit):
+            step_speed.Setting.parse(bad, cpu)
+
+
+def test_fp32_batch_norm_computes_in_fp32_and_returns_the_input_dtype():
+    torch.manual_seed(0)
+    bn = torch.nn.BatchNorm2d(4)
+    x = torch.randn(2, 4, 3, 3)
+    reference = bn(x.bfloat16().float())
+    bn.__class__ = step_speed.FP32BatchNorm2d
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = bn(x.bfloat16())
+    assert y.dtype == torch.bfloat16 and torch.equal(y, reference.bfloat16())
