@@ -62,6 +62,8 @@ MEMORY=${MEMORY:-1000,10000,100000}  # dense-nn memory sizes in patches (of the 
 DENSE_STAGE=${DENSE_STAGE:-c4}  # dense-nn and over-clustering read C4: at C5 (32 px cells on 192 px scenes) random
                                 # init and DenseCL both sat at the all-background floor on val
 SPLIT=test                      # val is kept for choosing settings; every number is on test
+DEADLINE=${DEADLINE:-}          # epoch seconds by which every step but the report has to end (GPU calls); none: no limit
+MIN_STEP_S=${MIN_STEP_S:-20}    # with DEADLINE: a step with less time left is skipped
 REPORT=${REPORT:-docs/results.md}
 FIGURES=${FIGURES:-docs/figures}
 
@@ -71,14 +73,24 @@ wants() { [[ " $STEPS " == *" $1 "* ]]; }
 TIMING=$RUN/timing.tsv
 
 # run_step NAME OUTPUT CMD...: run CMD unless OUTPUT exists ("": always); log its wall time.
+# With DEADLINE (epoch seconds) a step is skipped when under MIN_STEP_S seconds are left and stopped at the
+# deadline (SIGTERM: a pre-training saves its checkpoint first); the report is always written.
 run_step() {
   local name=$1 out=$2; shift 2
   if [ -n "$out" ] && [ -e "$out" ]; then say "skip $name ($out exists)"; return 0; fi
+  local limit=() left
+  if [ -n "$DEADLINE" ] && [ "$name" != report ]; then
+    left=$((DEADLINE - $(date +%s)))
+    if [ "$left" -lt "$MIN_STEP_S" ]; then say "skip $name (deadline: $left s left)"; return 0; fi
+    limit=(timeout --signal=TERM --kill-after=60 "$left")
+  fi
   say "$name: $(printf '%q ' "$@")"
   [ -n "$DRY_RUN" ] && return 0
-  local t0=$SECONDS
-  "$@"
+  local t0=$SECONDS status=0
+  "${limit[@]}" "$@" || status=$?
   printf '%s\t%s\t%s\n' "$name" $((SECONDS - t0)) "$(date -u +%FT%TZ)" >> "$TIMING"
+  if [ ${#limit[@]} -gt 0 ] && [ "$status" = 124 ]; then say "$name stopped at the deadline"; return 0; fi
+  return "$status"
 }
 
 # same_code: every pre-training of one study runs the same code (a change to the augmentation or the

@@ -178,6 +178,19 @@ def test_pretraining_stops_when_the_study_was_started_by_other_code(tmp_path):
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="bash script")
+def test_past_the_deadline_every_step_but_the_report_is_skipped(tmp_path):
+    run, data = tmp_path / "run", tmp_path / "data"
+    data.mkdir()
+    (data / "README.md").write_text("done")
+    lines = _dry_run(run, data, DEADLINE="1", SEEDS="0", STEPS="pretrain eval report")
+    text = "\n".join(lines)
+    assert "skip pretrain-densecl-s0 (deadline: " in text and "skip dense-nn-random (deadline: " in text
+    assert [_step(line) for line in lines if not line.startswith("experiment: skip")] == ["report"]
+    ahead = _dry_run(run, data, DEADLINE="99999999999", SEEDS="0", STEPS="pretrain")  # time left: planned as usual
+    assert [_step(line) for line in ahead] == ["pretrain-densecl-s0", "pretrain-mocov2-s0"]
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="bash script")
 def test_gpu_variant_plans_the_same_study_at_gpu_scale(tmp_path):
     environment = {**os.environ, "DRY_RUN": "1", "OUT_DIR": str(tmp_path), "ASSETS": str(tmp_path / "assets")}
     result = subprocess.run(["bash", str(ROOT / "scripts" / "experiment_gpu.sh")], env=environment, capture_output=True, text=True, timeout=120)
@@ -187,4 +200,8 @@ def test_gpu_variant_plans_the_same_study_at_gpu_scale(tmp_path):
     assert "--device cuda" in pretrain and "--crop-size 224" in pretrain and "--batch-size 256" in pretrain
     assert f"--out {tmp_path}/study-gpu-scenes" in next(line for line in lines if "scenes:" in line)
     assert "--out docs/results-gpu.md" in next(line for line in lines if "report:" in line)
+    # the comparison first, then the ablations and the reference in the time left
+    first_ablation = next(i for i, line in enumerate(lines) if "pretrain-densecl-geometry-s0:" in line)
+    assert next(i for i, line in enumerate(lines) if "correspondence-random:" in line) < first_ablation
+    assert sum("report:" in line for line in lines) == 2
     assert not (tmp_path / "study-gpu").exists()
