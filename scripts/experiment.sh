@@ -64,6 +64,7 @@ DENSE_STAGE=${DENSE_STAGE:-c4}  # dense-nn and over-clustering read C4: at C5 (3
 SPLIT=test                      # val is kept for choosing settings; every number is on test
 DEADLINE=${DEADLINE:-}          # epoch seconds by which every step but the report has to end (GPU calls); none: no limit
 MIN_STEP_S=${MIN_STEP_S:-20}    # with DEADLINE: a step with less time left is skipped
+KEEP_GOING=${KEEP_GOING:-}      # 1: a failed step is reported and the rest still run (one-call GPU runs)
 REPORT=${REPORT:-docs/results.md}
 FIGURES=${FIGURES:-docs/figures}
 
@@ -90,6 +91,7 @@ run_step() {
   "${limit[@]}" "$@" || status=$?
   printf '%s\t%s\t%s\n' "$name" $((SECONDS - t0)) "$(date -u +%FT%TZ)" >> "$TIMING"
   if [ ${#limit[@]} -gt 0 ] && [ "$status" = 124 ]; then say "$name stopped at the deadline"; return 0; fi
+  if [ "$status" != 0 ] && [ -n "$KEEP_GOING" ]; then say "$name failed (exit status $status); going on"; return 0; fi
   return "$status"
 }
 

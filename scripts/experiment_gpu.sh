@@ -36,7 +36,7 @@ export QUEUE=${QUEUE:-2048} DENSE_QUEUE=${DENSE_QUEUE:-512} PAIRS=${PAIRS:-400} 
 export REPORT=${REPORT:-docs/results-gpu.md} FIGURES=${FIGURES:-docs/figures/gpu}
 [ -n "${DRY_RUN:-}" ] || nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 start=$SECONDS
-export DEADLINE=${DEADLINE:-$(( $(date +%s) + ${BUDGET_S:-480} ))}
+export DEADLINE=${DEADLINE:-$(( $(date +%s) + ${BUDGET_S:-480} ))} KEEP_GOING=${KEEP_GOING:-1}  # one call: a failed step must not cost the rest
 STEPS="data pretrain eval report" bash scripts/experiment.sh      # the comparison first
 STEPS="ablations reference eval report" bash scripts/experiment.sh  # then the explanations, in the time left
 echo "experiment_gpu: $(( (SECONDS - start) / 60 )) min in all; report $REPORT"

@@ -191,6 +191,25 @@ def test_past_the_deadline_every_step_but_the_report_is_skipped(tmp_path):
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="bash script")
+def test_keep_going_reports_a_failed_step_and_runs_the_rest(tmp_path):
+    run, data, bin_dir = tmp_path / "run", tmp_path / "data", tmp_path / "bin"
+    data.mkdir()
+    (data / "README.md").write_text("done")
+    bin_dir.mkdir()
+    (bin_dir / "densecl").write_text('#!/bin/sh\n[ "$2" = svm ] && exit 3\necho "ran $*" >> "$LOG"\n')  # svm fails
+    (bin_dir / "densecl").chmod(0o755)
+    (bin_dir / "python").symlink_to(sys.executable)
+    env = {**os.environ, "RUN": str(run), "DATA": str(data), "BIN": str(bin_dir), "SEEDS": "0", "STEPS": "eval",
+           "LOG": str(tmp_path / "log"), "KEEP_GOING": "1"}  # fmt: skip
+    result = subprocess.run(["bash", str(SCRIPT)], env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "experiment: svm-random failed (exit status 3); going on" in result.stdout
+    assert "ran plot" in (tmp_path / "log").read_text()  # the steps after the failure ran
+    stopped = subprocess.run(["bash", str(SCRIPT)], env={**env, "KEEP_GOING": ""}, capture_output=True, text=True, timeout=120)
+    assert stopped.returncode == 3  # without it a failure ends the study, as before
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="bash script")
 def test_gpu_variant_plans_the_same_study_at_gpu_scale(tmp_path):
     environment = {**os.environ, "DRY_RUN": "1", "OUT_DIR": str(tmp_path), "ASSETS": str(tmp_path / "assets")}
     result = subprocess.run(["bash", str(ROOT / "scripts" / "experiment_gpu.sh")], env=environment, capture_output=True, text=True, timeout=120)
