@@ -398,7 +398,9 @@ def test_where_the_host_checks_does_not_change_the_weights(tmp_path):
         assert torch.equal(value, b.model[key]), key
     logged = [m for m in metrics(tmp_path / "fourth") if "loss" in m]
     every = [m["loss"] for m in metrics(tmp_path / "every") if "loss" in m]
-    assert [m["step"] for m in logged] == [4] and logged[0]["loss"] == pytest.approx(sum(every[:4]) / 4, rel=1e-6)
+    assert [m["step"] for m in logged] == [4, 6]  # 6: the end of the run, two steps into an interval, logged too
+    assert logged[0]["loss"] == pytest.approx(sum(every[:4]) / 4, rel=1e-6)
+    assert logged[1]["loss"] == pytest.approx(sum(every[4:]) / 2, rel=1e-6)
 
 
 def _poison(monkeypatch, at_call: int) -> None:
@@ -488,3 +490,11 @@ def test_a_training_step_reads_nothing_back_to_the_host(monkeypatch):
         meter.update(loss=out.loss, loss_global=out.loss_global, loss_dense=out.loss_dense, data_time=0.1)
     monkeypatch.undo()
     assert watch.first() is None and int(model.global_queue.ptr) == 4 and meter.count == 3
+
+
+def test_a_run_stopped_short_of_a_log_interval_logs_its_iterations(tmp_path):
+    assert pretrain(tmp_path / "every", "--epochs", "2", "--max-iters", "2") == 0
+    losses = [m["loss"] for m in metrics(tmp_path / "every") if "loss" in m]
+    assert pretrain(tmp_path / "short", "--epochs", "2", "--log-every", "10", "--max-iters", "2") == 0
+    logged = [m for m in metrics(tmp_path / "short") if "loss" in m]
+    assert [m["step"] for m in logged] == [2] and logged[0]["loss"] == pytest.approx(sum(losses) / 2, rel=1e-6)

@@ -96,7 +96,7 @@ def train_one_epoch(
         iter_time = time.perf_counter() - t_end  # host time; over an interval it adds up to the device's (a check waits)
         meter.update(loss=out.loss, loss_global=out.loss_global, loss_dense=out.loss_dense, data_time=t_data, iter_time=iter_time)
         if check_now:
-            if log_now:
+            if log_now or ((stop or at_max) and meter.count):  # a run that stops logs its last, shorter interval too
                 _log(meter, log, bar, state.step, epoch, lr, lam, cfg.batch_size)
             if stop or at_max or save_now:
                 save()
@@ -107,6 +107,8 @@ def train_one_epoch(
     if _check(watch, state, epoch, cfg):  # the epoch's last look, before the caller saves its checkpoint
         save()
         return True
+    if state.step >= state.total_steps and meter.count:  # the run's last iterations, short of a whole interval
+        _log(meter, log, bar, state.step, epoch, lr, lam, cfg.batch_size)
     log.write({"epoch": epoch, "step": state.step, "skipped_images": skipped_in_epoch})
     if skipped_in_epoch:
         print(f"densecl: epoch {epoch}: skipped {skipped_in_epoch} unreadable images")
