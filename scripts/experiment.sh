@@ -56,7 +56,8 @@ WORKERS=${WORKERS:-1}
 SEEDS=${SEEDS:-0 1 2}
 WARMUP=${WARMUP:-$((EPOCHS * (N_IMAGES * 6 / 10 / BATCH) / 2))}  # ablation: lambda = 0 for the first half of the run
 DENSE_QUEUE=${DENSE_QUEUE:-256} # ablation: a shorter dense queue
-REF_ITERS=${REF_ITERS:-600}     # supervised reference: seg-finetune iterations on the train labels
+REF_ITERS=${REF_ITERS:-4500}    # supervised reference: seg-finetune iterations on the train labels (15 epochs at batch 8);
+REF_CROP=${REF_CROP:-96}        # 600 at crop 160 stayed at the all-background floor, 1500 at 96 reached 13.3 val mIoU
 PAIRS=${PAIRS:-200}             # correspondence: view pairs of test images
 MEMORY=${MEMORY:-1000,10000,100000}  # dense-nn memory sizes in patches (of the 345,600 C4 patches of the train split)
 DENSE_STAGE=${DENSE_STAGE:-c4}  # dense-nn and over-clustering read C4: at C5 (32 px cells on 192 px scenes) random
@@ -178,7 +179,7 @@ fi
 # ---------------------------------------------------------------- 4. the supervised reference
 if wants reference; then
   run_step reference "$RUN/reference/backbone.pth" "$BIN/densecl" eval seg-finetune --weights random --arch "$ARCH" \
-    --data "$DATA/voc" --val-split $SPLIT --crop "$CROP" --batch-size 8 --iters "$REF_ITERS" --lr 0.02 \
+    --data "$DATA/voc" --val-split $SPLIT --crop "$REF_CROP" --batch-size 8 --iters "$REF_ITERS" --lr 0.02 \
     --output-stride 32 --workers "$WORKERS" --device "$DEVICE" --seed 0 \
     --save-backbone "$RUN/reference/backbone.pth" --out "$RUN/reference/seg-finetune.json" --save-every 100 --resume
 fi
