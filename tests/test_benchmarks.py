@@ -58,3 +58,16 @@ def test_fp32_batch_norm_computes_in_fp32_and_returns_the_input_dtype():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         y = bn(x.bfloat16())
     assert y.dtype == torch.bfloat16 and torch.equal(y, reference.bfloat16())
+
+
+def test_step_speed_rows_take_turns_going_first(monkeypatch, capsys):
+    # the first step of a round pays for the previous setting's cache state: every row must go first as often
+    calls: list[tuple[str, str]] = []
+    monkeypatch.setattr(step_speed, "build_step", lambda row, s, args, device: (lambda: calls.append((s.name, row))))
+    monkeypatch.setattr(sys, "argv", ["step_speed.py", "--settings", "fp32,fp32+cl", "--rounds", "3", "--warmup", "0"])
+    step_speed.main()
+    rounds = [calls[i : i + 6] for i in range(0, len(calls), 6)]  # 2 settings x 3 rows per round
+    assert len(rounds) == 3
+    firsts = [[row for name, row in r if name == setting][0] for r in rounds for setting in ("fp32", "fp32+cl")]
+    assert sorted(firsts) == sorted(["densecl", "mocov2", "backbone"] * 2)
+    assert all(sorted(r) == sorted((n, w) for n in ("fp32", "fp32+cl") for w in ("densecl", "mocov2", "backbone")) for r in rounds)
