@@ -29,9 +29,8 @@ from PIL import Image
 from torchvision.io import ImageReadMode, decode_jpeg
 
 from densecl.data.colour import ColourParams, apply_colour, blur_kernel_size, sample_colour
-from densecl.data.sources import ImageFiles, SceneImages, TwoViewDataset
+from densecl.data.sources import ImageFiles, SceneImages, TwoViewDataset, first_that_reads
 from densecl.data.transforms import IMAGENET_MEAN, IMAGENET_STD, GeometricTwoViews
-from densecl.errors import InputError
 
 
 class EncodedPair(NamedTuple):
@@ -92,34 +91,35 @@ class EncodedTwoViewDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, item: tuple[int, int]) -> EncodedPair:
         index, seed = item
-        n = len(self.source)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            for skipped in range(n):
-                i = (index + skipped) % n
-                data = self.source.read(i)
-                size = plain_jpeg_size(data) if data is not None else None
-                if size is not None:
-                    pixels, encoded = torch.frombuffer(bytearray(data), dtype=torch.uint8), True
-                else:
-                    image = self.source.load(i)  # anything else: decoded here, at full size
-                    if image is None:
-                        continue
-                    size = image.size
-                    pixels, encoded = torch.from_numpy(np.array(image)).permute(2, 0, 1).contiguous(), False
-                geometry = self.two_views.geometry(*size)
-                colour = sample_colour(2, torch.Generator().manual_seed(int(torch.randint(2**62, (1,)))))
-                return EncodedPair(
-                    data=pixels,
-                    encoded=encoded,
-                    boxes=torch.tensor([[g.top, g.left, g.height, g.width] for g in geometry]),
-                    flips=torch.tensor([g.flip for g in geometry]),
-                    colour=colour,
-                    match=self.two_views.match(geometry),
-                    skipped=skipped,
-                    item=torch.tensor([index, seed]),
-                )
-        raise InputError(f"no readable image in {self.source.origin}")
+            skipped, (pixels, encoded, geometry, colour) = first_that_reads(self.source, index, self._read)
+        return EncodedPair(
+            data=pixels,
+            encoded=encoded,
+            boxes=torch.tensor([[g.top, g.left, g.height, g.width] for g in geometry]),
+            flips=torch.tensor([g.flip for g in geometry]),
+            colour=colour,
+            match=self.two_views.match(geometry),
+            skipped=skipped,
+            item=torch.tensor([index, seed]),
+        )
+
+    def _read(self, i: int):
+        """The file's bytes (a plain JPEG) or pixels (anything else, decoded here at full size), both views' draws; None: unreadable."""
+        data = self.source.read(i)
+        size = plain_jpeg_size(data) if data is not None else None
+        if size is not None:
+            pixels, encoded = torch.frombuffer(bytearray(data), dtype=torch.uint8), True
+        else:
+            image = self.source.load(i)
+            if image is None:
+                return None
+            size = image.size
+            pixels, encoded = torch.from_numpy(np.array(image)).permute(2, 0, 1).contiguous(), False
+        geometry = self.two_views.geometry(*size)
+        colour = sample_colour(2, torch.Generator().manual_seed(int(torch.randint(2**62, (1,)))))
+        return pixels, encoded, geometry, colour
 
 
 def collate(pairs: list[EncodedPair]) -> EncodedBatch:

@@ -10,8 +10,9 @@ every mode PIL knows becomes RGB (:func:`densecl.images.open_rgb`).
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 from PIL import Image
@@ -21,6 +22,8 @@ from densecl.data.transforms import GeometricTwoViews
 from densecl.errors import InputError
 from densecl.formats.coco import coco_image_paths
 from densecl.images import IMAGE_EXTENSIONS, open_rgb
+
+T = TypeVar("T")
 
 
 class ImageFiles:
@@ -124,6 +127,23 @@ def first_readable(source: ImageFiles | SceneImages, indices: Iterable[int]) -> 
     raise InputError(f"no readable image in {getattr(source, 'origin', 'the data')}")
 
 
+def first_that_reads(source: ImageFiles | SceneImages, start: int, attempt: Callable[[int], T | None]) -> tuple[int, T]:
+    """``(skipped, result)``: ``attempt`` on ``start``, ``start + 1``, ... (wrapping) until it gives something.
+
+    ``attempt(index)`` returns None for an image that does not read; the
+    data sets replace such an image by the next readable one.
+
+    Raises:
+        InputError: no image of ``source`` reads.
+    """
+    n = len(source)
+    for skipped in range(n):
+        result = attempt((start + skipped) % n)
+        if result is not None:
+            return skipped, result
+    raise InputError(f"no readable image in {source.origin}")
+
+
 class TwoViewDataset(torch.utils.data.Dataset):
     """Two augmented views per image, reproducible from ``(index, seed)``.
 
@@ -151,22 +171,22 @@ class TwoViewDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, item: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
         index, seed = item
-        n = len(self.source)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            for skipped in range(n):
-                i = (index + skipped) % n
-                size = self.source.size(i)
-                if size is None:
-                    continue
-                geometry = self.two_views.geometry(*size)
-                reduction = draft_reduction(geometry)
-                image = self.source.load(i, draft_side=min(size) // reduction if reduction > 1 else 0)
-                if image is None:
-                    continue
-                im_q, im_k = self.two_views.render(image, geometry, decoded_reduction(size, image.size, reduction))
-                return im_q, im_k, self.two_views.match(geometry), skipped
-        raise InputError(f"no readable image in {self.source.origin}")
+            skipped, (im_q, im_k, match) = first_that_reads(self.source, index, self._views)
+        return im_q, im_k, match, skipped
+
+    def _views(self, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+        size = self.source.size(i)
+        if size is None:
+            return None
+        geometry = self.two_views.geometry(*size)
+        reduction = draft_reduction(geometry)
+        image = self.source.load(i, draft_side=min(size) // reduction if reduction > 1 else 0)
+        if image is None:
+            return None
+        im_q, im_k = self.two_views.render(image, geometry, decoded_reduction(size, image.size, reduction))
+        return im_q, im_k, self.two_views.match(geometry)
 
 
 def decoded_reduction(size: tuple[int, int], decoded: tuple[int, int], reduction: int) -> int:
