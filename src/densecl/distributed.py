@@ -87,7 +87,7 @@ def gather_ints(value: int) -> list[int]:
     """``value`` of every rank, in rank order (``[value]`` in one process): to check that ranks agree."""
     if not is_distributed():
         return [value]
-    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+    device = _collective_device(torch.device("cpu"))
     out = [torch.zeros(1, dtype=torch.int64, device=device) for _ in range(world_size())]
     dist.all_gather(out, torch.tensor([value], dtype=torch.int64, device=device))
     return [int(t) for t in out]
@@ -106,7 +106,7 @@ def all_reduce_mean(x: torch.Tensor) -> torch.Tensor:
     """Mean over ranks of a tensor (for logging); the identity in one process."""
     if not is_distributed():
         return x
-    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else x.device
+    device = _collective_device(x.device)
     y = x.detach().to(device, copy=True)
     dist.all_reduce(y)
     return (y / world_size()).to(x.device)
@@ -116,7 +116,7 @@ def broadcast_flag(flag: bool) -> bool:
     """Rank 0's ``flag`` on every rank (all ranks then make rank 0's choice); ``flag`` itself in one process."""
     if not is_distributed():
         return flag
-    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+    device = _collective_device(torch.device("cpu"))
     t = torch.tensor([float(flag)], device=device)
     dist.broadcast(t, src=0)
     return bool(t.item())
@@ -185,3 +185,8 @@ def batch_unshuffle(x: torch.Tensor, unshuffle: torch.Tensor | None) -> torch.Te
     x_all = concat_all_gather(x)
     b = x.shape[0]
     return x_all[unshuffle.view(world_size(), b)[rank()]]
+
+
+def _collective_device(otherwise: torch.device) -> torch.device:
+    """Where a collective's tensor must live: this rank's GPU under NCCL, ``otherwise`` under gloo."""
+    return torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else otherwise

@@ -211,21 +211,31 @@ def _precision_probe(model: DenseCL, batch: int, crop: int, channels_last: bool)
     def parts():
         encoder, momentum_encoder = copy.deepcopy(model.encoder), copy.deepcopy(model.momentum_encoder)
         optimizer = make_sgd(encoder.parameters(), 1e-3, 0.9, 1e-4, "cpu")
-        fmt = torch.channels_last if channels_last else torch.contiguous_format
-        x = torch.randn(batch, 3, crop, crop, generator=torch.Generator().manual_seed(0)).contiguous(memory_format=fmt)
-        return encoder, momentum_encoder, optimizer, x
+        return encoder, momentum_encoder, optimizer, _trial_input(batch, crop, channels_last, torch.device("cpu"))
 
     def step(name: str) -> None:
         encoder, momentum_encoder, optimizer, x = parts()
-        with Precision(DTYPES[name], "cpu").autocast():
-            q, r, _ = encoder(x)
-            with torch.no_grad():
-                momentum_encoder(x)
         optimizer.zero_grad(set_to_none=True)
-        (q.float().sum() + r.float().sum()).backward()
+        _encoders_step(encoder, momentum_encoder, x, Precision(DTYPES[name], "cpu"))
         optimizer.step()
 
     return step
+
+
+def _trial_input(batch: int, crop: int, channels_last: bool, device: torch.device) -> torch.Tensor:
+    """A fixed ``batch x 3 x crop x crop`` input in the run's layout, for the steps run before training."""
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    x = torch.randn(batch, 3, crop, crop, generator=torch.Generator().manual_seed(0))
+    return x.to(device).contiguous(memory_format=fmt)
+
+
+def _encoders_step(encoder: torch.nn.Module, momentum_encoder: torch.nn.Module, x: torch.Tensor, precision: Precision) -> None:
+    """The encoders' share of a training step: query forward and backward, key forward (no loss: it is fp32 anyway)."""
+    with precision.autocast():
+        q, r, _ = encoder(x)
+        with torch.no_grad():
+            momentum_encoder(x)
+    (q.float().sum() + r.float().sum()).backward()
 
 
 def compile_encoders(
@@ -240,17 +250,11 @@ def compile_encoders(
     """
     encoders = (model.encoder, model.momentum_encoder)
     saved = copy.deepcopy(model.state_dict())
-    device = next(model.parameters()).device
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
-    x = torch.randn(batch, 3, crop, crop, generator=torch.Generator().manual_seed(0)).to(device).contiguous(memory_format=fmt)
+    x = _trial_input(batch, crop, channels_last, next(model.parameters()).device)
     try:
         for encoder in encoders:
             encoder.compile(backend=backend)
-        with precision.autocast():
-            q, r, _ = model.encoder(x)
-            with torch.no_grad():
-                model.momentum_encoder(x)
-        (q.float().sum() + r.float().sum()).backward()
+        _encoders_step(*encoders, x, precision)
         ok = True
     except Exception as e:  # noqa: BLE001 - any failure to compile means: train eagerly
         for encoder in encoders:
@@ -290,7 +294,7 @@ MODEL_KEYS = ("arch", "hidden_dim", "out_dim", "queue_len", "dense_queue_len")  
 
 
 def _holds_run_files(out_dir: Path) -> bool:
-    return any((out_dir / name).exists() for name in (checkpoint.CHECKPOINT_NAME, MetricsLog.NAME, "tensorboard"))
+    return any((out_dir / name).exists() for name in (checkpoint.CHECKPOINT_NAME, MetricsLog.NAME, MetricsLog.TENSORBOARD))
 
 
 def _restore(state: checkpoint.TrainingState, model: DenseCL, optimizer, scaler, iters_per_epoch: int, cfg: PretrainConfig) -> int:

@@ -45,6 +45,7 @@ class MetricsLog:
     """
 
     NAME = "metrics.jsonl"
+    TENSORBOARD = "tensorboard"  # the folder of TensorBoard's event files, next to NAME
 
     def __init__(self, run_dir: Path, enabled: bool = True, resume_step: int | None = None) -> None:
         self.enabled = enabled
@@ -58,7 +59,7 @@ class MetricsLog:
                 from torch.utils.tensorboard import SummaryWriter
 
                 purge = None if resume_step is None else resume_step + 1  # TensorBoard's own rewind
-                self.tb = SummaryWriter(str(Path(run_dir) / "tensorboard"), purge_step=purge)
+                self.tb = SummaryWriter(str(Path(run_dir) / self.TENSORBOARD), purge_step=purge)
             except ImportError:  # tensorboard is optional
                 self.tb = None
 

@@ -54,7 +54,7 @@ from torchvision.models.detection.rpn import RPNHead
 from torchvision.ops.misc import FrozenBatchNorm2d
 from torchvision.transforms import v2
 
-from densecl import checkpoint, distributed
+from densecl import distributed
 from densecl.errors import InputError
 from densecl.evaluation import options
 from densecl.evaluation.datasets import CocoSplit, read_coco, subset
@@ -239,16 +239,14 @@ def _train(model: nn.Module, split: CocoSplit, config: DetConfig, seed: int) -> 
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(params, lr=config.lr, momentum=0.9, weight_decay=config.weight_decay)
     checkpoints = FinetuneCheckpoints(config.checkpoint_dir, config.save_every, "det", seed, config.iters, dataclasses.asdict(config))
-    first, rng = checkpoints.restore(model, optimizer)
+    first = checkpoints.restore(model, optimizer)
     loader = torch.utils.data.DataLoader(
         DetectionSamples(split, masks=config.task == "mask", flip=True),
         batch_sampler=BatchStream(len(split), config.batch_size, config.iters, seed, start=first),
         num_workers=config.workers,
         collate_fn=_as_lists,
     )
-    batches = iter(loader)
-    if rng is not None:
-        checkpoint.set_rng_state(rng)
+    batches = checkpoints.batches(loader)
     model.train()
     start = time.perf_counter()
     for step, (images, targets) in enumerate(batches, start=first):

@@ -120,15 +120,17 @@ class FinetuneCheckpoints:
         self.every, self.protocol, self.seed, self.iters = every, protocol, seed, iters
         self.config = {k: v for k, v in config.items() if k not in RUN_ONLY_FIELDS}
         self.resumed_from: int | None = None
+        self._rng: object = None  # this rank's RNG state at the saved step, set by restore()
 
-    def restore(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[int, object]:
-        """Loads the seed's checkpoint if there is one: ``(start step, this rank's RNG state or None)``.
+    def restore(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> int:
+        """Loads the seed's checkpoint if there is one; returns the step to start at (0: none).
 
-        Call it before the data loader's iterator is made and set the RNG state after
-        (making the iterator draws from the RNG, as it did at step 0 of the first run).
+        Then build the data loader from that step and take its batches from
+        :meth:`batches`, which puts back this rank's RNG state at the right moment.
         """
+        self._rng = None
         if self.path is None or not self.path.exists():
-            return 0, None
+            return 0
         state = _read(self.path)
         changed = sorted(k for k in set(self.config) | set(state["config"]) if self.config.get(k) != state["config"].get(k))
         if state["protocol"] != self.protocol or state["seed"] != self.seed or changed:
@@ -147,7 +149,20 @@ class FinetuneCheckpoints:
         self.resumed_from = int(state["step"])
         if distributed.rank() == 0:
             print(f"densecl eval {self.protocol}: seed {self.seed} resumes at iteration {self.resumed_from} from {self.path}")
-        return self.resumed_from, state["rng"][distributed.rank()]
+        self._rng = state["rng"][distributed.rank()]
+        return self.resumed_from
+
+    def batches(self, loader: torch.utils.data.DataLoader) -> Iterator:
+        """``loader``'s iterator, with the restored RNG state set after it is made.
+
+        Making the iterator draws from the RNG (the workers' base seed), as it
+        did at step 0 of the first run; the training steps then draw what they
+        drew after the saved step.
+        """
+        batches = iter(loader)
+        if self._rng is not None:
+            checkpoint.set_rng_state(self._rng)
+        return batches
 
     def maybe_save(self, step: int, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
         """After iteration ``step`` (1-based count of iterations done): save when due, and at the end."""

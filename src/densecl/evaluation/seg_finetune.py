@@ -207,16 +207,14 @@ def _train(model: nn.Module, split: SegmentationSplit, config: SegFinetuneConfig
     checkpoints = FinetuneCheckpoints(
         config.checkpoint_dir, config.save_every, "seg-finetune", seed, config.iters, dataclasses.asdict(config)
     )
-    first, rng = checkpoints.restore(model, optimizer)
+    first = checkpoints.restore(model, optimizer)
     loader = torch.utils.data.DataLoader(
         RandomCrops(split, config.crop, (config.scale_min, config.scale_max)),
         batch_sampler=BatchStream(len(split), config.batch_size, config.iters, seed, start=first),
         num_workers=config.workers,
         pin_memory=config.device.startswith("cuda"),
     )
-    batches = iter(loader)
-    if rng is not None:
-        checkpoint.set_rng_state(rng)
+    batches = checkpoints.batches(loader)
     model.train()
     start = time.perf_counter()
     for step, (x, y) in enumerate(batches, start=first):
