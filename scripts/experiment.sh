@@ -59,8 +59,8 @@ DENSE_QUEUE=${DENSE_QUEUE:-256} # ablation: a shorter dense queue
 REF_ITERS=${REF_ITERS:-4500}    # supervised reference: seg-finetune iterations on the train labels (15 epochs at batch 8);
 REF_CROP=${REF_CROP:-96}        # 600 at crop 160 stayed at the all-background floor, 1500 at 96 reached 13.3 val mIoU
 PAIRS=${PAIRS:-200}             # correspondence: view pairs of test images
-MEMORY=${MEMORY:-1000,10000,100000}  # dense-nn memory sizes in patches (of the 345,600 C4 patches of the train split)
-PROBE_EPOCHS=${PROBE_EPOCHS:-10}  # seg-probe epochs: its default 30 took 802 s a backbone at C5 here (11 backbones)
+MEMORY=${MEMORY:-1000,10000,30000}  # dense-nn memory sizes in patches (of the 345,600 C4 patches of the train split); 86,400 C5 patches took 321 s a backbone
+PROBE_EPOCHS=${PROBE_EPOCHS:-5}  # seg-probe epochs: its default 30 took 802 s a backbone at C5 here, for 11 backbones
 DENSE_STAGE=${DENSE_STAGE:-c4}  # dense-nn and over-clustering read C4: at C5 (32 px cells on 192 px scenes) random
                                 # init and DenseCL both sat at the all-background floor on val
 SPLIT=test                      # val is kept for choosing settings; every number is on test
@@ -135,22 +135,22 @@ pretrain() {
   fi
 }
 
-# evaluate NAME WEIGHTS...: every instrument on one backbone, RUN/eval/NAME_<protocol>.json
-evaluate() {
-  local name=$1; shift
-  local E=$RUN/eval/$name common=(--device "$DEVICE" --seed 0)
-  run_step "correspondence-$name" "${E}_correspondence.json" "$BIN/densecl" eval correspondence "$@" "${common[@]}" \
-    --data "$DATA/coco/$SPLIT" --pairs "$PAIRS" --crop "$CROP" --stages c4,c5 --out "${E}_correspondence.json"
-  run_step "dense-nn-$name" "${E}_dense-nn.json" "$BIN/densecl" eval dense-nn "$@" "${common[@]}" \
-    --data "$DATA/voc" --val-split $SPLIT --stages "$DENSE_STAGE" --memory-sizes "$MEMORY" --masks-out "${E}_dense-nn-masks.npz" \
-    --out "${E}_dense-nn.json"
-  run_step "overcluster-$name" "${E}_overcluster.json" "$BIN/densecl" eval overcluster "$@" "${common[@]}" \
-    --data "$DATA/voc" --val-split $SPLIT --stages "$DENSE_STAGE" --ks 0,4x --out "${E}_overcluster.json"
-  run_step "seg-probe-$name" "${E}_seg-probe.json" "$BIN/densecl" eval seg-probe "$@" "${common[@]}" \
-    --data "$DATA/voc" --val-split $SPLIT --stages c4,c5 --epochs "$PROBE_EPOCHS" --out "${E}_seg-probe.json"
-  run_step "svm-$name" "${E}_svm.json" "$BIN/densecl" eval svm "$@" "${common[@]}" \
-    --data "$DATA/voc" --val-split $SPLIT --image-size "$SIZE" --workers "$WORKERS" --out "${E}_svm.json"
+# instrument PROTOCOL NAME WEIGHTS...: one instrument on one backbone, RUN/eval/NAME_PROTOCOL.json
+instrument() {
+  local protocol=$1 name=$2; shift 2
+  local out=$RUN/eval/${name}_$protocol.json args=(--device "$DEVICE" --seed 0)
+  case $protocol in
+    correspondence) args+=(--data "$DATA/coco/$SPLIT" --pairs "$PAIRS" --crop "$CROP" --stages c4,c5) ;;
+    dense-nn) args+=(--data "$DATA/voc" --val-split $SPLIT --stages "$DENSE_STAGE" --memory-sizes "$MEMORY"
+                     --masks-out "$RUN/eval/${name}_dense-nn-masks.npz") ;;
+    overcluster) args+=(--data "$DATA/voc" --val-split $SPLIT --stages "$DENSE_STAGE" --ks 0,4x) ;;
+    seg-probe) args+=(--data "$DATA/voc" --val-split $SPLIT --stages c4,c5 --epochs "$PROBE_EPOCHS") ;;
+    svm) args+=(--data "$DATA/voc" --val-split $SPLIT --image-size "$SIZE" --workers "$WORKERS") ;;
+  esac
+  run_step "$protocol-$name" "$out" "$BIN/densecl" eval "$protocol" "$@" "${args[@]}" --out "$out"
 }
+# the instruments, cheapest and most dense-specific first: a stopped evaluation leaves whole columns
+INSTRUMENTS=(correspondence dense-nn overcluster seg-probe svm)
 
 MAIN=()
 for seed in $SEEDS; do MAIN+=("densecl-s$seed" "mocov2-s$seed"); done
@@ -187,15 +187,23 @@ fi
 
 # ---------------------------------------------------------------- 5. evaluation
 if wants eval; then
+  backbones=()
   for name in "${MAIN[@]}" "${ABLATIONS[@]}"; do
     if "$BIN/densecl" checkpoint finished "$RUN/$name/checkpoint.pt" --epochs "$EPOCHS" > /dev/null 2>&1; then
-      evaluate "$name" --weights "$RUN/$name/checkpoint.pt"
+      backbones+=("$name=$RUN/$name/checkpoint.pt")
     else
       say "skip eval of $name (pre-training not finished)"
     fi
   done
-  evaluate random --weights random --arch "$ARCH"
-  [ -e "$RUN/reference/backbone.pth" ] && evaluate reference --weights "$RUN/reference/backbone.pth" --arch "$ARCH"
+  backbones+=(random=random)
+  [ -e "$RUN/reference/backbone.pth" ] && backbones+=("reference=$RUN/reference/backbone.pth")
+  for protocol in "${INSTRUMENTS[@]}"; do
+    for backbone in "${backbones[@]}"; do
+      weights=${backbone#*=}
+      arch=(); [ "$weights" = "${weights%.pt}" ] && arch=(--arch "$ARCH")  # random init and the reference's .pth
+      instrument "$protocol" "${backbone%%=*}" --weights "$weights" "${arch[@]}"
+    done
+  done
   run_step curves "" "$BIN/densecl" plot "${MAIN[@]/#/$RUN/}" --out "$RUN/figures/curves.png" || say "warning: plot failed"
   # the matches picture: one test pair, each line green / red / grey by the views' geometry
   run_step matches "$RUN/figures/matches.png" "$BIN/densecl" correspond --weights "$RUN/densecl-s$FIRST/checkpoint.pt" --label "DenseCL, seed $FIRST" \
