@@ -55,8 +55,8 @@ def test_headline_cells_difference_and_verdict(tmp_path):
     # differences 10, 11, 9 points: mean 10, sd 1
     half = 4.302653 / 3**0.5
     assert report.difference_cell(study, "correspondence", "c5_accuracy", 100) == f"+10.00 [+{10 - half:.2f}, +{10 + half:.2f}]"
-    assert report.verdict(study, "correspondence", "c5_accuracy") == "DenseCL higher"
-    assert report.verdict(study, "svm", "mAP") == "no difference resolved"  # differences -1, +1, +3
+    assert report.verdict(study, "correspondence", "c5_accuracy") == "DenseCL higher (DenseCL higher on 3 of 3 seeds)"
+    assert report.verdict(study, "svm", "mAP") == "no difference resolved (DenseCL higher on 2 of 3 seeds)"  # differences -1, +1, +3
     assert report.single_cell(study, "random", "correspondence", "c5_accuracy", 100) == "15.00"
     assert report.single_cell(study, "reference", "svm", "mAP", 1) == "—"
     table = report.headline_table(study)
