@@ -112,9 +112,14 @@ def collect(run: Path) -> Study:
 
 
 def _stored_config(path: Path) -> dict[str, Any]:
-    from densecl import checkpoint
+    """The checkpoint's config; a setting it predates reads as the default it ran with."""
+    import dataclasses
 
-    return dict(checkpoint.load(path).config)
+    from densecl import checkpoint
+    from densecl.config import PretrainConfig
+
+    defaults = {f.name: f.default for f in dataclasses.fields(PretrainConfig) if f.default is not dataclasses.MISSING}
+    return {**defaults, **checkpoint.load(path).config}
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:

@@ -73,6 +73,18 @@ def test_settings_come_from_the_checkpoints_and_every_difference_is_named(tmp_pa
     assert "DenseCL lambda 0.5, MoCo-v2 lambda 0.0" in lines[1] and "**they also differ in queue_len**" in lines[1]
 
 
+def test_a_checkpoint_older_than_a_setting_reads_as_its_default(tmp_path):
+    # densecl-s0 of the CPU study predates dense_matching; the default ("features") is what it ran
+    run = tmp_path / "run"
+    base = {"arch": "resnet18", "loss_lambda": 0.5}
+    for name, config in (("densecl-s0", base), ("mocov2-s0", {**base, "loss_lambda": 0.0, "dense_matching": "features"})):
+        checkpoint.save(run / name / "checkpoint.pt", checkpoint.TrainingState(config, {}, {}, None, 1, 0, 1, {}))
+    assert report.settings_lines(report.collect(run))[1].endswith("every other setting is the same.")
+    config = {**base, "loss_lambda": 0.0, "dense_matching": "geometry"}
+    checkpoint.save(run / "mocov2-s0" / "checkpoint.pt", checkpoint.TrainingState(config, {}, {}, None, 1, 0, 1, {}))
+    assert "**they also differ in dense_matching**" in report.settings_lines(report.collect(run))[1]
+
+
 def test_rewriting_the_report_keeps_the_analysis_and_draws_the_radius_figure(tmp_path):
     run, out, figures = tmp_path / "run", tmp_path / "docs" / "results.md", tmp_path / "docs" / "figures"
     for seed in (0, 1):
