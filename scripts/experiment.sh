@@ -29,8 +29,8 @@
 # CPU budget (2-core AMD EPYC with AVX512-BF16, idle, benchmarks/step_speed.py --crop 160): ResNet-18,
 # batch 32, bf16 + channels_last 0.77 s a step against 1.77 s in fp32 (2.3x), so PRECISION=bf16 here;
 # measure again on another CPU (bf16 was 0.8x of fp32 on a Xeon without AMX). 2400 train images / 32
-# = 75 steps an epoch; EPOCHS=14 is 1050 steps, 15 to 20 minutes a run on an idle
-# machine (about 1.1 s a step with data loading on the same 2 cores).
+# = 75 steps an epoch; EPOCHS=14 is 1050 steps, 20 to 27 minutes a run on an idle
+# machine (1.1 to 1.5 s a step with data loading on the same 2 cores).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-.venv/bin}
@@ -57,10 +57,11 @@ SEEDS=${SEEDS:-0 1 2}
 WARMUP=${WARMUP:-$((EPOCHS * (N_IMAGES * 6 / 10 / BATCH) / 2))}  # ablation: lambda = 0 for the first half of the run
 DENSE_QUEUE=${DENSE_QUEUE:-256} # ablation: a shorter dense queue
 REF_ITERS=${REF_ITERS:-4500}    # supervised reference: seg-finetune iterations on the train labels (15 epochs at batch 8);
-REF_CROP=${REF_CROP:-96}        # 600 at crop 160 stayed at the all-background floor, 1500 at 96 reached 13.3 val mIoU
+REF_CROP=${REF_CROP:-96}        # 600 at crop 160 stayed at the all-background floor, 1500 at 96 reached 13.3 val mIoU,
+                                # 4500 at 96 only 10.9 test mIoU: not yet a ceiling (docs/results.md)
 PAIRS=${PAIRS:-200}             # correspondence: view pairs of test images
-MEMORY=${MEMORY:-1000,10000,30000}  # dense-nn memory sizes in patches (of the 345,600 C4 patches of the train split); 86,400 C5 patches took 321 s a backbone
-PROBE_EPOCHS=${PROBE_EPOCHS:-5}  # seg-probe epochs: its default 30 took 802 s a backbone at C5 here, for 11 backbones
+MEMORY=${MEMORY:-1000,10000,30000}  # dense-nn memory sizes in patches (of the 345,600 C4 patches of the train split): 150 s a backbone here
+PROBE_EPOCHS=${PROBE_EPOCHS:-5}  # seg-probe epochs: 115 s a backbone here (its default 30 took 802 s); all instruments about 7 min
 DENSE_STAGE=${DENSE_STAGE:-c4}  # dense-nn and over-clustering read C4: at C5 (32 px cells on 192 px scenes) random
                                 # init and DenseCL both sat at the all-background floor on val
 SPLIT=test                      # val is kept for choosing settings; every number is on test
@@ -199,9 +200,7 @@ if wants eval; then
   [ -e "$RUN/reference/backbone.pth" ] && backbones+=("reference=$RUN/reference/backbone.pth")
   for protocol in "${INSTRUMENTS[@]}"; do
     for backbone in "${backbones[@]}"; do
-      weights=${backbone#*=}
-      arch=(); [ "$weights" = "${weights%.pt}" ] && arch=(--arch "$ARCH")  # random init and the reference's .pth
-      instrument "$protocol" "${backbone%%=*}" --weights "$weights" "${arch[@]}"
+      instrument "$protocol" "${backbone%%=*}" --weights "${backbone#*=}" --arch "$ARCH"  # --arch must agree with a file
     done
   done
   run_step curves "" "$BIN/densecl" plot "${MAIN[@]/#/$RUN/}" --out "$RUN/figures/curves.png" || say "warning: plot failed"

@@ -112,14 +112,12 @@ def collect(run: Path) -> Study:
 
 
 def _stored_config(path: Path) -> dict[str, Any]:
-    """The checkpoint's config; a setting it predates reads as the default it ran with."""
+    """The checkpoint's config, read as a run reads it: a setting it predates has its default."""
     import dataclasses
 
-    from densecl import checkpoint
-    from densecl.config import PretrainConfig
+    from densecl import checkpoint, config
 
-    defaults = {f.name: f.default for f in dataclasses.fields(PretrainConfig) if f.default is not dataclasses.MISSING}
-    return {**defaults, **checkpoint.load(path).config}
+    return dataclasses.asdict(config.from_dict(checkpoint.load(path).config, str(path)))
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
