@@ -18,7 +18,7 @@
 #
 # One call has BUDGET_S seconds (default 480; the device's whole budget is 15 minutes, start-up
 # included): first the three seeds of both methods and their evaluation, then, in what time is left,
-# the ablations, the supervised reference and theirs. A step that would start too late is skipped, one
+# the ablations, the supervised backbones and theirs. A step that would start too late is skipped, one
 # running at the deadline is stopped (a pre-training saves its checkpoint), and the report is written
 # from whatever finished; it says which results are missing.
 set -euo pipefail
@@ -38,5 +38,5 @@ export REPORT=${REPORT:-docs/results-gpu.md} FIGURES=${FIGURES:-docs/figures/gpu
 start=$SECONDS
 export DEADLINE=${DEADLINE:-$(( $(date +%s) + ${BUDGET_S:-480} ))} KEEP_GOING=${KEEP_GOING:-1}  # one call: a failed step must not cost the rest
 STEPS="data pretrain eval report" bash scripts/experiment.sh      # the comparison first
-STEPS="ablations reference eval report" bash scripts/experiment.sh  # then the explanations, in the time left
+STEPS="ablations reference oracle eval report" bash scripts/experiment.sh  # then the explanations, in the time left
 echo "experiment_gpu: $(( (SECONDS - start) / 60 )) min in all; report $REPORT"

@@ -140,6 +140,9 @@ def test_dry_run_pairs_the_methods_and_runs_nothing(tmp_path):
     assert "--seed 1" in pretrain["pretrain-densecl-s1"] and "--epochs 7" in pretrain["pretrain-mocov2-s0"]
     assert "--dense-matching geometry" in pretrain["pretrain-densecl-geometry-s0"]
     assert "reference" in steps and "skip eval of densecl-s0 (pre-training not finished)" in "\n".join(lines)
+    supervised = {_step(line): line for line in lines if _step(line) in ("reference", "oracle")}
+    assert "--train-split train --" in supervised["reference"] and "--train-split train+test --" in supervised["oracle"]
+    assert same(supervised["reference"]).replace("reference", "oracle").replace("train --", "train+test --") == same(supervised["oracle"])
     for p in ("correspondence", "dense-nn", "overcluster", "seg-probe", "svm"):
         assert f"{p}-random" in steps
     matches = next(line for line in lines if _step(line) == "matches")  # the picture of right and wrong matches
@@ -219,6 +222,35 @@ def test_keep_going_reports_a_failed_step_and_runs_the_rest(tmp_path):
     assert "ran plot" in (tmp_path / "log").read_text()  # the steps after the failure ran
     stopped = subprocess.run(["bash", str(SCRIPT)], env={**env, "KEEP_GOING": ""}, capture_output=True, text=True, timeout=120)
     assert stopped.returncode == 3  # without it a failure ends the study, as before
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="bash script")
+def test_the_oracle_learns_train_and_test_labels_and_both_supervised_backbones_are_evaluated(tmp_path):
+    run, data, bin_dir = tmp_path / "run", tmp_path / "data", tmp_path / "bin"
+    splits = data / "voc" / "ImageSets" / "Segmentation"
+    splits.mkdir(parents=True)
+    (data / "README.md").write_text("done")
+    (splits / "train.txt").write_text("a\nb\n")
+    (splits / "test.txt").write_text("c\n")
+    bin_dir.mkdir()
+    # a fake densecl: records its arguments, writes the --save-backbone file as seg-finetune would
+    (bin_dir / "densecl").write_text(
+        '#!/bin/bash\necho "ran $*" >> "$LOG"\n'
+        'while [ $# -gt 0 ]; do [ "$1" = --save-backbone ] && mkdir -p "$(dirname "$2")" && touch "$2"; shift; done\n'
+    )
+    (bin_dir / "densecl").chmod(0o755)
+    env = {**os.environ, "RUN": str(run), "DATA": str(data), "BIN": str(bin_dir), "SEEDS": "0", "STEPS": "reference oracle eval",
+           "LOG": str(tmp_path / "log")}  # fmt: skip
+    result = subprocess.run(["bash", str(SCRIPT)], env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert (splits / "train+test.txt").read_text() == "a\nb\nc\n" and not (splits / "train+test.txt.tmp").exists()
+    log = (tmp_path / "log").read_text().splitlines()
+    oracle = next(line for line in log if f"--save-backbone {run}/oracle/backbone.pth" in line)
+    assert "--train-split train+test " in oracle and "--val-split test " in oracle
+    for name in ("reference", "oracle"):
+        assert any(f"eval seg-probe --weights {run}/{name}/backbone.pth" in line for line in log)
+    again = subprocess.run(["bash", str(SCRIPT)], env={**env, "STEPS": "reference oracle"}, capture_output=True, text=True, timeout=120)
+    assert "skip oracle" in again.stdout and "skip reference" in again.stdout  # never retrained over
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="bash script")
