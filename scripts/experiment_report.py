@@ -251,8 +251,12 @@ def ablation_table(study: Study) -> str:
     from densecl.tables import markdown_table
 
     first = study.seeds[0] if study.seeds else 0
+    base = study.configs.get(f"densecl-s{first}")
     rows = []
     for name, label in ((f"densecl-s{first}", "DenseCL (paper)"), (f"mocov2-s{first}", "MoCo-v2"), *((f"{a}-s{first}", d) for a, d in ABLATIONS)):
+        if name.startswith("densecl-") and name != f"densecl-s{first}" and base is not None and name in study.configs:
+            changed = differences(study.configs[name], base)  # what the ablation changed, from the checkpoints
+            label += " (" + (", ".join(f"{k} {v} instead of {'the default' if w is None else w}" for k, (v, w) in changed.items()) or "**no setting differs**") + ")"
         rows.append([label, *(single_cell(study, name, p, k, s) for p, k, _, s in HEADLINE)])
     return markdown_table([f"seed {first}", *(title for _, _, title, _ in HEADLINE)], rows, padded=False)
 
@@ -266,13 +270,18 @@ def settings_lines(study: Study) -> list[str]:
     keys = ("arch", "hidden_dim", "out_dim", "queue_len", "momentum", "temperature", "crop_size", "min_scale", "batch_size", "epochs", "lr", "weight_decay", "precision", "data")
     lines = ["Pre-training, from the checkpoints' stored configs: " + ", ".join(f"{k} {dense.get(k)}" for k in keys) + "."]
     if moco is not None:
-        ignored = {"loss_lambda", "seed", "output_dir", "device", "workers", "log_every", "save_every", "comment"}  # no effect on the result
-        other = sorted(k for k in set(dense) | set(moco) if k not in ignored and dense.get(k) != moco.get(k))
+        other = sorted(differences(dense, moco, "loss_lambda"))
         lines.append(
             f"DenseCL lambda {dense.get('loss_lambda')}, MoCo-v2 lambda {moco.get('loss_lambda')}; "
             + ("every other setting is the same." if not other else f"**they also differ in {', '.join(other)}**.")
         )
     return lines
+
+
+def differences(a: dict[str, Any], b: dict[str, Any], *also_ignored: str) -> dict[str, tuple[Any, Any]]:
+    """The settings two stored configs differ in, ``key -> (a's value, b's value)``, except run-only ones."""
+    ignored = {"seed", "output_dir", "device", "workers", "log_every", "save_every", "comment", *also_ignored}  # no effect on the result
+    return {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if k not in ignored and a.get(k) != b.get(k)}
 
 
 def timing_table(timings: list[tuple[str, float]]) -> str:

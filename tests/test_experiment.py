@@ -85,6 +85,28 @@ def test_a_checkpoint_older_than_a_setting_reads_as_its_default(tmp_path):
     assert "**they also differ in dense_matching**" in report.settings_lines(report.collect(run))[1]
 
 
+def test_each_ablation_row_names_what_its_checkpoint_changed(tmp_path):
+    run = tmp_path / "run"
+    base = {"arch": "resnet18", "loss_lambda": 0.5, "dense_queue_len": 1024, "output_dir": "a"}
+    configs = {
+        "densecl-s0": base, "mocov2-s0": {**base, "loss_lambda": 0.0},
+        "densecl-densequeue-s0": {**base, "dense_queue_len": 256, "output_dir": "b"},  # the folder is no setting
+        "densecl-warmup-s0": {**base, "output_dir": "c"},  # a run that forgot its flag
+        "densecl-geometry-s0": {**base, "dense_queue_len": None, "dense_matching": "geometry"},
+    }  # fmt: skip
+    for name, config in configs.items():
+        checkpoint.save(run / name / "checkpoint.pt", checkpoint.TrainingState(config, {}, {}, None, 1, 0, 1, {}))
+        _write(run, name, "svm", {"mAP": 50.0})
+    (run / "densecl-densequeue-s0" / "checkpoint.pt").rename(run / "densecl-densequeue-s0" / "old.pt")
+    assert "| a shorter dense queue | — |" in report.ablation_table(report.collect(run))  # no checkpoint: nothing to name
+    (run / "densecl-densequeue-s0" / "old.pt").rename(run / "densecl-densequeue-s0" / "checkpoint.pt")
+    table = report.ablation_table(report.collect(run))
+    assert "| a shorter dense queue (dense_queue_len 256 instead of 1024) |" in table
+    assert "| lambda warm-up over the first half of the run (**no setting differs**) |" in table
+    assert "(dense_matching geometry instead of features, dense_queue_len None instead of 1024) |" in table
+    assert "| MoCo-v2 | — |" in table and "| DenseCL (paper) | — |" in table
+
+
 def test_rewriting_the_report_keeps_the_analysis_and_draws_the_radius_figure(tmp_path):
     run, out, figures = tmp_path / "run", tmp_path / "docs" / "results.md", tmp_path / "docs" / "figures"
     for seed in (0, 1):
