@@ -17,8 +17,9 @@
 #   4. two supervised backbones (seg-finetune --save-backbone from random init, the same recipe): the
 #      reference learns the train split's segmentation labels, the fair supervised baseline; the oracle
 #      learns the train and the test labels. The oracle has seen the test objects and backgrounds, so it
-#      is no competitor: it is the top of the instruments' range, what they read when a backbone knows
-#      the test split's classes. Random init is the bottom.
+#      is no competitor: it is the top of the label instruments' range, what they read when a backbone
+#      knows the test split's classes (labels teach no location: not of correspondence's). Random init
+#      is the bottom.
 #   5. evaluation on the test split, the same for every backbone: correspondence against ground-truth
 #      geometry (C4, C5), dense-nn (in-context nearest-neighbour segmentation), over-clustering,
 #      seg-probe, VOC07-style SVM.
