@@ -289,4 +289,5 @@ def test_gpu_variant_plans_the_same_study_at_gpu_scale(tmp_path):
     first_ablation = next(i for i, line in enumerate(lines) if "pretrain-densecl-geometry-s0:" in line)
     assert next(i for i, line in enumerate(lines) if "correspondence-random:" in line) < first_ablation
     assert sum("report:" in line for line in lines) == 2
+    assert first_ablation < next(i for i, line in enumerate(lines) if "experiment: oracle:" in line)  # trained in the second call
     assert not (tmp_path / "study-gpu").exists()
