@@ -252,13 +252,18 @@ def ablation_table(study: Study) -> str:
 
     first = study.seeds[0] if study.seeds else 0
     base = study.configs.get(f"densecl-s{first}")
-    rows = []
-    for name, label in ((f"densecl-s{first}", "DenseCL (paper)"), (f"mocov2-s{first}", "MoCo-v2"), *((f"{a}-s{first}", d) for a, d in ABLATIONS)):
-        if name.startswith("densecl-") and name != f"densecl-s{first}" and base is not None and name in study.configs:
-            changed = differences(study.configs[name], base)  # what the ablation changed, from the checkpoints
-            label += " (" + (", ".join(f"{k} {v} instead of {'the default' if w is None else w}" for k, (v, w) in changed.items()) or "**no setting differs**") + ")"
-        rows.append([label, *(single_cell(study, name, p, k, s) for p, k, _, s in HEADLINE)])
+    labels = [(f"densecl-s{first}", "DenseCL (paper)"), (f"mocov2-s{first}", "MoCo-v2")]
+    labels += [(f"{a}-s{first}", _ablation_label(d, study.configs.get(f"{a}-s{first}"), base)) for a, d in ABLATIONS]
+    rows = [[label, *(single_cell(study, name, p, k, s) for p, k, _, s in HEADLINE)] for name, label in labels]
     return markdown_table([f"seed {first}", *(title for _, _, title, _ in HEADLINE)], rows, padded=False)
+
+
+def _ablation_label(description: str, config: dict[str, Any] | None, base: dict[str, Any] | None) -> str:
+    """``description`` and the settings the ablation's checkpoint changed against DenseCL's of the same seed."""
+    if config is None or base is None:
+        return description
+    changed = ", ".join(f"{k} {v} instead of {'the default' if w is None else w}" for k, (v, w) in differences(config, base).items())
+    return f"{description} ({changed or '**no setting differs**'})"
 
 
 def settings_lines(study: Study) -> list[str]:
@@ -280,7 +285,7 @@ def settings_lines(study: Study) -> list[str]:
 
 def differences(a: dict[str, Any], b: dict[str, Any], *also_ignored: str) -> dict[str, tuple[Any, Any]]:
     """The settings two stored configs differ in, ``key -> (a's value, b's value)``, except run-only ones."""
-    ignored = {"seed", "output_dir", "device", "workers", "log_every", "save_every", "comment", *also_ignored}  # no effect on the result
+    ignored = {"seed", "output_dir", "device", "workers", "log_every", "save_every", "dist_timeout", "comment", *also_ignored}  # no effect on the result
     return {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if k not in ignored and a.get(k) != b.get(k)}
 
 
