@@ -3,7 +3,7 @@
 #
 #   bash scripts/experiment.sh             (or: make experiment)   resumable: run it again after a stop
 #   DRY_RUN=1 bash scripts/experiment.sh   print what would run, run nothing
-#   STEPS=pretrain bash scripts/experiment.sh   only some phases: data, pretrain, ablations, reference, oracle, eval, report
+#   STEPS=pretrain bash scripts/experiment.sh   only some phases: data, pretrain, grouped, ablations, reference, oracle, eval, report
 #   bash scripts/experiment_gpu.sh         the same study at GPU scale, in one call on one GPU
 #
 # The study (docs/results.md):
@@ -11,6 +11,10 @@
 #      60/20/20 % train/val/test with disjoint cut-outs and backgrounds (docs/photo-scenes.md).
 #   2. pre-training on the train images: DenseCL (lambda 0.5) and MoCo-v2 (lambda 0), everything else
 #      identical, SEEDS pre-training seeds each (a seed fixes the initial weights and the data order of both).
+#   2b. grouped batch norm (phase grouped): both methods again on the same seeds with every batch norm over
+#      BN_GROUP images and the key batch shuffled across the groups (--bn-group-size: shuffle-BN in one
+#      process, as the authors' GPUs), against 2.'s single group of the whole batch, where a query and its
+#      key share batch statistics. Run per seed right after 2.'s two runs, so a stop leaves whole seeds.
 #   3. ablations of DenseCL on the first seed, each a flag whose default is the paper's behaviour:
 #      a lambda warm-up over half the run, dense positives from the known view geometry instead of the
 #      backbone-feature argmax, a shorter dense queue.
@@ -39,7 +43,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-.venv/bin}
 DRY_RUN=${DRY_RUN:-}
-STEPS=${STEPS:-data pretrain ablations reference oracle eval report}
+STEPS=${STEPS:-data pretrain grouped ablations reference oracle eval report}
 
 RUN=${RUN:-runs/study}
 ASSETS=${ASSETS:-.cache/assets}
@@ -58,6 +62,7 @@ PRECISION=${PRECISION:-bf16}
 DEVICE=${DEVICE:-cpu}
 WORKERS=${WORKERS:-1}
 SEEDS=${SEEDS:-0 1 2}
+BN_GROUP=${BN_GROUP:-8}         # grouped: 4 groups of 8 at batch 32
 WARMUP=${WARMUP:-$((EPOCHS * (N_IMAGES * 6 / 10 / BATCH) / 2))}  # ablation: lambda = 0 for the first half of the run
 DENSE_QUEUE=${DENSE_QUEUE:-256} # ablation: a shorter dense queue
 REF_ITERS=${REF_ITERS:-4500}    # supervised backbones: seg-finetune iterations (reference: 15 epochs of the train split at batch 8);
@@ -136,7 +141,7 @@ pretrain() {
     run_step "pretrain-$name" "" "$BIN/densecl" pretrain --config demo_cpu --arch "$ARCH" --hidden-dim "$HIDDEN" \
       --queue-len "$QUEUE" --momentum "$EMA" --lr "$LR" --batch-size "$BATCH" --crop-size "$CROP" --epochs "$EPOCHS" \
       --workers "$WORKERS" --precision "$PRECISION" --device "$DEVICE" --save-every 50 --log-every 10 \
-      --data "$DATA/unlabeled/train" --seed "$seed" --output-dir "$RUN/$name" "$@"
+      --data "$DATA/unlabeled/train" --seed "$seed" --output-dir "$RUN/$name" --bn-group-size none "$@"  # flags after win
   fi
 }
 
@@ -157,8 +162,8 @@ instrument() {
 # the instruments, cheapest and most dense-specific first: a stopped evaluation leaves whole columns
 INSTRUMENTS=(correspondence dense-nn overcluster seg-probe svm)
 
-MAIN=()
-for seed in $SEEDS; do MAIN+=("densecl-s$seed" "mocov2-s$seed"); done
+MAIN=() GROUPED=()
+for seed in $SEEDS; do MAIN+=("densecl-s$seed" "mocov2-s$seed"); GROUPED+=("densecl-bn$BN_GROUP-s$seed" "mocov2-bn$BN_GROUP-s$seed"); done
 FIRST=${SEEDS%% *}
 ABLATIONS=("densecl-warmup-s$FIRST" "densecl-geometry-s$FIRST" "densecl-densequeue-s$FIRST")
 
@@ -170,12 +175,16 @@ if wants data && [ ! -e "$DATA/README.md" ]; then
 fi
 
 # ---------------------------------------------------------------- 2. pre-training, 3. ablations
-if wants pretrain; then
-  for seed in $SEEDS; do
+for seed in $SEEDS; do
+  if wants pretrain; then
     pretrain "densecl-s$seed" "$seed" --loss-lambda 0.5
     pretrain "mocov2-s$seed" "$seed" --loss-lambda 0
-  done
-fi
+  fi
+  if wants grouped; then
+    pretrain "densecl-bn$BN_GROUP-s$seed" "$seed" --loss-lambda 0.5 --bn-group-size "$BN_GROUP"
+    pretrain "mocov2-bn$BN_GROUP-s$seed" "$seed" --loss-lambda 0 --bn-group-size "$BN_GROUP"
+  fi
+done
 if wants ablations; then
   pretrain "densecl-warmup-s$FIRST" "$FIRST" --loss-lambda 0.5 --lambda-warmup-iters "$WARMUP"
   pretrain "densecl-geometry-s$FIRST" "$FIRST" --loss-lambda 0.5 --dense-matching geometry
@@ -203,7 +212,7 @@ fi
 # ---------------------------------------------------------------- 5. evaluation
 if wants eval; then
   backbones=()
-  for name in "${MAIN[@]}" "${ABLATIONS[@]}"; do
+  for name in "${MAIN[@]}" "${GROUPED[@]}" "${ABLATIONS[@]}"; do
     if "$BIN/densecl" checkpoint finished "$RUN/$name/checkpoint.pt" --epochs "$EPOCHS" > /dev/null 2>&1; then
       backbones+=("$name=$RUN/$name/checkpoint.pt")
     else
@@ -220,6 +229,10 @@ if wants eval; then
     done
   done
   run_step curves "" "$BIN/densecl" plot "${MAIN[@]/#/$RUN/}" --out "$RUN/figures/curves.png" || say "warning: plot failed"
+  if wants grouped; then
+    run_step curves-grouped "" "$BIN/densecl" plot "$RUN/densecl-s$FIRST" "$RUN/mocov2-s$FIRST" "$RUN/densecl-bn$BN_GROUP-s$FIRST" \
+      "$RUN/mocov2-bn$BN_GROUP-s$FIRST" --out "$RUN/figures/curves-grouped.png" || say "warning: plot failed"
+  fi
   # the matches picture: one test pair, each line green / red / grey by the views' geometry
   run_step matches "$RUN/figures/matches.png" "$BIN/densecl" correspond --weights "$RUN/densecl-s$FIRST/checkpoint.pt" --label "DenseCL, seed $FIRST" \
     --weights "$RUN/mocov2-s$FIRST/checkpoint.pt" --label "MoCo-v2, seed $FIRST" --weights random --label "random init" \

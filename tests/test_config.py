@@ -41,7 +41,12 @@ def test_c5_side():
     [
         ({"loss_lambda": 1.2}, "loss_lambda must be in"),
         ({"loss_lambda": -0.1}, "loss_lambda must be in"),
-        ({"queue_len": 1000, "batch_size": 256}, "not divisible by the global batch"),
+        ({"queue_len": 1000, "batch_size": 256}, "queue_len 1000 is not a positive multiple of the global batch size 256; "
+         "choose one \\(e.g. 768\\) or --queue-len auto"),
+        ({"sync_bn": True}, "sync_bn is refused in pre-training: SyncBN normalises the whole global batch, which undoes "
+         "shuffle-BN"),
+        ({"bn_group_size": 12, "batch_size": 32}, "bn_group_size 12 must be >= 2 and divide the batch of each process, 32"),
+        ({"bn_group_size": 1, "batch_size": 32}, "bn_group_size 1 must be >= 2"),
         ({"crop_size": 32}, "at least 2x2"),
         ({"precision": "fp8"}, "precision must be"),
         ({"dense_queue_len": 1000, "batch_size": 256}, "dense_queue_len 1000 must be a positive multiple of the global batch size 256"),
@@ -52,6 +57,32 @@ def test_invalid_configs_give_one_clear_line(values, message):
     with pytest.raises(InputError, match=message) as e:
         PretrainConfig(**values).validate()
     assert "\n" not in str(e.value)
+
+
+def test_bn_groups_must_divide_each_process_batch():
+    PretrainConfig(batch_size=256, bn_group_size=32).validate(world_size=1)  # 8 groups of 32 on one GPU
+    PretrainConfig(batch_size=256, bn_group_size=32).validate(world_size=8)  # the authors' 8 x 32: one group each
+    with pytest.raises(InputError, match=r"divide the batch of each process, 16 \(batch_size 256 over 16 processes\)"):
+        PretrainConfig(batch_size=256, bn_group_size=32).validate(world_size=16)
+
+
+def test_the_large_recipes_normalise_groups_of_32_as_the_authors_gpus():
+    for name in ("densecl_r50_imagenet_200ep", "mocov2_r50_imagenet_200ep", "densecl_r50_coco_800ep", "mocov2_r50_coco_800ep"):
+        assert config.from_dict(config.load_recipe(name)).bn_group_size == 32, name
+
+
+def test_auto_queue_length_is_the_largest_batch_multiple_below_the_image_count():
+    cfg = config.from_dict({"queue_len": "auto", "dense_queue_len": "AUTO", "batch_size": "32"})
+    cfg.validate()
+    assert (cfg.queue_len, cfg.dense_queue_len) == ("auto", "auto")
+    assert cfg.with_queues_for(2400).queue_len == 2368  # 74 x 32 < 2400 (not 2400 itself)
+    assert cfg.with_queues_for(2401).dense_queue_len == 2400
+    assert cfg.with_queues_for(10**7).queue_len == 65536  # never more than the paper's
+    assert cfg.with_queues_for(40).queue_len == 32  # at least one batch
+    fixed = config.from_dict({"queue_len": 1024, "batch_size": 32}).with_queues_for(100)
+    assert fixed.queue_len == 1024 and fixed.dense_queue_len is None  # only auto is resolved
+    with pytest.raises(InputError, match="queue_len in x must be of type int or auto, got 'many'"):
+        config.from_dict({"queue_len": "many"}, "x")
 
 
 def test_batch_must_split_over_ranks():

@@ -14,7 +14,7 @@ def test_info_nce_matches_hand_computed_value():
     queue = torch.tensor([[0.0, -1.0], [1.0, 0.0]])  # columns (0,1) and (-1,0): q.n = 0, -1
     tau = 0.5
     expected = -math.log(math.exp(0.6 / tau) / (math.exp(0.6 / tau) + math.exp(0.0) + math.exp(-1.0 / tau)))
-    assert math.isclose(losses.info_nce(q, k, queue, tau).item(), expected, rel_tol=1e-6)
+    assert math.isclose(losses.info_nce(q, k, queue, tau).loss.item(), expected, rel_tol=1e-6)
 
 
 def test_info_nce_averages_rows():
@@ -22,7 +22,20 @@ def test_info_nce_averages_rows():
     q, k = F.normalize(torch.randn(5, 4), dim=1), F.normalize(torch.randn(5, 4), dim=1)
     queue = F.normalize(torch.randn(4, 7), dim=0)
     rows = [losses.info_nce(q[i : i + 1], k[i : i + 1], queue, 0.2) for i in range(5)]
-    assert torch.allclose(losses.info_nce(q, k, queue, 0.2), torch.stack(rows).mean())
+    both = losses.info_nce(q, k, queue, 0.2)
+    assert torch.allclose(both.loss, torch.stack([row.loss for row in rows]).mean())
+    assert torch.allclose(both.accuracy, torch.stack([row.accuracy for row in rows]).mean())
+
+
+def test_info_nce_accuracy_counts_queries_whose_positive_scores_highest():
+    q = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]])
+    k = torch.tensor([[0.6, 0.8], [0.6, 0.8], [0.0, 1.0]])  # q.k+ = 0.6, 0.8, 0.0
+    queue = torch.tensor([[0.8, -1.0], [0.6, 0.0]])  # q.n: (0.8, -1), (0.6, 0), (0.8, -1)
+    # row 0: 0.6 < 0.8 wrong; row 1: 0.8 > 0.6 right; row 2: 0.0 < 0.8 wrong
+    out = losses.info_nce(q, k, queue, 0.2)
+    assert math.isclose(out.accuracy.item(), 1 / 3, rel_tol=1e-6) and not out.accuracy.requires_grad
+    tie = losses.info_nce(q[:1], torch.tensor([[0.8, 0.6]]), queue, 0.2)  # q.k+ = 0.8 = the best negative
+    assert tie.accuracy.item() == 1.0  # a tie counts for the positive
 
 
 def test_match_locations_picks_argmax_of_cosine_similarity():
@@ -63,7 +76,8 @@ def test_dense_loss_by_hand_on_two_locations():
     l0 = -math.log(math.exp(0.8 / tau) / (math.exp(0.8 / tau) + math.exp(1.0 / tau)))
     l1 = -math.log(math.exp(0.8 / tau) / (math.exp(0.8 / tau) + math.exp(0.0)))
     got = losses.dense_info_nce(r, t, f_q, f_k, queue2, tau)
-    assert math.isclose(got.item(), (l0 + l1) / 2, rel_tol=1e-6)
+    assert math.isclose(got.loss.item(), (l0 + l1) / 2, rel_tol=1e-6)
+    assert got.accuracy.item() == 0.5  # location 0: 0.8 < 1.0; location 1: 0.8 > 0.0
 
 
 def test_a_geometric_match_replaces_the_feature_argmax_where_known():
@@ -78,7 +92,7 @@ def test_a_geometric_match_replaces_the_feature_argmax_where_known():
     l0 = -math.log(math.exp(0.6 / tau) / (math.exp(0.6 / tau) + math.exp(1.0 / tau)))
     l1 = -math.log(math.exp(0.8 / tau) / (math.exp(0.8 / tau) + math.exp(0.0)))
     got = losses.dense_info_nce(r, t, f_q, f_k, queue2, tau, match=torch.tensor([[0, -1]]))
-    assert math.isclose(got.item(), (l0 + l1) / 2, rel_tol=1e-6)
+    assert math.isclose(got.loss.item(), (l0 + l1) / 2, rel_tol=1e-6)
 
 
 def test_dense_negatives_come_only_from_the_queue():
@@ -90,4 +104,4 @@ def test_dense_negatives_come_only_from_the_queue():
     queue2 = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]])  # K=2, orthogonal to r
     tau = 0.2
     expected = math.log(1 + 2 * math.exp(-1 / tau))
-    assert math.isclose(losses.dense_info_nce(r, t, f, f, queue2, tau).item(), expected, rel_tol=1e-6)
+    assert math.isclose(losses.dense_info_nce(r, t, f, f, queue2, tau).loss.item(), expected, rel_tol=1e-6)

@@ -45,7 +45,8 @@ def test_cli_writes_a_complete_checkpoint_and_metrics(tmp_path, capsys):
     lines = [m for m in metrics(tmp_path) if "loss" in m]
     assert len(lines) == 3
     for m in lines:
-        assert {"loss", "loss_global", "loss_dense", "lr", "pairs_per_s", "data_time"} <= set(m)
+        assert {"loss", "loss_global", "loss_dense", "acc_global", "acc_dense", "lr", "pairs_per_s", "data_time"} <= set(m)
+        assert 0 <= m["acc_global"] <= 100 and 0 <= m["acc_dense"] <= 100  # top-1, percent
         assert m["loss"] == pytest.approx(0.5 * m["loss_global"] + 0.5 * m["loss_dense"], rel=1e-5)
     assert metrics(tmp_path)[-1]["skipped_images"] == 0
     out = capsys.readouterr().out
@@ -53,10 +54,36 @@ def test_cli_writes_a_complete_checkpoint_and_metrics(tmp_path, capsys):
 
 
 def test_a_queue_as_long_as_the_data_set_is_warned_about(tmp_path, capsys):
-    assert pretrain(tmp_path / "long", "--epochs", "1") == 0  # 48 keys, 12 images
-    assert "warning: queue_len 48 >= 12 images" in capsys.readouterr().err
+    assert pretrain(tmp_path / "long", "--epochs", "1") == 0  # 48 keys, 12 images, 12 keys an epoch
+    err = capsys.readouterr().err
+    assert "warning: queue_len 48 holds 4.0 keys of each image, dense_queue_len 48 holds 4.0 keys of each image of the " \
+        "12 images" in err and "--queue-len auto and --dense-queue-len auto (8, the largest multiple of the batch 4" in err
+    assert len([line for line in err.splitlines() if "warning" in line]) == 1
     assert pretrain(tmp_path / "short", "--epochs", "1", "--queue-len", "8") == 0
     assert "warning" not in capsys.readouterr().err
+
+
+def test_a_small_folder_with_the_imagenet_recipe_is_warned_then_auto_sizes_the_queues(tmp_path, capsys):
+    from PIL import Image
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i in range(10):
+        Image.new("RGB", (70, 70), (25 * i, 40, 200 - 10 * i)).save(folder / f"{i}.png")
+    small = ["--arch", "resnet18", "--hidden-dim", "16", "--out-dim", "8", "--batch-size", "4", "--bn-group-size", "2",
+             "--crop-size", "64", "--workers", "0", "--precision", "fp32", "--max-iters", "1", "--data", str(folder)]
+    recipe = ["pretrain", "--config", "densecl_r50_imagenet_200ep", *small]
+    assert main([*recipe, "--output-dir", str(tmp_path / "a")]) == 0
+    err = capsys.readouterr().err
+    assert "queue_len 65536 holds 8192.0 keys of each image" in err and "(8, the largest multiple" in err
+
+    assert main([*recipe, "--queue-len", "auto", "--dense-queue-len", "auto", "--output-dir", str(tmp_path / "b")]) == 0
+    out, err = capsys.readouterr()
+    assert "warning" not in err and "queue_len: 8\n" in out and "dense_queue_len: 8\n" in out  # the resolved values
+    state = checkpoint.load(tmp_path / "b" / "checkpoint.pt")
+    assert state.config["queue_len"] == 8 and state.model["global_queue.keys"].shape == (8, 8)
+    assert state.model["dense_queue.keys"].shape == (8, 8)
+    assert "batch norm over 2 groups of 2 per process" in out
 
 
 def test_resume_continues_exactly(tmp_path):
@@ -103,7 +130,9 @@ def test_resume_auto_finds_the_checkpoint_in_the_output_dir(tmp_path):
     "extra, message",
     [
         (["--data", "/no/such/folder"], "does not exist"),
-        (["--queue-len", "50"], "not divisible by the global batch"),
+        (["--queue-len", "50"], "not a positive multiple of the global batch"),
+        (["--sync-bn", "true"], "sync_bn is refused in pre-training"),
+        (["--bn-group-size", "3"], "bn_group_size 3 must be >= 2 and divide the batch of each process, 4"),
         (["--loss-lambda", "2"], "loss_lambda must be in"),
         (["--crop-size", "32"], "at least 2x2"),
         (["--scenes-length", "2"], "fewer than one global batch"),

@@ -23,6 +23,8 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda")
 MATCHINGS = ("features", "geometry")
 DATA_BACKENDS = ("cpu", "gpu")
+AUTO = "auto"  # queue_len / dense_queue_len: sized from the data set (see PretrainConfig.with_queues_for)
+PAPER_QUEUE_LEN = 65536  # the paper's queues; what "auto" never exceeds
 
 
 @dataclass
@@ -33,13 +35,26 @@ class PretrainConfig:
     arch: str = "resnet50"
     hidden_dim: int = 2048
     out_dim: int = 128
-    queue_len: int = 65536
+    queue_len: int | str = field(
+        default=PAPER_QUEUE_LEN,
+        metadata={"help": "negatives in the global queue (a multiple of batch_size), or auto: the largest multiple of "
+                  "batch_size below the number of images, at most 65536; default 65536"},
+    )
     momentum: float = 0.999  # EMA momentum m of the key encoder
     temperature: float = 0.2  # tau
     loss_lambda: float = 0.5  # lambda: 0 is MoCo-v2
     lambda_warmup_iters: int = 0  # lambda = 0 for the first K iterations
     num_grid: int | None = None  # pool the dense grid to G x G; None keeps the C5 grid
-    dense_queue_len: int | None = None  # keys in the dense queue; None: queue_len (the paper)
+    dense_queue_len: int | str | None = field(
+        default=None,
+        metadata={"help": "negatives in the dense queue, or auto (as for queue_len); default none: queue_len, as the paper"},
+    )
+    bn_group_size: int | None = field(
+        default=None,
+        metadata={"help": "images per batch-norm group in both encoders, the key batch shuffled across groups "
+                  "(shuffle-BN in one process): 32 trains one GPU with batch 256 as the authors' 8 GPUs x 32; must "
+                  "divide the batch of each process; default none: the whole batch of each process"},
+    )
     # features (the paper): a query location's positive is the key location of most similar backbone
     # feature; geometry (an ablation): the key location showing the same image point, where there is one
     dense_matching: str = "features"
@@ -67,7 +82,11 @@ class PretrainConfig:
     precision: str = "auto"  # auto: bf16 on GPUs that have it, fp16 on older ones; on a CPU the faster of fp32 and bf16, timed
     channels_last: bool = True
     compile: bool = field(default=False, metadata={"help": "torch.compile both encoders (where it cannot: one line, then eager)"})
-    sync_bn: bool = False
+    sync_bn: bool = field(
+        default=False,
+        metadata={"help": "refused in pre-training: SyncBN normalises the whole global batch and so undoes shuffle-BN; "
+                  "--bn-group-size sets the batch-norm statistics instead"},
+    )
     seed: int = 0
     dist_timeout: int = field(
         default=1800,
@@ -96,14 +115,28 @@ class PretrainConfig:
             self.batch_size % world_size == 0,
             f"batch_size {self.batch_size} is not divisible by the {world_size} processes; it is the global batch",
         )
+        if self.queue_len != AUTO:
+            _require(
+                self.queue_len > 0 and self.queue_len % self.batch_size == 0,
+                f"queue_len {self.queue_len} is not a positive multiple of the global batch size {self.batch_size}; "
+                f"choose one (e.g. {self.batch_size * max(1, self.queue_len // self.batch_size)}) or --queue-len auto",
+            )
         _require(
-            self.queue_len % self.batch_size == 0,
-            f"queue_len {self.queue_len} is not divisible by the global batch size {self.batch_size}; "
-            f"choose a queue_len that is a multiple of it (e.g. {self.batch_size * max(1, self.queue_len // self.batch_size)})",
+            self.dense_queue_len in (None, AUTO) or (self.dense_queue_len > 0 and self.dense_queue_len % self.batch_size == 0),
+            f"dense_queue_len {self.dense_queue_len} must be a positive multiple of the global batch size {self.batch_size} or auto",
         )
         _require(
-            self.dense_queue_len is None or (self.dense_queue_len > 0 and self.dense_queue_len % self.batch_size == 0),
-            f"dense_queue_len {self.dense_queue_len} must be a positive multiple of the global batch size {self.batch_size}",
+            not self.sync_bn,
+            "sync_bn is refused in pre-training: SyncBN normalises the whole global batch, which undoes shuffle-BN "
+            "(keys and queries would again share statistics); leave it off and set --bn-group-size to choose how "
+            "many images each batch norm sees",
+        )
+        local_batch = self.batch_size // world_size
+        _require(
+            self.bn_group_size is None or (self.bn_group_size >= 2 and local_batch % self.bn_group_size == 0),
+            f"bn_group_size {self.bn_group_size} must be >= 2 and divide the batch of each process, "
+            f"{local_batch} (batch_size {self.batch_size} over {world_size} process{'es' if world_size > 1 else ''}): "
+            f"choose a divisor of {local_batch}, a batch_size that it divides, or --bn-group-size none",
         )
         _require(self.data_backend in DATA_BACKENDS, f"data_backend must be one of {', '.join(DATA_BACKENDS)}, got {self.data_backend!r}")
         _require(self.dense_matching in MATCHINGS, f"dense_matching must be one of {', '.join(MATCHINGS)}, got {self.dense_matching!r}")
@@ -119,11 +152,26 @@ class PretrainConfig:
         _require(self.dist_timeout > 0, f"dist_timeout must be positive (seconds), got {self.dist_timeout}")
         _require(self.workers >= 0 and self.log_every > 0 and self.save_every >= 0, "workers, log_every, save_every must be >= 0")
 
+    def with_queues_for(self, n_images: int) -> PretrainConfig:
+        """This config with ``auto`` queue lengths resolved (:func:`auto_queue_len`) for ``n_images`` images."""
+        auto = auto_queue_len(n_images, self.batch_size)
+        return dataclasses.replace(
+            self,
+            queue_len=auto if self.queue_len == AUTO else self.queue_len,
+            dense_queue_len=auto if self.dense_queue_len == AUTO else self.dense_queue_len,
+        )
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+def auto_queue_len(n_images: int, batch_size: int) -> int:
+    """``auto``: the largest multiple of the global batch below ``n_images`` (so a query rarely meets an earlier key
+    of its own image among its negatives), at most the paper's 65536, at least one batch."""
+    return min(PAPER_QUEUE_LEN, max(batch_size, (n_images - 1) // batch_size * batch_size))
 
 
 def c5_side(crop_size: int) -> int:
@@ -200,9 +248,16 @@ def coerce(key: str, type_name: str, value: Any, where: str = "config") -> Any:
             return int(value)
         if base == "float":
             return float(value)
+        if base == "int | str":  # an int or the word auto
+            if isinstance(value, str) and value.lower() == AUTO:
+                return AUTO
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError(value)
+            return int(value)
         return str(value)
     except (TypeError, ValueError):
-        raise InputError(f"{key} in {where} must be of type {base}, got {value!r}") from None
+        kind = "int or auto" if base == "int | str" else base
+        raise InputError(f"{key} in {where} must be of type {kind}, got {value!r}") from None
 
 
 def _require(ok: bool, message: str) -> None:

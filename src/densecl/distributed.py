@@ -2,7 +2,9 @@
 
 Every helper works without a process group too, where it is the identity:
 in one plain process there is nothing to gather, and shuffling a batch cannot
-change its batch-norm statistics, so shuffle-BN is a documented no-op. Under
+change its batch-norm statistics, so shuffle-BN is a no-op there, unless the
+batch norms normalise groups of the batch (``bn_group_size``), when the batch
+is shuffled across the groups as it would be across ranks. Under
 torchrun the process group exists even for one process, so
 ``torchrun --nproc_per_node 1`` runs every collective (a cheap way to check
 NCCL on one GPU).
@@ -159,16 +161,26 @@ def concat_all_gather(x: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def batch_shuffle(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+def batch_shuffle(x: torch.Tensor, in_process: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Shuffle-BN (MoCo): gives each rank a random slice of the global batch.
 
     The key encoder then normalises with statistics of a batch that mixes
     images from all ranks, so batch norm cannot leak which key matches which
-    query. Returns the local shuffled batch and the index that undoes it
-    (``None`` without a process group, where the shuffle is a no-op).
+    query. Returns the local shuffled batch and the index that undoes it.
+
+    Without a process group the shuffle is a no-op for plain batch norm
+    (``None`` is returned, nothing moves), unless ``in_process``: the batch
+    norms then normalise groups of the batch (grouped batch norm), and the
+    batch is permuted so that each group gets random images, as each rank does.
+    The permutation is drawn the same way in both cases (``torch.randperm`` of
+    the global batch, on rank 0's generator), so a process with groups of
+    ``N`` and ranks of ``N`` images shuffle alike.
     """
     if not is_distributed():
-        return x, None
+        if not in_process:
+            return x, None
+        perm = torch.randperm(x.shape[0], device=x.device)
+        return x[perm], torch.argsort(perm)
     x_all = concat_all_gather(x)  # world*B x ...
     b = x.shape[0]
     perm = torch.randperm(x_all.shape[0], device=x.device)
@@ -182,6 +194,8 @@ def batch_unshuffle(x: torch.Tensor, unshuffle: torch.Tensor | None) -> torch.Te
     """Undoes :func:`batch_shuffle` for an output computed on the shuffled batch."""
     if unshuffle is None:
         return x
+    if not is_distributed():
+        return x[unshuffle]
     x_all = concat_all_gather(x)
     b = x.shape[0]
     return x_all[unshuffle.view(world_size(), b)[rank()]]

@@ -94,7 +94,11 @@ def train_one_epoch(
         if check_now:
             stop = _check(watch, state, epoch, cfg)
         iter_time = time.perf_counter() - t_end  # host time; over an interval it adds up to the device's (a check waits)
-        meter.update(loss=out.loss, loss_global=out.loss_global, loss_dense=out.loss_dense, data_time=t_data, iter_time=iter_time)
+        meter.update(
+            loss=out.loss, loss_global=out.loss_global, loss_dense=out.loss_dense,
+            acc_global=100 * out.accuracy_global, acc_dense=100 * out.accuracy_dense,  # top-1 %, the health signals
+            data_time=t_data, iter_time=iter_time,
+        )  # fmt: skip
         if check_now:
             if log_now or ((stop or at_max) and meter.count):  # a run that stops logs its last, shorter interval too
                 _log(meter, log, bar, state.step, epoch, lr, lam, cfg.batch_size)
@@ -159,7 +163,10 @@ def _log(meter: MeanMeter, log: MetricsLog, bar: tqdm, step: int, epoch: int, lr
         means = dict(zip(means, reduced.tolist()))
     pairs_per_s = global_batch / max(means["iter_time"], 1e-9)
     log.write({"step": step, "epoch": epoch, "lr": lr, "lambda": lam, "pairs_per_s": pairs_per_s, **means})
-    bar.set_postfix(loss=f"{means['loss']:.3f}", lr=f"{lr:.3g}", pairs_s=f"{pairs_per_s:.1f}")
+    bar.set_postfix(
+        loss=f"{means['loss']:.3f}", acc_g=f"{means['acc_global']:.0f}%", acc_d=f"{means['acc_dense']:.0f}%",
+        lr=f"{lr:.3g}", pairs_s=f"{pairs_per_s:.1f}",
+    )  # fmt: skip
 
 
 def make_sgd(params, lr: float, momentum: float, weight_decay: float, device_type: str) -> torch.optim.SGD:

@@ -7,15 +7,27 @@ tensors, never half precision.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 import torch.nn.functional as F
 
 
-def info_nce(q: torch.Tensor, k_pos: torch.Tensor, negatives: torch.Tensor, tau: float) -> torch.Tensor:
+class Contrast(NamedTuple):
+    """An InfoNCE loss and how often its ``(K + 1)``-way task is solved."""
+
+    loss: torch.Tensor  # scalar, the mean over queries
+    accuracy: torch.Tensor  # scalar in [0, 1], no gradient: the fraction of queries whose positive scores highest
+
+
+def info_nce(q: torch.Tensor, k_pos: torch.Tensor, negatives: torch.Tensor, tau: float) -> Contrast:
     """InfoNCE with one positive per query and a shared bank of negatives.
 
     ``-log exp(q.k+ / tau) / (exp(q.k+ / tau) + sum_k- exp(q.k- / tau))``,
-    averaged over the rows of ``q``.
+    averaged over the rows of ``q``. Its top-1 accuracy (MoCo's Acc@1) is the
+    health signal of contrastive training: near 1 within a few hundred steps
+    means the positive is found by a shortcut (a batch-norm leak), near chance
+    ``1 / (K + 1)`` for long means nothing is learned.
 
     Args:
         q: ``M x D`` L2-normalised queries.
@@ -24,13 +36,16 @@ def info_nce(q: torch.Tensor, k_pos: torch.Tensor, negatives: torch.Tensor, tau:
         tau: temperature.
 
     Returns:
-        The scalar mean loss over the ``M`` rows.
+        The mean loss over the ``M`` rows and the fraction of rows whose
+        positive logit is the largest (ties count for the positive).
     """
     l_pos = torch.einsum("md,md->m", q, k_pos).unsqueeze(1)  # M x 1
     l_neg = torch.einsum("md,dk->mk", q, negatives)  # M x K
     logits = torch.cat([l_pos, l_neg], dim=1) / tau  # M x (1 + K)
     target = torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device)  # the positive is column 0
-    return F.cross_entropy(logits, target)
+    with torch.no_grad():
+        accuracy = (l_pos.squeeze(1) >= l_neg.amax(dim=1)).float().mean()  # no device sync: stays a tensor
+    return Contrast(F.cross_entropy(logits, target), accuracy)
 
 
 @torch.no_grad()
@@ -72,8 +87,8 @@ def dense_info_nce(
     negatives: torch.Tensor,
     tau: float,
     match: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """The dense contrastive loss: InfoNCE at every query location.
+) -> Contrast:
+    """The dense contrastive loss: InfoNCE at every query location (and its top-1 accuracy over locations).
 
     The positive of query vector ``r_i`` is the key vector ``t_j*(i)`` at the
     location matched by backbone-feature similarity; the negatives are the

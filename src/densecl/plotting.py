@@ -31,6 +31,8 @@ CURVES = {
     "loss": "loss (total)",
     "loss_global": "loss_global (InfoNCE, pooled)",
     "loss_dense": "loss_dense (InfoNCE, dense)",
+    "acc_global": "acc_global: top-1 of the global task, %",
+    "acc_dense": "acc_dense: top-1 of the dense task, %",
     "lr": "learning rate",
 }
 
@@ -107,7 +109,9 @@ def run_labels(runs: Sequence[str | Path]) -> list[str]:
 
 
 def plot_curves(runs: Sequence[tuple[str, Sequence[dict[str, Any]]]], out: str | Path) -> Path:
-    """Loss (total, global, dense) and learning rate against step, one line per run.
+    """Loss (total, global, dense), the two tasks' top-1 accuracy and the learning rate against step, one line per run.
+
+    Runs logged before the accuracies were (no ``acc_*`` keys) leave those panels empty.
 
     Args:
         runs: ``(label, records)``, records as :func:`read_metrics` returns them.
@@ -116,8 +120,8 @@ def plot_curves(runs: Sequence[tuple[str, Sequence[dict[str, Any]]]], out: str |
     Returns:
         The path written.
     """
-    fig = _figure(figsize=(11, 7), dpi=100, layout="constrained")
-    axes = fig.subplots(2, 2, sharex=True).flatten()
+    fig = _figure(figsize=(15, 7), dpi=100, layout="constrained")
+    axes = fig.subplots(2, 3, sharex=True).flatten()
     for ax, (key, title) in zip(axes, CURVES.items()):
         for n, (label, records) in enumerate(runs):
             points = [(r["step"], r[key]) for r in records if _finite(r.get(key))]
@@ -128,7 +132,7 @@ def plot_curves(runs: Sequence[tuple[str, Sequence[dict[str, Any]]]], out: str |
         ax.grid(alpha=0.3)
         if key == "lr":
             ax.ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))
-    for ax in axes[2:]:
+    for ax in axes[3:]:
         ax.set_xlabel("step")
     axes[0].legend(loc="best", fontsize="small")
     return _save(fig, out)

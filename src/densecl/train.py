@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from densecl import checkpoint, distributed, run_dir
-from densecl.config import PretrainConfig, c5_side
+from densecl.config import PretrainConfig, auto_queue_len, c5_side
 from densecl.data import gpu as gpu_data
 from densecl.data.sources import TwoViewDataset, image_source
 from densecl.data.sampler import EpochSampler
@@ -71,6 +71,7 @@ def pretrain(
 
     # data: fail on a bad path before any model is built
     source = image_source(cfg.data, cfg.scenes_length, cfg.scenes_size, cfg.seed)
+    cfg = cfg.with_queues_for(len(source))  # "auto" queue lengths: from here on numbers, printed and stored
     per_rank_batch = cfg.batch_size // info.world_size
     sampler = EpochSampler(len(source), per_rank_batch, info.rank, info.world_size, cfg.seed)
     if sampler.batches_per_epoch == 0:
@@ -99,14 +100,10 @@ def pretrain(
     # model, optimizer, precision
     model = DenseCL(
         cfg.arch, cfg.hidden_dim, cfg.out_dim, cfg.queue_len, cfg.momentum, cfg.temperature, cfg.loss_lambda, cfg.num_grid,
-        dense_queue_len=cfg.dense_queue_len,
+        dense_queue_len=cfg.dense_queue_len, bn_group_size=cfg.bn_group_size,
     )
     if cfg.init and resume is None:
         _init_backbone(model, cfg.init)
-    if cfg.sync_bn and distributed.is_distributed():  # without a process group plain BN is the same thing
-        if device.type != "cuda":
-            raise InputError("sync_bn needs CUDA GPUs; on the CPU leave it off")
-        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model.to(device)
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
@@ -139,14 +136,15 @@ def pretrain(
     say(cfg.to_yaml().rstrip())
     say(
         f"data: {source.origin}, {len(source)} images, {iters_per_epoch} iterations/epoch, {total_steps} in all | "
-        f"batch {cfg.batch_size} = {info.world_size} x {per_rank_batch} | lr {cfg.lr} for 256 -> {cfg.scaled_lr:g} | "
+        f"batch {cfg.batch_size} = {info.world_size} x {per_rank_batch}, batch norm over {_bn_groups(cfg, per_rank_batch)} | "
+        f"lr {cfg.lr} for 256 -> {cfg.scaled_lr:g} | "
         f"{device.type} {precision.name}{' channels_last' if cfg.channels_last else ''} | "
         f"C5 grid {c5_side(cfg.crop_size)}x{c5_side(cfg.crop_size)}, dense grid {cfg.num_grid or c5_side(cfg.crop_size)}"
     )
 
-    if cfg.queue_len >= len(source):  # a query's own earlier keys then sit among its negatives, more so as training settles
-        say(f"densecl pretrain: warning: queue_len {cfg.queue_len} >= {len(source)} images: the queues will hold earlier "
-            f"keys of the same images as negatives; use --queue-len below the data set size", file=sys.stderr)
+    warning = queue_warning(cfg, len(source), iters_per_epoch * cfg.batch_size)
+    if warning:
+        say(f"densecl pretrain: warning: {warning}", file=sys.stderr)
 
     log = MetricsLog(out_dir, enabled=info.is_main, resume_step=step if resume is not None else None)
     loop = LoopState(step=step, total_steps=total_steps, stop_requested=_install_stop_handlers())
@@ -188,6 +186,26 @@ def pretrain(
     say(f"densecl pretrain: {loop.step} iterations in {time.time() - t0:.0f} s; checkpoint {ckpt_path}, metrics {log.path}")
     distributed.teardown()
     return ckpt_path
+
+
+def queue_warning(cfg: PretrainConfig, n_images: int, keys_per_epoch: int) -> str | None:
+    """One line when a queue is longer than the data set: its negatives then include earlier keys of each query's own
+    image (one per epoch the queue spans), more alike as training settles; None when both queues are shorter."""
+    queues = {"queue_len": cfg.queue_len, "dense_queue_len": cfg.dense_queue_len or cfg.queue_len}
+    long = {name: length for name, length in queues.items() if length > n_images}
+    if not long:
+        return None
+    fix = auto_queue_len(n_images, cfg.batch_size)
+    held = ", ".join(f"{name} {length} holds {length / keys_per_epoch:.1f} keys of each image" for name, length in long.items())
+    flags = " and ".join(f"--{name.replace('_', '-')} auto" for name in long)
+    return (f"{held} of the {n_images} images, its own among a query's negatives; {flags} ({fix}, the largest multiple "
+            f"of the batch {cfg.batch_size} below the number of images) avoids it")
+
+
+def _bn_groups(cfg: PretrainConfig, per_rank_batch: int) -> str:
+    if cfg.bn_group_size is None or cfg.bn_group_size == per_rank_batch:
+        return f"each process's {per_rank_batch} images"
+    return f"{per_rank_batch // cfg.bn_group_size} groups of {cfg.bn_group_size} per process"
 
 
 def check_data_backend(backend: str, device: torch.device) -> None:

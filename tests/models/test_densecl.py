@@ -84,12 +84,14 @@ def reference_step(sd: dict, im_q, im_k, m: float, tau: float, lam: float) -> di
     queue, queue2 = sd["queue"], sd["queue2"]
     n_img, _, s = r.shape
     lg = torch.stack([ce0(torch.cat([(q[n] @ k[n])[None], q[n] @ queue]) / tau) for n in range(n_img)]).mean()
-    rows = []
+    acc_g = sum(float(q[n].detach() @ k[n]) >= float((q[n].detach() @ queue).max()) for n in range(n_img)) / n_img  # top-1
+    rows, right = [], 0
     for n in range(n_img):
         for i in range(s):
             sims = [float(fq[n, :, i].detach() @ fk[n, :, j]) for j in range(s)]
             j = max(range(s), key=lambda jj: sims[jj])
             rows.append(ce0(torch.cat([(r[n, :, i] @ t[n, :, j])[None], r[n, :, i] @ queue2]) / tau))
+            right += float(r[n, :, i].detach() @ t[n, :, j]) >= float((r[n, :, i].detach() @ queue2).max())
     ld = torch.stack(rows).mean()
 
     p = int(sd["queue_ptr"])
@@ -99,7 +101,11 @@ def reference_step(sd: dict, im_q, im_k, m: float, tau: float, lam: float) -> di
     sd["queue2_ptr"] = sd["queue_ptr"].clone()
     for key in [k for k in sd if k.startswith("backbone.")]:  # the authors' twin is the same module
         sd[key] = sd["encoder_q.0." + key[len("backbone.") :]]
-    return {"loss": (1 - lam) * lg + lam * ld, "loss_global": lg, "loss_dense": ld, "state": sd}
+    return {
+        "loss": (1 - lam) * lg + lam * ld, "loss_global": lg, "loss_dense": ld,
+        "accuracy_global": torch.tensor(acc_g, dtype=torch.float64), "accuracy_dense": torch.tensor(right / len(rows), dtype=torch.float64),
+        "state": sd,
+    }  # fmt: skip
 
 
 def make_model(**kw) -> DenseCL:
@@ -119,8 +125,8 @@ def test_one_step_matches_the_reference(lam):
     model.load_authors_state_dict(sd)
     out = model(im_q, im_k)
     ref = reference_step(sd, im_q, im_k, m=0.99, tau=0.2, lam=lam)
-    for name in ("loss", "loss_global", "loss_dense"):
-        assert torch.allclose(getattr(out, name), ref[name], atol=1e-10), name
+    for name in ("loss", "loss_global", "loss_dense", "accuracy_global", "accuracy_dense"):
+        assert torch.allclose(getattr(out, name).double(), ref[name], atol=1e-10), name
     after = model.authors_state_dict()
     for key, value in ref["state"].items():
         assert torch.allclose(after[key].to(value.dtype), value, atol=1e-10), key

@@ -4,7 +4,7 @@ One training step, in the order of the paper and the authors' code::
 
     q, r, f_q  = encoder(im_q)                      # global, dense, backbone grid
     momentum_encoder <- m * momentum_encoder + (1 - m) * encoder   # EMA, params only
-    k, t, f_k  = momentum_encoder(shuffle(im_k))    # no gradient, unshuffled after
+    k, t, f_k  = momentum_encoder(shuffle(im_k))    # no gradient, unshuffled after (shuffle-BN)
     L_global   = InfoNCE(q, k, queue)               # MoCo-v2
     L_dense    = InfoNCE(r_i, t_j*(i), queue2)      # j*(i) = argmax_j cos(f_q_i, f_k_j)
     L          = (1 - lambda) L_global + lambda L_dense
@@ -23,6 +23,7 @@ from torch import nn
 from densecl import distributed, losses
 from densecl.models import authors_layout
 from densecl.models.backbones import build_backbone
+from densecl.models.batchnorm import group_batch_norms
 from densecl.models.heads import Encoder, EncoderOutput
 from densecl.models.queue import KeyQueue
 
@@ -31,6 +32,8 @@ class DenseCLOutput(NamedTuple):
     loss: torch.Tensor  # (1 - lambda) * loss_global + lambda * loss_dense
     loss_global: torch.Tensor  # unweighted InfoNCE of the global head
     loss_dense: torch.Tensor  # unweighted dense InfoNCE
+    accuracy_global: torch.Tensor  # top-1 of the global (K+1)-way task, in [0, 1], no gradient
+    accuracy_dense: torch.Tensor  # top-1 of the dense task over all query locations
 
 
 class DenseCL(nn.Module):
@@ -48,6 +51,10 @@ class DenseCL(nn.Module):
         dense_queue_len: negatives in the dense queue (``None``: ``queue_len``, as in the paper).
         backbone: use this module instead of building ``arch`` (must keep the
             backbone contract: ``forward`` -> C5 map, ``out_channels``).
+        bn_group_size: in training, every batch norm of both encoders normalises
+            groups of this many consecutive images, and the key batch is shuffled
+            across groups (shuffle-BN in one process; :mod:`densecl.models.batchnorm`).
+            ``None``: the whole local batch is one group, as on each of the authors' GPUs.
     """
 
     def __init__(
@@ -62,6 +69,7 @@ class DenseCL(nn.Module):
         num_grid: int | None = None,
         backbone: nn.Module | None = None,
         dense_queue_len: int | None = None,
+        bn_group_size: int | None = None,
     ) -> None:
         super().__init__()
         _check(0.0 <= momentum <= 1.0, f"momentum must be in [0, 1], got {momentum}")
@@ -70,9 +78,14 @@ class DenseCL(nn.Module):
         _check(queue_len > 0 and hidden_dim > 0 and out_dim > 0, "queue_len, hidden_dim and out_dim must be positive")
         _check(num_grid is None or num_grid >= 1, f"num_grid must be None or >= 1, got {num_grid}")
         _check(dense_queue_len is None or dense_queue_len > 0, f"dense_queue_len must be None or > 0, got {dense_queue_len}")
+        _check(bn_group_size is None or bn_group_size >= 1, f"bn_group_size must be None or >= 1, got {bn_group_size}")
         self.arch, self.momentum, self.temperature, self.loss_lambda = arch, momentum, temperature, loss_lambda
+        self.bn_group_size = bn_group_size
 
-        self.encoder = Encoder(backbone or build_backbone(arch), hidden_dim, out_dim, num_grid)
+        backbone = backbone or build_backbone(arch)
+        if bn_group_size is not None:
+            group_batch_norms(backbone, bn_group_size)
+        self.encoder = Encoder(backbone, hidden_dim, out_dim, num_grid)
         self.momentum_encoder = copy.deepcopy(self.encoder)  # starts as a copy, then EMA only
         self.momentum_encoder.requires_grad_(False)
         self.global_queue = KeyQueue(out_dim, queue_len)  # MoCo's queue: one key per past image
@@ -103,7 +116,8 @@ class DenseCL(nn.Module):
         with torch.no_grad():
             if self.training:
                 self._momentum_update(m)
-            im_k, unshuffle = distributed.batch_shuffle(im_k)  # shuffle-BN across ranks
+            # shuffle-BN: across ranks, and across this process's groups when there are groups
+            im_k, unshuffle = distributed.batch_shuffle(im_k, in_process=self.bn_group_size is not None)
             k, t, f_k = EncoderOutput(*(distributed.batch_unshuffle(x, unshuffle) for x in self.momentum_encoder(im_k)))
 
         # normalisation, logits and softmax in fp32 even under autocast
@@ -112,14 +126,14 @@ class DenseCL(nn.Module):
             k_pooled = _unit(t.mean(dim=2))  # N x D: mean of the UNnormalised dense keys
             q, r, f_q, k, t, f_k = (_unit(x) for x in (q, r, f_q, k, t, f_k))  # along channels
             # the queues as they were before this step's enqueue (cloned: enqueue writes in place)
-            loss_global = losses.info_nce(q, k, self.global_queue.keys.clone(), self.temperature)
-            loss_dense = losses.dense_info_nce(r, t, f_q, f_k, self.dense_queue.keys.clone(), self.temperature, match)
-            loss = (1 - lam) * loss_global + lam * loss_dense
+            global_ = losses.info_nce(q, k, self.global_queue.keys.clone(), self.temperature)
+            dense = losses.dense_info_nce(r, t, f_q, f_k, self.dense_queue.keys.clone(), self.temperature, match)
+            loss = (1 - lam) * global_.loss + lam * dense.loss
 
         if self.training:
             self.global_queue.enqueue(distributed.concat_all_gather(k))
             self.dense_queue.enqueue(distributed.concat_all_gather(k_pooled))
-        return DenseCLOutput(loss, loss_global, loss_dense)
+        return DenseCLOutput(loss, global_.loss, dense.loss, global_.accuracy, dense.accuracy)
 
     @torch.no_grad()
     def _momentum_update(self, m: float) -> None:

@@ -1,0 +1,106 @@
+"""Grouped batch norm against batch norm written out by hand, group by group."""
+
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+from densecl.models.batchnorm import GroupedBatchNorm2d, group_batch_norms
+
+EPS, MOMENTUM = 1e-5, 0.1
+
+
+def by_hand(x, weight, bias, groups):
+    """Each group normalised with its own biased mean and variance over images and positions."""
+    out = []
+    for xs in x.chunk(groups):
+        mean = xs.mean(dim=(0, 2, 3), keepdim=True)
+        var = ((xs - mean) ** 2).mean(dim=(0, 2, 3), keepdim=True)
+        out.append((xs - mean) / torch.sqrt(var + EPS) * weight.view(1, -1, 1, 1) + bias.view(1, -1, 1, 1))
+    return torch.cat(out)
+
+
+def layer(channels=3, group_size=2, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    bn = GroupedBatchNorm2d(channels, group_size, eps=EPS, momentum=MOMENTUM).double()
+    with torch.no_grad():
+        bn.weight.copy_(torch.rand(channels, generator=g, dtype=torch.float64) + 0.5)
+        bn.bias.copy_(torch.randn(channels, generator=g, dtype=torch.float64))
+        bn.running_mean.copy_(torch.randn(channels, generator=g, dtype=torch.float64))
+        bn.running_var.copy_(torch.rand(channels, generator=g, dtype=torch.float64) + 0.5)
+    return bn
+
+
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+def test_output_and_gradients_are_each_group_normalised_alone(memory_format):
+    bn = layer()
+    g = torch.Generator().manual_seed(1)
+    x = (torch.randn(6, 3, 4, 5, generator=g, dtype=torch.float64) * 3 + 1).contiguous(memory_format=memory_format)
+    x.requires_grad_(True)
+    upstream = torch.randn(6, 3, 4, 5, generator=g, dtype=torch.float64)
+    y = bn(x)
+    (y * upstream).sum().backward()
+    grads = x.grad.clone(), bn.weight.grad.clone(), bn.bias.grad.clone()
+
+    x_ref = x.detach().clone().requires_grad_(True)
+    w_ref, b_ref = bn.weight.detach().clone().requires_grad_(True), bn.bias.detach().clone().requires_grad_(True)
+    y_ref = by_hand(x_ref, w_ref, b_ref, groups=3)
+    (y_ref * upstream).sum().backward()
+    assert torch.allclose(y, y_ref, atol=1e-12)
+    for got, want in zip(grads, (x_ref.grad, w_ref.grad, b_ref.grad)):
+        assert torch.allclose(got, want, atol=1e-10)
+    assert y.is_contiguous(memory_format=memory_format)
+    # a single group normalises differently: the grouping is real
+    assert not torch.allclose(y, by_hand(x.detach(), bn.weight, bn.bias, groups=1), atol=1e-3)
+
+
+def test_running_statistics_are_the_mean_of_each_groups_update():
+    bn = layer()
+    before_mean, before_var = bn.running_mean.clone(), bn.running_var.clone()
+    x = torch.randn(4, 3, 2, 3, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    bn(x)
+    group_means = torch.stack([xs.mean(dim=(0, 2, 3)) for xs in x.chunk(2)])  # 2 x C
+    group_vars = torch.stack([xs.var(dim=(0, 2, 3), unbiased=True) for xs in x.chunk(2)])  # unbiased, as BatchNorm2d
+    want_mean = ((1 - MOMENTUM) * before_mean + MOMENTUM * group_means).mean(0)
+    want_var = ((1 - MOMENTUM) * before_var + MOMENTUM * group_vars).mean(0)
+    assert torch.allclose(bn.running_mean, want_mean, atol=1e-12)
+    assert torch.allclose(bn.running_var, want_var, atol=1e-12)
+    assert int(bn.num_batches_tracked) == 1
+
+
+def test_eval_mode_and_a_single_group_are_plain_batch_norm():
+    bn, plain = layer(), nn.BatchNorm2d(3, eps=EPS, momentum=MOMENTUM).double()
+    plain.load_state_dict(bn.state_dict())  # the same keys
+    x = torch.randn(2, 3, 4, 4, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    assert torch.allclose(bn(x), plain(x), atol=1e-12)  # batch 2 = group_size: one group
+    assert torch.allclose(bn.running_var, plain.running_var, atol=1e-12)
+    bn.eval(), plain.eval()
+    x8 = torch.randn(8, 3, 4, 4, dtype=torch.float64)
+    assert torch.equal(bn(x8), plain(x8))
+
+
+def test_half_precision_input_keeps_its_dtype_and_statistics_in_float32():
+    bn = GroupedBatchNorm2d(4, 2)
+    x = torch.randn(4, 4, 3, 3).to(torch.bfloat16).contiguous(memory_format=torch.channels_last).requires_grad_(True)
+    y = bn(x)
+    y.float().sum().backward()
+    assert y.dtype == torch.bfloat16 and x.grad.dtype == torch.bfloat16 and bn.weight.grad.dtype == torch.float32
+    want = by_hand(x.detach().float(), bn.weight.detach(), bn.bias.detach(), groups=2)
+    assert torch.allclose(y.float(), want, atol=0.05)
+
+
+def test_a_batch_that_does_not_split_into_groups_is_refused():
+    with pytest.raises(ValueError, match="does not split into groups of 4"):
+        GroupedBatchNorm2d(3, 4)(torch.randn(6, 3, 2, 2))
+
+
+def test_group_batch_norms_replaces_every_batch_norm_and_keeps_the_state_dict():
+    net = torchvision.models.resnet18()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    weight = net.layer1[0].bn1.weight
+    group_batch_norms(net, 8)
+    norms = [m for m in net.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert len(norms) == 20 and all(type(m) is GroupedBatchNorm2d and m.group_size == 8 for m in norms)
+    assert net.layer1[0].bn1.weight is weight  # the same parameter objects: optimizers and EMA still see them
+    after = net.state_dict()
+    assert list(after) == list(before) and all(torch.equal(after[k], before[k]) for k in before)
