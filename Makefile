@@ -6,7 +6,7 @@ BIN     := $(VENV)/bin
 # keeps pip from fetching a multi-GB CUDA build elsewhere. Override: make TORCH="torch torchvision"
 TORCH   ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: demo test install install-test clean assets experiment
+.PHONY: demo test test-fast lint format install install-test clean assets experiment
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -28,7 +28,19 @@ demo: install
 	bash scripts/demo.sh
 
 test: install-test
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --durations=15
+
+# the edit loop: everything but the tests marked slow (torchrun, SIGKILL, training loops), under a minute
+test-fast: install-test
+	$(BIN)/python -m pytest -m "not slow"
+
+lint: install-test
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: install-test
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
 
 # photo cut-outs and backgrounds for `densecl data scenes`, from Debian packages, into .cache/assets/
 assets: install

@@ -37,8 +37,10 @@ def main() -> None:
     for i in range(args.n):
         source.load(i)
     load = (time.perf_counter() - t) / args.n
-    print(f"{source.origin}, crop {args.crop}: {1 / dt:.0f} images/s per worker "
-          f"({dt * 1000:.1f} ms: {load * 1000:.1f} ms making/reading the image, {(dt - load) * 1000:.1f} ms two views)")
+    print(
+        f"{source.origin}, crop {args.crop}: {1 / dt:.0f} images/s per worker "
+        f"({dt * 1000:.1f} ms: {load * 1000:.1f} ms making/reading the image, {(dt - load) * 1000:.1f} ms two views)"
+    )
 
 
 if __name__ == "__main__":

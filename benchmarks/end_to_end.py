@@ -1,6 +1,7 @@
 """``densecl pretrain`` on a folder of JPEGs against the training step alone: does the data path keep up?
 
-    python benchmarks/end_to_end.py --device cpu --arch resnet18 --crop 64 --batch 8 --iters 6 --image-size 128 --workers 1
+    python benchmarks/end_to_end.py --device cpu --arch resnet18 --crop 64 --batch 8 --iters 6 --image-size 128 \\
+        --workers 1
     python benchmarks/end_to_end.py --device cuda --data-backend gpu --arch resnet50 --crop 224 --batch 256 \\
         --workers 14 --iters 60 --image-size 500
 
@@ -47,7 +48,9 @@ def write_jpegs(folder: Path, n: int, size: int, seed: int = 0) -> None:
 def step_only(cfg: PretrainConfig, device: torch.device, precision: Precision, iters: int) -> float:
     """Pairs/s of the training step on random tensors already on the device (median-free: total time)."""
     torch.manual_seed(0)
-    model = DenseCL(cfg.arch, cfg.hidden_dim, cfg.out_dim, cfg.queue_len, cfg.momentum, cfg.temperature, cfg.loss_lambda).to(device)
+    model = DenseCL(
+        cfg.arch, cfg.hidden_dim, cfg.out_dim, cfg.queue_len, cfg.momentum, cfg.temperature, cfg.loss_lambda
+    ).to(device)
     model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.SGD(model.encoder.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
     x = torch.randn(2, cfg.batch_size, 3, cfg.crop_size, cfg.crop_size, device=device)
@@ -67,7 +70,9 @@ def step_only(cfg: PretrainConfig, device: torch.device, precision: Precision, i
 
 
 def end_to_end(cfg: PretrainConfig, iters: int) -> tuple[float, float]:
-    """``(pairs/s, mean data wait per iteration in s)`` of ``densecl pretrain`` after its first quarter of iterations."""
+    """``(pairs/s, mean data wait per iteration in s)`` of ``densecl pretrain`` after its first quarter of
+    iterations.
+    """
     warm = max(1, iters // 4)
     cfg.max_iters, cfg.log_every = warm + iters, 1
     pretrain(cfg)
@@ -106,7 +111,10 @@ def main() -> None:
         folder.mkdir()
         t = time.perf_counter()
         write_jpegs(folder, n_images, args.image_size)
-        print(f"wrote {n_images} JPEGs of {args.image_size} x {round(0.75 * args.image_size)} px in {time.perf_counter() - t:.0f} s")
+        print(
+            f"wrote {n_images} JPEGs of {args.image_size} x {round(0.75 * args.image_size)} px in "
+            f"{time.perf_counter() - t:.0f} s"
+        )
         cfg = PretrainConfig(
             arch=args.arch,
             hidden_dim=2048,
@@ -125,8 +133,10 @@ def main() -> None:
         step = step_only(cfg, device, precision, args.iters)
 
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
-    print(f"{args.arch}, batch {args.batch}, crop {args.crop}, {precision_name} + channels_last on {name}; "
-          f"{args.data_backend} data backend, {args.workers} workers, {args.image_size} px JPEGs")
+    print(
+        f"{args.arch}, batch {args.batch}, crop {args.crop}, {precision_name} + channels_last on {name}; "
+        f"{args.data_backend} data backend, {args.workers} workers, {args.image_size} px JPEGs"
+    )
     print(f"  step only    {step:9.1f} pairs/s")
     print(f"  end to end   {e2e:9.1f} pairs/s   (waiting for data {data_wait * 1000:.1f} ms per iteration)")
     print(f"  ratio        {e2e / step:9.2f}   (target >= 0.9)")

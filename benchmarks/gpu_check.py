@@ -51,14 +51,19 @@ def main() -> None:
     torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
     gpu = copy.deepcopy(base).cuda().train()(x.cuda(), x.flip(3).cuda())
     diff = max(abs(cpu.loss.item() - gpu.loss.item()), abs(cpu.loss_dense.item() - gpu.loss_dense.item()))
-    print(f"cpu fp64 vs cuda fp32 loss: {cpu.loss.item():.6f} vs {gpu.loss.item():.6f}, max diff {diff:.2e}", "OK" if diff < 1e-3 else "FAIL")
+    print(
+        f"cpu fp64 vs cuda fp32 loss: {cpu.loss.item():.6f} vs {gpu.loss.item():.6f}, max diff {diff:.2e}",
+        "OK" if diff < 1e-3 else "FAIL",
+    )
     torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = True
     # 2. every precision and memory format trains with finite fp32 losses
     for precision in ("fp32", "bf16", "fp16"):
         for cl in (False, True):
             losses = steps(copy.deepcopy(base), precision, cl)
             ok = all(torch.isfinite(torch.tensor(losses)))
-            print(f"{precision:5s} channels_last={cl!s:5s} losses {[round(v, 3) for v in losses]}", "OK" if ok else "FAIL")
+            print(
+                f"{precision:5s} channels_last={cl!s:5s} losses {[round(v, 3) for v in losses]}", "OK" if ok else "FAIL"
+            )
     # 3. ResNet-50 DenseCL step throughput at 224 px
     for batch in (64, 128):
         model = DenseCL("resnet50", queue_len=65536)
@@ -70,7 +75,9 @@ def main() -> None:
             steps(m, precision, cl, n=10, batch=batch, size=224)
             torch.cuda.synchronize()
             dt = (time.perf_counter() - t) / 10
-            print(f"resnet50 batch {batch} 224px {precision} cl={cl}: {batch / dt:.0f} pairs/s ({dt * 1000:.0f} ms/step)")
+            print(
+                f"resnet50 batch {batch} 224px {precision} cl={cl}: {batch / dt:.0f} pairs/s ({dt * 1000:.0f} ms/step)"
+            )
         print("max memory GiB:", round(torch.cuda.max_memory_allocated() / 2**30, 1))
 
 

@@ -58,7 +58,9 @@ class Setting:
     def parse(cls, name: str, device: torch.device) -> Setting:
         precision, *options = name.split("+")
         if precision not in PRECISIONS or not set(options) <= set(OPTIONS):
-            raise SystemExit(f"step_speed: unknown setting {name!r}: a precision of {PRECISIONS} and options of {OPTIONS}")
+            raise SystemExit(
+                f"step_speed: unknown setting {name!r}: a precision of {PRECISIONS} and options of {OPTIONS}"
+            )
         if precision in ("tf32", "fp16") and device.type != "cuda":
             raise SystemExit(f"step_speed: {precision} needs a CUDA device")
         return cls(name, precision, "cl" in options, "compile" in options, "bn32" in options)
@@ -87,8 +89,13 @@ def build_step(row: str, s: Setting, args, device: torch.device) -> Callable[[],
         model = build_backbone(args.arch)
         params = model.parameters()
     else:
-        model = DenseCL(args.arch, hidden_dim=args.hidden_dim, out_dim=128, queue_len=args.queue_len,
-                        loss_lambda=0.5 if row == "densecl" else 0.0)  # fmt: skip
+        model = DenseCL(
+            args.arch,
+            hidden_dim=args.hidden_dim,
+            out_dim=128,
+            queue_len=args.queue_len,
+            loss_lambda=0.5 if row == "densecl" else 0.0,
+        )
         params = model.encoder.parameters()
     if s.bn32:
         for m in model.modules():
@@ -164,16 +171,20 @@ def main() -> None:
                 step()
                 if device.type == "cuda":
                     torch.cuda.synchronize()
-            except Exception as e:  # noqa: BLE001 - a setting that cannot run (say, no compiler) is reported and left out
+            except Exception as e:  # a setting that cannot run (say, no compiler) is reported and left out
                 failed[s] = f"{r}: {type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:160]}"
                 continue
             if i >= warmup:
                 times[(s, r)].append(time.perf_counter() - t)
 
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu, {torch.get_num_threads()} threads"
-    print(f"{args.arch} batch {args.batch} crop {args.crop} on {name}, torch {torch.__version__}, "
-          f"median of {args.rounds} rounds after {warmup} warm-up")  # fmt: skip
-    header = f"  {'setting':22s}" + "".join(f"{r + (' img/s' if r == 'backbone' else ' pairs/s'):>18s}{'ms':>8s}" for r in rows)
+    print(
+        f"{args.arch} batch {args.batch} crop {args.crop} on {name}, torch {torch.__version__}, "
+        f"median of {args.rounds} rounds after {warmup} warm-up"
+    )
+    header = f"  {'setting':22s}" + "".join(
+        f"{r + (' img/s' if r == 'backbone' else ' pairs/s'):>18s}{'ms':>8s}" for r in rows
+    )
     if {"densecl", "backbone"} <= set(rows):
         header += f"{'densecl/backbone':>18s}"
     if {"densecl", "mocov2"} <= set(rows):
@@ -190,8 +201,10 @@ def main() -> None:
         if {"densecl", "mocov2"} <= set(rows):
             line += f"{median['densecl'] / median['mocov2']:21.3f}"
         print(line)
-    print(f"  targets: densecl pairs/s / backbone img/s >= {TARGET_BACKBONE_RATIO}, "
-          f"densecl / mocov2 step time <= {TARGET_MOCO_RATIO}")  # fmt: skip
+    print(
+        f"  targets: densecl pairs/s / backbone img/s >= {TARGET_BACKBONE_RATIO}, "
+        f"densecl / mocov2 step time <= {TARGET_MOCO_RATIO}"
+    )
     if device.type == "cuda":
         print(f"  max memory {torch.cuda.max_memory_allocated(device) / 2**30:.1f} GiB")
 

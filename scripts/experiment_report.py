@@ -1,6 +1,7 @@
 """docs/results.md for ``make experiment`` (scripts/experiment.sh): DenseCL against MoCo-v2 over seeds.
 
-    python scripts/experiment_report.py --run runs/study --data .cache/study-scenes --out docs/results.md --figures docs/figures
+    python scripts/experiment_report.py --run runs/study --data .cache/study-scenes --out docs/results.md \\
+        --figures docs/figures
 
 Reads what the run left: ``RUN/eval/<backbone>_<protocol>.json`` (``densecl-s0``,
 ``mocov2-s0``, ..., the ablations, ``random``, ``reference``, ``oracle``), the pre-training
@@ -48,13 +49,20 @@ HEADLINE = (
     ("svm", "mAP", "SVM mAP", 1),
 )
 CORRESPONDENCE = (
-    ("accuracy", "accuracy", 100), ("same_cell_baseline", "'same place' baseline", 100), ("within_16", "within 16 px", 100), ("within_32", "within 32 px", 100),
-    ("within_64", "within 64 px", 100), ("mutual_precision", "mutual NN precision", 100),
-    ("mutual_recall", "mutual NN recall", 100), ("true_similarity", "cos to the true cell", 1),
-    ("best_false_similarity", "cos to the best other cell", 1), ("margin", "margin", 1),
-    ("within_view_similarity", "cos between cells of one view", 1), ("confident", "matches >= 0.9 per pair", 1),
+    ("accuracy", "accuracy", 100),
+    ("same_cell_baseline", "'same place' baseline", 100),
+    ("within_16", "within 16 px", 100),
+    ("within_32", "within 32 px", 100),
+    ("within_64", "within 64 px", 100),
+    ("mutual_precision", "mutual NN precision", 100),
+    ("mutual_recall", "mutual NN recall", 100),
+    ("true_similarity", "cos to the true cell", 1),
+    ("best_false_similarity", "cos to the best other cell", 1),
+    ("margin", "margin", 1),
+    ("within_view_similarity", "cos between cells of one view", 1),
+    ("confident", "matches >= 0.9 per pair", 1),
     ("confident_correct", "of them correct", 1),
-)  # fmt: skip
+)
 FIGURE_MAX_SIDE = 1200  # pixels; docs/ keeps small PNGs
 ANALYSIS_MARKER = "<!-- analysis: written by hand below this line; make experiment keeps it -->"
 NO_ANALYSIS = "## Analysis\n\nNot written yet.\n"
@@ -104,7 +112,11 @@ def collect(run: Path) -> Study:
         if record is not None:
             study.records[(name, protocol)] = record
     seeds = {int(m.group(2)) for name, _ in study.records if (m := re.fullmatch(r"(densecl|mocov2)-s(\d+)", name))}
-    study.seeds = sorted(s for s in seeds if any(n == f"densecl-s{s}" for n, _ in study.records) and any(n == f"mocov2-s{s}" for n, _ in study.records))
+    study.seeds = sorted(
+        s
+        for s in seeds
+        if any(n == f"densecl-s{s}" for n, _ in study.records) and any(n == f"mocov2-s{s}" for n, _ in study.records)
+    )
     for ckpt in sorted(run.glob("*/checkpoint.pt")):
         study.configs[ckpt.parent.name] = _stored_config(ckpt)
     study.timings = read_timings(run / "timing.tsv")
@@ -148,10 +160,21 @@ def machine_info() -> dict[str, str]:
 
     cpu = None
     try:
-        cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith("model name")), None)
+        cpu = next(
+            (
+                ln.split(":", 1)[1].strip()
+                for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                if ln.startswith("model name")
+            ),
+            None,
+        )
     except OSError:
         pass
-    return {"cpu": cpu or platform.processor() or platform.machine(), "cores": str(os.cpu_count()), "torch": torch.__version__}
+    return {
+        "cpu": cpu or platform.processor() or platform.machine(),
+        "cores": str(os.cpu_count()),
+        "torch": torch.__version__,
+    }
 
 
 # ------------------------------------------------------------------ tables
@@ -213,7 +236,9 @@ def headline_table(study: Study) -> str:
     from densecl.tables import markdown_table
 
     n = len(study.seeds)
-    rows = [[f"{label} ({n} seeds)", *(method_cell(study, m, p, k, s) for p, k, _, s in HEADLINE)] for m, label in METHODS]
+    rows = [
+        [f"{label} ({n} seeds)", *(method_cell(study, m, p, k, s) for p, k, _, s in HEADLINE)] for m, label in METHODS
+    ]
     rows.append(["DenseCL − MoCo-v2, 95 % CI", *(difference_cell(study, p, k, s) for p, k, _, s in HEADLINE)])
     rows.append(["verdict", *(verdict(study, p, k) for p, k, _, _ in HEADLINE)])
     rows += [[label, *(single_cell(study, name, p, k, s) for p, k, _, s in HEADLINE)] for name, label in SINGLES]
@@ -226,19 +251,28 @@ def correspondence_table(study: Study, stage: str) -> str:
     rows = []
     for key, title, scale in CORRESPONDENCE:
         metric = f"{stage}_{key}"
-        rows.append([
-            title,
-            *(method_cell(study, m, "correspondence", metric, scale) for m, _ in METHODS),
-            difference_cell(study, "correspondence", metric, scale),
-            *(single_cell(study, name, "correspondence", metric, scale) for name, _ in SINGLES),
-        ])
-    return markdown_table(["", *(label for _, label in METHODS), "DenseCL − MoCo-v2", *(label for _, label in SINGLES)], rows, padded=False)
+        rows.append(
+            [
+                title,
+                *(method_cell(study, m, "correspondence", metric, scale) for m, _ in METHODS),
+                difference_cell(study, "correspondence", metric, scale),
+                *(single_cell(study, name, "correspondence", metric, scale) for name, _ in SINGLES),
+            ]
+        )
+    return markdown_table(
+        ["", *(label for _, label in METHODS), "DenseCL − MoCo-v2", *(label for _, label in SINGLES)],
+        rows,
+        padded=False,
+    )
 
 
 def memory_table(study: Study) -> str:
     from densecl.tables import markdown_table
 
-    sizes = sorted({k for (_, p), r in study.records.items() if p == "dense-nn" for k in r["metrics"] if k.startswith("mIoU@")}, key=lambda k: int(k[5:]))
+    sizes = sorted(
+        {k for (_, p), r in study.records.items() if p == "dense-nn" for k in r["metrics"] if k.startswith("mIoU@")},
+        key=lambda k: int(k[5:]),
+    )
     if not sizes:
         return f"{MISSING} (no dense-nn result yet)"
     rows = [[label, *(method_cell(study, m, "dense-nn", k, 1) for k in sizes)] for m, label in METHODS]
@@ -262,7 +296,9 @@ def _ablation_label(description: str, config: dict[str, Any] | None, base: dict[
     """``description`` and the settings the ablation's checkpoint changed against DenseCL's of the same seed."""
     if config is None or base is None:
         return description
-    changed = ", ".join(f"{k} {v} instead of {'the default' if w is None else w}" for k, (v, w) in differences(config, base).items())
+    changed = ", ".join(
+        f"{k} {v} instead of {'the default' if w is None else w}" for k, (v, w) in differences(config, base).items()
+    )
     return f"{description} ({changed or '**no setting differs**'})"
 
 
@@ -272,8 +308,25 @@ def settings_lines(study: Study) -> list[str]:
     moco = next((c for n, c in study.configs.items() if re.fullmatch(r"mocov2-s\d+", n)), None)
     if dense is None:
         return [f"{MISSING} (no checkpoint yet)"]
-    keys = ("arch", "hidden_dim", "out_dim", "queue_len", "momentum", "temperature", "crop_size", "min_scale", "batch_size", "epochs", "lr", "weight_decay", "precision", "data")
-    lines = ["Pre-training, from the checkpoints' stored configs: " + ", ".join(f"{k} {dense.get(k)}" for k in keys) + "."]
+    keys = (
+        "arch",
+        "hidden_dim",
+        "out_dim",
+        "queue_len",
+        "momentum",
+        "temperature",
+        "crop_size",
+        "min_scale",
+        "batch_size",
+        "epochs",
+        "lr",
+        "weight_decay",
+        "precision",
+        "data",
+    )
+    lines = [
+        "Pre-training, from the checkpoints' stored configs: " + ", ".join(f"{k} {dense.get(k)}" for k in keys) + "."
+    ]
     if moco is not None:
         other = sorted(differences(dense, moco, "loss_lambda"))
         lines.append(
@@ -285,7 +338,17 @@ def settings_lines(study: Study) -> list[str]:
 
 def differences(a: dict[str, Any], b: dict[str, Any], *also_ignored: str) -> dict[str, tuple[Any, Any]]:
     """The settings two stored configs differ in, ``key -> (a's value, b's value)``, except run-only ones."""
-    ignored = {"seed", "output_dir", "device", "workers", "log_every", "save_every", "dist_timeout", "comment", *also_ignored}  # no effect on the result
+    ignored = {
+        "seed",
+        "output_dir",
+        "device",
+        "workers",
+        "log_every",
+        "save_every",
+        "dist_timeout",
+        "comment",
+        *also_ignored,
+    }  # no effect on the result
     return {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if k not in ignored and a.get(k) != b.get(k)}
 
 
@@ -306,13 +369,21 @@ def timing_table(timings: list[tuple[str, float]]) -> str:
 
 
 def radius_figure(study: Study, out: Path) -> Path | None:
-    """Correspondence accuracy against radius at C4 and C5: DenseCL and MoCo-v2 (mean ± std over seeds), random init, the supervised backbones."""
+    """Correspondence accuracy against radius at C4 and C5: DenseCL and MoCo-v2 (mean ± std over seeds), random
+    init, the supervised backbones.
+    """
     from densecl import plotting
 
     rows = []
     for stage in ("c4", "c5"):
         radii = sorted(
-            {m.group(1) for (_, p), r in study.records.items() if p == "correspondence" for k in r["metrics"] if (m := re.fullmatch(rf"{stage}_within_([\d.]+)", k))},
+            {
+                m.group(1)
+                for (_, p), r in study.records.items()
+                if p == "correspondence"
+                for k in r["metrics"]
+                if (m := re.fullmatch(rf"{stage}_within_([\d.]+)", k))
+            },
             key=float,
         )
         if not radii:
@@ -322,7 +393,14 @@ def radius_figure(study: Study, out: Path) -> Path | None:
             if any(c is None for c in cols):
                 continue
             stats = [mean_std(c) for c in cols]  # type: ignore[arg-type]
-            rows.append((f"{label} ({len(study.seeds)} seeds)", [float(r) for r in radii], [s[0] for s in stats], [s[1] for s in stats]))
+            rows.append(
+                (
+                    f"{label} ({len(study.seeds)} seeds)",
+                    [float(r) for r in radii],
+                    [s[0] for s in stats],
+                    [s[1] for s in stats],
+                )
+            )
         for name, label in SINGLES:
             vals = [value(study, name, "correspondence", f"{stage}_within_{r}") for r in radii]
             if all(v is not None for v in vals):
@@ -333,7 +411,9 @@ def radius_figure(study: Study, out: Path) -> Path | None:
 
 
 def masks_figure(study: Study, run: Path, out: Path) -> Path | None:
-    """dense-nn masks of the first test images: DenseCL and MoCo-v2 (first seed), random init, the supervised backbones."""
+    """dense-nn masks of the first test images: DenseCL and MoCo-v2 (first seed), random init, the supervised
+    backbones.
+    """
     import numpy as np
 
     from densecl import plotting
@@ -364,67 +444,69 @@ def render(study: Study, data: str) -> str:
     machine = ", ".join(f"{k} {v}" for k, v in study.machine.items()) or MISSING
     figures = "\n\n".join(f"![{caption}]({link})\n\n*{caption}.*" for link, caption in study.figures)
     seeds = ", ".join(map(str, study.seeds)) or MISSING
-    return "\n".join([
-        "# Does DenseCL give better dense features than MoCo-v2? The study",
-        "",
-        "Written by `make experiment` (`scripts/experiment.sh`; this report by `scripts/experiment_report.py`).",
-        "DenseCL (lambda 0.5) and MoCo-v2 (lambda 0) are pre-trained with everything else identical, once per",
-        f"pre-training seed (seeds {seeds}), on the train images of the photo scenes in `{data}`",
-        "(docs/photo-scenes.md); every number is on the test split. Random init is the floor of each",
-        "instrument. Two backbones are trained from random init with segmentation labels by one recipe: the",
-        "supervised reference with the train split's, the fair supervised baseline, and the oracle with the",
-        "train and the test split's. The oracle has seen the test objects and backgrounds: it is no",
-        "competitor but the top of the label instruments' range, what they read when a backbone knows the test",
-        "classes (labels teach no location: the oracle is not the top of correspondence's range).",
-        "",
-        *settings_lines(study),
-        "",
-        f"Machine: {machine}.",
-        "",
-        "## Headline (test split, percent)",
-        "",
-        "Methods: mean ± std over pre-training seeds. DenseCL − MoCo-v2: mean paired difference (same seed:",
-        "same initial weights and data order) with its 95 % t-interval; the verdict says whether the interval",
-        "excludes zero and on how many seeds DenseCL scored higher.",
-        "",
-        headline_table(study),
-        "",
-        "## Dense correspondence against ground-truth geometry",
-        "",
-        "Two views of each test image with known crop and flip and the MoCo-v2 colour augmentation; a query",
-        "cell is right when its most similar cell of the other view holds the same image point",
-        "(`densecl eval correspondence`).",
-        "",
-        "### C5",
-        "",
-        correspondence_table(study, "c5"),
-        "",
-        "### C4",
-        "",
-        correspondence_table(study, "c4"),
-        "",
-        "## In-context dense nearest-neighbour segmentation, by memory size (mIoU)",
-        "",
-        memory_table(study),
-        "",
-        "## Ablations of DenseCL (first seed)",
-        "",
-        ablation_table(study),
-        "",
-        "## Figures",
-        "",
-        figures or f"{MISSING} (no figure yet)",
-        "",
-        "## Wall time",
-        "",
-        timing_table(study.timings),
-        "",
-    ])
+    return "\n".join(
+        [
+            "# Does DenseCL give better dense features than MoCo-v2? The study",
+            "",
+            "Written by `make experiment` (`scripts/experiment.sh`; this report by `scripts/experiment_report.py`).",
+            "DenseCL (lambda 0.5) and MoCo-v2 (lambda 0) are pre-trained with everything else identical, once per",
+            f"pre-training seed (seeds {seeds}), on the train images of the photo scenes in `{data}`",
+            "(docs/photo-scenes.md); every number is on the test split. Random init is the floor of each",
+            "instrument. Two backbones are trained from random init with segmentation labels by one recipe: the",
+            "supervised reference with the train split's, the fair supervised baseline, and the oracle with the",
+            "train and the test split's. The oracle has seen the test objects and backgrounds: it is no",
+            "competitor but the top of the label instruments' range, what they read when a backbone knows the test",
+            "classes (labels teach no location: the oracle is not the top of correspondence's range).",
+            "",
+            *settings_lines(study),
+            "",
+            f"Machine: {machine}.",
+            "",
+            "## Headline (test split, percent)",
+            "",
+            "Methods: mean ± std over pre-training seeds. DenseCL − MoCo-v2: mean paired difference (same seed:",
+            "same initial weights and data order) with its 95 % t-interval; the verdict says whether the interval",
+            "excludes zero and on how many seeds DenseCL scored higher.",
+            "",
+            headline_table(study),
+            "",
+            "## Dense correspondence against ground-truth geometry",
+            "",
+            "Two views of each test image with known crop and flip and the MoCo-v2 colour augmentation; a query",
+            "cell is right when its most similar cell of the other view holds the same image point",
+            "(`densecl eval correspondence`).",
+            "",
+            "### C5",
+            "",
+            correspondence_table(study, "c5"),
+            "",
+            "### C4",
+            "",
+            correspondence_table(study, "c4"),
+            "",
+            "## In-context dense nearest-neighbour segmentation, by memory size (mIoU)",
+            "",
+            memory_table(study),
+            "",
+            "## Ablations of DenseCL (first seed)",
+            "",
+            ablation_table(study),
+            "",
+            "## Figures",
+            "",
+            figures or f"{MISSING} (no figure yet)",
+            "",
+            "## Wall time",
+            "",
+            timing_table(study.timings),
+            "",
+        ]
+    )
 
 
 def keep_analysis(generated: str, previous: str | None) -> str:
     if previous is not None and ANALYSIS_MARKER in previous:
-        return generated + previous[previous.index(ANALYSIS_MARKER):]
+        return generated + previous[previous.index(ANALYSIS_MARKER) :]
     return f"{generated}{ANALYSIS_MARKER}\n\n{NO_ANALYSIS}"
 
 
@@ -438,8 +520,12 @@ def write_report(run: Path, data: str, out: Path, figures_dir: Path) -> Path:
         ("accuracy_radius.png", "Correspondence accuracy against pixel radius, test pairs (bands: std over seeds)"),
         ("dense_nn_masks.png", "dense-nn masks of the first test images (all the memory; first seed)"),
         ("curves.png", "Pre-training loss and learning rate of every DenseCL and MoCo-v2 run"),
-        ("matches.png", "Mutual matches with cosine >= 0.9 on the first of 16 test view pairs (densecl correspond): "
-         "green where the views' geometry confirms the match, red where it does not, grey where view 2 does not show the point"),
+        (
+            "matches.png",
+            "Mutual matches with cosine >= 0.9 on the first of 16 test view pairs (densecl correspond): "
+            "green where the views' geometry confirms the match, red where it does not, grey where view 2 does not "
+            "show the point",
+        ),
     ):
         src = run / "figures" / name
         if src.exists() and made.get(name, True):

@@ -18,8 +18,14 @@ _spec.loader.exec_module(step_speed)
 
 
 def dry_run(tmp_path: Path, **env: str) -> list[str]:
-    out = subprocess.run(["bash", str(ROOT / "scripts" / "gpu_bench.sh")], env={**os.environ, "DRY_RUN": "1", **env},
-                         capture_output=True, text=True, timeout=60, check=True).stdout  # fmt: skip
+    out = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "gpu_bench.sh")],
+        env={**os.environ, "DRY_RUN": "1", **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
     return out.splitlines()
 
 
@@ -28,7 +34,11 @@ def test_gpu_bench_plans_step_only_eager_and_compiled_then_end_to_end(tmp_path):
     steps = [line for line in lines if "step_speed.py" in line]
     assert len(steps) == 5 and all("--arch resnet50 --crop 224 --device cuda" in line for line in steps)
     assert "--batch 128 --settings tf32+cl,bf16+cl,fp16+cl,bf16+cl+bn32" in steps[0] and "--batch 256" in steps[1]
-    assert [line.split("--settings ")[1].split()[0] for line in steps[2:]] == ["bf16+cl+compile", "fp16+cl+compile", "tf32+cl+compile"]
+    assert [line.split("--settings ")[1].split()[0] for line in steps[2:]] == [
+        "bf16+cl+compile",
+        "fp16+cl+compile",
+        "tf32+cl+compile",
+    ]
     assert lines[0].startswith("gpu_bench: 20") and lines[-1].endswith("log docs/gpu-bench-dry-run.log")
     if (ROOT / "benchmarks" / "end_to_end.py").exists():
         e2e = [line for line in lines if "end_to_end.py" in line]
@@ -63,11 +73,14 @@ def test_fp32_batch_norm_computes_in_fp32_and_returns_the_input_dtype():
 def test_step_speed_rows_take_turns_going_first(monkeypatch, capsys):
     # the first step of a round pays for the previous setting's cache state: every row must go first as often
     calls: list[tuple[str, str]] = []
-    monkeypatch.setattr(step_speed, "build_step", lambda row, s, args, device: (lambda: calls.append((s.name, row))))
+    monkeypatch.setattr(step_speed, "build_step", lambda row, s, args, device: lambda: calls.append((s.name, row)))
     monkeypatch.setattr(sys, "argv", ["step_speed.py", "--settings", "fp32,fp32+cl", "--rounds", "3", "--warmup", "0"])
     step_speed.main()
     rounds = [calls[i : i + 6] for i in range(0, len(calls), 6)]  # 2 settings x 3 rows per round
     assert len(rounds) == 3
     firsts = [[row for name, row in r if name == setting][0] for r in rounds for setting in ("fp32", "fp32+cl")]
     assert sorted(firsts) == sorted(["densecl", "mocov2", "backbone"] * 2)
-    assert all(sorted(r) == sorted((n, w) for n in ("fp32", "fp32+cl") for w in ("densecl", "mocov2", "backbone")) for r in rounds)
+    assert all(
+        sorted(r) == sorted((n, w) for n in ("fp32", "fp32+cl") for w in ("densecl", "mocov2", "backbone"))
+        for r in rounds
+    )

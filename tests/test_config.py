@@ -7,7 +7,13 @@ from densecl.errors import InputError
 
 def test_every_recipe_loads_and_validates():
     names = config.recipe_names()
-    assert {"densecl_r50_imagenet_200ep", "densecl_r50_coco_800ep", "mocov2_r50_imagenet_200ep", "mocov2_r50_coco_800ep", "demo_cpu"} <= set(names)
+    assert {
+        "densecl_r50_imagenet_200ep",
+        "densecl_r50_coco_800ep",
+        "mocov2_r50_imagenet_200ep",
+        "mocov2_r50_coco_800ep",
+        "demo_cpu",
+    } <= set(names)
     for name in names:
         cfg = config.from_dict(config.load_recipe(name), name)
         cfg.validate(world_size=1)
@@ -19,9 +25,9 @@ def test_recipes_follow_the_paper():
     moco = config.from_dict(config.load_recipe("mocov2_r50_coco_800ep"))
     assert (imagenet.lr, imagenet.batch_size, imagenet.crop_size, imagenet.epochs) == (0.03, 256, 224, 200)
     assert (coco.lr, coco.epochs, coco.loss_lambda) == (0.3, 800, 0.5)
-    assert moco.loss_lambda == 0.0 and {k: v for k, v in moco.to_dict().items() if k not in ("loss_lambda", "output_dir")} == {
-        k: v for k, v in coco.to_dict().items() if k not in ("loss_lambda", "output_dir")
-    }
+    assert moco.loss_lambda == 0.0 and {
+        k: v for k, v in moco.to_dict().items() if k not in ("loss_lambda", "output_dir")
+    } == {k: v for k, v in coco.to_dict().items() if k not in ("loss_lambda", "output_dir")}
     assert imagenet.weight_decay == 1e-4 and imagenet.temperature == 0.2 and imagenet.queue_len == 65536
 
 
@@ -41,15 +47,26 @@ def test_c5_side():
     [
         ({"loss_lambda": 1.2}, "loss_lambda must be in"),
         ({"loss_lambda": -0.1}, "loss_lambda must be in"),
-        ({"queue_len": 1000, "batch_size": 256}, "queue_len 1000 is not a positive multiple of the global batch size 256; "
-         "choose one \\(e.g. 768\\) or --queue-len auto"),
-        ({"sync_bn": True}, "sync_bn is refused in pre-training: SyncBN normalises the whole global batch, which undoes "
-         "shuffle-BN"),
-        ({"bn_group_size": 12, "batch_size": 32}, "bn_group_size 12 must be >= 2 and divide the batch of each process, 32"),
+        (
+            {"queue_len": 1000, "batch_size": 256},
+            "queue_len 1000 is not a positive multiple of the global batch size 256; "
+            "choose one \\(e.g. 768\\) or --queue-len auto",
+        ),
+        (
+            {"sync_bn": True},
+            "sync_bn is refused in pre-training: SyncBN normalises the whole global batch, which undoes shuffle-BN",
+        ),
+        (
+            {"bn_group_size": 12, "batch_size": 32},
+            "bn_group_size 12 must be >= 2 and divide the batch of each process, 32",
+        ),
         ({"bn_group_size": 1, "batch_size": 32}, "bn_group_size 1 must be >= 2"),
         ({"crop_size": 32}, "at least 2x2"),
         ({"precision": "fp8"}, "precision must be"),
-        ({"dense_queue_len": 1000, "batch_size": 256}, "dense_queue_len 1000 must be a positive multiple of the global batch size 256"),
+        (
+            {"dense_queue_len": 1000, "batch_size": 256},
+            "dense_queue_len 1000 must be a positive multiple of the global batch size 256",
+        ),
         ({"dense_matching": "optical-flow"}, "dense_matching must be one of features, geometry"),
     ],
 )
@@ -67,7 +84,12 @@ def test_bn_groups_must_divide_each_process_batch():
 
 
 def test_the_large_recipes_normalise_groups_of_32_as_the_authors_gpus():
-    for name in ("densecl_r50_imagenet_200ep", "mocov2_r50_imagenet_200ep", "densecl_r50_coco_800ep", "mocov2_r50_coco_800ep"):
+    for name in (
+        "densecl_r50_imagenet_200ep",
+        "mocov2_r50_imagenet_200ep",
+        "densecl_r50_coco_800ep",
+        "mocov2_r50_coco_800ep",
+    ):
         assert config.from_dict(config.load_recipe(name)).bn_group_size == 32, name
 
 

@@ -54,7 +54,8 @@ def test_two_process_ddp_keeps_ranks_in_sync(tmp_path):
 
 def test_torchrun_two_processes_on_cpu(tmp_path):
     cmd = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",  # --standalone: a free port
+        # --standalone: a free port
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
         "-m", "densecl", "pretrain", "--arch", "resnet18", "--hidden-dim", "16", "--out-dim", "8",
         "--queue-len", "16", "--batch-size", "8", "--crop-size", "64", "--scenes-size", "64",
         "--scenes-length", "16", "--epochs", "1", "--workers", "0", "--precision", "auto",

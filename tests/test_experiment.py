@@ -1,4 +1,6 @@
-"""`make experiment`: the report's statistics and tables on hand-made results, and the script's dry run and resume logic."""
+"""`make experiment`: the report's statistics and tables on hand-made results, and the script's dry run and resume
+logic.
+"""
 
 from __future__ import annotations
 
@@ -54,9 +56,14 @@ def test_headline_cells_difference_and_verdict(tmp_path):
     assert report.method_cell(study, "densecl", "correspondence", "c5_accuracy", 100) == "31.00 ± 1.00"
     # differences 10, 11, 9 points: mean 10, sd 1
     half = 4.302653 / 3**0.5
-    assert report.difference_cell(study, "correspondence", "c5_accuracy", 100) == f"+10.00 [+{10 - half:.2f}, +{10 + half:.2f}]"
+    assert (
+        report.difference_cell(study, "correspondence", "c5_accuracy", 100)
+        == f"+10.00 [+{10 - half:.2f}, +{10 + half:.2f}]"
+    )
     assert report.verdict(study, "correspondence", "c5_accuracy") == "DenseCL higher (DenseCL higher on 3 of 3 seeds)"
-    assert report.verdict(study, "svm", "mAP") == "no difference resolved (DenseCL higher on 2 of 3 seeds)"  # differences -1, +1, +3
+    assert (
+        report.verdict(study, "svm", "mAP") == "no difference resolved (DenseCL higher on 2 of 3 seeds)"
+    )  # differences -1, +1, +3
     assert report.single_cell(study, "random", "correspondence", "c5_accuracy", 100) == "15.00"
     assert report.single_cell(study, "reference", "svm", "mAP", 1) == "—"
     table = report.headline_table(study)
@@ -66,7 +73,10 @@ def test_headline_cells_difference_and_verdict(tmp_path):
 def test_settings_come_from_the_checkpoints_and_every_difference_is_named(tmp_path):
     run = tmp_path / "run"
     base = {"arch": "resnet18", "queue_len": 64, "loss_lambda": 0.5, "seed": 0, "output_dir": "a", "crop_size": 160}
-    for name, config in (("densecl-s0", base), ("mocov2-s0", {**base, "loss_lambda": 0.0, "output_dir": "b", "queue_len": 128})):
+    for name, config in (
+        ("densecl-s0", base),
+        ("mocov2-s0", {**base, "loss_lambda": 0.0, "output_dir": "b", "queue_len": 128}),
+    ):
         checkpoint.save(run / name / "checkpoint.pt", checkpoint.TrainingState(config, {}, {}, None, 1, 0, 1, {}))
     lines = report.settings_lines(report.collect(run))
     assert "arch resnet18" in lines[0] and "crop_size 160" in lines[0]
@@ -77,7 +87,10 @@ def test_a_checkpoint_older_than_a_setting_reads_as_its_default(tmp_path):
     # densecl-s0 of the CPU study predates dense_matching; the default ("features") is what it ran
     run = tmp_path / "run"
     base = {"arch": "resnet18", "loss_lambda": 0.5}
-    for name, config in (("densecl-s0", base), ("mocov2-s0", {**base, "loss_lambda": 0.0, "dense_matching": "features"})):
+    for name, config in (
+        ("densecl-s0", base),
+        ("mocov2-s0", {**base, "loss_lambda": 0.0, "dense_matching": "features"}),
+    ):
         checkpoint.save(run / name / "checkpoint.pt", checkpoint.TrainingState(config, {}, {}, None, 1, 0, 1, {}))
     assert report.settings_lines(report.collect(run))[1].endswith("every other setting is the same.")
     config = {**base, "loss_lambda": 0.0, "dense_matching": "geometry"}
@@ -89,17 +102,25 @@ def test_each_ablation_row_names_what_its_checkpoint_changed(tmp_path):
     run = tmp_path / "run"
     base = {"arch": "resnet18", "loss_lambda": 0.5, "dense_queue_len": 1024, "output_dir": "a"}
     configs = {
-        "densecl-s0": base, "mocov2-s0": {**base, "loss_lambda": 0.0},
+        "densecl-s0": base,
+        "mocov2-s0": {**base, "loss_lambda": 0.0},
         "densecl-densequeue-s0": {**base, "dense_queue_len": 256, "output_dir": "b"},  # the folder is no setting
         "densecl-warmup-s0": {**base, "output_dir": "c"},  # a run that forgot its flag
         "densecl-geometry-s0": {**base, "dense_queue_len": None, "dense_matching": "geometry"},
-    }  # fmt: skip
-    save = lambda name: checkpoint.save(run / name / "checkpoint.pt", checkpoint.TrainingState(configs[name], {}, {}, None, 1, 0, 1, {}))  # noqa: E731
+    }
+
+    def save(name):
+        checkpoint.save(
+            run / name / "checkpoint.pt", checkpoint.TrainingState(configs[name], {}, {}, None, 1, 0, 1, {})
+        )
+
     for name in configs:
         _write(run, name, "svm", {"mAP": 50.0})
         if name != "densecl-densequeue-s0":
             save(name)
-    assert "| a shorter dense queue | — |" in report.ablation_table(report.collect(run))  # no checkpoint yet: nothing to name
+    assert "| a shorter dense queue | — |" in report.ablation_table(
+        report.collect(run)
+    )  # no checkpoint yet: nothing to name
     save("densecl-densequeue-s0")
     table = report.ablation_table(report.collect(run))
     assert "| a shorter dense queue (dense_queue_len 256 instead of 1024) |" in table
@@ -116,8 +137,12 @@ def test_rewriting_the_report_keeps_the_analysis_and_draws_the_radius_figure(tmp
             _write(run, f"{method}-s{seed}", "correspondence", {**metrics, "c5_accuracy": base})
     import numpy as np
 
-    masks = {"images": np.zeros((2, 8, 8, 3), np.uint8), "labels": np.zeros((2, 8, 8), np.uint8),
-             "predictions": np.ones((2, 8, 8), np.uint8), "classes": np.array(["background", "cat"])}  # fmt: skip
+    masks = {
+        "images": np.zeros((2, 8, 8, 3), np.uint8),
+        "labels": np.zeros((2, 8, 8), np.uint8),
+        "predictions": np.ones((2, 8, 8), np.uint8),
+        "classes": np.array(["background", "cat"]),
+    }
     np.savez(run / "eval" / "densecl-s0_dense-nn-masks.npz", **masks)
     report.write_report(run, "scenes", out, figures)
     text = out.read_text()
@@ -135,8 +160,15 @@ def test_rewriting_the_report_keeps_the_analysis_and_draws_the_radius_figure(tmp
 
 
 def _dry_run(run: Path, data: Path, **env: str) -> list[str]:
-    environment = {**os.environ, "DRY_RUN": "1", "RUN": str(run), "DATA": str(data), "ASSETS": str(run.parent),
-                   "BIN": str(Path(sys.executable).parent), **env}  # fmt: skip
+    environment = {
+        **os.environ,
+        "DRY_RUN": "1",
+        "RUN": str(run),
+        "DATA": str(data),
+        "ASSETS": str(run.parent),
+        "BIN": str(Path(sys.executable).parent),
+        **env,
+    }
     result = subprocess.run(["bash", str(SCRIPT)], env=environment, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     return result.stdout.splitlines()
@@ -154,13 +186,26 @@ def test_dry_run_pairs_the_methods_and_runs_nothing(tmp_path):
     assert steps[0] == "scenes" and steps[-1] == "report"
     pretrain = {_step(line): line for line in lines if _step(line).startswith("pretrain-")}
     assert list(pretrain) == [
-        "pretrain-densecl-s0", "pretrain-mocov2-s0", "pretrain-densecl-bn8-s0", "pretrain-mocov2-bn8-s0",
-        "pretrain-densecl-s1", "pretrain-mocov2-s1", "pretrain-densecl-bn8-s1", "pretrain-mocov2-bn8-s1",
-        "pretrain-densecl-warmup-s0", "pretrain-densecl-geometry-s0", "pretrain-densecl-densequeue-s0",
-    ]  # fmt: skip (a stop leaves whole seeds of both batch-norm settings)
+        "pretrain-densecl-s0",
+        "pretrain-mocov2-s0",
+        "pretrain-densecl-bn8-s0",
+        "pretrain-mocov2-bn8-s0",
+        "pretrain-densecl-s1",
+        "pretrain-mocov2-s1",
+        "pretrain-densecl-bn8-s1",
+        "pretrain-mocov2-bn8-s1",
+        "pretrain-densecl-warmup-s0",
+        "pretrain-densecl-geometry-s0",
+        "pretrain-densecl-densequeue-s0",
+    ]  # a stop leaves whole seeds of both batch-norm settings
+
     # DenseCL and MoCo-v2 differ in lambda (and their folder) only
-    same = lambda line: line.split(":", 2)[2].replace("--loss-lambda 0.5", "").replace("--loss-lambda 0", "")  # noqa: E731
-    assert same(pretrain["pretrain-densecl-s1"]).replace("densecl-s1", "mocov2-s1") == same(pretrain["pretrain-mocov2-s1"])
+    def same(line):
+        return line.split(":", 2)[2].replace("--loss-lambda 0.5", "").replace("--loss-lambda 0", "")
+
+    assert same(pretrain["pretrain-densecl-s1"]).replace("densecl-s1", "mocov2-s1") == same(
+        pretrain["pretrain-mocov2-s1"]
+    )
     assert "--seed 1" in pretrain["pretrain-densecl-s1"] and "--epochs 7" in pretrain["pretrain-mocov2-s0"]
     assert "--dense-matching geometry" in pretrain["pretrain-densecl-geometry-s0"]
     # the single-group runs say so (the demo recipe they start from groups), the grouped ones differ in that only
@@ -171,11 +216,15 @@ def test_dry_run_pairs_the_methods_and_runs_nothing(tmp_path):
     assert "reference" in steps and "skip eval of densecl-s0 (pre-training not finished)" in "\n".join(lines)
     supervised = {_step(line): line for line in lines if _step(line) in ("reference", "oracle")}
     assert "--train-split train --" in supervised["reference"] and "--train-split train+test --" in supervised["oracle"]
-    assert same(supervised["reference"]).replace("reference", "oracle").replace("train --", "train+test --") == same(supervised["oracle"])
+    assert same(supervised["reference"]).replace("reference", "oracle").replace("train --", "train+test --") == same(
+        supervised["oracle"]
+    )
     for p in ("correspondence", "dense-nn", "overcluster", "seg-probe", "svm"):
         assert f"{p}-random" in steps
     matches = next(line for line in lines if _step(line) == "matches")  # the picture of right and wrong matches
-    assert "densecl-s0/checkpoint.pt" in matches and "mocov2-s0/checkpoint.pt" in matches and "--weights random" in matches
+    assert (
+        "densecl-s0/checkpoint.pt" in matches and "mocov2-s0/checkpoint.pt" in matches and "--weights random" in matches
+    )
     assert not run.exists()  # nothing written
 
 
@@ -197,7 +246,9 @@ def test_dry_run_skips_what_exists_and_resumes_unfinished_pretraining(tmp_path):
     text = "\n".join(lines)
     assert "scenes" not in [_step(line) for line in lines]
     assert f"skip pretrain-densecl-s0 ({run}/densecl-s0/checkpoint.pt has all 3 epochs)" in text
-    assert f"--resume {run}/mocov2-s0/checkpoint.pt --epochs 3" in next(line for line in lines if "pretrain-mocov2-s0:" in line)
+    assert f"--resume {run}/mocov2-s0/checkpoint.pt --epochs 3" in next(
+        line for line in lines if "pretrain-mocov2-s0:" in line
+    )
     assert "skip svm-densecl-s0" in text and "experiment: dense-nn-densecl-s0:" in text
     assert "skip eval of mocov2-s0 (pre-training not finished)" in text
     assert "pretrain-densecl-warmup" not in text  # STEPS leaves the ablations out
@@ -211,13 +262,26 @@ def test_pretraining_stops_when_the_study_was_started_by_other_code(tmp_path):
     _fake_checkpoint(run / "densecl-s0" / "checkpoint.pt", step=30)  # finished: needs no code
     _fake_checkpoint(run / "mocov2-s0" / "checkpoint.pt", step=12)  # to resume: must be the recorded code
     (run / "PRETRAIN_COMMIT").write_text("0123abcd\n")
-    env = {**os.environ, "DRY_RUN": "1", "RUN": str(run), "DATA": str(data), "EPOCHS": "3", "SEEDS": "0", "STEPS": "pretrain",
-           "BIN": str(Path(sys.executable).parent)}  # fmt: skip
+    env = {
+        **os.environ,
+        "DRY_RUN": "1",
+        "RUN": str(run),
+        "DATA": str(data),
+        "EPOCHS": "3",
+        "SEEDS": "0",
+        "STEPS": "pretrain",
+        "BIN": str(Path(sys.executable).parent),
+    }
     result = subprocess.run(["bash", str(SCRIPT)], env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 1
     assert "skip pretrain-densecl-s0" in result.stdout and "pretrain-mocov2-s0:" not in result.stdout
-    assert f"stop: {run} was pre-trained by commit 0123abcd" in result.stdout and "git worktree add ../study-code 0123abcd" in result.stdout
-    mixed = subprocess.run(["bash", str(SCRIPT)], env={**env, "MIXED_CODE": "1"}, capture_output=True, text=True, timeout=120)
+    assert (
+        f"stop: {run} was pre-trained by commit 0123abcd" in result.stdout
+        and "git worktree add ../study-code 0123abcd" in result.stdout
+    )
+    mixed = subprocess.run(
+        ["bash", str(SCRIPT)], env={**env, "MIXED_CODE": "1"}, capture_output=True, text=True, timeout=120
+    )
     assert mixed.returncode == 0 and f"--resume {run}/mocov2-s0/checkpoint.pt" in mixed.stdout
 
 
@@ -243,13 +307,23 @@ def test_keep_going_reports_a_failed_step_and_runs_the_rest(tmp_path):
     (bin_dir / "densecl").write_text('#!/bin/sh\n[ "$2" = svm ] && exit 3\necho "ran $*" >> "$LOG"\n')  # svm fails
     (bin_dir / "densecl").chmod(0o755)
     (bin_dir / "python").symlink_to(sys.executable)
-    env = {**os.environ, "RUN": str(run), "DATA": str(data), "BIN": str(bin_dir), "SEEDS": "0", "STEPS": "eval",
-           "LOG": str(tmp_path / "log"), "KEEP_GOING": "1"}  # fmt: skip
+    env = {
+        **os.environ,
+        "RUN": str(run),
+        "DATA": str(data),
+        "BIN": str(bin_dir),
+        "SEEDS": "0",
+        "STEPS": "eval",
+        "LOG": str(tmp_path / "log"),
+        "KEEP_GOING": "1",
+    }
     result = subprocess.run(["bash", str(SCRIPT)], env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "experiment: svm-random failed (exit status 3); going on" in result.stdout
     assert "ran plot" in (tmp_path / "log").read_text()  # the steps after the failure ran
-    stopped = subprocess.run(["bash", str(SCRIPT)], env={**env, "KEEP_GOING": ""}, capture_output=True, text=True, timeout=120)
+    stopped = subprocess.run(
+        ["bash", str(SCRIPT)], env={**env, "KEEP_GOING": ""}, capture_output=True, text=True, timeout=120
+    )
     assert stopped.returncode == 3  # without it a failure ends the study, as before
 
 
@@ -268,8 +342,15 @@ def test_the_oracle_learns_train_and_test_labels_and_both_supervised_backbones_a
         'while [ $# -gt 0 ]; do [ "$1" = --save-backbone ] && mkdir -p "$(dirname "$2")" && touch "$2"; shift; done\n'
     )
     (bin_dir / "densecl").chmod(0o755)
-    env = {**os.environ, "RUN": str(run), "DATA": str(data), "BIN": str(bin_dir), "SEEDS": "0", "STEPS": "reference oracle eval",
-           "LOG": str(tmp_path / "log")}  # fmt: skip
+    env = {
+        **os.environ,
+        "RUN": str(run),
+        "DATA": str(data),
+        "BIN": str(bin_dir),
+        "SEEDS": "0",
+        "STEPS": "reference oracle eval",
+        "LOG": str(tmp_path / "log"),
+    }
     result = subprocess.run(["bash", str(SCRIPT)], env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert (splits / "train+test.txt").read_text() == "a\nb\nc\n" and not (splits / "train+test.txt.tmp").exists()
@@ -278,14 +359,22 @@ def test_the_oracle_learns_train_and_test_labels_and_both_supervised_backbones_a
     assert "--train-split train+test " in oracle and "--val-split test " in oracle
     for name in ("reference", "oracle"):
         assert any(f"eval seg-probe --weights {run}/{name}/backbone.pth" in line for line in log)
-    again = subprocess.run(["bash", str(SCRIPT)], env={**env, "STEPS": "reference oracle"}, capture_output=True, text=True, timeout=120)
+    again = subprocess.run(
+        ["bash", str(SCRIPT)], env={**env, "STEPS": "reference oracle"}, capture_output=True, text=True, timeout=120
+    )
     assert "skip oracle" in again.stdout and "skip reference" in again.stdout  # never retrained over
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="bash script")
 def test_gpu_variant_plans_the_same_study_at_gpu_scale(tmp_path):
     environment = {**os.environ, "DRY_RUN": "1", "OUT_DIR": str(tmp_path), "ASSETS": str(tmp_path / "assets")}
-    result = subprocess.run(["bash", str(ROOT / "scripts" / "experiment_gpu.sh")], env=environment, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "experiment_gpu.sh")],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     pretrain = next(line for line in lines if "pretrain-densecl-s0:" in line)
@@ -296,5 +385,7 @@ def test_gpu_variant_plans_the_same_study_at_gpu_scale(tmp_path):
     first_ablation = next(i for i, line in enumerate(lines) if "pretrain-densecl-geometry-s0:" in line)
     assert next(i for i, line in enumerate(lines) if "correspondence-random:" in line) < first_ablation
     assert sum("report:" in line for line in lines) == 2
-    assert first_ablation < next(i for i, line in enumerate(lines) if "experiment: oracle:" in line)  # trained in the second call
+    assert first_ablation < next(
+        i for i, line in enumerate(lines) if "experiment: oracle:" in line
+    )  # trained in the second call
     assert not (tmp_path / "study-gpu").exists()

@@ -66,8 +66,13 @@ def straight(tmp_path_factory):
 def test_sigkill_then_the_same_command_equals_an_uninterrupted_run(straight, tmp_path, kind, n, step_left):
     run = tmp_path / "run"
     command = ["pretrain", *TINY, "--resume", "auto", "--output-dir", str(run)]
-    killed = subprocess.run([sys.executable, FAULTS, kind, str(n), "-1", "--", *command], env=ENV,
-                            capture_output=True, text=True, timeout=300)  # fmt: skip
+    killed = subprocess.run(
+        [sys.executable, FAULTS, kind, str(n), "-1", "--", *command],
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     assert checkpoint.load(run / "checkpoint.pt").step == step_left  # the last complete one, readable
     leftovers = list(run.glob(".checkpoint.pt.*.tmp"))
@@ -87,12 +92,32 @@ def test_torchrun_restarts_a_killed_worker_and_equals_an_uninterrupted_run(tmp_p
         "--resume", "auto", "--dist-timeout", "60",
     ]  # fmt: skip  # 2 iterations per epoch, 6 in all; a checkpoint at every epoch end
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-    straight = subprocess.run([*torchrun, "-m", "densecl", *args, "--output-dir", str(tmp_path / "straight")],
-                              env=ENV, capture_output=True, text=True, timeout=300)  # fmt: skip
+    straight = subprocess.run(
+        [*torchrun, "-m", "densecl", *args, "--output-dir", str(tmp_path / "straight")],
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert straight.returncode == 0, straight.stderr[-3000:]
     restarted = subprocess.run(
-        [*torchrun, "--max-restarts", "1", FAULTS, "step", "3", "1", "--", *args, "--output-dir", str(tmp_path / "run")],
-        env={**ENV, **RESTARTABLE}, capture_output=True, text=True, timeout=300,
+        [
+            *torchrun,
+            "--max-restarts",
+            "1",
+            FAULTS,
+            "step",
+            "3",
+            "1",
+            "--",
+            *args,
+            "--output-dir",
+            str(tmp_path / "run"),
+        ],
+        env={**ENV, **RESTARTABLE},
+        capture_output=True,
+        text=True,
+        timeout=300,
     )  # rank 1 dies after step 3; the group restarts from the checkpoint of step 2
     assert restarted.returncode == 0, restarted.stderr[-3000:]
     assert "resuming at iteration 2" in restarted.stdout and "new run" in restarted.stdout
@@ -110,9 +135,25 @@ def test_a_full_disk_during_a_save_is_one_line_and_keeps_the_previous_checkpoint
         resource.setrlimit(resource.RLIMIT_FSIZE, (2**20, 2**20))
 
     full = subprocess.run(
-        [sys.executable, "-m", "densecl", "pretrain", *TINY, "--resume", "auto", "--max-iters", "3", "--output-dir", str(run)],
-        env=ENV, capture_output=True, text=True, timeout=300, preexec_fn=small_files,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "densecl",
+            "pretrain",
+            *TINY,
+            "--resume",
+            "auto",
+            "--max-iters",
+            "3",
+            "--output-dir",
+            str(run),
+        ],
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        preexec_fn=small_files,
+    )
     assert full.returncode == 1
     assert "Traceback" not in full.stderr, full.stderr[-2000:]
     assert full.stderr.strip().splitlines()[-1] == (

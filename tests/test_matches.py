@@ -11,6 +11,7 @@ from PIL import Image
 
 from densecl.cli import main
 from densecl.data.geometry import cell_centres
+from densecl.data.transforms import GeometricTwoViews
 from densecl.matches import (
     Correspondence,
     Matches,
@@ -20,7 +21,6 @@ from densecl.matches import (
     match_stats,
     mutual_matches,
 )
-from densecl.data.transforms import GeometricTwoViews
 from densecl.models.backbones import build_backbone
 
 # --------------------------------------------------------------------------- mutual matching
@@ -91,7 +91,9 @@ def test_cell_centres_are_row_major_pixel_centres():
 
 def test_match_stats_counts_and_histogram():
     full = Correspondence(mutual_matches(*_with_scores([0.5, 0.91, 0.95, 1.0])), (2, 2), (2, 2))
-    empty = Correspondence(Matches(torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long), torch.zeros(0)), (2, 2), (2, 2))
+    empty = Correspondence(
+        Matches(torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long), torch.zeros(0)), (2, 2), (2, 2)
+    )
     s = match_stats([full, empty], threshold=0.9)
     assert s.pairs == 2 and s.locations == 4
     assert s.kept_per_pair == (3, 0) and s.mean_kept == 1.5 and s.mean_mutual == 2.0
@@ -200,8 +202,23 @@ def _picture_ok(path, rows):
 def test_two_views_of_an_image_two_weights(files, tmp_path, capsys):
     pytest.importorskip("matplotlib")
     out = tmp_path / "pic" / "cat.png"
-    text = _run(capsys, "--weights", files["a"], "--label", "DenseCL", "--weights", files["b"], "--label", "MoCo-v2",
-                "--image", files["image"], "--crop", 64, "--out", out)
+    text = _run(
+        capsys,
+        "--weights",
+        files["a"],
+        "--label",
+        "DenseCL",
+        "--weights",
+        files["b"],
+        "--label",
+        "MoCo-v2",
+        "--image",
+        files["image"],
+        "--crop",
+        64,
+        "--out",
+        out,
+    )
     _picture_ok(out, rows=2)
     report = json.loads(out.with_suffix(".json").read_text())
     assert report["mode"] == "views" and report["augment"] == "crop-flip" and report["pairs"] == 1
@@ -217,8 +234,22 @@ def test_two_views_of_an_image_two_weights(files, tmp_path, capsys):
 
 def test_a_folder_gives_a_deterministic_report(files, tmp_path, capsys):
     pytest.importorskip("matplotlib")
-    args = ["--weights", files["a"], "--weights", "random", "--data", files["folder"], "--pairs", 3, "--crop", 64,
-            "--augment", "moco-v2", "--threshold", 0.5]
+    args = [
+        "--weights",
+        files["a"],
+        "--weights",
+        "random",
+        "--data",
+        files["folder"],
+        "--pairs",
+        3,
+        "--crop",
+        64,
+        "--augment",
+        "moco-v2",
+        "--threshold",
+        0.5,
+    ]
     text = _run(capsys, *args, "--out", tmp_path / "a.png")
     _run(capsys, *args, "--out", tmp_path / "b.png")
     a, b = (json.loads((tmp_path / f"{n}.json").read_text()) for n in "ab")
@@ -238,8 +269,19 @@ def test_two_given_images_and_a_run_checkpoint_labelled_by_its_run(files, tmp_pa
     (tmp_path / "my_run").mkdir()
     (tmp_path / "my_run" / "checkpoint.pt").symlink_to(files["a"])
     out = tmp_path / "two.png"
-    _run(capsys, "--weights", tmp_path / "my_run" / "checkpoint.pt", "--image", files["image"],
-         "--image2", files["folder"] / "one.jpg", "--crop", 64, "--out", out)
+    _run(
+        capsys,
+        "--weights",
+        tmp_path / "my_run" / "checkpoint.pt",
+        "--image",
+        files["image"],
+        "--image2",
+        files["folder"] / "one.jpg",
+        "--crop",
+        64,
+        "--out",
+        out,
+    )
     _picture_ok(out, rows=1)
     report = json.loads(out.with_suffix(".json").read_text())
     assert report["mode"] == "images" and report["augment"] is None
@@ -249,7 +291,10 @@ def test_two_given_images_and_a_run_checkpoint_labelled_by_its_run(files, tmp_pa
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["--weights", "{a}", "--weights", "{r34}"], "different architectures ('{a}' is resnet18, '{r34}' is resnet34)"),
+        (
+            ["--weights", "{a}", "--weights", "{r34}"],
+            "different architectures ('{a}' is resnet18, '{r34}' is resnet34)",
+        ),
         (["--weights", "{a}", "--arch", "resnet34"], "holds resnet18 weights but --arch is resnet34"),
         (["--weights", "random"], "--weights random needs --arch"),
         (["--weights", "{a}", "--label", "x", "--label", "y"], "2 --label for 1 --weights"),

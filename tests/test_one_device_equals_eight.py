@@ -24,7 +24,8 @@ BATCH = WORLD * PER_RANK
 def batches() -> list[tuple[torch.Tensor, torch.Tensor]]:
     g = torch.Generator().manual_seed(7)
     return [
-        tuple(torch.randn(BATCH, 3, SIZE, SIZE, generator=g, dtype=torch.float64) for _ in range(2)) for _ in range(STEPS)
+        tuple(torch.randn(BATCH, 3, SIZE, SIZE, generator=g, dtype=torch.float64) for _ in range(2))
+        for _ in range(STEPS)
     ]
 
 
@@ -41,7 +42,9 @@ def train(bn_group_size: int | None, rows: slice) -> dict:
         optimizer.zero_grad()
         out.loss.backward()
         optimizer.step()
-        outputs.append(torch.stack([out.loss, out.loss_global, out.loss_dense, out.accuracy_global, out.accuracy_dense]))
+        outputs.append(
+            torch.stack([out.loss, out.loss_global, out.loss_dense, out.accuracy_global, out.accuracy_dense])
+        )
     return {"outputs": torch.stack(outputs).detach(), "state": {k: v.clone() for k, v in model.state_dict().items()}}
 
 

@@ -7,8 +7,9 @@ which only an extra installed.)
 import ast
 import re
 import sys
-import tomllib
 from pathlib import Path
+
+import tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 # import name -> distribution name, where they differ
@@ -44,4 +45,9 @@ def test_the_cli_loads_only_the_named_subcommand_and_torch_only_when_needed():
         "densecl.DenseCL.__name__, 'torch' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.split()
-    assert out == ["['densecl.cli.plot']", "False", "DenseCL", "True"]  # torch arrives with the first use of densecl.DenseCL
+    assert out == [
+        "['densecl.cli.plot']",
+        "False",
+        "DenseCL",
+        "True",
+    ]  # torch arrives with the first use of densecl.DenseCL

@@ -11,8 +11,18 @@ from densecl.plotting import read_metrics, run_labels
 
 
 def _step(step, loss, lr=0.03):
-    return {"step": step, "epoch": step // 20, "lr": lr, "lambda": 0.5, "pairs_per_s": 10.0, "loss": loss,
-            "loss_global": loss + 0.1, "loss_dense": loss - 0.1, "data_time": 0.01, "iter_time": 0.1}
+    return {
+        "step": step,
+        "epoch": step // 20,
+        "lr": lr,
+        "lambda": 0.5,
+        "pairs_per_s": 10.0,
+        "loss": loss,
+        "loss_global": loss + 0.1,
+        "loss_dense": loss - 0.1,
+        "data_time": 0.01,
+        "iter_time": 0.1,
+    }
 
 
 def _write_run(run_dir, records, tail=""):

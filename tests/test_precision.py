@@ -27,7 +27,7 @@ class FakeMachine:
 
 def choose(machine: FakeMachine, cache=None, key=None, lines=None) -> str:
     key = key or cache_key("resnet18", 96, 32, True)
-    say = (lines.append if lines is not None else lambda line: None)
+    say = lines.append if lines is not None else lambda line: None
     return choose_cpu_precision(machine.step, key, cache, say, clock=machine.clock)
 
 
@@ -65,7 +65,9 @@ def test_the_choice_is_cached_and_a_cache_hit_does_not_time(tmp_path):
     assert (entry["choice"], entry["fp32_ms"], entry["bf16_ms"]) == ("bf16", 1000.0, 500.0)
     lines, machine = [], FakeMachine([], [])  # any step would fail: nothing left to pop
     assert choose(machine, cache, lines=lines) == "bf16" and machine.calls == []
-    assert lines == [f"precision auto: bf16 (timed earlier on this CPU: fp32 1000.0 ms/step, bf16 500.0 ms/step; {cache})"]
+    assert lines == [
+        f"precision auto: bf16 (timed earlier on this CPU: fp32 1000.0 ms/step, bf16 500.0 ms/step; {cache})"
+    ]
 
 
 def test_the_cache_key_names_the_run_and_another_run_times_again(tmp_path):

@@ -28,7 +28,9 @@ def test_poly_lr_hand_values():
 
 
 def test_warmup_step_lr_hand_values():
-    lr = lambda s: warmup_step_lr(s, 90, 0.02, warmup_steps=10, milestones=(2 / 3, 8 / 9))  # noqa: E731
+    def lr(s):
+        return warmup_step_lr(s, 90, 0.02, warmup_steps=10, milestones=(2 / 3, 8 / 9))
+
     assert math.isclose(lr(0), 0.02 * 0.001)  # warm-up starts at 0.001x
     assert math.isclose(lr(5), 0.02 * (0.001 * 0.5 + 0.5))  # half way: 0.01001
     assert lr(10) == 0.02 and lr(59) == 0.02  # full rate from the end of warm-up to the first drop

@@ -12,10 +12,7 @@ def test_padded_table_aligns_columns():
 
 def test_compact_table_is_the_plain_markdown_form():
     assert markdown_table(["a", "bb"], [["1", "2"], ["333", "4"]], padded=False) == (
-        "| a | bb |\n"
-        "| --- | --- |\n"
-        "| 1 | 2 |\n"
-        "| 333 | 4 |"
+        "| a | bb |\n| --- | --- |\n| 1 | 2 |\n| 333 | 4 |"
     )
 
 

@@ -37,15 +37,30 @@ def test_cli_writes_a_complete_checkpoint_and_metrics(tmp_path, capsys):
     assert state.step == 3 and state.epoch == 1 and state.iters_per_epoch == 3 and state.world_size == 1
     assert state.config["arch"] == "resnet18" and state.config["queue_len"] == 48
     model_keys = set(state.model)
-    for key in ("global_queue.keys", "global_queue.ptr", "dense_queue.keys", "dense_queue.ptr",
-                "encoder.backbone.conv1.weight", "momentum_encoder.dense_head.mlp.2.weight"):  # fmt: skip
+    for key in (
+        "global_queue.keys",
+        "global_queue.ptr",
+        "dense_queue.keys",
+        "dense_queue.ptr",
+        "encoder.backbone.conv1.weight",
+        "momentum_encoder.dense_head.mlp.2.weight",
+    ):
         assert key in model_keys
     assert int(state.model["global_queue.ptr"]) == 12 % 48
     assert state.optimizer["state"] and "torch" in state.rng and state.scaler is None
     lines = [m for m in metrics(tmp_path) if "loss" in m]
     assert len(lines) == 3
     for m in lines:
-        assert {"loss", "loss_global", "loss_dense", "acc_global", "acc_dense", "lr", "pairs_per_s", "data_time"} <= set(m)
+        assert {
+            "loss",
+            "loss_global",
+            "loss_dense",
+            "acc_global",
+            "acc_dense",
+            "lr",
+            "pairs_per_s",
+            "data_time",
+        } <= set(m)
         assert 0 <= m["acc_global"] <= 100 and 0 <= m["acc_dense"] <= 100  # top-1, percent
         assert m["loss"] == pytest.approx(0.5 * m["loss_global"] + 0.5 * m["loss_dense"], rel=1e-5)
     assert metrics(tmp_path)[-1]["skipped_images"] == 0
@@ -56,8 +71,12 @@ def test_cli_writes_a_complete_checkpoint_and_metrics(tmp_path, capsys):
 def test_a_queue_as_long_as_the_data_set_is_warned_about(tmp_path, capsys):
     assert pretrain(tmp_path / "long", "--epochs", "1") == 0  # 48 keys, 12 images, 12 keys an epoch
     err = capsys.readouterr().err
-    assert "warning: queue_len 48 holds 4.0 keys of each image, dense_queue_len 48 holds 4.0 keys of each image of the " \
-        "12 images" in err and "--queue-len auto and --dense-queue-len auto (8, the largest multiple of the batch 4" in err
+    assert (
+        "warning: queue_len 48 holds 4.0 keys of each image, dense_queue_len 48 holds 4.0 keys of each image of the "
+        "12 images"
+        in err
+        and "--queue-len auto and --dense-queue-len auto (8, the largest multiple of the batch 4" in err
+    )
     assert len([line for line in err.splitlines() if "warning" in line]) == 1
     assert pretrain(tmp_path / "short", "--epochs", "1", "--queue-len", "8") == 0
     assert "warning" not in capsys.readouterr().err
@@ -70,8 +89,28 @@ def test_a_small_folder_with_the_imagenet_recipe_is_warned_then_auto_sizes_the_q
     folder.mkdir()
     for i in range(10):
         Image.new("RGB", (70, 70), (25 * i, 40, 200 - 10 * i)).save(folder / f"{i}.png")
-    small = ["--arch", "resnet18", "--hidden-dim", "16", "--out-dim", "8", "--batch-size", "4", "--bn-group-size", "2",
-             "--crop-size", "64", "--workers", "0", "--precision", "fp32", "--max-iters", "1", "--data", str(folder)]
+    small = [
+        "--arch",
+        "resnet18",
+        "--hidden-dim",
+        "16",
+        "--out-dim",
+        "8",
+        "--batch-size",
+        "4",
+        "--bn-group-size",
+        "2",
+        "--crop-size",
+        "64",
+        "--workers",
+        "0",
+        "--precision",
+        "fp32",
+        "--max-iters",
+        "1",
+        "--data",
+        str(folder),
+    ]
     recipe = ["pretrain", "--config", "densecl_r50_imagenet_200ep", *small]
     assert main([*recipe, "--output-dir", str(tmp_path / "a")]) == 0
     err = capsys.readouterr().err
@@ -94,7 +133,9 @@ def test_resume_continues_exactly(tmp_path):
     assert checkpoint.load(halves / "checkpoint.pt").step == 4
     assert main(["pretrain", "--resume", str(halves / "checkpoint.pt"), "--max-iters", "none"]) == 0
 
-    losses = lambda run: [(m["step"], m["loss"]) for m in metrics(run) if "loss" in m]  # noqa: E731
+    def losses(run):
+        return [(m["step"], m["loss"]) for m in metrics(run) if "loss" in m]
+
     assert losses(halves) == losses(straight)
     a = checkpoint.load(straight / "checkpoint.pt")
     b = checkpoint.load(halves / "checkpoint.pt")
@@ -105,9 +146,9 @@ def test_resume_continues_exactly(tmp_path):
 
 def test_resume_keeps_this_runs_optimizer_implementation(tmp_path):
     # a checkpoint from before make_sgd (foreach None), or from a GPU (fused), resumes with the engine's choice
+    from densecl.config import PretrainConfig
     from densecl.engine import make_sgd
     from densecl.models.densecl import DenseCL
-    from densecl.config import PretrainConfig
     from densecl.train import _restore
 
     model = DenseCL("resnet18", hidden_dim=16, out_dim=8, queue_len=16)
@@ -174,7 +215,19 @@ def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(tmp_path, monkeypat
 
 def test_sigint_saves_at_the_next_iteration_and_resume_finishes(tmp_path):
     run = tmp_path / "run"
-    cmd = [sys.executable, "-m", "densecl", "pretrain", *TINY, "--workers", "1", "--epochs", "50", "--output-dir", str(run)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "densecl",
+        "pretrain",
+        *TINY,
+        "--workers",
+        "1",
+        "--epochs",
+        "50",
+        "--output-dir",
+        str(run),
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.time() + 120
@@ -188,9 +241,21 @@ def test_sigint_saves_at_the_next_iteration_and_resume_finishes(tmp_path):
     step = checkpoint.load(run / "checkpoint.pt").step
     assert 2 <= step < 150
     resumed = subprocess.run(
-        [sys.executable, "-m", "densecl", "pretrain", "--resume", str(run / "checkpoint.pt"), "--max-iters", str(step + 2)],
-        env=env, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "densecl",
+            "pretrain",
+            "--resume",
+            str(run / "checkpoint.pt"),
+            "--max-iters",
+            str(step + 2),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert resumed.returncode == 0, resumed.stderr
     assert checkpoint.load(run / "checkpoint.pt").step == step + 2
 
@@ -235,8 +300,19 @@ def test_save_writes_the_documented_dict_atomically_and_load_reads_it_back(tmp_p
     checkpoint.save(path, _state())
     assert [p.name for p in path.parent.iterdir()] == ["checkpoint.pt"]  # no temporary file left behind
     raw = torch.load(path, weights_only=True)
-    assert set(raw) == {"format", "version", "config", "model", "optimizer", "scaler", "step", "epoch",
-                        "iters_per_epoch", "rng", "world_size"}  # fmt: skip
+    assert set(raw) == {
+        "format",
+        "version",
+        "config",
+        "model",
+        "optimizer",
+        "scaler",
+        "step",
+        "epoch",
+        "iters_per_epoch",
+        "rng",
+        "world_size",
+    }
     assert (raw["format"], raw["version"], raw["step"]) == ("densecl", 1, 5)
     back = checkpoint.load(path)
     assert (back.step, back.epoch, back.iters_per_epoch, back.world_size) == (5, 2, 2, 2)
@@ -246,10 +322,17 @@ def test_save_writes_the_documented_dict_atomically_and_load_reads_it_back(tmp_p
 def test_a_checkpoint_written_the_old_way_loads(tmp_path):
     """Version-1 files from before TrainingState: a plain torch.save of the documented dict, no world_size."""
     old = {
-        "format": "densecl", "version": 1, "config": {"arch": "resnet18", "epochs": 2},
-        "model": {"global_queue.ptr": torch.tensor([4])}, "optimizer": {"state": {}, "param_groups": []},
-        "scaler": None, "step": 6, "epoch": 2, "iters_per_epoch": 3, "rng": {"torch": torch.get_rng_state()},
-    }  # fmt: skip
+        "format": "densecl",
+        "version": 1,
+        "config": {"arch": "resnet18", "epochs": 2},
+        "model": {"global_queue.ptr": torch.tensor([4])},
+        "optimizer": {"state": {}, "param_groups": []},
+        "scaler": None,
+        "step": 6,
+        "epoch": 2,
+        "iters_per_epoch": 3,
+        "rng": {"torch": torch.get_rng_state()},
+    }
     torch.save(old, tmp_path / "old.pt")
     state = checkpoint.load(tmp_path / "old.pt")
     assert (state.step, state.epoch, state.iters_per_epoch, state.world_size) == (6, 2, 3, None)
@@ -282,23 +365,36 @@ def test_checkpoint_info_and_finished_commands(tmp_path, capsys):
     assert main(["checkpoint", "info", str(path)]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info == {
-        "path": str(path), "step": 5, "epoch": 2, "iters_per_epoch": 2, "epochs": 4, "planned_steps": 8,
-        "finished": False, "arch": "resnet18", "loss_lambda": 0.5, "world_size": 2,
+        "path": str(path),
+        "step": 5,
+        "epoch": 2,
+        "iters_per_epoch": 2,
+        "epochs": 4,
+        "planned_steps": 8,
+        "finished": False,
+        "arch": "resnet18",
+        "loss_lambda": 0.5,
+        "world_size": 2,
         "config": {"arch": "resnet18", "epochs": 4, "loss_lambda": 0.5},
-    }  # fmt: skip
+    }
     assert main(["checkpoint", "info", str(path), "--epochs", "2"]) == 0
     assert json.loads(capsys.readouterr().out)["planned_steps"] == 4
     assert main(["checkpoint", "finished", str(path)]) == 1
     assert capsys.readouterr().out.strip() == f"{path}: step 5 of 8 (4 epochs)"
     assert main(["checkpoint", "finished", str(path), "--epochs", "2"]) == 0
     assert main(["checkpoint", "finished", str(tmp_path / "none.pt")]) == 2
-    assert capsys.readouterr().err.strip() == f"densecl checkpoint: error: checkpoint {tmp_path / 'none.pt'} does not exist"
+    assert (
+        capsys.readouterr().err.strip()
+        == f"densecl checkpoint: error: checkpoint {tmp_path / 'none.pt'} does not exist"
+    )
 
 
 def test_geometric_matching_trains_and_changes_the_dense_loss(tmp_path):
     # the ablation: same data, seed and views' distribution; only the dense positives differ
     assert pretrain(tmp_path / "features", "--epochs", "1", "--deterministic", "true") == 0
-    assert pretrain(tmp_path / "geometry", "--epochs", "1", "--deterministic", "true", "--dense-matching", "geometry") == 0
+    assert (
+        pretrain(tmp_path / "geometry", "--epochs", "1", "--deterministic", "true", "--dense-matching", "geometry") == 0
+    )
     a, b = ([row for row in metrics(tmp_path / run) if "loss_dense" in row] for run in ("features", "geometry"))
     assert checkpoint.load(tmp_path / "geometry" / "checkpoint.pt").config["dense_matching"] == "geometry"
     assert all(math.isfinite(row["loss_dense"]) for row in b) and a[0]["loss_dense"] != b[0]["loss_dense"]
@@ -370,7 +466,9 @@ def test_resuming_a_file_into_a_folder_that_holds_another_run_stops(tmp_path, ca
         (["--scenes-length", "16"], "had 3 iterations per epoch, this run has 4"),
     ],
 )
-def test_a_checkpoint_of_another_model_or_data_size_is_one_line_and_nothing_is_written(tmp_path, capsys, change, message):
+def test_a_checkpoint_of_another_model_or_data_size_is_one_line_and_nothing_is_written(
+    tmp_path, capsys, change, message
+):
     run = tmp_path / "run"
     assert pretrain(run, "--epochs", "2", "--max-iters", "2") == 0
     before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}

@@ -170,7 +170,7 @@ def mmselfsup_0x_moco(bb):
         **_prefixed("backbone.", bb),
         **_queue("queue"),
     }
-    state.update({"neck." + k[len("encoder_q.1."):]: v for k, v in state.items() if k.startswith("encoder_q.1.")})
+    state.update({"neck." + k[len("encoder_q.1.") :]: v for k, v in state.items() if k.startswith("encoder_q.1.")})
     return {"meta": {}, "state_dict": state}, "mmselfsup", {k for k in state if not k.startswith("encoder_q.0.")}
 
 
@@ -275,13 +275,17 @@ def test_densecl_model_state_dict():
 def _authors_with_neck_and_head(model: DenseCL) -> dict[str, torch.Tensor]:
     """The model in the authors' layout plus an mmselfsup-style ``neck.*`` copy and a ``head.*`` entry."""
     state = model.authors_state_dict()
-    state.update({"neck." + k[len("encoder_q.1."):]: v.clone() for k, v in state.items() if k.startswith("encoder_q.1.")})
+    state.update(
+        {"neck." + k[len("encoder_q.1.") :]: v.clone() for k, v in state.items() if k.startswith("encoder_q.1.")}
+    )
     state["head.criterion.weight"] = torch.ones(3)  # the authors' head has no parameters: nothing here is used
     return state
 
 
 def test_neck_copy_and_head_are_accepted_by_both_authors_loaders():
-    """One rule for the strict model loader and the backbone importer: neck.* must copy encoder_q.1.*, head.* is ignored."""
+    """One rule for the strict model loader and the backbone importer: neck.* must copy encoder_q.1.*, head.* is
+    ignored.
+    """
     torch.manual_seed(1)
     source = DenseCL(arch=ARCH, hidden_dim=HIDDEN, out_dim=FEAT, queue_len=QUEUE)
     state = _authors_with_neck_and_head(source)
@@ -314,7 +318,9 @@ def test_ddp_prefix_applies_to_the_copies_too(backbone):
     state = {"module." + k: v for k, v in checkpoint["state_dict"].items()}
     _check(backbone, state, "authors-full", {"module." + k for k in dropped})
     state["module.backbone.layer1.0.bn1.running_mean"] = state["module.backbone.layer1.0.bn1.running_mean"] * 2
-    with pytest.raises(InputError, match=r"module\.backbone\.layer1\.0\.bn1\.running_mean should be a copy of module\.encoder_q\.0\."):
+    with pytest.raises(
+        InputError, match=r"module\.backbone\.layer1\.0\.bn1\.running_mean should be a copy of module\.encoder_q\.0\."
+    ):
         load_backbone_weights(state)
 
 

@@ -111,7 +111,9 @@ def write_atomic(path: str | os.PathLike, payload: Any) -> None:
         Path(tmp).unlink(missing_ok=True)
         before = f"the {path.name} there before is intact" if path.exists() else f"no {path.name} was there before"
         reason = e.strerror if isinstance(e, OSError) and e.strerror else "disk full, quota or file-size limit"
-        raise StorageError(f"cannot write {path} ({reason}); {before}: free disk space (or raise the limit), then resume") from None
+        raise StorageError(
+            f"cannot write {path} ({reason}); {before}: free disk space (or raise the limit), then resume"
+        ) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -129,7 +131,7 @@ def load(path: str | os.PathLike) -> TrainingState:
         raise InputError(f"checkpoint {path} does not exist")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - torch.load raises many types for bad files
+    except Exception as e:  # torch.load raises many types for bad files
         raise InputError(f"cannot read checkpoint {path} ({type(e).__name__}): is the file complete?") from None
     if not is_training_checkpoint(state):
         raise InputError(f"{path} is not a densecl training checkpoint (for other weights use --init)")

@@ -37,8 +37,10 @@ class PretrainConfig:
     out_dim: int = 128
     queue_len: int | str = field(
         default=PAPER_QUEUE_LEN,
-        metadata={"help": "negatives in the global queue (a multiple of batch_size), or auto: the largest multiple of "
-                  "batch_size below the number of images, at most 65536; default 65536"},
+        metadata={
+            "help": "negatives in the global queue (a multiple of batch_size), or auto: the largest multiple of "
+            "batch_size below the number of images, at most 65536; default 65536"
+        },
     )
     momentum: float = 0.999  # EMA momentum m of the key encoder
     temperature: float = 0.2  # tau
@@ -47,13 +49,17 @@ class PretrainConfig:
     num_grid: int | None = None  # pool the dense grid to G x G; None keeps the C5 grid
     dense_queue_len: int | str | None = field(
         default=None,
-        metadata={"help": "negatives in the dense queue, or auto (as for queue_len); default none: queue_len, as the paper"},
+        metadata={
+            "help": "negatives in the dense queue, or auto (as for queue_len); default none: queue_len, as the paper"
+        },
     )
     bn_group_size: int | None = field(
         default=None,
-        metadata={"help": "images per batch-norm group in both encoders, the key batch shuffled across groups "
-                  "(shuffle-BN in one process): 32 trains one GPU with batch 256 as the authors' 8 GPUs x 32; must "
-                  "divide the batch of each process; default none: the whole batch of each process"},
+        metadata={
+            "help": "images per batch-norm group in both encoders, the key batch shuffled across groups "
+            "(shuffle-BN in one process): 32 trains one GPU with batch 256 as the authors' 8 GPUs x 32; must "
+            "divide the batch of each process; default none: the whole batch of each process"
+        },
     )
     # features (the paper): a query location's positive is the key location of most similar backbone
     # feature; geometry (an ablation): the key location showing the same image point, where there is one
@@ -67,8 +73,10 @@ class PretrainConfig:
     workers: int = 4  # data-loading processes per rank
     data_backend: str = field(
         default="cpu",
-        metadata={"help": "cpu: the data workers decode and augment (default); gpu: they read JPEG files and draw the "
-                  "views, the GPU decodes (nvJPEG) and augments whole batches (CUDA only; other files decoded on the CPU)"},
+        metadata={
+            "help": "cpu: the data workers decode and augment (default); gpu: they read JPEG files and draw the "
+            "views, the GPU decodes (nvJPEG) and augments whole batches (CUDA only; other files decoded on the CPU)"
+        },
     )
     # optimisation
     epochs: int = 200
@@ -79,19 +87,27 @@ class PretrainConfig:
     max_iters: int | None = None  # stop early (the schedule still spans all epochs)
     # engine
     device: str = "auto"
-    precision: str = "auto"  # auto: bf16 on GPUs that have it, fp16 on older ones; on a CPU the faster of fp32 and bf16, timed
+    precision: str = (
+        "auto"  # auto: bf16 on GPUs that have it, fp16 on older ones; on a CPU the faster of fp32 and bf16, timed
+    )
     channels_last: bool = True
-    compile: bool = field(default=False, metadata={"help": "torch.compile both encoders (where it cannot: one line, then eager)"})
+    compile: bool = field(
+        default=False, metadata={"help": "torch.compile both encoders (where it cannot: one line, then eager)"}
+    )
     sync_bn: bool = field(
         default=False,
-        metadata={"help": "refused in pre-training: SyncBN normalises the whole global batch and so undoes shuffle-BN; "
-                  "--bn-group-size sets the batch-norm statistics instead"},
+        metadata={
+            "help": "refused in pre-training: SyncBN normalises the whole global batch and so undoes shuffle-BN; "
+            "--bn-group-size sets the batch-norm statistics instead"
+        },
     )
     seed: int = 0
     dist_timeout: int = field(
         default=1800,
-        metadata={"help": "seconds a collective waits for the other ranks before failing (torchrun), so a dead rank "
-                  "stops the group and torchrun --max-restarts can restart it; default 1800"},
+        metadata={
+            "help": "seconds a collective waits for the other ranks before failing (torchrun), so a dead rank "
+            "stops the group and torchrun --max-restarts can restart it; default 1800"
+        },
     )
     deterministic: bool = False
     init: str | None = None  # start the backbone from these weights (any format densecl.weights reads)
@@ -122,8 +138,10 @@ class PretrainConfig:
                 f"choose one (e.g. {self.batch_size * max(1, self.queue_len // self.batch_size)}) or --queue-len auto",
             )
         _require(
-            self.dense_queue_len in (None, AUTO) or (self.dense_queue_len > 0 and self.dense_queue_len % self.batch_size == 0),
-            f"dense_queue_len {self.dense_queue_len} must be a positive multiple of the global batch size {self.batch_size} or auto",
+            self.dense_queue_len in (None, AUTO)
+            or (self.dense_queue_len > 0 and self.dense_queue_len % self.batch_size == 0),
+            f"dense_queue_len {self.dense_queue_len} must be a positive multiple of the global batch size "
+            f"{self.batch_size} or auto",
         )
         _require(
             not self.sync_bn,
@@ -138,19 +156,29 @@ class PretrainConfig:
             f"{local_batch} (batch_size {self.batch_size} over {world_size} process{'es' if world_size > 1 else ''}): "
             f"choose a divisor of {local_batch}, a batch_size that it divides, or --bn-group-size none",
         )
-        _require(self.data_backend in DATA_BACKENDS, f"data_backend must be one of {', '.join(DATA_BACKENDS)}, got {self.data_backend!r}")
-        _require(self.dense_matching in MATCHINGS, f"dense_matching must be one of {', '.join(MATCHINGS)}, got {self.dense_matching!r}")
+        _require(
+            self.data_backend in DATA_BACKENDS,
+            f"data_backend must be one of {', '.join(DATA_BACKENDS)}, got {self.data_backend!r}",
+        )
+        _require(
+            self.dense_matching in MATCHINGS,
+            f"dense_matching must be one of {', '.join(MATCHINGS)}, got {self.dense_matching!r}",
+        )
         grid = c5_side(self.crop_size)
         _require(
             grid >= 2,
-            f"crop_size {self.crop_size} gives a {grid}x{grid} C5 grid; DenseCL needs at least 2x2: use crop_size >= 33",
+            f"crop_size {self.crop_size} gives a {grid}x{grid} C5 grid; DenseCL needs at least 2x2: use crop_size "
+            ">= 33",
         )
         _require(self.num_grid is None or self.num_grid >= 1, f"num_grid must be >= 1, got {self.num_grid}")
         _require(0 < self.min_scale <= 1, f"min_scale must be in (0, 1], got {self.min_scale}")
         _require(self.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}")
         _require(self.device in DEVICES, f"device must be one of {', '.join(DEVICES)}")
         _require(self.dist_timeout > 0, f"dist_timeout must be positive (seconds), got {self.dist_timeout}")
-        _require(self.workers >= 0 and self.log_every > 0 and self.save_every >= 0, "workers, log_every, save_every must be >= 0")
+        _require(
+            self.workers >= 0 and self.log_every > 0 and self.save_every >= 0,
+            "workers, log_every, save_every must be >= 0",
+        )
 
     def with_queues_for(self, n_images: int) -> PretrainConfig:
         """This config with ``auto`` queue lengths resolved (:func:`auto_queue_len`) for ``n_images`` images."""
@@ -188,7 +216,9 @@ def stage_side(side: int, stage: int) -> int:
 
 
 def recipe_names() -> list[str]:
-    return sorted(p.name.removesuffix(".yaml") for p in resources.files("densecl.configs").iterdir() if p.name.endswith(".yaml"))
+    return sorted(
+        p.name.removesuffix(".yaml") for p in resources.files("densecl.configs").iterdir() if p.name.endswith(".yaml")
+    )
 
 
 def load_recipe(name_or_path: str) -> dict[str, Any]:
@@ -217,7 +247,9 @@ def check_keys(values: dict[str, Any], where: str) -> None:
     known = {f.name for f in dataclasses.fields(PretrainConfig)}
     unknown = sorted(set(values) - known)
     if unknown:
-        raise InputError(f"unknown config key(s) {', '.join(unknown)} in {where}; known keys: {', '.join(sorted(known))}")
+        raise InputError(
+            f"unknown config key(s) {', '.join(unknown)} in {where}; known keys: {', '.join(sorted(known))}"
+        )
 
 
 def from_dict(values: dict[str, Any], where: str = "config") -> PretrainConfig:

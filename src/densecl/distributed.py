@@ -146,8 +146,12 @@ def wrap_ddp(module: torch.nn.Module, device: torch.device) -> torch.nn.Module:
         return module
     broadcast_state(module)
     params = inspect.signature(DistributedDataParallel).parameters
-    no_buffer_sync = {"forward_sync_buffers": False} if "forward_sync_buffers" in params else {"broadcast_buffers": False}
-    return DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda" else None, **no_buffer_sync)
+    no_buffer_sync = (
+        {"forward_sync_buffers": False} if "forward_sync_buffers" in params else {"broadcast_buffers": False}
+    )
+    return DistributedDataParallel(
+        module, device_ids=[device.index] if device.type == "cuda" else None, **no_buffer_sync
+    )
 
 
 @torch.no_grad()

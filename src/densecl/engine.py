@@ -14,8 +14,8 @@ from densecl import distributed
 from densecl.config import PretrainConfig
 from densecl.errors import NonFiniteLossError
 from densecl.precision import Precision
-from densecl.training_log import MeanMeter, MetricsLog
 from densecl.schedules import cosine_lr, loss_lambda_at
+from densecl.training_log import MeanMeter, MetricsLog
 
 
 @dataclass
@@ -93,12 +93,18 @@ def train_one_epoch(
         check_now = log_now or save_now or at_max or stop
         if check_now:
             stop = _check(watch, state, epoch, cfg)
-        iter_time = time.perf_counter() - t_end  # host time; over an interval it adds up to the device's (a check waits)
+        iter_time = (
+            time.perf_counter() - t_end
+        )  # host time; over an interval it adds up to the device's (a check waits)
         meter.update(
-            loss=out.loss, loss_global=out.loss_global, loss_dense=out.loss_dense,
-            acc_global=100 * out.accuracy_global, acc_dense=100 * out.accuracy_dense,  # top-1 %, the health signals
-            data_time=t_data, iter_time=iter_time,
-        )  # fmt: skip
+            loss=out.loss,
+            loss_global=out.loss_global,
+            loss_dense=out.loss_dense,
+            acc_global=100 * out.accuracy_global,
+            acc_dense=100 * out.accuracy_dense,  # top-1 %, the health signals
+            data_time=t_data,
+            iter_time=iter_time,
+        )
         if check_now:
             if log_now or ((stop or at_max) and meter.count):  # a run that stops logs its last, shorter interval too
                 _log(meter, log, bar, state.step, epoch, lr, lam, cfg.batch_size)
@@ -147,7 +153,11 @@ def _check(watch: NonFiniteWatch, state: LoopState, epoch: int, cfg: PretrainCon
     if distributed.world_size() > 1:
         flags = distributed.all_reduce_mean(flags)
     if flags[0] > 0:
-        where = f"loss is {bad[1]} at iteration {bad[0]}" if bad else f"loss is not finite on another rank by iteration {state.step}"
+        where = (
+            f"loss is {bad[1]} at iteration {bad[0]}"
+            if bad
+            else f"loss is not finite on another rank by iteration {state.step}"
+        )
         raise NonFiniteLossError(
             f"{where} (epoch {epoch}); stopped without saving, the last checkpoint in {cfg.output_dir} is intact: "
             "lower lr or use --precision fp32"
@@ -155,7 +165,9 @@ def _check(watch: NonFiniteWatch, state: LoopState, epoch: int, cfg: PretrainCon
     return bool(flags[1] > 0)
 
 
-def _log(meter: MeanMeter, log: MetricsLog, bar: tqdm, step: int, epoch: int, lr: float, lam: float, global_batch: int) -> None:
+def _log(
+    meter: MeanMeter, log: MetricsLog, bar: tqdm, step: int, epoch: int, lr: float, lam: float, global_batch: int
+) -> None:
     """One metrics line: the interval's means, over all ranks in one collective."""
     means = meter.pop()
     if distributed.world_size() > 1:
@@ -164,9 +176,12 @@ def _log(meter: MeanMeter, log: MetricsLog, bar: tqdm, step: int, epoch: int, lr
     pairs_per_s = global_batch / max(means["iter_time"], 1e-9)
     log.write({"step": step, "epoch": epoch, "lr": lr, "lambda": lam, "pairs_per_s": pairs_per_s, **means})
     bar.set_postfix(
-        loss=f"{means['loss']:.3f}", acc_g=f"{means['acc_global']:.0f}%", acc_d=f"{means['acc_dense']:.0f}%",
-        lr=f"{lr:.3g}", pairs_s=f"{pairs_per_s:.1f}",
-    )  # fmt: skip
+        loss=f"{means['loss']:.3f}",
+        acc_g=f"{means['acc_global']:.0f}%",
+        acc_d=f"{means['acc_dense']:.0f}%",
+        lr=f"{lr:.3g}",
+        pairs_s=f"{pairs_per_s:.1f}",
+    )
 
 
 def make_sgd(params, lr: float, momentum: float, weight_decay: float, device_type: str) -> torch.optim.SGD:

@@ -53,5 +53,5 @@ def open_rgb(path: str | Path, what: str = "image", fix: str = "fix or remove it
                 image.draft("RGB", (draft_side, draft_side))
             image.load()
             return to_rgb(image)
-    except Exception as e:  # noqa: BLE001 - PIL raises many types for bad files (OSError, ValueError, SyntaxError, ...)
+    except Exception as e:  # PIL raises many types for bad files (OSError, ValueError, SyntaxError, ...)
         raise InputError(f"cannot read {what} {path} ({type(e).__name__}: {e}); {fix}") from None

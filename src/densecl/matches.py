@@ -68,7 +68,8 @@ def mutual_matches(f1: torch.Tensor, f2: torch.Tensor) -> Matches:
     """
     if f1.ndim != 2 or f2.ndim != 2 or f1.shape[0] != f2.shape[0] or 0 in (f1.shape[1], f2.shape[1]):
         raise ValueError(
-            f"expected C x S1 and C x S2 features with the same C and S >= 1, got {tuple(f1.shape)} and {tuple(f2.shape)}"
+            f"expected C x S1 and C x S2 features with the same C and S >= 1, got {tuple(f1.shape)} and "
+            f"{tuple(f2.shape)}"
         )
     sim = torch.einsum("cs,ct->st", f1, f2)  # S1 x S2 cosine similarities
     nearest2 = sim.argmax(dim=1)  # S1: best view-2 location of each view-1 location

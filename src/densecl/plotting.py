@@ -20,11 +20,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from densecl.data.geometry import cell_centres
 from densecl import matches
-from densecl.matches import Correspondence, ViewPair
+from densecl.data.geometry import cell_centres
 from densecl.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from densecl.errors import InputError
+from densecl.matches import Correspondence, ViewPair
 
 #: the panels of :func:`plot_curves`: metrics key -> axis title
 CURVES = {
@@ -127,7 +127,9 @@ def plot_curves(runs: Sequence[tuple[str, Sequence[dict[str, Any]]]], out: str |
             points = [(r["step"], r[key]) for r in records if _finite(r.get(key))]
             if points:
                 steps, values = zip(*points)
-                ax.plot(steps, values, label=label, color=f"C{n}", linewidth=1.2, marker="." if len(points) < 30 else None)
+                ax.plot(
+                    steps, values, label=label, color=f"C{n}", linewidth=1.2, marker="." if len(points) < 30 else None
+                )
         ax.set_title(title)
         ax.grid(alpha=0.3)
         if key == "lr":
@@ -139,7 +141,9 @@ def plot_curves(runs: Sequence[tuple[str, Sequence[dict[str, Any]]]], out: str |
 
 
 def plot_accuracy_by_radius(
-    rows: Sequence[tuple[str, Sequence[float], Sequence[float], Sequence[float]]], stages: Sequence[str], out: str | Path
+    rows: Sequence[tuple[str, Sequence[float], Sequence[float], Sequence[float]]],
+    stages: Sequence[str],
+    out: str | Path,
 ) -> Path:
     """Correspondence accuracy against pixel radius, one panel per stage, one line per backbone.
 
@@ -239,7 +243,7 @@ def draw_correspondence(
     (h1, w1), (h2, w2) = im1.shape[:2], im2.shape[:2]
     gap = max(8, w1 // 16)
     canvas = np.ones((max(h1, h2), w1 + gap + w2, 3))
-    canvas[:h1, :w1], canvas[:h2, w1 + gap:] = im1, im2
+    canvas[:h1, :w1], canvas[:h2, w1 + gap :] = im1, im2
     width = 9.0
     row_height = width * canvas.shape[0] / canvas.shape[1] + 0.5
     fig = _figure(figsize=(width + 1.2, row_height * len(rows) + (0.4 if title else 0)), dpi=100, layout="constrained")
@@ -279,7 +283,10 @@ def draw_correspondence(
     if pair.geometry is None:
         fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=list(axes), label="match score (cosine)", shrink=0.8)
     else:
-        handles = [Line2D([], [], color=c, linewidth=2, label=f"{name} (by the views' geometry)") for name, c in verdicts.values()]
+        handles = [
+            Line2D([], [], color=c, linewidth=2, label=f"{name} (by the views' geometry)")
+            for name, c in verdicts.values()
+        ]
         fig.legend(handles=handles, loc="outside lower center", ncols=3, fontsize="small", frameon=False)
     if title:
         fig.suptitle(title, fontsize="small")

@@ -153,19 +153,29 @@ def choose_cpu_precision(
     entries = _read_cache(cache, say)
     hit = entries.get(key)
     if hit is not None:
-        say(f"precision auto: {hit['choice']} (timed earlier on this CPU: fp32 {hit['fp32_ms']:.1f} ms/step, "
-            f"bf16 {hit['bf16_ms']:.1f} ms/step; {cache})")  # fmt: skip
+        say(
+            f"precision auto: {hit['choice']} (timed earlier on this CPU: fp32 {hit['fp32_ms']:.1f} ms/step, "
+            f"bf16 {hit['bf16_ms']:.1f} ms/step; {cache})"
+        )
         return hit["choice"]
     try:
         times = time_steps(step, clock)
     except RuntimeError as e:  # an operator without a bf16 kernel on this CPU, say
-        say(f"precision auto: a timed step failed on this CPU ({str(e).splitlines()[0] if str(e) else type(e).__name__}) -> fp32")
+        say(
+            "precision auto: a timed step failed on this CPU "
+            f"({str(e).splitlines()[0] if str(e) else type(e).__name__}) -> fp32"
+        )
         return "fp32"
     choice = faster(times)
     fp32_ms, bf16_ms = 1000 * times["fp32"], 1000 * times["bf16"]
     say(f"precision auto: timed on this CPU, fp32 {fp32_ms:.1f} ms/step, bf16 {bf16_ms:.1f} ms/step -> {choice}")
     if cache is not None:
-        entries[key] = {"choice": choice, "fp32_ms": round(fp32_ms, 3), "bf16_ms": round(bf16_ms, 3), "when": time.strftime("%Y-%m-%d")}
+        entries[key] = {
+            "choice": choice,
+            "fp32_ms": round(fp32_ms, 3),
+            "bf16_ms": round(bf16_ms, 3),
+            "when": time.strftime("%Y-%m-%d"),
+        }
         _write_cache(cache, entries, say)
     return choice
 

@@ -61,7 +61,9 @@ def move_aside(path: Path) -> Path | None:
     if not path.exists():
         return None
     if path.is_dir() and Path.cwd().resolve().is_relative_to(path.resolve()):
-        raise InputError(f"--overwrite would move {path} aside, the folder this command runs in: give a dedicated output folder")
+        raise InputError(
+            f"--overwrite would move {path} aside, the folder this command runs in: give a dedicated output folder"
+        )
     stem, suffix = (path.stem, path.suffix) if path.is_file() else (path.name, "")
     n = 1
     while (target := path.with_name(f"{stem}.old-{n}{suffix}")).exists():

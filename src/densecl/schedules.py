@@ -29,7 +29,11 @@ def poly_lr(step: int, total_steps: int, base_lr: float, power: float, min_lr: f
 
 
 def warmup_step_lr(
-    step: int, total_steps: int, base_lr: float, warmup_steps: int, milestones: Sequence[float],
+    step: int,
+    total_steps: int,
+    base_lr: float,
+    warmup_steps: int,
+    milestones: Sequence[float],
     warmup_factor: float = 0.001,
 ) -> float:
     """Linear warm-up from ``warmup_factor * base_lr``, then x0.1 at each milestone (detectron2's 1x schedule).

@@ -24,5 +24,8 @@ def markdown_table(header: Sequence[object], rows: Sequence[Sequence[object]], *
             + ["| " + " | ".join(row) + " |" for row in rows]
         )
     widths = [max(len(c) for c in column) for column in zip(header, *rows)]
-    line = lambda cells: "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731
+
+    def line(cells):
+        return "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"
+
     return "\n".join([line(header), "| " + " | ".join("-" * w for w in widths) + " |", *map(line, rows)])

@@ -1,10 +1,10 @@
 """``densecl pretrain``: a straight run of setup steps, then the epoch loop.
 
-    densecl pretrain --config demo_cpu                       # CPU, embedded scenes
-    densecl pretrain --config densecl_r50_coco_800ep --data /data/coco/train2017
-    torchrun --nproc_per_node 8 -m densecl pretrain --config densecl_r50_imagenet_200ep --data /data/imagenet/train
-    densecl pretrain --resume runs/demo/checkpoint.pt        # continue exactly where it stopped
-    torchrun --max-restarts 3 --nproc_per_node 8 -m densecl pretrain --config ... --resume auto   # survives crashes
+densecl pretrain --config demo_cpu                       # CPU, embedded scenes
+densecl pretrain --config densecl_r50_coco_800ep --data /data/coco/train2017
+torchrun --nproc_per_node 8 -m densecl pretrain --config densecl_r50_imagenet_200ep --data /data/imagenet/train
+densecl pretrain --resume runs/demo/checkpoint.pt        # continue exactly where it stopped
+torchrun --max-restarts 3 --nproc_per_node 8 -m densecl pretrain --config ... --resume auto   # survives crashes
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ import torch
 from densecl import checkpoint, distributed, run_dir
 from densecl.config import PretrainConfig, auto_queue_len, c5_side
 from densecl.data import gpu as gpu_data
-from densecl.data.sources import TwoViewDataset, image_source
 from densecl.data.sampler import EpochSampler
+from densecl.data.sources import TwoViewDataset, image_source
 from densecl.data.transforms import GeometricTwoViews
 from densecl.devices import resolve_device
 from densecl.engine import LoopState, make_sgd, train_one_epoch
@@ -54,7 +54,9 @@ def pretrain(
     out_dir = Path(cfg.output_dir)
     ckpt_path = out_dir / checkpoint.CHECKPOINT_NAME
     if resume is None and not overwrite and ckpt_path.exists():  # never start over a run silently
-        run_dir.start_mode(ckpt_path, checkpoint.load(ckpt_path).step, resume=False, overwrite=False, flag_out="--output-dir")
+        run_dir.start_mode(
+            ckpt_path, checkpoint.load(ckpt_path).step, resume=False, overwrite=False, flag_out="--output-dir"
+        )
     device = resolve_device(cfg.device)
     info = distributed.setup(device.type, cfg.dist_timeout)
     if device.type == "cuda":
@@ -78,7 +80,9 @@ def pretrain(
         raise InputError(f"{source.origin} has {len(source)} images, fewer than one global batch of {cfg.batch_size}")
     check_data_backend(cfg.data_backend, device)
     side = cfg.num_grid or c5_side(cfg.crop_size)
-    two_views = GeometricTwoViews(cfg.crop_size, cfg.min_scale, (side, side) if cfg.dense_matching == "geometry" else None)
+    two_views = GeometricTwoViews(
+        cfg.crop_size, cfg.min_scale, (side, side) if cfg.dense_matching == "geometry" else None
+    )
     on_gpu = cfg.data_backend == "gpu"
     loader = torch.utils.data.DataLoader(
         gpu_data.EncodedTwoViewDataset(source, two_views) if on_gpu else TwoViewDataset(source, two_views),
@@ -93,14 +97,24 @@ def pretrain(
         collate_fn=gpu_data.collate if on_gpu else None,
     )
     # the gpu backend decodes and augments in this process, on the device; the CPU path remakes what it cannot decode
-    batches = gpu_data.DeviceBatches(loader, device, cfg.crop_size, TwoViewDataset(source, two_views)) if on_gpu else loader
+    batches = (
+        gpu_data.DeviceBatches(loader, device, cfg.crop_size, TwoViewDataset(source, two_views)) if on_gpu else loader
+    )
     iters_per_epoch = sampler.batches_per_epoch
     total_steps = cfg.epochs * iters_per_epoch
 
     # model, optimizer, precision
     model = DenseCL(
-        cfg.arch, cfg.hidden_dim, cfg.out_dim, cfg.queue_len, cfg.momentum, cfg.temperature, cfg.loss_lambda, cfg.num_grid,
-        dense_queue_len=cfg.dense_queue_len, bn_group_size=cfg.bn_group_size,
+        cfg.arch,
+        cfg.hidden_dim,
+        cfg.out_dim,
+        cfg.queue_len,
+        cfg.momentum,
+        cfg.temperature,
+        cfg.loss_lambda,
+        cfg.num_grid,
+        dense_queue_len=cfg.dense_queue_len,
+        bn_group_size=cfg.bn_group_size,
     )
     if cfg.init and resume is None:
         _init_backbone(model, cfg.init)
@@ -136,10 +150,12 @@ def pretrain(
     say(cfg.to_yaml().rstrip())
     say(
         f"data: {source.origin}, {len(source)} images, {iters_per_epoch} iterations/epoch, {total_steps} in all | "
-        f"batch {cfg.batch_size} = {info.world_size} x {per_rank_batch}, batch norm over {_bn_groups(cfg, per_rank_batch)} | "
+        f"batch {cfg.batch_size} = {info.world_size} x {per_rank_batch}, batch norm over "
+        f"{_bn_groups(cfg, per_rank_batch)} | "
         f"lr {cfg.lr} for 256 -> {cfg.scaled_lr:g} | "
         f"{device.type} {precision.name}{' channels_last' if cfg.channels_last else ''} | "
-        f"C5 grid {c5_side(cfg.crop_size)}x{c5_side(cfg.crop_size)}, dense grid {cfg.num_grid or c5_side(cfg.crop_size)}"
+        f"C5 grid {c5_side(cfg.crop_size)}x{c5_side(cfg.crop_size)}, dense grid "
+        f"{cfg.num_grid or c5_side(cfg.crop_size)}"
     )
 
     warning = queue_warning(cfg, len(source), iters_per_epoch * cfg.batch_size)
@@ -172,7 +188,9 @@ def pretrain(
                 break
             sampler.epoch, sampler.start_batch = epoch, loop.step - epoch * iters_per_epoch
             model.train()
-            stopped = train_one_epoch(ddp_model, batches, optimizer, scaler, precision, cfg, epoch, loop, log, save, device)
+            stopped = train_one_epoch(
+                ddp_model, batches, optimizer, scaler, precision, cfg, epoch, loop, log, save, device
+            )
             if stopped:
                 break
             save()
@@ -181,9 +199,15 @@ def pretrain(
     if loop.stop_requested():
         say(f"densecl pretrain: stopped by signal at iteration {loop.step}; resume with --resume {ckpt_path}")
     if on_gpu and (batches.cpu_decoded or batches.remade):
-        say(f"densecl pretrain: data backend gpu: {batches.cpu_decoded} images were not plain JPEGs and were decoded on the "
-            f"CPU by the data workers; {batches.remade} JPEGs the GPU could not decode were remade by the CPU path")
-    say(f"densecl pretrain: {loop.step} iterations in {time.time() - t0:.0f} s; checkpoint {ckpt_path}, metrics {log.path}")
+        say(
+            f"densecl pretrain: data backend gpu: {batches.cpu_decoded} images were not plain JPEGs and were "
+            "decoded on the "
+            f"CPU by the data workers; {batches.remade} JPEGs the GPU could not decode were remade by the CPU path"
+        )
+    say(
+        f"densecl pretrain: {loop.step} iterations in {time.time() - t0:.0f} s; checkpoint {ckpt_path}, metrics "
+        f"{log.path}"
+    )
     distributed.teardown()
     return ckpt_path
 
@@ -196,10 +220,14 @@ def queue_warning(cfg: PretrainConfig, n_images: int, keys_per_epoch: int) -> st
     if not long:
         return None
     fix = auto_queue_len(n_images, cfg.batch_size)
-    held = ", ".join(f"{name} {length} holds {length / keys_per_epoch:.1f} keys of each image" for name, length in long.items())
+    held = ", ".join(
+        f"{name} {length} holds {length / keys_per_epoch:.1f} keys of each image" for name, length in long.items()
+    )
     flags = " and ".join(f"--{name.replace('_', '-')} auto" for name in long)
-    return (f"{held} of the {n_images} images, its own among a query's negatives; {flags} ({fix}, the largest multiple "
-            f"of the batch {cfg.batch_size} below the number of images) avoids it")
+    return (
+        f"{held} of the {n_images} images, its own among a query's negatives; {flags} ({fix}, the largest multiple "
+        f"of the batch {cfg.batch_size} below the number of images) avoids it"
+    )
 
 
 def _bn_groups(cfg: PretrainConfig, per_rank_batch: int) -> str:
@@ -211,8 +239,10 @@ def _bn_groups(cfg: PretrainConfig, per_rank_batch: int) -> str:
 def check_data_backend(backend: str, device: torch.device) -> None:
     """Raises :class:`InputError` for ``--data-backend gpu`` on a run without a CUDA device."""
     if backend == "gpu" and device.type != "cuda":
-        raise InputError(f"--data-backend gpu decodes and augments on a CUDA GPU, but this run is on the {device.type}; "
-                         "use --data-backend cpu")
+        raise InputError(
+            f"--data-backend gpu decodes and augments on a CUDA GPU, but this run is on the {device.type}; "
+            "use --data-backend cpu"
+        )
 
 
 def _precision_probe(model: DenseCL, batch: int, crop: int, channels_last: bool):
@@ -247,7 +277,9 @@ def _trial_input(batch: int, crop: int, channels_last: bool, device: torch.devic
     return x.to(device).contiguous(memory_format=fmt)
 
 
-def _encoders_step(encoder: torch.nn.Module, momentum_encoder: torch.nn.Module, x: torch.Tensor, precision: Precision) -> None:
+def _encoders_step(
+    encoder: torch.nn.Module, momentum_encoder: torch.nn.Module, x: torch.Tensor, precision: Precision
+) -> None:
     """The encoders' share of a training step: query forward and backward, key forward (no loss: it is fp32 anyway)."""
     with precision.autocast():
         q, r, _ = encoder(x)
@@ -274,7 +306,7 @@ def compile_encoders(
             encoder.compile(backend=backend)
         _encoders_step(*encoders, x, precision)
         ok = True
-    except Exception as e:  # noqa: BLE001 - any failure to compile means: train eagerly
+    except Exception as e:  # any failure to compile means: train eagerly
         for encoder in encoders:
             encoder._compiled_call_impl = None  # what Module.compile set: back to the eager __call__
         message = str(e).strip().splitlines()[0] if str(e).strip() else ""
@@ -312,13 +344,21 @@ MODEL_KEYS = ("arch", "hidden_dim", "out_dim", "queue_len", "dense_queue_len")  
 
 
 def _holds_run_files(out_dir: Path) -> bool:
-    return any((out_dir / name).exists() for name in (checkpoint.CHECKPOINT_NAME, MetricsLog.NAME, MetricsLog.TENSORBOARD))
+    return any(
+        (out_dir / name).exists() for name in (checkpoint.CHECKPOINT_NAME, MetricsLog.NAME, MetricsLog.TENSORBOARD)
+    )
 
 
-def _restore(state: checkpoint.TrainingState, model: DenseCL, optimizer, scaler, iters_per_epoch: int, cfg: PretrainConfig) -> int:
+def _restore(
+    state: checkpoint.TrainingState, model: DenseCL, optimizer, scaler, iters_per_epoch: int, cfg: PretrainConfig
+) -> int:
     """Loads ``state`` into the run; one line (before anything is written) when it does not fit."""
     where = f"the checkpoint of {cfg.output_dir} (step {state.step})"
-    changed = [f"{k} {state.config.get(k)!r} -> {getattr(cfg, k)!r}" for k in MODEL_KEYS if state.config.get(k, getattr(cfg, k)) != getattr(cfg, k)]
+    changed = [
+        f"{k} {state.config.get(k)!r} -> {getattr(cfg, k)!r}"
+        for k in MODEL_KEYS
+        if state.config.get(k, getattr(cfg, k)) != getattr(cfg, k)
+    ]
     if changed:
         raise InputError(
             f"{where} holds another model ({'; '.join(changed)}): resume without changing these, "
@@ -333,7 +373,9 @@ def _restore(state: checkpoint.TrainingState, model: DenseCL, optimizer, scaler,
         model.load_state_dict(state.model, strict=True)
     except RuntimeError as e:
         first = str(e).splitlines()[1].strip() if len(str(e).splitlines()) > 1 else str(e)
-        raise InputError(f"{where} does not fit this model ({first}): start a new run with another --output-dir") from None
+        raise InputError(
+            f"{where} does not fit this model ({first}): start a new run with another --output-dir"
+        ) from None
     implementation = {k: optimizer.param_groups[0][k] for k in ("foreach", "fused") if k in optimizer.param_groups[0]}
     optimizer.load_state_dict(state.optimizer)
     for group in optimizer.param_groups:  # the saved groups carry the writer's foreach / fused flags: keep this run's

@@ -73,13 +73,19 @@ def test_apply_colour_follows_each_samples_order_and_switches():
     got = apply_colour(x.clone(), params, kernel_size=5)
 
     def reference(image, b, c, s, h, order):
-        fns = [lambda y: TF.adjust_brightness(y, b), lambda y: TF.adjust_contrast(y, c),
-               lambda y: TF.adjust_saturation(y, s), lambda y: TF.adjust_hue(y, h)]  # fmt: skip
+        fns = [
+            lambda y: TF.adjust_brightness(y, b),
+            lambda y: TF.adjust_contrast(y, c),
+            lambda y: TF.adjust_saturation(y, s),
+            lambda y: TF.adjust_hue(y, h),
+        ]
         for k in order:
             image = fns[k](image)
         return image
 
-    first = TF.gaussian_blur(TF.rgb_to_grayscale(reference(x[0], 1.3, 0.7, 1.2, 0.08, [3, 2, 1, 0]), 3), [5, 5], [1.5, 1.5])
+    first = TF.gaussian_blur(
+        TF.rgb_to_grayscale(reference(x[0], 1.3, 0.7, 1.2, 0.08, [3, 2, 1, 0]), 3), [5, 5], [1.5, 1.5]
+    )
     torch.testing.assert_close(got[0], first, atol=1e-5, rtol=0)
     torch.testing.assert_close(got[1], x[1], atol=0, rtol=0)
     torch.testing.assert_close(got[2], reference(x[2], 0.8, 1.1, 0.6, -0.05, [0, 1, 2, 3]), atol=1e-5, rtol=0)
@@ -92,7 +98,10 @@ def test_parameters_have_moco_v2s_distribution():
     assert p.jitter.float().mean().item() == pytest.approx(0.8, abs=tol)
     assert p.grayscale.float().mean().item() == pytest.approx(0.2, abs=tol)
     assert p.blur.float().mean().item() == pytest.approx(0.5, abs=tol)
-    uniform_std = lambda lo, hi: (hi - lo) / math.sqrt(12)  # noqa: E731
+
+    def uniform_std(lo, hi):
+        return (hi - lo) / math.sqrt(12)
+
     for column, (lo, hi) in enumerate([(0.6, 1.4)] * 3 + [(-0.1, 0.1)]):
         f = p.factors[:, column]
         assert lo <= f.min() and f.max() <= hi and f.max() - f.min() > 0.99 * (hi - lo)
@@ -104,4 +113,7 @@ def test_parameters_have_moco_v2s_distribution():
     for row in p.order.tolist():
         counts[tuple(row)] += 1
     assert all(abs(c - n / 24) < 5 * math.sqrt(n / 24) for c in counts.values())
-    assert torch.equal(sample_colour(5, torch.Generator().manual_seed(1)).factors, sample_colour(5, torch.Generator().manual_seed(1)).factors)
+    assert torch.equal(
+        sample_colour(5, torch.Generator().manual_seed(1)).factors,
+        sample_colour(5, torch.Generator().manual_seed(1)).factors,
+    )

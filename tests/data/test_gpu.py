@@ -62,14 +62,20 @@ def test_worker_items_draw_the_cpu_paths_geometry_and_skip_unreadable_files(tmp_
     assert a.flips.tolist() == [g_q.flip, g_k.flip]
 
 
-def _reference_view(image: torch.Tensor, box, flip: bool, colour: ColourParams, v: int, crop: int, kernel: int) -> torch.Tensor:
+def _reference_view(
+    image: torch.Tensor, box, flip: bool, colour: ColourParams, v: int, crop: int, kernel: int
+) -> torch.Tensor:
     """One view made by torchvision's functional ops, one image at a time."""
     top, left, h, w = box
     x = TF.resized_crop(image.float() / 255, top, left, h, w, [crop, crop], antialias=True)
     if colour.jitter[v]:
         b, c, s, hue = colour.factors[v].tolist()
-        ops = [lambda y: TF.adjust_brightness(y, b), lambda y: TF.adjust_contrast(y, c),
-               lambda y: TF.adjust_saturation(y, s), lambda y: TF.adjust_hue(y, hue)]  # fmt: skip
+        ops = [
+            lambda y: TF.adjust_brightness(y, b),
+            lambda y: TF.adjust_contrast(y, c),
+            lambda y: TF.adjust_saturation(y, s),
+            lambda y: TF.adjust_hue(y, hue),
+        ]
         for k in colour.order[v].tolist():
             x = ops[k](x)
     if colour.grayscale[v]:
@@ -91,7 +97,9 @@ def test_a_rendered_batch_equals_torchvision_one_view_at_a_time(tmp_path):
     grey = torch.tensor([[False, True], [False, False], [True, False], [False, False], [True, False], [False, False]])
     blur = torch.tensor([[True, False], [False, True], [True, True], [False, False], [False, True], [False, False]])
     batch = batch._replace(colour=batch.colour._replace(jitter=jitter, grayscale=grey, blur=blur))  # every branch
-    im_q, im_k, match, skipped = gpu.DeviceBatches([], CPU, crop, TwoViewDataset(source, encoded.two_views)).render(batch)
+    im_q, im_k, match, skipped = gpu.DeviceBatches([], CPU, crop, TwoViewDataset(source, encoded.two_views)).render(
+        batch
+    )
     assert im_q.shape == im_k.shape == (6, 3, crop, crop) and im_q.is_contiguous() and match.shape == (6, 0)
     assert skipped.tolist() == [0] * 6
     for n, pair in enumerate(pairs):
@@ -102,16 +110,23 @@ def test_a_rendered_batch_equals_torchvision_one_view_at_a_time(tmp_path):
             torch.testing.assert_close(ours, ref, atol=2e-4, rtol=0)
 
 
-def test_device_batches_count_cpu_decoded_images_and_remake_what_the_device_cannot_decode(tmp_path, monkeypatch, capsys):
+def test_device_batches_count_cpu_decoded_images_and_remake_what_the_device_cannot_decode(
+    tmp_path, monkeypatch, capsys
+):
     source = _folder(tmp_path)
     views = GeometricTwoViews(32, 0.2, grid=(2, 2))
     loader = torch.utils.data.DataLoader(
-        gpu.EncodedTwoViewDataset(source, views), batch_size=5, sampler=[(i, 10 + i) for i in range(5)], collate_fn=gpu.collate
+        gpu.EncodedTwoViewDataset(source, views),
+        batch_size=5,
+        sampler=[(i, 10 + i) for i in range(5)],
+        collate_fn=gpu.collate,
     )
     fallback = TwoViewDataset(source, views)
     batches = gpu.DeviceBatches(loader, CPU, 32, fallback)
     decode = gpu.decode
-    monkeypatch.setattr(gpu, "decode", lambda batch, device: [None if i == 2 else x for i, x in enumerate(decode(batch, device))])
+    monkeypatch.setattr(
+        gpu, "decode", lambda batch, device: [None if i == 2 else x for i, x in enumerate(decode(batch, device))]
+    )
     ((im_q, im_k, match, skipped),) = list(batches)
     assert batches.cpu_decoded == 2 and batches.remade == 1  # b.png and d.jpg (CMYK); c.jpg remade
     err = capsys.readouterr().err
@@ -123,7 +138,7 @@ def test_device_batches_count_cpu_decoded_images_and_remake_what_the_device_cann
 
 
 def test_gpu_backend_without_a_gpu_is_one_line_before_anything_is_built(tmp_path, capsys):
-    from tests.test_train import pretrain  # noqa: PLC0415
+    from tests.test_train import pretrain
 
     assert pretrain(tmp_path, "--device", "cpu", "--data-backend", "gpu") == 2
     assert pretrain(tmp_path, "--data-backend", "tpu") == 2
@@ -137,7 +152,7 @@ def test_gpu_backend_without_a_gpu_is_one_line_before_anything_is_built(tmp_path
 def test_pretraining_runs_on_the_gpu_backends_path(tmp_path, monkeypatch, capsys, matching):
     # the whole loop through DeviceBatches, with the device check lifted so it runs on the CPU
     from densecl import checkpoint, train
-    from tests.test_train import metrics, pretrain  # noqa: PLC0415
+    from tests.test_train import metrics, pretrain
 
     monkeypatch.setattr(train, "check_data_backend", lambda backend, device: None)
     args = ("--epochs", "1", "--data-backend", "gpu", "--dense-matching", matching, "--max-iters", "2")
@@ -145,7 +160,9 @@ def test_pretraining_runs_on_the_gpu_backends_path(tmp_path, monkeypatch, capsys
     assert checkpoint.load(tmp_path / "checkpoint.pt").step == 2
     assert all(np.isfinite(row["loss"]) for row in metrics(tmp_path) if "loss" in row)
     out = capsys.readouterr()
-    assert "8 images were not plain JPEGs" in out.out and out.err.count("is not a plain JPEG") == 1  # scenes: all on the CPU
+    assert (
+        "8 images were not plain JPEGs" in out.out and out.err.count("is not a plain JPEG") == 1
+    )  # scenes: all on the CPU
 
 
 def test_a_jpeg_decodes_the_same_in_the_worker_and_on_the_device(tmp_path):

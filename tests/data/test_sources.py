@@ -5,8 +5,8 @@ import pytest
 import torch
 from PIL import Image
 
-from densecl.data.sources import TwoViewDataset, image_source
 from densecl.data.sampler import EpochSampler
+from densecl.data.sources import TwoViewDataset, image_source
 from densecl.data.transforms import GeometricTwoViews
 from densecl.errors import InputError
 from densecl.images import to_rgb
@@ -119,7 +119,9 @@ def _coordinate_photo(path, width, height):
 def test_draft_reduction_is_the_largest_that_keeps_every_box_at_least_the_crop():
     from densecl.data.geometry import ViewGeometry, draft_reduction
 
-    box = lambda h, w: ViewGeometry(0, 0, h, w, size=64)  # noqa: E731
+    def box(h, w):
+        return ViewGeometry(0, 0, h, w, size=64)
+
     assert draft_reduction([box(300, 400), box(520, 600)]) == 4  # 300 >= 4 * 64, < 8 * 64
     assert draft_reduction([box(512, 512), box(600, 513)]) == 8
     assert draft_reduction([box(127, 900), box(900, 900)]) == 1  # one small box decides

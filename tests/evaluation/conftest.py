@@ -3,15 +3,18 @@
 import pytest
 import torch
 
-from densecl.scenes.export import export_scenes
 from densecl.models.backbones import build_backbone
+from densecl.scenes.export import export_scenes
 
 
 @pytest.fixture(scope="session")
 def scenes(tmp_path_factory):
     """``{format: root}`` for voc, coco and imagefolder: 12 train and 6 val scenes of 64 px."""
     root = tmp_path_factory.mktemp("scenes")
-    return {fmt: export_scenes(root / fmt, fmt, n_train=12, n_val=6, size=64, seed=0).out for fmt in ("voc", "coco", "imagefolder")}
+    return {
+        fmt: export_scenes(root / fmt, fmt, n_train=12, n_val=6, size=64, seed=0).out
+        for fmt in ("voc", "coco", "imagefolder")
+    }
 
 
 @pytest.fixture(scope="session")

@@ -35,12 +35,25 @@ RANDOM = ("--weights", "random", "--arch", "resnet18", "--device", "cpu")
 
 
 def test_dense_nn_and_overcluster_write_records(voc, tmp_path, capsys):
-    code, err = _run(capsys, "eval", "dense-nn", *RANDOM, "--data", str(voc), "--memory-sizes", "50,0", "--out", str(tmp_path / "nn.json"))
+    code, err = _run(
+        capsys,
+        "eval",
+        "dense-nn",
+        *RANDOM,
+        "--data",
+        str(voc),
+        "--memory-sizes",
+        "50,0",
+        "--out",
+        str(tmp_path / "nn.json"),
+    )
     assert code == 0, err
     nn = json.loads((tmp_path / "nn.json").read_text())
     assert nn["data"]["memory_sizes"] == [50, 24 * 4]  # 64 px -> a 2 x 2 C5 grid per train image
     assert set(nn["metrics"]) == {"mIoU", "mIoU@50", "mIoU@96"} and nn["data"]["memory_mb"] > 0
-    code, err = _run(capsys, "eval", "overcluster", *RANDOM, "--data", str(voc), "--ks", "0,2x", "--out", str(tmp_path / "oc.json"))
+    code, err = _run(
+        capsys, "eval", "overcluster", *RANDOM, "--data", str(voc), "--ks", "0,2x", "--out", str(tmp_path / "oc.json")
+    )
     assert code == 0, err
     oc = json.loads((tmp_path / "oc.json").read_text())
     k = len(oc["data"]["classes"])
@@ -49,7 +62,20 @@ def test_dense_nn_and_overcluster_write_records(voc, tmp_path, capsys):
 
 def test_correspondence_writes_a_record(voc, tmp_path, capsys):
     out = tmp_path / "c.json"
-    code, err = _run(capsys, "eval", "correspondence", *RANDOM, "--data", str(voc / "JPEGImages"), "--pairs", "6", "--crop", "64", "--out", str(out))
+    code, err = _run(
+        capsys,
+        "eval",
+        "correspondence",
+        *RANDOM,
+        "--data",
+        str(voc / "JPEGImages"),
+        "--pairs",
+        "6",
+        "--crop",
+        "64",
+        "--out",
+        str(out),
+    )
     assert code == 0, err
     record = json.loads(out.read_text())
     assert record["headline"] == ["c5_accuracy", "c5_within_32", "c5_mutual_precision"]
@@ -59,7 +85,10 @@ def test_correspondence_writes_a_record(voc, tmp_path, capsys):
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (("dense-nn", "--memory-sizes", "100000"), "memory size 100000 is more than the 96 patches of the 24 train images"),
+        (
+            ("dense-nn", "--memory-sizes", "100000"),
+            "memory size 100000 is more than the 96 patches of the 24 train images",
+        ),
         (("dense-nn", "--k", "100", "--memory-sizes", "50"), "k 100 is larger than the smallest memory"),
         (("overcluster", "--ks", "1000"), "K 1000 is more than the 48 patches of the 12 val images"),
     ],
@@ -105,7 +134,17 @@ def test_dense_nn_keeps_masks_for_a_picture_once(voc, tmp_path, capsys):
     import numpy as np
 
     masks = tmp_path / "masks.npz"
-    argv = ("eval", "dense-nn", *RANDOM, "--data", str(voc), "--masks-out", str(masks), "--out", str(tmp_path / "nn.json"))
+    argv = (
+        "eval",
+        "dense-nn",
+        *RANDOM,
+        "--data",
+        str(voc),
+        "--masks-out",
+        str(masks),
+        "--out",
+        str(tmp_path / "nn.json"),
+    )
     code, err = _run(capsys, *argv)
     assert code == 0, err
     with np.load(masks) as m:

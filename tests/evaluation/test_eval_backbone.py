@@ -20,7 +20,9 @@ def test_the_arch_comes_from_the_flag_or_the_files():
 
 
 def test_disagreements_are_refused_in_one_line():
-    with pytest.raises(InputError, match=r"^'a' holds resnet18 weights but --arch is resnet50; drop --arch or set it to resnet18$"):
+    with pytest.raises(
+        InputError, match=r"^'a' holds resnet18 weights but --arch is resnet50; drop --arch or set it to resnet18$"
+    ):
         agreed_arch(_files(a="resnet18"), "resnet50", random=False)
     with pytest.raises(InputError, match=r"different architectures \('a' is resnet18, 'b' is resnet34\)"):
         agreed_arch(_files(a="resnet18", b="resnet34"), None, random=False)
@@ -32,7 +34,12 @@ def test_a_file_is_read_once_and_described(weights_file, tmp_path):
     read = read_sources([str(weights_file), "random", str(weights_file)])
     assert list(read) == [str(weights_file)]
     backbone, info = load_source(str(weights_file), read, "resnet18")
-    assert info == {"source": str(weights_file), "sha256": file_sha256(weights_file), "arch": "resnet18", "format": "torchvision"}
+    assert info == {
+        "source": str(weights_file),
+        "sha256": file_sha256(weights_file),
+        "arch": "resnet18",
+        "format": "torchvision",
+    }
     assert torch.equal(backbone.state_dict()["conv1.weight"], torch.load(weights_file)["conv1.weight"])
     with pytest.raises(InputError, match=f"weights file {tmp_path / 'gone.pt'} does not exist"):
         read_sources([str(tmp_path / "gone.pt")])

@@ -8,18 +8,20 @@ import pytest
 from PIL import Image
 
 from densecl.cli import main
-from densecl.formats.imagefolder import dominant_class
-from densecl.scenes import CLASSES, render_scene
 from densecl.errors import InputError
 from densecl.evaluation import backbone as eval_backbone
 from densecl.evaluation.datasets import read_classification, read_coco, read_segmentation, subset
+from densecl.formats.imagefolder import dominant_class
+from densecl.scenes import CLASSES, render_scene
 
 
 @pytest.fixture
 def no_model(monkeypatch):
     """Fails the test if the CLI gets as far as loading weights."""
+
     def refuse(*args, **kwargs):
         raise AssertionError("a model was built before the data error")
+
     monkeypatch.setattr(eval_backbone, "load_weights", refuse)
 
 
@@ -68,11 +70,42 @@ def test_imagefolder_export_uses_the_dominant_class(scenes):
 def test_export_refuses_a_non_empty_folder_without_overwrite(tmp_path, capsys):
     (tmp_path / "x").mkdir()
     (tmp_path / "x" / "keep.txt").write_text("mine")
-    err = _error_line(capsys, "data", "export-scenes", "--format", "imagefolder", "--out", str(tmp_path / "x"),
-                      "--n-train", "2", "--n-val", "1", "--size", "32")
+    err = _error_line(
+        capsys,
+        "data",
+        "export-scenes",
+        "--format",
+        "imagefolder",
+        "--out",
+        str(tmp_path / "x"),
+        "--n-train",
+        "2",
+        "--n-val",
+        "1",
+        "--size",
+        "32",
+    )
     assert "not empty" in err
-    assert main(["data", "export-scenes", "--format", "imagefolder", "--out", str(tmp_path / "x"), "--n-train", "2",
-                 "--n-val", "1", "--size", "32", "--overwrite"]) == 0
+    assert (
+        main(
+            [
+                "data",
+                "export-scenes",
+                "--format",
+                "imagefolder",
+                "--out",
+                str(tmp_path / "x"),
+                "--n-train",
+                "2",
+                "--n-val",
+                "1",
+                "--size",
+                "32",
+                "--overwrite",
+            ]
+        )
+        == 0
+    )
     assert (tmp_path / "x" / "keep.txt").read_text() == "mine"  # only what the export owns is replaced
     assert json.loads((tmp_path / "x" / "scenes.json").read_text())["splits"] == {"train": [0, 2], "val": [2, 3]}
 
@@ -152,7 +185,9 @@ def test_weights_that_do_not_fit_list_missing_and_unexpected_keys(scenes, weight
     state["layer5.0.conv1.weight"] = torch.zeros(1)
     bad = tmp_path / "bad.pth"
     torch.save(state, bad)
-    err = _error_line(capsys, "eval", "svm", "--weights", str(bad), "--data", str(scenes["imagefolder"]), "--workers", "0")
+    err = _error_line(
+        capsys, "eval", "svm", "--weights", str(bad), "--data", str(scenes["imagefolder"]), "--workers", "0"
+    )
     assert "layer4.1.conv2.weight" in err and "layer5.0.conv1.weight" in err
     assert "missing" in err and "unexpected" in err
 

@@ -31,9 +31,27 @@ def _one_line_error(capsys, argv):
 
 def test_seg_finetune_nan_loss_is_one_line_and_status_1(scenes, weights_file, tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(seg_finetune, "FCN", NaNLoss)
-    code, err = _one_line_error(capsys, [
-        "eval", "seg-finetune", "--weights", str(weights_file), "--data", str(scenes["voc"]), "--crop", "32",
-        "--batch-size", "2", "--iters", "2", "--workers", "0", "--out", str(tmp_path / "x.json")])
+    code, err = _one_line_error(
+        capsys,
+        [
+            "eval",
+            "seg-finetune",
+            "--weights",
+            str(weights_file),
+            "--data",
+            str(scenes["voc"]),
+            "--crop",
+            "32",
+            "--batch-size",
+            "2",
+            "--iters",
+            "2",
+            "--workers",
+            "0",
+            "--out",
+            str(tmp_path / "x.json"),
+        ],
+    )
     assert code == 1
     assert err == "densecl eval: error: seg-finetune: loss is nan at iteration 0; lower --lr"
     assert not (tmp_path / "x.json").exists()
@@ -41,9 +59,29 @@ def test_seg_finetune_nan_loss_is_one_line_and_status_1(scenes, weights_file, tm
 
 def test_det_nan_loss_is_one_line_and_status_1(scenes, weights_file, tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(det, "build_detector", lambda *args: NaNLoss())
-    code, err = _one_line_error(capsys, [
-        "eval", "det", "--weights", str(weights_file), "--data", str(scenes["coco"]), "--iters", "2",
-        "--batch-size", "2", "--min-size", "64", "--max-size", "64", "--workers", "0", "--out", str(tmp_path / "x.json")])
+    code, err = _one_line_error(
+        capsys,
+        [
+            "eval",
+            "det",
+            "--weights",
+            str(weights_file),
+            "--data",
+            str(scenes["coco"]),
+            "--iters",
+            "2",
+            "--batch-size",
+            "2",
+            "--min-size",
+            "64",
+            "--max-size",
+            "64",
+            "--workers",
+            "0",
+            "--out",
+            str(tmp_path / "x.json"),
+        ],
+    )
     assert code == 1
     assert err == "densecl eval: error: det: loss is nan at iteration 0; lower --lr or raise --warmup-iters"
 

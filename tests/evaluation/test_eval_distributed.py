@@ -22,13 +22,16 @@ def test_batch_stream_is_seeded_and_cycles_epochs():
 def test_det_under_torchrun_two_processes(scenes, weights_file, tmp_path):
     out = tmp_path / "det.json"
     cmd = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",  # --standalone: a free port
+        # --standalone: a free port
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
         "-m", "densecl", "eval", "det", "--weights", str(weights_file), "--data", str(scenes["coco"]),
         "--task", "mask", "--iters", "2", "--batch-size", "4", "--min-size", "64", "--max-size", "64",
         "--workers", "0", "--proposals", "50", "--rois-per-image", "32", "--detections-per-image", "10",
         "--device", "cpu", "--out", str(out),
     ]  # fmt: skip
-    result = subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.count("wrote ") == 1  # rank 0 alone writes and prints
     record = json.loads(out.read_text())

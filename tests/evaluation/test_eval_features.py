@@ -6,7 +6,14 @@ from torch import nn
 
 from densecl.errors import InputError
 from densecl.evaluation.det import DetConfig, build_detector, freeze_batchnorm, load_trunk
-from densecl.evaluation.features import assert_unchanged, dense_features, frozen, parse_stages, pooled_features, snapshot
+from densecl.evaluation.features import (
+    assert_unchanged,
+    dense_features,
+    frozen,
+    parse_stages,
+    pooled_features,
+    snapshot,
+)
 from densecl.evaluation.seg_finetune import FCN, dilate
 from densecl.models.backbones import build_backbone, torchvision_classifier
 
@@ -73,7 +80,9 @@ def test_dilation_keeps_weights_and_sets_the_output_stride(arch):
         assert dilated.eval()(x).shape[-2:] == (8, 8)
         assert dilate(build_backbone(arch), 16).eval()(x).shape[-2:] == (4, 4)
         assert dilate(build_backbone(arch), 32).eval()(x).shape == reference.shape
-    assert dilated.layer4[1].conv2.dilation == (4, 4) if arch == "resnet50" else dilated.layer4[1].conv1.dilation == (4, 4)
+    assert (
+        dilated.layer4[1].conv2.dilation == (4, 4) if arch == "resnet50" else dilated.layer4[1].conv1.dilation == (4, 4)
+    )
     assert FCN(dilated, num_classes=5).eval()(x).shape == (1, 5, 64, 64)
 
 

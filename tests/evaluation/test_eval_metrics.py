@@ -63,10 +63,12 @@ def test_top1():
 def test_knn_is_perfect_on_separable_features():
     g = torch.Generator().manual_seed(0)
     centres = torch.eye(3, 16)  # 3 orthogonal class directions
+
     def sample(n):
         y = torch.arange(n) % 3
         x = centres[y] + 0.1 * torch.randn(n, 16, generator=g)
         return torch.nn.functional.normalize(x, dim=1), y
+
     x_train, y_train = sample(60)
     x_val, y_val = sample(30)
     votes = weighted_knn(x_train, y_train, x_val, num_classes=3, k=20, temperature=0.07)
@@ -88,21 +90,42 @@ def _coco_gt():
     for i, (m, image_id, cat) in enumerate(zip(masks, (1, 1, 2), (1, 2, 1)), start=1):
         rle = mask_utils.encode(np.asfortranarray(m))
         rle["counts"] = rle["counts"].decode("ascii")
-        anns.append({"id": i, "image_id": image_id, "category_id": cat, "iscrowd": 0, "area": float(m.sum()),
-                     "bbox": mask_utils.toBbox(rle).tolist(), "segmentation": rle})
+        anns.append(
+            {
+                "id": i,
+                "image_id": image_id,
+                "category_id": cat,
+                "iscrowd": 0,
+                "area": float(m.sum()),
+                "bbox": mask_utils.toBbox(rle).tolist(),
+                "segmentation": rle,
+            }
+        )
     coco = COCO()
-    coco.dataset = {"images": [{"id": 1, "width": 32, "height": 32}, {"id": 2, "width": 32, "height": 32}],
-                    "annotations": anns, "categories": [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}]}
+    coco.dataset = {
+        "images": [{"id": 1, "width": 32, "height": 32}, {"id": 2, "width": 32, "height": 32}],
+        "annotations": anns,
+        "categories": [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}],
+    }
     coco.createIndex()
     return coco, anns
 
 
 def test_coco_ap_is_100_for_perfect_predictions_and_lower_otherwise():
     coco, anns = _coco_gt()
-    perfect_boxes = [{"image_id": a["image_id"], "category_id": a["category_id"], "bbox": a["bbox"], "score": 1.0} for a in anns]
-    perfect_masks = [{"image_id": a["image_id"], "category_id": a["category_id"], "segmentation": a["segmentation"], "score": 1.0} for a in anns]
+    perfect_boxes = [
+        {"image_id": a["image_id"], "category_id": a["category_id"], "bbox": a["bbox"], "score": 1.0} for a in anns
+    ]
+    perfect_masks = [
+        {"image_id": a["image_id"], "category_id": a["category_id"], "segmentation": a["segmentation"], "score": 1.0}
+        for a in anns
+    ]
     box = coco_average_precision(coco, perfect_boxes, "bbox")
-    assert box["AP"] == pytest.approx(100.0) and box["AP50"] == pytest.approx(100.0) and box["AP75"] == pytest.approx(100.0)
+    assert (
+        box["AP"] == pytest.approx(100.0)
+        and box["AP50"] == pytest.approx(100.0)
+        and box["AP75"] == pytest.approx(100.0)
+    )
     assert coco_average_precision(coco, perfect_masks, "segm")["AP"] == pytest.approx(100.0)
     shifted = [dict(d, bbox=[d["bbox"][0] + 3, d["bbox"][1] + 3, d["bbox"][2], d["bbox"][3]]) for d in perfect_boxes]
     assert coco_average_precision(coco, shifted, "bbox")["AP"] < 100.0
@@ -115,9 +138,24 @@ def test_seed_summary_and_table():
     assert s["mAP"]["std"] == pytest.approx(2.0)  # sample standard deviation
     assert summarise([{"mAP": 80.0}])["mAP"]["std"] == 0.0
     records = [
-        {"protocol": "svm", "headline": ["mAP"], "metrics": summarise([{"mAP": 50.0}]), "weights": {"source": "random", "arch": "resnet18"}},
-        {"protocol": "seg-probe", "headline": ["mIoU"], "metrics": summarise([{"mIoU": 20.0}]), "weights": {"source": "random", "arch": "resnet18"}},
-        {"protocol": "svm", "headline": ["mAP"], "metrics": summarise([{"mAP": 60.0}]), "weights": {"source": "a.pt", "arch": "resnet18"}},
+        {
+            "protocol": "svm",
+            "headline": ["mAP"],
+            "metrics": summarise([{"mAP": 50.0}]),
+            "weights": {"source": "random", "arch": "resnet18"},
+        },
+        {
+            "protocol": "seg-probe",
+            "headline": ["mIoU"],
+            "metrics": summarise([{"mIoU": 20.0}]),
+            "weights": {"source": "random", "arch": "resnet18"},
+        },
+        {
+            "protocol": "svm",
+            "headline": ["mAP"],
+            "metrics": summarise([{"mAP": 60.0}]),
+            "weights": {"source": "a.pt", "arch": "resnet18"},
+        },
     ]
     lines = summary_table(records).splitlines()
     assert len(lines) == 4  # header, rule, two weights

@@ -51,7 +51,8 @@ def test_eval_help_lists_every_protocol_without_importing_any():
         "with contextlib.redirect_stdout(io.StringIO()) as help_text, contextlib.suppress(SystemExit):\n"
         "    build_parser(only='eval').parse_args(['eval', '--help'])\n"
         "from densecl.evaluation.registry import PROTOCOLS\n"
-        "assert all(name in help_text.getvalue() and e.help[:30] in help_text.getvalue() for name, e in PROTOCOLS.items())"
+        "assert all(name in help_text.getvalue() and e.help[:30] in help_text.getvalue() for name, e in "
+        "PROTOCOLS.items())"
     )
     assert loaded == {"protocols": [], "torch": False, "sklearn": False}
 
@@ -91,5 +92,3 @@ def test_an_unregistered_name_is_a_key_error():
 def test_default_workers_leave_a_core_to_the_main_process(monkeypatch, cores, workers):
     monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(cores)), raising=False)
     assert options.default_workers() == workers
-
-

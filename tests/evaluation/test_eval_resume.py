@@ -30,17 +30,20 @@ def weights(path):
     return torch.load(path, weights_only=True)["model"]
 
 
-SEG = ["--crop", "48", "--batch-size", "2", "--iters", "4", "--save-every", "2", "--workers", "0", "--output-stride", "16",
-       "--log-every", "0"]  # fmt: skip
-DET = ["--task", "box", "--iters", "3", "--save-every", "2", "--batch-size", "2", "--min-size", "64", "--max-size", "64",
-       "--workers", "0", "--proposals", "50", "--rois-per-image", "32", "--detections-per-image", "10", "--norm", "bn",
-       "--log-every", "0"]  # fmt: skip
+SEG = ["--crop", "48", "--batch-size", "2", "--iters", "4", "--save-every", "2", "--workers", "0",
+       "--output-stride", "16", "--log-every", "0"]  # fmt: skip
+DET = ["--task", "box", "--iters", "3", "--save-every", "2", "--batch-size", "2", "--min-size", "64",
+       "--max-size", "64", "--workers", "0", "--proposals", "50", "--rois-per-image", "32",
+       "--detections-per-image", "10", "--norm", "bn", "--log-every", "0"]  # fmt: skip
 
 
-@pytest.mark.parametrize("protocol, module, data, settings, crash", [
-    ("seg-finetune", "seg_finetune", "voc", SEG, 3),
-    ("det", "det", "coco", DET, 2),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "protocol, module, data, settings, crash",
+    [
+        ("seg-finetune", "seg_finetune", "voc", SEG, 3),
+        ("det", "det", "coco", DET, 2),
+    ],
+)
 def test_a_crashed_fine_tuning_resumes_and_equals_an_uninterrupted_one(
     scenes, weights_file, tmp_path, capsys, monkeypatch, protocol, module, data, settings, crash
 ):
@@ -86,7 +89,8 @@ def test_a_result_file_is_never_replaced_silently(scenes, tmp_path, capsys):
     capsys.readouterr()
     assert main(argv) == 2
     assert capsys.readouterr().err.strip() == (
-        f"densecl eval: error: the result {out} exists; give another --out, or pass --overwrite to move the old one aside"
+        f"densecl eval: error: the result {out} exists; give another --out, or pass --overwrite to move the old one "
+        "aside"
     )
     assert out.read_bytes() == first
     assert main([*argv, "--overwrite"]) == 0

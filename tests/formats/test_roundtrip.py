@@ -85,8 +85,8 @@ def test_voc_segmentation_labels_come_back_exactly_as_a_palette_png(written) -> 
 def test_voc_palette_is_the_bit_interleaved_colour_map() -> None:
     colours = palette()
     assert len(colours) == 768
-    assert colours[:3] == [0, 0, 0] and colours[15 * 3:16 * 3] == [192, 128, 128]  # VOC's "person"
-    assert colours[255 * 3:] == [224, 224, 192]  # the ignore colour
+    assert colours[:3] == [0, 0, 0] and colours[15 * 3 : 16 * 3] == [192, 128, 128]  # VOC's "person"
+    assert colours[255 * 3 :] == [224, 224, 192]  # the ignore colour
 
 
 def test_coco_boxes_labels_masks_and_class_names(written) -> None:

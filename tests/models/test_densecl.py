@@ -63,8 +63,13 @@ def reference_step(sd: dict, im_q, im_k, m: float, tau: float, lam: float) -> di
         for k, v in net.state_dict().items():  # BN running stats move with the forward
             if f"{prefix}.0.{k}" in sd:
                 sd[f"{prefix}.0.{k}"] = v
-        w = lambda name: sd[f"{prefix}.1.{name}"]  # noqa: E731
-        g = F.linear(F.relu(F.linear(c5.mean((2, 3)), w("mlp.0.weight"), w("mlp.0.bias"))), w("mlp.2.weight"), w("mlp.2.bias"))
+
+        def w(name):
+            return sd[f"{prefix}.1.{name}"]
+
+        g = F.linear(
+            F.relu(F.linear(c5.mean((2, 3)), w("mlp.0.weight"), w("mlp.0.bias"))), w("mlp.2.weight"), w("mlp.2.bias")
+        )
         d = F.conv2d(F.relu(F.conv2d(c5, w("mlp2.0.weight"), w("mlp2.0.bias"))), w("mlp2.2.weight"), w("mlp2.2.bias"))
         return g, d.flatten(2), c5.flatten(2)
 
@@ -84,7 +89,9 @@ def reference_step(sd: dict, im_q, im_k, m: float, tau: float, lam: float) -> di
     queue, queue2 = sd["queue"], sd["queue2"]
     n_img, _, s = r.shape
     lg = torch.stack([ce0(torch.cat([(q[n] @ k[n])[None], q[n] @ queue]) / tau) for n in range(n_img)]).mean()
-    acc_g = sum(float(q[n].detach() @ k[n]) >= float((q[n].detach() @ queue).max()) for n in range(n_img)) / n_img  # top-1
+    acc_g = (
+        sum(float(q[n].detach() @ k[n]) >= float((q[n].detach() @ queue).max()) for n in range(n_img)) / n_img
+    )  # top-1
     rows, right = [], 0
     for n in range(n_img):
         for i in range(s):
@@ -102,10 +109,13 @@ def reference_step(sd: dict, im_q, im_k, m: float, tau: float, lam: float) -> di
     for key in [k for k in sd if k.startswith("backbone.")]:  # the authors' twin is the same module
         sd[key] = sd["encoder_q.0." + key[len("backbone.") :]]
     return {
-        "loss": (1 - lam) * lg + lam * ld, "loss_global": lg, "loss_dense": ld,
-        "accuracy_global": torch.tensor(acc_g, dtype=torch.float64), "accuracy_dense": torch.tensor(right / len(rows), dtype=torch.float64),
+        "loss": (1 - lam) * lg + lam * ld,
+        "loss_global": lg,
+        "loss_dense": ld,
+        "accuracy_global": torch.tensor(acc_g, dtype=torch.float64),
+        "accuracy_dense": torch.tensor(right / len(rows), dtype=torch.float64),
         "state": sd,
-    }  # fmt: skip
+    }
 
 
 def make_model(**kw) -> DenseCL:
@@ -114,7 +124,9 @@ def make_model(**kw) -> DenseCL:
 
 def views(seed=1):
     g = torch.Generator().manual_seed(seed)
-    return torch.randn(N, 3, SIZE, SIZE, generator=g, dtype=torch.float64), torch.randn(N, 3, SIZE, SIZE, generator=g, dtype=torch.float64)
+    return torch.randn(N, 3, SIZE, SIZE, generator=g, dtype=torch.float64), torch.randn(
+        N, 3, SIZE, SIZE, generator=g, dtype=torch.float64
+    )
 
 
 @pytest.mark.parametrize("lam", [0.5, 0.0, 1.0])

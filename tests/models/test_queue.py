@@ -6,7 +6,11 @@ from densecl.models.queue import KeyQueue
 
 def test_fifo_wraps_around():
     queue = KeyQueue(dim=2, length=4)
-    batches = [torch.tensor([[1.0, 0.0], [2.0, 0.0]]), torch.tensor([[3.0, 0.0], [4.0, 0.0]]), torch.tensor([[5.0, 0.0], [6.0, 0.0]])]
+    batches = [
+        torch.tensor([[1.0, 0.0], [2.0, 0.0]]),
+        torch.tensor([[3.0, 0.0], [4.0, 0.0]]),
+        torch.tensor([[5.0, 0.0], [6.0, 0.0]]),
+    ]
     queue.enqueue(batches[0])
     assert int(queue.ptr) == 2
     queue.enqueue(batches[1])

@@ -19,11 +19,11 @@ from PIL import Image
 
 from densecl.cli import main
 from densecl.data.sources import image_source
+from densecl.errors import InputError
+from densecl.evaluation.datasets import read_classification, read_coco, read_segmentation
 from densecl.scenes import MIN_VISIBLE_PIXELS, Scene
 from densecl.scenes.export_photo import export_photo_scenes
 from densecl.scenes.photo import PHOTO_SPLITS, PhotoSceneComposer, load_assets, split_counts
-from densecl.errors import InputError
-from densecl.evaluation.datasets import read_classification, read_coco, read_segmentation
 
 COLOURS = {"disc": (0, 220, 30, 30), "square": (2, 30, 30, 220), "triangle": (1, 30, 220, 30)}  # dominant channel, RGB
 SIZE = 64
@@ -80,8 +80,27 @@ def composer(assets) -> PhotoSceneComposer:
 @pytest.fixture(scope="module")
 def exported(assets, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("export") / "photo"
-    assert main(["data", "scenes", "--objects", str(assets[0]), "--backgrounds", str(assets[1]), "--out", str(out),
-                 "--n", "15", "--size", str(SIZE), "--seed", "3"]) == 0
+    assert (
+        main(
+            [
+                "data",
+                "scenes",
+                "--objects",
+                str(assets[0]),
+                "--backgrounds",
+                str(assets[1]),
+                "--out",
+                str(out),
+                "--n",
+                "15",
+                "--size",
+                str(SIZE),
+                "--seed",
+                "3",
+            ]
+        )
+        == 0
+    )
     return out
 
 
@@ -97,6 +116,7 @@ def _assert_labels_consistent(scene: Scene) -> None:
 
 
 # ---------------------------------------------------------------- assets and splits
+
 
 def test_every_cutout_and_background_is_in_exactly_one_split_stratified_per_class(assets) -> None:
     found = load_assets(*assets)
@@ -132,10 +152,14 @@ def test_backgrounds_folder_with_split_subfolders_is_used_as_given(assets, tmp_p
         _background(tmp_path / split / f"b{k}.png", k)
     found = load_assets(assets[0], tmp_path)
     assert {s: [b.name for b in found.backgrounds[s]] for s in PHOTO_SPLITS} == {
-        "train": ["train/b0.png", "train/b1.png"], "val": ["val/b2.png"], "test": ["test/b3.png"]}
+        "train": ["train/b0.png", "train/b1.png"],
+        "val": ["val/b2.png"],
+        "test": ["test/b3.png"],
+    }
 
 
 # ---------------------------------------------------------------- composition
+
 
 def test_masks_boxes_and_provenance_agree(composer) -> None:
     assets = composer.assets
@@ -193,6 +217,7 @@ def test_same_seed_same_scene_in_any_order_other_seed_differs(assets, composer) 
 
 # ---------------------------------------------------------------- export and CLI
 
+
 def test_export_writes_every_layout_readable_by_the_evaluation_readers(exported) -> None:
     manifest = json.loads((exported / "manifest.json").read_text())
     classes = ("background", "disc", "square", "triangle")
@@ -224,7 +249,9 @@ def test_coco_masks_and_voc_labels_equal_the_composed_scene(assets, exported) ->
     np.testing.assert_array_equal(np.asarray(image), scene.image)  # PNG: lossless
     np.testing.assert_array_equal(target["labels"], scene.labels)
     np.testing.assert_array_equal(target["boxes"], scene.boxes)
-    np.testing.assert_array_equal(target["masks"], np.stack([scene.instances == k + 1 for k in range(len(scene.labels))]))
+    np.testing.assert_array_equal(
+        target["masks"], np.stack([scene.instances == k + 1 for k in range(len(scene.labels))])
+    )
     seg = read_segmentation(exported / "voc", "val")
     np.testing.assert_array_equal(seg.load(seg.ids.index("val_000001"))[1], scene.semantic)
 
@@ -249,13 +276,28 @@ def test_manifest_provenance_shows_disjoint_splits(exported) -> None:
 
 
 def test_cli_refuses_a_non_empty_out_without_overwrite(assets, exported, capsys) -> None:
-    args = ["data", "scenes", "--objects", str(assets[0]), "--backgrounds", str(assets[1]), "--out", str(exported),
-            "--n", "3", "--size", str(SIZE), "--format", "voc"]
+    args = [
+        "data",
+        "scenes",
+        "--objects",
+        str(assets[0]),
+        "--backgrounds",
+        str(assets[1]),
+        "--out",
+        str(exported),
+        "--n",
+        "3",
+        "--size",
+        str(SIZE),
+        "--format",
+        "voc",
+    ]
     assert main(args) == 2
     assert "--overwrite" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------- bad input
+
 
 def _rgb_png(path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -271,8 +313,27 @@ def test_cutouts_without_alpha_are_skipped_with_one_warning_each(tmp_path, capsy
     assert "flat.png" in found.skipped[0] and "no alpha" in found.skipped[0]
     assert "opaque.png" in found.skipped[1]
     assert all("flat" not in c.name and "opaque" not in c.name for s in PHOTO_SPLITS for c in found.cutouts[s])
-    assert main(["data", "scenes", "--objects", str(objects), "--backgrounds", str(backgrounds),
-                 "--out", str(tmp_path / "out"), "--n", "3", "--size", "32", "--format", "coco"]) == 0
+    assert (
+        main(
+            [
+                "data",
+                "scenes",
+                "--objects",
+                str(objects),
+                "--backgrounds",
+                str(backgrounds),
+                "--out",
+                str(tmp_path / "out"),
+                "--n",
+                "3",
+                "--size",
+                "32",
+                "--format",
+                "coco",
+            ]
+        )
+        == 0
+    )
     err = capsys.readouterr().err
     assert err.count("warning") == 2 and "flat.png" in err and "opaque.png" in err
 
@@ -335,17 +396,20 @@ def _missing_objects(root: Path) -> tuple[Path, Path]:
     return root / "nowhere", backgrounds
 
 
-@pytest.mark.parametrize("make, expected", [
-    (_flat_objects, "no category subfolder"),
-    (_empty_objects, "no category subfolder"),
-    (_missing_objects, "does not exist"),
-    (_rgb_category, "category 'photo'"),
-    (_two_cutouts, "category 'square'"),
-    (_empty_category, "category 'empty'"),
-    (_two_backgrounds, "has 2 image(s)"),
-    (_no_backgrounds, "no readable image"),
-    (_missing_test_split, "test/"),
-])
+@pytest.mark.parametrize(
+    "make, expected",
+    [
+        (_flat_objects, "no category subfolder"),
+        (_empty_objects, "no category subfolder"),
+        (_missing_objects, "does not exist"),
+        (_rgb_category, "category 'photo'"),
+        (_two_cutouts, "category 'square'"),
+        (_empty_category, "category 'empty'"),
+        (_two_backgrounds, "has 2 image(s)"),
+        (_no_backgrounds, "no readable image"),
+        (_missing_test_split, "test/"),
+    ],
+)
 def test_bad_assets_are_one_clear_input_error(tmp_path, make, expected: str) -> None:
     objects, backgrounds = make(tmp_path)
     with pytest.raises(InputError) as info:
@@ -356,20 +420,38 @@ def test_bad_assets_are_one_clear_input_error(tmp_path, make, expected: str) -> 
 
 def test_cli_reports_a_bad_asset_folder_on_one_line(tmp_path, capsys) -> None:
     objects, backgrounds = _rgb_category(tmp_path)
-    assert main(["data", "scenes", "--objects", str(objects), "--backgrounds", str(backgrounds),
-                 "--out", str(tmp_path / "out"), "--n", "3"]) == 2
+    assert (
+        main(
+            [
+                "data",
+                "scenes",
+                "--objects",
+                str(objects),
+                "--backgrounds",
+                str(backgrounds),
+                "--out",
+                str(tmp_path / "out"),
+                "--n",
+                "3",
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("densecl data: error: category 'photo'") and "0 usable" in err[-1]
     assert sum("warning" in line for line in err) == 3  # each RGB file warned first
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("change, expected", [
-    ({"n": 2}, "--n must be >= 3"),
-    ({"size": 16}, "size must be >= 32"),
-    ({"max_objects": 0}, "max_objects must be >= 1"),
-    ({"formats": ("voc", "png")}, "--format"),
-])
+@pytest.mark.parametrize(
+    "change, expected",
+    [
+        ({"n": 2}, "--n must be >= 3"),
+        ({"size": 16}, "size must be >= 32"),
+        ({"max_objects": 0}, "max_objects must be >= 1"),
+        ({"formats": ("voc", "png")}, "--format"),
+    ],
+)
 def test_bad_arguments_write_nothing(assets, tmp_path, change: dict, expected: str) -> None:
     with pytest.raises(InputError, match=expected):
         export_photo_scenes(tmp_path / "out", *assets, **{"n": 3, "size": SIZE, "formats": ("voc",), **change})
@@ -379,14 +461,27 @@ def test_bad_arguments_write_nothing(assets, tmp_path, change: dict, expected: s
 # Recorded from the composer before it moved onto the shared composition core:
 # the same assets and arguments must keep giving the same arrays, provenance and files.
 def test_composed_scenes_are_unchanged_from_the_recorded_digests(composer, scene_digest) -> None:
-    found = {(split, index): composer.compose(split, index) for split, index in
-             [("train", 0), ("val", 1), ("test", 2), ("train", 5)]}
+    found = {
+        (split, index): composer.compose(split, index)
+        for split, index in [("train", 0), ("val", 1), ("test", 2), ("train", 5)]
+    }
     assert {key: (scene_digest(c.scene), c.background, c.cutouts) for key, c in found.items()} == {
-        ("train", 0): ("0ed3a5e15eecac2c", "photo5.png", ("square/square2.png", "triangle/triangle0.png", "disc/disc2.png")),
-        ("val", 1): ("16645f9dd22c60ff", "photo0.png", ("square/square3.png", "triangle/triangle3.png", "disc/disc1.png")),
+        ("train", 0): (
+            "0ed3a5e15eecac2c",
+            "photo5.png",
+            ("square/square2.png", "triangle/triangle0.png", "disc/disc2.png"),
+        ),
+        ("val", 1): (
+            "16645f9dd22c60ff",
+            "photo0.png",
+            ("square/square3.png", "triangle/triangle3.png", "disc/disc1.png"),
+        ),
         ("test", 2): ("124625f2e1f12b16", "photo4.png", ("square/square0.png", "disc/disc0.png")),
-        ("train", 5): ("cfb24555c260d0e9", "photo5.png",
-                       ("disc/disc2.png", "square/square1.png", "triangle/triangle0.png", "triangle/triangle2.png")),
+        ("train", 5): (
+            "cfb24555c260d0e9",
+            "photo5.png",
+            ("disc/disc2.png", "square/square1.png", "triangle/triangle0.png", "triangle/triangle2.png"),
+        ),
     }
 
 

@@ -176,16 +176,21 @@ def test_negative_index_and_length_raise_value_error() -> None:
 
 # Recorded from the generator before it moved onto the shared composition core:
 # the same arguments must keep giving the same arrays and the same files.
-@pytest.mark.parametrize("index, seed, size, max_objects, expected", [
-    (0, 0, 128, 4, "923747fc6ce65618"),
-    (7, 3, 64, 6, "f8379a14794cbee0"),
-    (11, 1, 224, 1, "e205f335abfc9a98"),
-])
+@pytest.mark.parametrize(
+    "index, seed, size, max_objects, expected",
+    [
+        (0, 0, 128, 4, "923747fc6ce65618"),
+        (7, 3, 64, 6, "f8379a14794cbee0"),
+        (11, 1, 224, 1, "e205f335abfc9a98"),
+    ],
+)
 def test_scenes_are_unchanged_from_the_recorded_digests(index, seed, size, max_objects, expected, scene_digest) -> None:
     assert scene_digest(render_scene(index, seed=seed, size=size, max_objects=max_objects)) == expected
 
 
-@pytest.mark.parametrize("fmt, expected", [("voc", "0a902ca3d0bc959a"), ("coco", "de29075d4ba662fb"), ("imagefolder", "f1b9d9426379a4cb")])
+@pytest.mark.parametrize(
+    "fmt, expected", [("voc", "0a902ca3d0bc959a"), ("coco", "de29075d4ba662fb"), ("imagefolder", "f1b9d9426379a4cb")]
+)
 def test_exported_files_are_byte_identical_to_the_recorded_digests(fmt, expected, tmp_path, tree_digest) -> None:
     export_scenes(tmp_path / fmt, fmt, n_train=3, n_val=2, size=48, seed=1)
     assert tree_digest(tmp_path / fmt) == expected

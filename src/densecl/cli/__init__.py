@@ -17,7 +17,9 @@ COMMANDS = ("pretrain", "eval", "data", "export", "correspond", "plot", "checkpo
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
-    """All subcommands, or with ``only`` just that one (the others' modules, torch among their imports, are not loaded)."""
+    """All subcommands, or with ``only`` just that one (the others' modules, torch among their imports, are not
+    loaded).
+    """
     parser = argparse.ArgumentParser(
         prog="densecl",
         description="DenseCL / MoCo-v2 self-supervised pre-training, evaluation and export.",

@@ -1,8 +1,8 @@
 """``densecl checkpoint``: what a training checkpoint holds, for scripts.
 
-    densecl checkpoint info runs/demo/checkpoint.pt               # JSON: progress, arch, loss_lambda, config
-    densecl checkpoint info runs/demo/checkpoint.pt --epochs 40   # progress against 40 epochs instead
-    densecl checkpoint finished runs/demo/checkpoint.pt --epochs 40 && echo done   # exit 0 done, 1 not yet
+densecl checkpoint info runs/demo/checkpoint.pt               # JSON: progress, arch, loss_lambda, config
+densecl checkpoint info runs/demo/checkpoint.pt --epochs 40   # progress against 40 epochs instead
+densecl checkpoint finished runs/demo/checkpoint.pt --epochs 40 && echo done   # exit 0 done, 1 not yet
 """
 
 from __future__ import annotations

@@ -43,14 +43,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "with score >= --threshold, one row per --weights.",
     )
     parser.add_argument(
-        "--weights", action="append", required=True, metavar="PATH",
+        "--weights",
+        action="append",
+        required=True,
+        metavar="PATH",
         help="backbone checkpoint (any layout densecl reads) or 'random'; repeat to compare, one picture row each",
     )
     parser.add_argument(
-        "--label", action="append", default=None, metavar="NAME",
+        "--label",
+        action="append",
+        default=None,
+        metavar="NAME",
         help="row label per --weights, in the same order (default: the file name)",
     )
-    parser.add_argument("--arch", default=None, help="backbone name; every --weights must be of it (default: read from the files)")
+    parser.add_argument(
+        "--arch", default=None, help="backbone name; every --weights must be of it (default: read from the files)"
+    )
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--image", metavar="PATH", help="image to take two augmented views of")
     source.add_argument("--data", metavar="DIR", help="folder, .txt list, COCO .json or 'scenes': --pairs view pairs")
@@ -58,7 +66,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--crop", type=int, default=224, help="view side in pixels (the C5 grid is crop/32)")
     parser.add_argument("--min-scale", type=float, default=0.2, help="smallest random-crop area, as in pre-training")
     parser.add_argument(
-        "--augment", choices=AUGMENTATIONS, default="crop-flip",
+        "--augment",
+        choices=AUGMENTATIONS,
+        default="crop-flip",
         help="crop-flip: random resized crop and flip only, colours readable (default); moco-v2: the full "
         "pre-training augmentation (colour jitter, grayscale, blur)",
     )
@@ -67,7 +77,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--pairs", type=int, default=None, help="with --data: view pairs to evaluate (default 16)")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (cuda when available)")
     parser.add_argument(
-        "--out", required=True, metavar="FILE", help="picture to write (.png, .pdf or .svg); the report goes to FILE.json"
+        "--out",
+        required=True,
+        metavar="FILE",
+        help="picture to write (.png, .pdf or .svg); the report goes to FILE.json",
     )
     parser.set_defaults(func=run)
 
@@ -133,7 +146,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _kept_right(pairs, results, threshold: float) -> float | None:
-    """Mean number per pair of kept matches (score >= threshold) that the views' geometry confirms; None without geometry."""
+    """Mean number per pair of kept matches (score >= threshold) that the views' geometry confirms; None without
+    geometry.
+    """
     from densecl import matches as corr
 
     counts = []
@@ -169,7 +184,9 @@ def _check_args(args: argparse.Namespace) -> Path:
     if args.pairs is not None and args.pairs < 1:
         raise InputError(f"--pairs must be >= 1, got {args.pairs}")
     if args.label is not None and len(args.label) != len(args.weights):
-        raise InputError(f"{len(args.label)} --label for {len(args.weights)} --weights; give one label per weights, or none")
+        raise InputError(
+            f"{len(args.label)} --label for {len(args.weights)} --weights; give one label per weights, or none"
+        )
     if args.crop < 32:
         raise InputError(f"--crop must be >= 32 (one C5 cell is 32 px), got {args.crop}")
     if not 0 < args.min_scale <= 1:
@@ -229,9 +246,9 @@ def _pairs(args: argparse.Namespace):
     import torch
     from torchvision.transforms import v2
 
-    from densecl.matches import ViewPair, augmented_pairs
     from densecl.data.sources import image_source
     from densecl.data.transforms import IMAGENET_MEAN, IMAGENET_STD, GeometricTwoViews
+    from densecl.matches import ViewPair, augmented_pairs
 
     view = GeometricTwoViews(args.crop, args.min_scale, photometric=args.augment == "moco-v2")
     if args.data:
@@ -241,12 +258,14 @@ def _pairs(args: argparse.Namespace):
     images = [_read_image(p) for p in filter(None, (args.image, args.image2))]
     if not args.image2:
         return "views", args.image, augmented_pairs(images[0], 1, view, args.seed)
-    as_is = v2.Compose([
-        v2.ToImage(),
-        v2.Resize((args.crop, args.crop), antialias=True),  # the whole image, squashed to a square
-        v2.ToDtype(torch.float32, scale=True),
-        v2.Normalize(IMAGENET_MEAN, IMAGENET_STD),
-    ])
+    as_is = v2.Compose(
+        [
+            v2.ToImage(),
+            v2.Resize((args.crop, args.crop), antialias=True),  # the whole image, squashed to a square
+            v2.ToDtype(torch.float32, scale=True),
+            v2.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+        ]
+    )
     image1, image2 = (source.load(0) for source in images)
     return "images", f"{args.image} | {args.image2}", iter([ViewPair(as_is(image1), as_is(image2), args.image)])
 

@@ -39,8 +39,14 @@ def run_export_scenes(args: argparse.Namespace) -> int:
     from densecl.scenes.export import export_scenes
 
     summary = export_scenes(
-        args.out, args.format, n_train=args.n_train, n_val=args.n_val, size=args.size, seed=args.seed,
-        max_objects=args.max_objects, overwrite=args.overwrite,
+        args.out,
+        args.format,
+        n_train=args.n_train,
+        n_val=args.n_val,
+        size=args.size,
+        seed=args.seed,
+        max_objects=args.max_objects,
+        overwrite=args.overwrite,
     )
     counts = ", ".join(f"{n} {split}" for split, n in summary.counts.items())
     print(f"wrote {counts} scenes ({args.size} px) as {summary.format} to {summary.out}")
@@ -57,10 +63,20 @@ def _register_scenes(actions) -> None:
         "Get real assets with `make assets`.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--objects", required=True, type=Path, metavar="DIR",
-                   help="folder with one subfolder of RGBA cut-outs per class")
-    p.add_argument("--backgrounds", required=True, type=Path, metavar="DIR",
-                   help="folder of background photos (split 60/20/20), or with train/, val/, test/ subfolders")
+    p.add_argument(
+        "--objects",
+        required=True,
+        type=Path,
+        metavar="DIR",
+        help="folder with one subfolder of RGBA cut-outs per class",
+    )
+    p.add_argument(
+        "--backgrounds",
+        required=True,
+        type=Path,
+        metavar="DIR",
+        help="folder of background photos (split 60/20/20), or with train/, val/, test/ subfolders",
+    )
     p.add_argument("--out", required=True, type=Path, help="output directory")
     p.add_argument("--n", type=int, default=200, help="images in all: 60%% train, 20%% val, 20%% test")
     p.add_argument("--size", type=int, default=160, help="image side in pixels")
@@ -75,11 +91,20 @@ def run_scenes(args: argparse.Namespace) -> int:
     from densecl.scenes.export_photo import export_photo_scenes, parse_formats
 
     summary = export_photo_scenes(
-        args.out, args.objects, args.backgrounds, n=args.n, size=args.size, seed=args.seed,
-        max_objects=args.max_objects, formats=parse_formats(args.format), overwrite=args.overwrite,
+        args.out,
+        args.objects,
+        args.backgrounds,
+        n=args.n,
+        size=args.size,
+        seed=args.seed,
+        max_objects=args.max_objects,
+        formats=parse_formats(args.format),
+        overwrite=args.overwrite,
         on_skip=lambda message: print(f"densecl data: warning: {message}; skipped", file=sys.stderr),
     )
     counts = ", ".join(f"{n} {split}" for split, n in summary.counts.items())
-    print(f"wrote {counts} images ({args.size} px, {len(summary.classes) - 1} classes: "
-          f"{', '.join(summary.classes[1:])}) to {summary.out} in {summary.seconds:.1f} s")
+    print(
+        f"wrote {counts} images ({args.size} px, {len(summary.classes) - 1} classes: "
+        f"{', '.join(summary.classes[1:])}) to {summary.out} in {summary.seconds:.1f} s"
+    )
     return 0

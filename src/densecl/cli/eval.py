@@ -61,7 +61,9 @@ class _LazyProtocols(argparse._SubParsersAction):
 
 def protocol_parser(name: str) -> argparse.ArgumentParser:
     """The parser of ``densecl eval NAME`` on its own (imports that protocol's module)."""
-    parser = argparse.ArgumentParser(prog=f"densecl eval {name}", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog=f"densecl eval {name}", formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     add_protocol_options(parser, registry.load(name))
     return parser
 
@@ -76,19 +78,26 @@ def add_protocol_options(p: argparse.ArgumentParser, protocol: registry.Protocol
 
 def _common_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", required=True, help="checkpoint file (any supported layout) or 'random'")
-    p.add_argument("--arch", default=None, help="backbone name; required with --weights random, else read from the file")
-    p.add_argument("--out", type=Path, default=None, help="result JSON (default: <run dir>/eval/<protocol>_<data>.json)")
+    p.add_argument(
+        "--arch", default=None, help="backbone name; required with --weights random, else read from the file"
+    )
+    p.add_argument(
+        "--out", type=Path, default=None, help="result JSON (default: <run dir>/eval/<protocol>_<data>.json)"
+    )
     p.add_argument("--seed", type=int, default=0, help="first seed")
     p.add_argument("--seeds", type=int, default=1, help="number of seeds (seed, seed+1, ...); mean and std reported")
     p.add_argument(
         "--overwrite",
         action="store_true",
-        help="when --out (or the fine-tuning checkpoints) exist, rename them NAME.old-N first; without it such a run stops",
+        help="when --out (or the fine-tuning checkpoints) exist, rename them NAME.old-N first; "
+        "without it such a run stops",
     )
 
 
 def _config_options(p: argparse.ArgumentParser, config_cls: type) -> None:
-    """One flag per config field, ``--name-with-dashes``; default, help and choices from the field (see evaluation.options)."""
+    """One flag per config field, ``--name-with-dashes``; default, help and choices from the field (see
+    evaluation.options).
+    """
     for field in dataclasses.fields(config_cls):
         flag = "--" + field.name.replace("_", "-")
         help_text = field.metadata.get("help", "")
@@ -128,7 +137,9 @@ def default_out(weights: str, arch: str | None, protocol: str, data: str) -> Pat
 
 
 def checkpoint_dir_for(out: Path) -> Path:
-    """Where a fine-tuning protocol keeps its checkpoints by default: ``eval/det_coco.json`` -> ``eval/det_coco-checkpoints/``."""
+    """Where a fine-tuning protocol keeps its checkpoints by default: ``eval/det_coco.json`` ->
+    ``eval/det_coco-checkpoints/``.
+    """
     return out.with_name(f"{out.stem}-checkpoints")
 
 
@@ -183,7 +194,9 @@ def run(args: argparse.Namespace) -> int:
         if "checkpoint_dir" in values and not values["checkpoint_dir"]:
             values["checkpoint_dir"] = str(checkpoint_dir_for(out))
         config = protocol.config(**values)
-        _claim_outputs(out, getattr(config, "checkpoint_dir", ""), getattr(config, "resume", False), args.overwrite, dist)
+        _claim_outputs(
+            out, getattr(config, "checkpoint_dir", ""), getattr(config, "resume", False), args.overwrite, dist
+        )
         start = time.perf_counter()
         data = protocol.load_data(config)  # bad data fails here, before any model is built
         torch.manual_seed(args.seed)  # --weights random: the same initialisation for a seed
@@ -213,4 +226,3 @@ def run_summary(args: argparse.Namespace) -> int:
 
 def _torchrun_world() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
-

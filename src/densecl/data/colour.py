@@ -82,8 +82,8 @@ def apply_colour(x: torch.Tensor, params: ColourParams, kernel_size: int) -> tor
     sigma = params.sigma.to(x.device, non_blocking=True)
     ops = {BRIGHTNESS: adjust_brightness, CONTRAST: adjust_contrast, SATURATION: adjust_saturation, HUE: adjust_hue}
     for position in range(4):  # a sample's k-th operation is order[k]
-        for op, fn in ops.items():
-            _on(x, params.jitter & (params.order[:, position] == op), lambda s, i: fn(s, factors[i, op]))
+        for op, fn in ops.items():  # _on calls the lambda at once: binding fn and op late is safe
+            _on(x, params.jitter & (params.order[:, position] == op), lambda s, i: fn(s, factors[i, op]))  # noqa: B023
     _on(x, params.grayscale, lambda s, i: grayscale(s).expand_as(s))
     _on(x, params.blur, lambda s, i: gaussian_blur(s, sigma[i], kernel_size))
     return x

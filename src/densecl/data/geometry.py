@@ -78,10 +78,14 @@ class ViewGeometry:
         so the box is scaled to it and resampled from there.
         """
         if reduction == 1:
-            view = F.resized_crop(image, self.top, self.left, self.height, self.width, [self.size, self.size], antialias=True)
+            view = F.resized_crop(
+                image, self.top, self.left, self.height, self.width, [self.size, self.size], antialias=True
+            )
         else:
             box = (self.left, self.top, self.left + self.width, self.top + self.height)
-            view = image.resize((self.size, self.size), Image.Resampling.BILINEAR, box=tuple(v / reduction for v in box))
+            view = image.resize(
+                (self.size, self.size), Image.Resampling.BILINEAR, box=tuple(v / reduction for v in box)
+            )
         if self.flip:
             view = F.horizontal_flip(view)
         if self.angle:
@@ -103,7 +107,11 @@ def _inside(xy: torch.Tensor, size: int) -> torch.Tensor:
 
 
 def sample_crop(
-    width: int, height: int, scale: tuple[float, float], generator: torch.Generator, ratio: tuple[float, float] = CROP_RATIO
+    width: int,
+    height: int,
+    scale: tuple[float, float],
+    generator: torch.Generator,
+    ratio: tuple[float, float] = CROP_RATIO,
 ) -> tuple[int, int, int, int]:
     """A random box ``(top, left, height, width)`` with the distribution of torchvision's RandomResizedCrop.
 

@@ -70,7 +70,7 @@ def plain_jpeg_size(data: bytes) -> tuple[int, int] | None:
     try:
         with Image.open(io.BytesIO(data)) as image:
             return image.size if image.format == "JPEG" and image.mode in ("RGB", "L") else None
-    except Exception:  # noqa: BLE001 - PIL raises many types for bad headers
+    except Exception:  # PIL raises many types for bad headers
         return None
 
 
@@ -106,7 +106,9 @@ class EncodedTwoViewDataset(torch.utils.data.Dataset):
         )
 
     def _read(self, i: int):
-        """The file's bytes (a plain JPEG) or pixels (anything else, decoded here at full size), both views' draws; None: unreadable."""
+        """The file's bytes (a plain JPEG) or pixels (anything else, decoded here at full size), both views' draws;
+        None: unreadable.
+        """
         data = self.source.read(i)
         size = plain_jpeg_size(data) if data is not None else None
         if size is not None:
@@ -187,7 +189,10 @@ def augment(images: list[torch.Tensor], batch: EncodedBatch, crop_size: int) -> 
     Returns ``2 x N x 3 x crop x crop``: the query views, then the key views.
     """
     n = len(images)
-    view_major = lambda t: t.transpose(0, 1).flatten(0, 1)  # noqa: E731 - N x 2 x ... -> 2N x ..., queries first
+
+    def view_major(t):  # N x 2 x ... -> 2N x ..., queries first
+        return t.transpose(0, 1).flatten(0, 1)
+
     views = crop_resize(images + images, view_major(batch.boxes), crop_size)
     views = apply_colour(views, ColourParams(*map(view_major, batch.colour)), blur_kernel_size(crop_size))
     flips = view_major(batch.flips).view(2 * n, 1, 1, 1).to(views.device, non_blocking=True)
@@ -207,7 +212,9 @@ class DeviceBatches:
     unreadable) and counted in :attr:`remade`.
     """
 
-    def __init__(self, loader: torch.utils.data.DataLoader, device: torch.device, crop_size: int, fallback: TwoViewDataset) -> None:
+    def __init__(
+        self, loader: torch.utils.data.DataLoader, device: torch.device, crop_size: int, fallback: TwoViewDataset
+    ) -> None:
         self.loader, self.device, self.crop_size, self.fallback = loader, device, crop_size, fallback
         self.cpu_decoded = self.remade = 0
 
@@ -222,9 +229,16 @@ class DeviceBatches:
         not_jpeg = int((~batch.encoded).sum())
         if not_jpeg and not self.cpu_decoded:
             index = int(batch.items[int((~batch.encoded).nonzero()[0])][0])
-            name = self.fallback.source.paths[index] if hasattr(self.fallback.source, "paths") else self.fallback.source.origin
-            print(f"densecl: data backend gpu: {name} is not a plain JPEG (RGB or grayscale): images like it are "
-                  "decoded on the CPU by the data workers (slower), counted at the end of the run", file=sys.stderr)
+            name = (
+                self.fallback.source.paths[index]
+                if hasattr(self.fallback.source, "paths")
+                else self.fallback.source.origin
+            )
+            print(
+                f"densecl: data backend gpu: {name} is not a plain JPEG (RGB or grayscale): images like it are "
+                "decoded on the CPU by the data workers (slower), counted at the end of the run",
+                file=sys.stderr,
+            )
         self.cpu_decoded += not_jpeg
         images = decode(batch, self.device)
         failed = [i for i, image in enumerate(images) if image is None]

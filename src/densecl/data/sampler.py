@@ -20,7 +20,14 @@ class EpochSampler(torch.utils.data.Sampler):
     """
 
     def __init__(
-        self, length: int, batch_size: int, rank: int = 0, world_size: int = 1, seed: int = 0, epoch: int = 0, start_batch: int = 0
+        self,
+        length: int,
+        batch_size: int,
+        rank: int = 0,
+        world_size: int = 1,
+        seed: int = 0,
+        epoch: int = 0,
+        start_batch: int = 0,
     ) -> None:
         self.length, self.batch_size, self.rank, self.world_size = length, batch_size, rank, world_size
         self.seed, self.epoch, self.start_batch = seed, epoch, start_batch

@@ -3,8 +3,9 @@
 Sources (:func:`image_source`): a directory tree (recursive, common
 extensions), a text file of paths, a COCO annotation file, or the embedded
 ``scenes``; each gives an image's size (from the header), the decoded image,
-and the file's bytes (the ``gpu`` data backend decodes those itself). Unreadable files are skipped, one warning each, never a crash;
-every mode PIL knows becomes RGB (:func:`densecl.images.open_rgb`).
+and the file's bytes (the ``gpu`` data backend decodes those itself).
+Unreadable files are skipped, one warning each, never a crash; every mode PIL
+knows becomes RGB (:func:`densecl.images.open_rgb`).
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ class ImageFiles:
         try:
             with Image.open(self.paths[index]) as image:
                 return image.size
-        except Exception as e:  # noqa: BLE001 - PIL raises many types for bad files
+        except Exception as e:  # PIL raises many types for bad files
             self._warn(index, f"cannot read image {self.paths[index]} ({type(e).__name__}: {e}); skipping it")
             return None
 
@@ -92,13 +93,17 @@ class SceneImages:
         return None  # made in memory: no file
 
 
-def image_source(data: str, scenes_length: int = 2000, scenes_size: int = 128, seed: int = 0) -> ImageFiles | SceneImages:
+def image_source(
+    data: str, scenes_length: int = 2000, scenes_size: int = 128, seed: int = 0
+) -> ImageFiles | SceneImages:
     """Resolves ``--data``: ``scenes``, a directory, a ``.txt`` list, or a COCO ``.json``."""
     if data == "scenes":
         return SceneImages(scenes_length, seed, scenes_size)
     path = Path(data).expanduser()
     if not path.exists():
-        raise InputError(f"data path {path} does not exist; give a folder of images, a .txt list, a COCO .json, or 'scenes'")
+        raise InputError(
+            f"data path {path} does not exist; give a folder of images, a .txt list, a COCO .json, or 'scenes'"
+        )
     if path.is_dir():
         files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
         return ImageFiles(files, f"folder {path}")
@@ -190,10 +195,14 @@ class TwoViewDataset(torch.utils.data.Dataset):
 
 
 def decoded_reduction(size: tuple[int, int], decoded: tuple[int, int], reduction: int) -> int:
-    """1 if the image came out at its full ``size``, else ``reduction`` (checked: PIL's draft gives ``ceil(size / reduction)``)."""
+    """1 if the image came out at its full ``size``, else ``reduction`` (checked: PIL's draft gives ``ceil(size /
+    reduction)``).
+    """
     if decoded == size:
         return 1  # not a JPEG: draft mode does nothing
     expected = tuple(-(-side // reduction) for side in size)
     if decoded != expected:
-        raise RuntimeError(f"a JPEG of {size} decoded in draft mode at 1/{reduction} came out {decoded}, not {expected}")
+        raise RuntimeError(
+            f"a JPEG of {size} decoded in draft mode at 1/{reduction} came out {decoded}, not {expected}"
+        )
     return reduction

@@ -1,4 +1,6 @@
-"""MoCo-v2 augmentation (the views DenseCL pre-trains on): one view as a torchvision transform, and two views of one image drawn as explicit geometry (pre-training, the matching ablation, the correspond picture)."""
+"""MoCo-v2 augmentation (the views DenseCL pre-trains on): one view as a torchvision transform, and two views of one
+image drawn as explicit geometry (pre-training, the matching ablation, the correspond picture).
+"""
 
 from __future__ import annotations
 
@@ -41,7 +43,9 @@ def moco_v2_photometric(crop_size: int = 224) -> v2.Compose:
         [
             v2.RandomApply([v2.ColorJitter(*colour.JITTER)], p=colour.P_JITTER),
             v2.RandomGrayscale(p=colour.P_GRAYSCALE),
-            v2.RandomApply([v2.GaussianBlur(colour.blur_kernel_size(crop_size), sigma=colour.BLUR_SIGMA)], p=colour.P_BLUR),
+            v2.RandomApply(
+                [v2.GaussianBlur(colour.blur_kernel_size(crop_size), sigma=colour.BLUR_SIGMA)], p=colour.P_BLUR
+            ),
         ]
     )
 
@@ -64,18 +68,28 @@ class GeometricTwoViews:
     match by features).
     """
 
-    def __init__(self, crop_size: int, min_scale: float, grid: tuple[int, int] | None = None, photometric: bool = True) -> None:
+    def __init__(
+        self, crop_size: int, min_scale: float, grid: tuple[int, int] | None = None, photometric: bool = True
+    ) -> None:
         self.crop_size, self.min_scale, self.grid = crop_size, min_scale, grid
         self.photometric = moco_v2_photometric(crop_size) if photometric else (lambda image: image)
-        self.finish = v2.Compose([v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+        self.finish = v2.Compose(
+            [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+        )
 
     def geometry(self, width: int, height: int) -> tuple[ViewGeometry, ViewGeometry]:
         """The query and key views' geometry on a ``width x height`` image, drawn from the global generator."""
         g = torch.Generator().manual_seed(int(torch.randint(2**62, (1,))))  # from the caller's seeded state
-        return sample_view(width, height, self.crop_size, g, self.min_scale), sample_view(width, height, self.crop_size, g, self.min_scale)
+        return sample_view(width, height, self.crop_size, g, self.min_scale), sample_view(
+            width, height, self.crop_size, g, self.min_scale
+        )
 
-    def render(self, image, geometry: tuple[ViewGeometry, ViewGeometry], reduction: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
-        """The two normalised ``3 x crop x crop`` views of a PIL image (decoded at ``1/reduction``), colour from the global generator."""
+    def render(
+        self, image, geometry: tuple[ViewGeometry, ViewGeometry], reduction: int = 1
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The two normalised ``3 x crop x crop`` views of a PIL image (decoded at ``1/reduction``), colour from the
+        global generator.
+        """
         im_q, im_k = (self.finish(self.photometric(view.apply(image, reduction))) for view in geometry)
         return im_q, im_k
 

@@ -64,7 +64,9 @@ def agreed_arch(read: Mapping[str, BackboneWeights], arch: str | None, random: b
     """
     for source, w in read.items():
         if arch is not None and w.arch is not None and w.arch != arch:
-            raise InputError(f"'{source}' holds {w.arch} weights but --arch is {arch}; drop --arch or set it to {w.arch}")
+            raise InputError(
+                f"'{source}' holds {w.arch} weights but --arch is {arch}; drop --arch or set it to {w.arch}"
+            )
     archs = {w.arch for w in read.values() if w.arch is not None}
     if len(archs) > 1:
         found = ", ".join(f"'{s}' is {w.arch}" for s, w in read.items())
@@ -88,7 +90,12 @@ def load_source(
     from densecl import weights
 
     if source == RANDOM:
-        return weights.load_backbone(RANDOM, arch=arch), {"source": RANDOM, "sha256": None, "arch": arch, "format": RANDOM}
+        return weights.load_backbone(RANDOM, arch=arch), {
+            "source": RANDOM,
+            "sha256": None,
+            "arch": arch,
+            "format": RANDOM,
+        }
     path = Path(source)
     backbone = weights.load_backbone(read[source], arch=arch)
     return backbone, {

@@ -44,9 +44,8 @@ import torch
 import torch.nn.functional as F
 from torchvision.transforms import v2
 
-from densecl.matches import mutual_matches
-from densecl.data.sources import ImageFiles, SceneImages, image_source
 from densecl.data.geometry import ViewGeometry, cell_centres, corresponding_cells, sample_view
+from densecl.data.sources import ImageFiles, SceneImages, image_source
 from densecl.data.transforms import IMAGENET_MEAN, IMAGENET_STD, moco_v2_photometric
 from densecl.errors import InputError
 from densecl.evaluation import options
@@ -54,6 +53,7 @@ from densecl.evaluation.features import STAGE_NAMES, frozen, parse_stages
 from densecl.evaluation.options import option
 from densecl.evaluation.registry import Protocol
 from densecl.evaluation.results import Evaluation
+from densecl.matches import mutual_matches
 from densecl.models.backbones import ResNetBackbone
 
 DEFAULT_RADII = (16, 32, 64)  # view pixels
@@ -65,7 +65,9 @@ class CorrespondenceConfig:
     pairs: int = option(100, "view pairs, one per image (distinct images)")
     crop: int = option(224, "side of each view in pixels")
     min_scale: float = option(0.2, "smallest crop area fraction (training uses 0.2)")
-    max_angle: float = option(0.0, "rotate each view by up to this many degrees (0: crop and flip only, as in training)")
+    max_angle: float = option(
+        0.0, "rotate each view by up to this many degrees (0: crop and flip only, as in training)"
+    )
     photometric: bool = option(True, "apply the MoCo-v2 colour jitter, grayscale and blur to both views")
     stages: str = option("c4,c5", "feature maps to score, each on its own")
     radii: str = option("16,32,64", "distances in view pixels for the within_R scores")
@@ -98,7 +100,9 @@ def load_data(config: CorrespondenceConfig) -> ImageFiles | SceneImages:
     return source
 
 
-def evaluate(backbone: ResNetBackbone, data: ImageFiles | SceneImages, config: CorrespondenceConfig, seeds: list[int]) -> Evaluation:
+def evaluate(
+    backbone: ResNetBackbone, data: ImageFiles | SceneImages, config: CorrespondenceConfig, seeds: list[int]
+) -> Evaluation:
     stages = parse_stages(config.stages)
     radii = parse_radii(config.radii)
     backbone.to(config.device)
@@ -124,7 +128,11 @@ def evaluate(backbone: ResNetBackbone, data: ImageFiles | SceneImages, config: C
         details.append({"seed": seed, "sd_over_pairs": spread, "images": pairs.names})
     last = STAGE_NAMES[stages[-1]]
     data_info = {"source": data.origin, "images": len(data), "pairs": config.pairs, "crop": config.crop}
-    headline = [f"{last}_accuracy", f"{last}_within_{radii[1] if len(radii) > 1 else radii[0]:g}", f"{last}_mutual_precision"]
+    headline = [
+        f"{last}_accuracy",
+        f"{last}_within_{radii[1] if len(radii) > 1 else radii[0]:g}",
+        f"{last}_mutual_precision",
+    ]
     return Evaluation(headline=headline, per_seed=per_seed, details=details, data=data_info)
 
 
@@ -159,7 +167,10 @@ def view_pairs(source: ImageFiles | SceneImages, config: CorrespondenceConfig, s
         pixels = v2.functional.pil_to_tensor(image)  # 3 x H x W uint8
         pair_seed = int(torch.randint(2**62, (1,), generator=g))
         pair_g = torch.Generator().manual_seed(pair_seed)
-        g1, g2 = (sample_view(image.width, image.height, config.crop, pair_g, config.min_scale, config.max_angle) for _ in range(2))
+        g1, g2 = (
+            sample_view(image.width, image.height, config.crop, pair_g, config.min_scale, config.max_angle)
+            for _ in range(2)
+        )
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(pair_seed)
             v1, v2_ = (photometric(gv.apply(pixels)) if photometric else gv.apply(pixels) for gv in (g1, g2))
@@ -168,12 +179,17 @@ def view_pairs(source: ImageFiles | SceneImages, config: CorrespondenceConfig, s
         geometry.append((g1, g2))
         names.append(str(source.paths[index]) if isinstance(source, ImageFiles) else f"{source.origin}[{index}]")
     if len(names) < config.pairs:
-        raise InputError(f"only {len(names)} of the {len(source)} images of {source.origin} are readable; --pairs asks for {config.pairs}")
+        raise InputError(
+            f"only {len(names)} of the {len(source)} images of {source.origin} are readable; --pairs asks for "
+            f"{config.pairs}"
+        )
     return ViewPairs(torch.stack(view1), torch.stack(view2), geometry, names)
 
 
 @torch.no_grad()
-def stage_maps(backbone: ResNetBackbone, views: torch.Tensor, stages: tuple[int, ...], config: CorrespondenceConfig) -> dict[int, torch.Tensor]:
+def stage_maps(
+    backbone: ResNetBackbone, views: torch.Tensor, stages: tuple[int, ...], config: CorrespondenceConfig
+) -> dict[int, torch.Tensor]:
     """``P x 3 x H x W`` views -> ``{stage: P x C x h x w}`` float32 maps on the CPU."""
     out: dict[int, list[torch.Tensor]] = {s: [] for s in stages}
     for chunk in views.split(config.batch_size):

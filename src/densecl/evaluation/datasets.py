@@ -50,10 +50,25 @@ from densecl.images import open_rgb
 
 # The protocols import the splits and readers from here, the evaluation's one door to the data.
 __all__ = [
-    "IGNORE_INDEX", "VOC_CLASSES", "ClassificationSplit", "CocoSplit", "ImageTensors", "SegmentationSplit",
-    "as_list", "check_same_classes", "describe_splits", "open_rgb", "read_class_names", "read_classification",
-    "read_classification_splits", "read_coco", "read_label", "read_segmentation", "read_segmentation_splits",
-    "segmentation_tensors", "subset",
+    "IGNORE_INDEX",
+    "VOC_CLASSES",
+    "ClassificationSplit",
+    "CocoSplit",
+    "ImageTensors",
+    "SegmentationSplit",
+    "as_list",
+    "check_same_classes",
+    "describe_splits",
+    "open_rgb",
+    "read_class_names",
+    "read_classification",
+    "read_classification_splits",
+    "read_coco",
+    "read_label",
+    "read_segmentation",
+    "read_segmentation_splits",
+    "segmentation_tensors",
+    "subset",
 ]
 
 
@@ -100,7 +115,9 @@ def read_classification_splits(
     return train, val
 
 
-def describe_splits(root: Path, train: ClassificationSplit, val: ClassificationSplit, train_split: str, val_split: str) -> dict:
+def describe_splits(
+    root: Path, train: ClassificationSplit, val: ClassificationSplit, train_split: str, val_split: str
+) -> dict:
     """The ``data`` entry of a result file for image-level protocols."""
     return {
         "root": str(root),

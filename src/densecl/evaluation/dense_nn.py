@@ -57,7 +57,9 @@ class DenseNNConfig:
     temperature: float = option(0.02, "softmax temperature over the k cosines")
     memory_sizes: str = option("0", "comma-separated memory sizes in patches, each scored; 0 = all patches")
     chunk_mb: int = option(64, "largest block of val-by-memory similarities, in MiB")
-    masks_out: str = option("", "also write the first 4 val images, labels and predicted masks (all the memory, first seed) to this .npz")
+    masks_out: str = option(
+        "", "also write the first 4 val images, labels and predicted masks (all the memory, first seed) to this .npz"
+    )
     batch_size: int = options.batch_size(16)
     device: str = options.device()
 
@@ -67,19 +69,24 @@ def load_data(config: DenseNNConfig) -> tuple[SegmentationSplit, SegmentationSpl
     stages = parse_stages(config.stages)
     sizes = parse_sizes(config.memory_sizes)
     if config.k < 1 or config.temperature <= 0:
-        raise InputError(f"dense-nn needs k >= 1 and temperature > 0, got k {config.k} and temperature {config.temperature}")
+        raise InputError(
+            f"dense-nn needs k >= 1 and temperature > 0, got k {config.k} and temperature {config.temperature}"
+        )
     train, val = read_segmentation_splits(config, config.train_split, config.val_split)
     check_val_classes(val)
     available = patch_count(train, stages[0], config.image_size)
     if max(sizes) > available:
         raise InputError(
-            f"memory size {max(sizes)} is more than the {available} patches of the {len(train)} {config.train_split} images "
+            f"memory size {max(sizes)} is more than the {available} patches of the {len(train)} "
+            f"{config.train_split} images "
             f"in {config.data} at {config.stages}; use --memory-sizes up to {available} (0 = all)"
         )
     if config.masks_out and Path(config.masks_out).exists():
         raise InputError(f"--masks-out {config.masks_out} exists; this command never replaces a file: give a new path")
     if config.k > min((s or available) for s in sizes):
-        raise InputError(f"k {config.k} is larger than the smallest memory ({min((s or available) for s in sizes)} patches)")
+        raise InputError(
+            f"k {config.k} is larger than the smallest memory ({min((s or available) for s in sizes)} patches)"
+        )
     return train, val
 
 
@@ -112,11 +119,17 @@ def evaluate(
         per_seed.append({"mIoU": scores[f"mIoU@{sizes[-1]}"], **scores})
         details.append({"seed": seed, "iou": per_class})
     data_info = {
-        "root": str(config.data), "train_split": config.train_split, "val_split": config.val_split,
-        "n_train": len(train), "n_val": len(val), "classes": list(train.classes),
-        "memory_patches": len(keys), "memory_sizes": sizes,
+        "root": str(config.data),
+        "train_split": config.train_split,
+        "val_split": config.val_split,
+        "n_train": len(train),
+        "n_val": len(val),
+        "classes": list(train.classes),
+        "memory_patches": len(keys),
+        "memory_sizes": sizes,
         "memory_mb": round(keys.numel() * 4 / 2**20 + values.numel() * 4 / 2**20, 2),
-        "feature_channels": int(keys.shape[1]), "feature_size": list(train_maps[0].shape[1:]),
+        "feature_channels": int(keys.shape[1]),
+        "feature_size": list(train_maps[0].shape[1:]),
     }
     return Evaluation(headline=["mIoU"], per_seed=per_seed, details=details, data=data_info)
 
@@ -127,7 +140,9 @@ def evaluate(
 PICTURED = 4  # val images whose masks --masks-out keeps
 
 
-def _write_masks(path: str, val: SegmentationSplit, labels: list[torch.Tensor], predictions: list[torch.Tensor]) -> None:
+def _write_masks(
+    path: str, val: SegmentationSplit, labels: list[torch.Tensor], predictions: list[torch.Tensor]
+) -> None:
     """``images`` (N x H x W x 3 uint8, at the labels' size), ``labels`` and ``predictions`` (N x H x W uint8),
     ``classes`` and ``names``; images of another size than the first are left out (one picture, one size)."""
     keep = [i for i, p in enumerate(predictions) if p.shape == predictions[0].shape]
@@ -137,9 +152,12 @@ def _write_masks(path: str, val: SegmentationSplit, labels: list[torch.Tensor], 
     fd, tmp = tempfile.mkstemp(suffix=".npz", dir=Path(path).parent)
     with os.fdopen(fd, "wb") as f:
         np.savez_compressed(
-            f, images=np.stack(images), labels=torch.stack([labels[i] for i in keep]).numpy(),
+            f,
+            images=np.stack(images),
+            labels=torch.stack([labels[i] for i in keep]).numpy(),
             predictions=torch.stack([predictions[i] for i in keep]).numpy(),
-            classes=np.array(val.classes), names=np.array([val.ids[i] for i in keep]),
+            classes=np.array(val.classes),
+            names=np.array([val.ids[i] for i in keep]),
         )
     os.replace(tmp, path)
 
@@ -196,7 +214,9 @@ def patch_histograms(label: torch.Tensor, grid: tuple[int, int], num_classes: in
     return (counts / total.clamp(min=1e-12)).permute(1, 2, 0).float()
 
 
-def build_memory(maps: list[torch.Tensor], labels: list[torch.Tensor], num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+def build_memory(
+    maps: list[torch.Tensor], labels: list[torch.Tensor], num_classes: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """All labelled patches: ``M x C`` unit-norm float32 features and ``M x K`` class histograms."""
     keys, values = [], []
     for fmap, label in zip(maps, labels):

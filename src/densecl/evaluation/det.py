@@ -58,7 +58,14 @@ from densecl import distributed
 from densecl.errors import InputError
 from densecl.evaluation import options
 from densecl.evaluation.datasets import CocoSplit, read_coco, subset
-from densecl.evaluation.finetune import BatchStream, FinetuneCheckpoints, check_finite, prepare_model, seed_everything, unwrap
+from densecl.evaluation.finetune import (
+    BatchStream,
+    FinetuneCheckpoints,
+    check_finite,
+    prepare_model,
+    seed_everything,
+    unwrap,
+)
 from densecl.evaluation.metrics import coco_average_precision
 from densecl.evaluation.options import option
 from densecl.evaluation.registry import Protocol
@@ -144,9 +151,15 @@ def build_detector(backbone: ResNetBackbone, arch: str, num_classes: int, config
             extra["mask_head"] = MaskRCNNHeads(body.out_channels, [256] * 4, 1, norm_layer=trained_norm)
     detector = MaskRCNN if task == "mask" else FasterRCNN
     return detector(
-        body, num_classes=num_classes + 1, min_size=config.min_size, max_size=config.max_size,
-        rpn_post_nms_top_n_train=config.proposals, rpn_post_nms_top_n_test=config.proposals,
-        box_batch_size_per_image=config.rois_per_image, box_detections_per_img=config.detections_per_image, **extra,
+        body,
+        num_classes=num_classes + 1,
+        min_size=config.min_size,
+        max_size=config.max_size,
+        rpn_post_nms_top_n_train=config.proposals,
+        rpn_post_nms_top_n_test=config.proposals,
+        box_batch_size_per_image=config.rois_per_image,
+        box_detections_per_img=config.detections_per_image,
+        **extra,
     )
 
 
@@ -190,7 +203,9 @@ class DetectionSamples(torch.utils.data.Dataset):
         if self.flip and np.random.default_rng(sample_seed).random() < 0.5:
             x = x.flip(-1)
             width = x.shape[-1]
-            t["boxes"] = torch.stack([width - t["boxes"][:, 2], t["boxes"][:, 1], width - t["boxes"][:, 0], t["boxes"][:, 3]], 1)
+            t["boxes"] = torch.stack(
+                [width - t["boxes"][:, 2], t["boxes"][:, 1], width - t["boxes"][:, 0], t["boxes"][:, 3]], 1
+            )
             if "masks" in t:
                 t["masks"] = t["masks"].flip(-1)
         return x, t
@@ -200,7 +215,9 @@ def _as_lists(batch):
     return [x for x, _ in batch], [t for _, t in batch]
 
 
-def evaluate(backbone: ResNetBackbone, data: tuple[CocoSplit, CocoSplit], config: DetConfig, seeds: list[int]) -> Evaluation:
+def evaluate(
+    backbone: ResNetBackbone, data: tuple[CocoSplit, CocoSplit], config: DetConfig, seeds: list[int]
+) -> Evaluation:
     train, val = data
     arch = _arch_of(backbone)
     per_seed, resumed_from = [], {}
@@ -216,9 +233,14 @@ def evaluate(backbone: ResNetBackbone, data: tuple[CocoSplit, CocoSplit], config
         distributed.barrier()
     headline = ["bbox_AP", "segm_AP"] if config.task == "mask" else ["bbox_AP"]
     data_info = {
-        "root": str(config.data), "train_split": config.train_split, "val_split": config.val_split,
-        "n_train": len(train), "n_val": len(val), "classes": list(train.classes),
-        "train_fraction": config.train_fraction, "subset_seed": config.subset_seed,
+        "root": str(config.data),
+        "train_split": config.train_split,
+        "val_split": config.val_split,
+        "n_train": len(train),
+        "n_val": len(val),
+        "classes": list(train.classes),
+        "train_fraction": config.train_fraction,
+        "subset_seed": config.subset_seed,
         "train_image_ids": train.image_ids if config.train_fraction < 1 else "all with annotations",
         "world_size": distributed.world_size(),
     }
@@ -238,7 +260,9 @@ def _train(model: nn.Module, split: CocoSplit, config: DetConfig, seed: int) -> 
     """Fine-tunes ``model`` for ``config.iters`` iterations; returns the step it resumed at (None: from the start)."""
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(params, lr=config.lr, momentum=0.9, weight_decay=config.weight_decay)
-    checkpoints = FinetuneCheckpoints(config.checkpoint_dir, config.save_every, "det", seed, config.iters, dataclasses.asdict(config))
+    checkpoints = FinetuneCheckpoints(
+        config.checkpoint_dir, config.save_every, "det", seed, config.iters, dataclasses.asdict(config)
+    )
     first = checkpoints.restore(model, optimizer)
     loader = torch.utils.data.DataLoader(
         DetectionSamples(split, masks=config.task == "mask", flip=True),
@@ -262,8 +286,11 @@ def _train(model: nn.Module, split: CocoSplit, config: DetConfig, seed: int) -> 
         optimizer.step()
         if distributed.rank() == 0 and config.log_every and (step + 1) % config.log_every == 0:
             parts = " ".join(f"{k} {v.item():.3f}" for k, v in losses.items())
-            print(f"det iter {step + 1}/{config.iters} loss {loss.item():.3f} ({parts}) "
-                  f"lr {optimizer.param_groups[0]['lr']:.5f} ({time.perf_counter() - start:.0f} s)", flush=True)
+            print(
+                f"det iter {step + 1}/{config.iters} loss {loss.item():.3f} ({parts}) "
+                f"lr {optimizer.param_groups[0]['lr']:.5f} ({time.perf_counter() - start:.0f} s)",
+                flush=True,
+            )
         checkpoints.maybe_save(step + 1, model, optimizer)
     return checkpoints.resumed_from
 
@@ -284,7 +311,9 @@ def _validate(model: nn.Module, split: CocoSplit, config: DetConfig) -> dict[str
     for image_id, out in outputs:  # out: boxes N x 4 xyxy in image pixels, labels N, scores N, masks N x 1 x H x W
         category = [split.category_ids[int(k) - 1] for k in out["labels"].tolist()]
         for b, c, s in zip(out["boxes"].tolist(), category, out["scores"].tolist()):
-            boxes.append({"image_id": image_id, "category_id": c, "bbox": [b[0], b[1], b[2] - b[0], b[3] - b[1]], "score": s})
+            boxes.append(
+                {"image_id": image_id, "category_id": c, "bbox": [b[0], b[1], b[2] - b[0], b[3] - b[1]], "score": s}
+            )
         if config.task == "mask":
             binary = (out["masks"][:, 0] > 0.5).cpu().numpy().astype(np.uint8)  # N x H x W
             for m, c, s in zip(binary, category, out["scores"].tolist()):

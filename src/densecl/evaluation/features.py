@@ -139,7 +139,10 @@ def train_val_features(
     """Pooled features of both splits under :func:`frozen` (the bit-identical check included)."""
     backbone.to(device)
     with frozen(backbone):
-        extract = lambda paths: image_features(backbone, paths, image_size, stage, batch_size, workers, device)  # noqa: E731
+
+        def extract(paths):
+            return image_features(backbone, paths, image_size, stage, batch_size, workers, device)
+
         return extract(train_paths), extract(val_paths)
 
 
@@ -155,14 +158,22 @@ def dense_features(backbone: ResNetBackbone, images: torch.Tensor, stages: tuple
     chosen = [maps[s] for s in stages]
     size = chosen[0].shape[-2:]
     return torch.cat(
-        [m if m.shape[-2:] == size else F.interpolate(m, size=size, mode="bilinear", align_corners=False) for m in chosen],
+        [
+            m if m.shape[-2:] == size else F.interpolate(m, size=size, mode="bilinear", align_corners=False)
+            for m in chosen
+        ],
         dim=1,
     )
 
 
 @torch.no_grad()
 def segmentation_maps(
-    backbone: ResNetBackbone, split: SegmentationSplit, stages: tuple[int, ...], image_size: int, batch_size: int, device: str
+    backbone: ResNetBackbone,
+    split: SegmentationSplit,
+    stages: tuple[int, ...],
+    image_size: int,
+    batch_size: int,
+    device: str,
 ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     """Per image of ``split``: the frozen ``C x h x w`` float16 map of :func:`dense_features` and the
     ``H x W`` label, both on the CPU. Images of one size are batched; ``image_size`` as in
@@ -170,7 +181,9 @@ def segmentation_maps(
     """
     maps, labels = [], []
     for start in range(0, len(split), batch_size):
-        batch = [segmentation_tensors(*split.load(i), image_size) for i in range(start, min(start + batch_size, len(split)))]
+        batch = [
+            segmentation_tensors(*split.load(i), image_size) for i in range(start, min(start + batch_size, len(split)))
+        ]
         for run in same_size_runs(batch, shape=lambda item: item[0].shape):
             x = torch.stack([image for image, _ in run]).to(device)  # B x 3 x H x W
             maps.extend(dense_features(backbone, x, stages).to("cpu", torch.float16).unbind(0))
@@ -178,7 +191,9 @@ def segmentation_maps(
     return maps, labels
 
 
-def frozen_segmentation_maps(backbone: ResNetBackbone, splits: Iterable[SegmentationSplit], config: Any) -> list[tuple[list, list]]:
+def frozen_segmentation_maps(
+    backbone: ResNetBackbone, splits: Iterable[SegmentationSplit], config: Any
+) -> list[tuple[list, list]]:
     """:func:`segmentation_maps` of each split, the backbone moved to ``config.device`` and frozen.
 
     ``config`` carries ``stages``, ``image_size``, ``batch_size`` and ``device``.
@@ -186,7 +201,9 @@ def frozen_segmentation_maps(backbone: ResNetBackbone, splits: Iterable[Segmenta
     stages = parse_stages(config.stages)
     backbone.to(config.device)
     with frozen(backbone):
-        return [segmentation_maps(backbone, s, stages, config.image_size, config.batch_size, config.device) for s in splits]
+        return [
+            segmentation_maps(backbone, s, stages, config.image_size, config.batch_size, config.device) for s in splits
+        ]
 
 
 def same_size_runs(items: list, shape: Callable[[Any], Any] = lambda t: t.shape) -> list[list]:

@@ -65,7 +65,10 @@ def prepare_model(model: nn.Module, device: str, sync_bn: bool) -> nn.Module:
         if device.startswith("cuda"):
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         elif distributed.rank() == 0:
-            print("densecl eval: warning: SyncBatchNorm needs CUDA; on CPU each process normalises its own batch", file=sys.stderr)
+            print(
+                "densecl eval: warning: SyncBatchNorm needs CUDA; on CPU each process normalises its own batch",
+                file=sys.stderr,
+            )
     model.to(device)
     if distributed.world_size() > 1:
         device_ids = [torch.device(device).index] if device.startswith("cuda") else None
@@ -95,7 +98,9 @@ def seed_everything(seed: int) -> None:
 FORMAT = "densecl-finetune"
 VERSION = 1
 # config fields a resumed run may change: where and how it runs, not what it computes
-RUN_ONLY_FIELDS = frozenset({"save_every", "resume", "checkpoint_dir", "workers", "log_every", "device", "dist_timeout"})
+RUN_ONLY_FIELDS = frozenset(
+    {"save_every", "resume", "checkpoint_dir", "workers", "log_every", "device", "dist_timeout"}
+)
 
 
 def checkpoint_path(folder: str | Path, seed: int) -> Path:
@@ -132,7 +137,9 @@ class FinetuneCheckpoints:
         if self.path is None or not self.path.exists():
             return 0
         state = _read(self.path)
-        changed = sorted(k for k in set(self.config) | set(state["config"]) if self.config.get(k) != state["config"].get(k))
+        changed = sorted(
+            k for k in set(self.config) | set(state["config"]) if self.config.get(k) != state["config"].get(k)
+        )
         if state["protocol"] != self.protocol or state["seed"] != self.seed or changed:
             what = f"settings {', '.join(changed)}" if changed else f"protocol {state['protocol']} seed {state['seed']}"
             raise InputError(
@@ -148,7 +155,10 @@ class FinetuneCheckpoints:
         optimizer.load_state_dict(state["optimizer"])
         self.resumed_from = int(state["step"])
         if distributed.rank() == 0:
-            print(f"densecl eval {self.protocol}: seed {self.seed} resumes at iteration {self.resumed_from} from {self.path}")
+            print(
+                f"densecl eval {self.protocol}: seed {self.seed} resumes at iteration {self.resumed_from} from "
+                f"{self.path}"
+            )
         self._rng = state["rng"][distributed.rank()]
         return self.resumed_from
 
@@ -171,11 +181,18 @@ class FinetuneCheckpoints:
         rng = distributed.gather_objects(checkpoint.rng_state())  # every rank's, so each continues its own stream
         if distributed.rank() == 0:
             state = {
-                "format": FORMAT, "version": VERSION, "protocol": self.protocol, "seed": self.seed, "step": step,
-                "iters": self.iters, "world_size": distributed.world_size(), "config": self.config,
+                "format": FORMAT,
+                "version": VERSION,
+                "protocol": self.protocol,
+                "seed": self.seed,
+                "step": step,
+                "iters": self.iters,
+                "world_size": distributed.world_size(),
+                "config": self.config,
                 "model": {k: v.detach().cpu() for k, v in unwrap(model).state_dict().items()},
-                "optimizer": optimizer.state_dict(), "rng": rng,
-            }  # fmt: skip
+                "optimizer": optimizer.state_dict(),
+                "rng": rng,
+            }
             checkpoint.write_atomic(self.path, state)
         distributed.barrier()
 
@@ -183,8 +200,10 @@ class FinetuneCheckpoints:
 def _read(path: Path) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - torch.load raises many types for bad files
-        raise InputError(f"cannot read fine-tuning checkpoint {path} ({type(e).__name__}): is the file complete?") from None
+    except Exception as e:  # torch.load raises many types for bad files
+        raise InputError(
+            f"cannot read fine-tuning checkpoint {path} ({type(e).__name__}): is the file complete?"
+        ) from None
     if not isinstance(state, dict) or state.get("format") != FORMAT or state.get("version") != VERSION:
         raise InputError(f"{path} is not a densecl fine-tuning checkpoint of version {VERSION}")
     return state

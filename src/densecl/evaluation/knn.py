@@ -43,7 +43,12 @@ class KNNConfig:
 
 
 def weighted_knn(
-    train_x: torch.Tensor, train_y: torch.Tensor, query_x: torch.Tensor, num_classes: int, k: int, temperature: float,
+    train_x: torch.Tensor,
+    train_y: torch.Tensor,
+    query_x: torch.Tensor,
+    num_classes: int,
+    k: int,
+    temperature: float,
     chunk: int = 1024,
 ) -> torch.Tensor:
     """Class votes of the k nearest train features, weighted by ``exp(cosine / T)``.
@@ -78,8 +83,14 @@ def evaluate(
 ) -> Evaluation:
     train, val = data
     x_train, x_val = train_val_features(
-        backbone, train.paths, val.paths, image_size=config.image_size, stage=parse_stage(config.stage),
-        batch_size=config.batch_size, workers=config.workers, device=config.device,
+        backbone,
+        train.paths,
+        val.paths,
+        image_size=config.image_size,
+        stage=parse_stage(config.stage),
+        batch_size=config.batch_size,
+        workers=config.workers,
+        device=config.device,
     )
     y_train, y_val = torch.from_numpy(train.labels()), torch.from_numpy(val.labels())
     votes = weighted_knn(x_train, y_train, x_val, len(train.classes), config.k, config.temperature)

@@ -29,8 +29,8 @@ from densecl.evaluation import options
 from densecl.evaluation.datasets import ClassificationSplit, describe_splits, read_classification_splits
 from densecl.evaluation.features import parse_stage, train_val_features
 from densecl.evaluation.metrics import top1_accuracy
-from densecl.evaluation.probe import train_probe
 from densecl.evaluation.options import option
+from densecl.evaluation.probe import train_probe
 from densecl.evaluation.registry import Protocol
 from densecl.evaluation.results import Evaluation
 from densecl.models.backbones import ResNetBackbone
@@ -57,25 +57,41 @@ def load_data(config: LinearConfig) -> tuple[ClassificationSplit, Classification
     return read_classification_splits(config.data, config.train_split, config.val_split, single_label=True)
 
 
-def train_linear(
-    x: torch.Tensor, y: torch.Tensor, num_classes: int, config: LinearConfig, seed: int
-) -> nn.Module:
-    """Fits ``standardise -> Linear`` to ``N x C`` features and ``N`` labels (see :func:`~densecl.evaluation.probe.train_probe`)."""
+def train_linear(x: torch.Tensor, y: torch.Tensor, num_classes: int, config: LinearConfig, seed: int) -> nn.Module:
+    """Fits ``standardise -> Linear`` to ``N x C`` features and ``N`` labels (see
+    :func:`~densecl.evaluation.probe.train_probe`).
+    """
     mean, std = x.mean(dim=0), x.std(dim=0).clamp(min=1e-6)  # C each
     return train_probe(
-        nn.Linear(x.shape[1], num_classes), mean, std, x.shape[0],
+        nn.Linear(x.shape[1], num_classes),
+        mean,
+        std,
+        x.shape[0],
         lambda probe, idx: F.cross_entropy(probe(x[idx]), y[idx]),
-        epochs=config.epochs, batch_size=config.batch_size, lr=config.lr, weight_decay=config.weight_decay, seed=seed,
+        epochs=config.epochs,
+        batch_size=config.batch_size,
+        lr=config.lr,
+        weight_decay=config.weight_decay,
+        seed=seed,
     )
 
 
 def evaluate(
-    backbone: ResNetBackbone, data: tuple[ClassificationSplit, ClassificationSplit], config: LinearConfig, seeds: list[int]
+    backbone: ResNetBackbone,
+    data: tuple[ClassificationSplit, ClassificationSplit],
+    config: LinearConfig,
+    seeds: list[int],
 ) -> Evaluation:
     train, val = data
     x_train, x_val = train_val_features(
-        backbone, train.paths, val.paths, image_size=config.image_size, stage=parse_stage(config.stage),
-        batch_size=config.extract_batch_size, workers=config.workers, device=config.device,
+        backbone,
+        train.paths,
+        val.paths,
+        image_size=config.image_size,
+        stage=parse_stage(config.stage),
+        batch_size=config.extract_batch_size,
+        workers=config.workers,
+        device=config.device,
     )
     y_train, y_val = torch.from_numpy(train.labels()), torch.from_numpy(val.labels())
     per_seed = []

@@ -67,7 +67,9 @@ def average_precision_11point(scores: np.ndarray, targets: np.ndarray) -> float:
 AP_VARIANTS = {"area": average_precision, "11point": average_precision_11point}
 
 
-def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int, ignore_index: int = 255) -> torch.Tensor:
+def confusion_matrix(
+    pred: torch.Tensor, target: torch.Tensor, num_classes: int, ignore_index: int = 255
+) -> torch.Tensor:
     """Counts of (true class, predicted class) pairs over the labelled pixels.
 
     Args:

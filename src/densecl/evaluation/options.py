@@ -128,7 +128,11 @@ def label_dir() -> Any:
 
 
 def save_every(default: int = 1000) -> Any:
-    return option(default, "write a checkpoint (model, optimizer, step, RNG; atomic) every N iterations and at the end; 0: only at the end")
+    return option(
+        default,
+        "write a checkpoint (model, optimizer, step, RNG; atomic) every N iterations and at the end; 0: only at "
+        "the end",
+    )
 
 
 def resume() -> Any:
@@ -140,8 +144,12 @@ def resume() -> Any:
 
 
 def checkpoint_dir() -> Any:
-    return option("", "folder of the fine-tuning checkpoints, one file per seed (default: next to --out, <out>-checkpoints)")
+    return option(
+        "", "folder of the fine-tuning checkpoints, one file per seed (default: next to --out, <out>-checkpoints)"
+    )
 
 
 def dist_timeout() -> Any:
-    return option(1800, "seconds a collective waits for the other ranks before failing (torchrun), so a dead rank stops the group")
+    return option(
+        1800, "seconds a collective waits for the other ranks before failing (torchrun), so a dead rank stops the group"
+    )

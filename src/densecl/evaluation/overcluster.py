@@ -43,7 +43,9 @@ class OverclusterConfig:
     label_dir: str = options.label_dir()
     stages: str = option("c5", "stage(s) to read: c5, c4, or c4,c5 (C5 upsampled to C4 and concatenated)")
     image_size: int = options.image_size(0)
-    ks: str = option("0,4x", "cluster counts: integers, 0 = the number of classes, Nx = N times it; the first is the headline")
+    ks: str = option(
+        "0,4x", "cluster counts: integers, 0 = the number of classes, Nx = N times it; the first is the headline"
+    )
     pca_dim: int = option(32, "PCA components before K-means (0: no PCA)")
     batch_size: int = options.batch_size(16)
     device: str = options.device()
@@ -58,13 +60,16 @@ def load_data(config: OverclusterConfig) -> SegmentationSplit:
     patches = patch_count(val, stages[0], config.image_size)
     if max(ks) > patches:
         raise InputError(
-            f"K {max(ks)} is more than the {patches} patches of the {len(val)} {config.val_split} images in {config.data}; "
+            f"K {max(ks)} is more than the {patches} patches of the {len(val)} {config.val_split} images in "
+            f"{config.data}; "
             f"use --ks up to {patches}"
         )
     return val
 
 
-def evaluate(backbone: ResNetBackbone, data: SegmentationSplit, config: OverclusterConfig, seeds: list[int]) -> Evaluation:
+def evaluate(
+    backbone: ResNetBackbone, data: SegmentationSplit, config: OverclusterConfig, seeds: list[int]
+) -> Evaluation:
     val = data
     ((maps, labels),) = frozen_segmentation_maps(backbone, [val], config)
     x = np.concatenate([F.normalize(m.float().flatten(1).T, dim=1).numpy() for m in maps])  # P x C
@@ -81,8 +86,14 @@ def evaluate(backbone: ResNetBackbone, data: SegmentationSplit, config: Overclus
         per_seed.append({"mIoU": scores[f"mIoU@K{ks[0]}"], **scores})
         details.append({"seed": seed, "iou": per_class})
     data_info = {
-        "root": str(config.data), "val_split": config.val_split, "n_val": len(val), "classes": list(val.classes),
-        "patches": int(x.shape[0]), "ks": ks, "pca_dim": int(x.shape[1]), "feature_size": list(maps[0].shape[1:]),
+        "root": str(config.data),
+        "val_split": config.val_split,
+        "n_val": len(val),
+        "classes": list(val.classes),
+        "patches": int(x.shape[0]),
+        "ks": ks,
+        "pca_dim": int(x.shape[1]),
+        "feature_size": list(maps[0].shape[1:]),
     }
     return Evaluation(headline=["mIoU"], per_seed=per_seed, details=details, data=data_info)
 
@@ -94,9 +105,13 @@ def cluster_counts(text: str, num_classes: int) -> list[int]:
         try:
             k = num_classes * int(part[:-1]) if part.endswith("x") else int(part) or num_classes
         except ValueError:
-            raise InputError(f"--ks takes integers, 0 (= the number of classes) or Nx (N times it); got {part!r}") from None
+            raise InputError(
+                f"--ks takes integers, 0 (= the number of classes) or Nx (N times it); got {part!r}"
+            ) from None
         if k < num_classes:
-            raise InputError(f"K {k} is below the {num_classes} classes; over-clustering needs K >= the number of classes")
+            raise InputError(
+                f"K {k} is below the {num_classes} classes; over-clustering needs K >= the number of classes"
+            )
         ks.append(k)
     if not ks:
         raise InputError("--ks is empty; give at least one cluster count (0 = the number of classes)")
@@ -131,7 +146,10 @@ def split_maps(assignment: np.ndarray, maps: list[torch.Tensor]) -> list[torch.T
 
 def cluster_iou(cluster_maps: list[torch.Tensor], labels: list[torch.Tensor], k: int, num_classes: int):
     """mIoU of cluster maps after labelling each cluster: one-to-one when ``k == num_classes``, else by majority."""
-    upsampled = [F.interpolate(c[None, None].float(), size=tuple(y.shape), mode="nearest")[0, 0].long() for c, y in zip(cluster_maps, labels)]
+    upsampled = [
+        F.interpolate(c[None, None].float(), size=tuple(y.shape), mode="nearest")[0, 0].long()
+        for c, y in zip(cluster_maps, labels)
+    ]
     counts = torch.zeros(num_classes, k, dtype=torch.int64)  # class x cluster, labelled pixels
     for c, y in zip(upsampled, labels):
         keep = y.long() != IGNORE_INDEX

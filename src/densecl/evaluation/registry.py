@@ -65,10 +65,16 @@ PROTOCOLS: dict[str, Entry] = {
     "seg-finetune": Entry("densecl.evaluation.seg_finetune", "FCN fine-tuning, all layers (mIoU; VOC / Cityscapes)"),
     "det": Entry("densecl.evaluation.det", "Faster / Mask R-CNN R-FPN fine-tuning (COCO AP; supplementary Table 2)"),
     "correspondence": Entry(
-        "densecl.evaluation.correspondence", "dense matches between two views scored against their known geometry (accuracy)"
+        "densecl.evaluation.correspondence",
+        "dense matches between two views scored against their known geometry (accuracy)",
     ),
-    "dense-nn": Entry("densecl.evaluation.dense_nn", "in-context nearest-neighbour segmentation from a patch memory, no training (mIoU)"),
-    "overcluster": Entry("densecl.evaluation.overcluster", "K-means of frozen val patch features, clusters matched to classes (mIoU)"),
+    "dense-nn": Entry(
+        "densecl.evaluation.dense_nn",
+        "in-context nearest-neighbour segmentation from a patch memory, no training (mIoU)",
+    ),
+    "overcluster": Entry(
+        "densecl.evaluation.overcluster", "K-means of frozen val patch features, clusters matched to classes (mIoU)"
+    ),
 }
 
 
@@ -77,5 +83,7 @@ def load(name: str) -> Protocol:
     if name not in PROTOCOLS:
         raise KeyError(f"no evaluation protocol {name!r}; registered: {', '.join(PROTOCOLS)}")
     protocol = importlib.import_module(PROTOCOLS[name].module).PROTOCOL
-    assert protocol.name == name, f"{PROTOCOLS[name].module} declares protocol {protocol.name!r}, registered as {name!r}"
+    assert protocol.name == name, (
+        f"{PROTOCOLS[name].module} declares protocol {protocol.name!r}, registered as {name!r}"
+    )
     return protocol

@@ -175,4 +175,6 @@ def summary_table(records: list[dict[str, Any]]) -> str:
             if column not in columns:
                 columns.append(column)
             rows.setdefault(weights_label(record), {})[column] = format_value(record["metrics"].get(name, {}))
-    return markdown_table(["weights", *columns], [[label, *(r.get(c, "-") for c in columns)] for label, r in rows.items()])
+    return markdown_table(
+        ["weights", *columns], [[label, *(r.get(c, "-") for c in columns)] for label, r in rows.items()]
+    )

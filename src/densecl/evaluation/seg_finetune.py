@@ -35,8 +35,8 @@ from __future__ import annotations
 import copy
 import dataclasses
 import time
-from pathlib import Path
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -48,14 +48,20 @@ from densecl import checkpoint, distributed
 from densecl.errors import InputError
 from densecl.evaluation import options
 from densecl.evaluation.datasets import IGNORE_INDEX, SegmentationSplit, read_segmentation_splits, segmentation_tensors
-from densecl.evaluation.finetune import BatchStream, FinetuneCheckpoints, check_finite, prepare_model, seed_everything, unwrap
+from densecl.evaluation.finetune import (
+    BatchStream,
+    FinetuneCheckpoints,
+    check_finite,
+    prepare_model,
+    seed_everything,
+    unwrap,
+)
 from densecl.evaluation.metrics import confusion_matrix, iou_from_confusion
 from densecl.evaluation.options import option
 from densecl.evaluation.registry import Protocol
 from densecl.evaluation.results import Evaluation, warn_absent_classes
 from densecl.models.backbones import STAGES, ResNetBackbone
 from densecl.schedules import poly_lr
-
 
 OUTPUT_STRIDES = {32: (1, 1), 16: (1, 2), 8: (2, 4)}  # output stride -> dilation rates of layer3, layer4
 
@@ -87,7 +93,9 @@ class SegFinetuneConfig:
     checkpoint_dir: str = options.checkpoint_dir()
     dist_timeout: int = options.dist_timeout()
     save_backbone: str = option(
-        "", "also write the first seed's fine-tuned backbone here (torchvision names, no fc), e.g. as a supervised reference"
+        "",
+        "also write the first seed's fine-tuned backbone here (torchvision names, no fc), e.g. as a supervised "
+        "reference",
     )
 
 
@@ -95,7 +103,9 @@ def load_data(config: SegFinetuneConfig) -> tuple[SegmentationSplit, Segmentatio
     if config.output_stride not in OUTPUT_STRIDES:
         raise InputError(f"--output-stride must be 8, 16 or 32, got {config.output_stride}")
     if config.save_backbone and Path(config.save_backbone).exists() and not config.resume:
-        raise InputError(f"--save-backbone {config.save_backbone} exists; this command never replaces a file: give a new path")
+        raise InputError(
+            f"--save-backbone {config.save_backbone} exists; this command never replaces a file: give a new path"
+        )
     train, val = read_segmentation_splits(config, config.train_split, config.val_split, workers=max(1, config.workers))
     return train, val
 
@@ -173,7 +183,10 @@ class RandomCrops(torch.utils.data.Dataset):
 
 
 def evaluate(
-    backbone: ResNetBackbone, data: tuple[SegmentationSplit, SegmentationSplit], config: SegFinetuneConfig, seeds: list[int]
+    backbone: ResNetBackbone,
+    data: tuple[SegmentationSplit, SegmentationSplit],
+    config: SegFinetuneConfig,
+    seeds: list[int],
 ) -> Evaluation:
     train, val = data
     per_seed, details, resumed_from = [], [], {}
@@ -184,8 +197,15 @@ def evaluate(
         resumed = _train(model, train, config, seed)
         if resumed is not None:
             resumed_from[seed] = resumed
-        if distributed.rank() == 0 and config.save_backbone and seed == seeds[0] and not Path(config.save_backbone).exists():
-            checkpoint.write_atomic(config.save_backbone, {k: v.detach().cpu() for k, v in unwrap(model).backbone.state_dict().items()})
+        if (
+            distributed.rank() == 0
+            and config.save_backbone
+            and seed == seeds[0]
+            and not Path(config.save_backbone).exists()
+        ):
+            checkpoint.write_atomic(
+                config.save_backbone, {k: v.detach().cpu() for k, v in unwrap(model).backbone.state_dict().items()}
+            )
         if distributed.rank() == 0:
             iou = _validate(unwrap(model), val, config)
             if seed == seeds[0]:
@@ -194,8 +214,12 @@ def evaluate(
             details.append({"seed": seed, "iou": dict(zip(val.classes, iou.per_class))})
         distributed.barrier()
     data_info = {
-        "root": str(config.data), "train_split": config.train_split, "val_split": config.val_split,
-        "n_train": len(train), "n_val": len(val), "classes": list(train.classes),
+        "root": str(config.data),
+        "train_split": config.train_split,
+        "val_split": config.val_split,
+        "n_train": len(train),
+        "n_val": len(val),
+        "classes": list(train.classes),
         "world_size": distributed.world_size(),
     }
     return Evaluation(headline=["mIoU"], per_seed=per_seed, details=details, data=data_info, resumed_from=resumed_from)
@@ -227,8 +251,11 @@ def _train(model: nn.Module, split: SegmentationSplit, config: SegFinetuneConfig
         loss.backward()
         optimizer.step()
         if distributed.rank() == 0 and config.log_every and (step + 1) % config.log_every == 0:
-            print(f"seg-finetune iter {step + 1}/{config.iters} loss {loss.item():.4f} "
-                  f"lr {optimizer.param_groups[0]['lr']:.5f} ({time.perf_counter() - start:.0f} s)", flush=True)
+            print(
+                f"seg-finetune iter {step + 1}/{config.iters} loss {loss.item():.4f} "
+                f"lr {optimizer.param_groups[0]['lr']:.5f} ({time.perf_counter() - start:.0f} s)",
+                flush=True,
+            )
         checkpoints.maybe_save(step + 1, model, optimizer)
     return checkpoints.resumed_from
 

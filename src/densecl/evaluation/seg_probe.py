@@ -41,8 +41,8 @@ from densecl.evaluation import options
 from densecl.evaluation.datasets import IGNORE_INDEX, SegmentationSplit, read_segmentation_splits
 from densecl.evaluation.features import frozen_segmentation_maps, parse_stages
 from densecl.evaluation.metrics import confusion_matrix, iou_from_confusion
-from densecl.evaluation.probe import train_probe
 from densecl.evaluation.options import option
+from densecl.evaluation.probe import train_probe
 from densecl.evaluation.registry import Protocol
 from densecl.evaluation.results import Evaluation, warn_absent_classes
 from densecl.models.backbones import ResNetBackbone
@@ -71,7 +71,10 @@ def load_data(config: SegProbeConfig) -> tuple[SegmentationSplit, SegmentationSp
 
 
 def evaluate(
-    backbone: ResNetBackbone, data: tuple[SegmentationSplit, SegmentationSplit], config: SegProbeConfig, seeds: list[int]
+    backbone: ResNetBackbone,
+    data: tuple[SegmentationSplit, SegmentationSplit],
+    config: SegProbeConfig,
+    seeds: list[int],
 ) -> Evaluation:
     train, val = data
     (train_maps, train_labels), (val_maps, val_labels) = frozen_segmentation_maps(backbone, data, config)
@@ -91,10 +94,15 @@ def evaluate(
         per_seed.append({"mIoU": iou.mean, "pixel_acc": iou.pixel_accuracy})
         details.append({"seed": seed, "iou": dict(zip(train.classes, iou.per_class))})
     data_info = {
-        "root": str(config.data), "train_split": config.train_split, "val_split": config.val_split,
-        "n_train": len(train), "n_val": len(val), "classes": list(train.classes),
+        "root": str(config.data),
+        "train_split": config.train_split,
+        "val_split": config.val_split,
+        "n_train": len(train),
+        "n_val": len(val),
+        "classes": list(train.classes),
         "absent_in_val": [c for c, p in zip(train.classes, iou.present) if not p],
-        "feature_channels": int(train_maps[0].shape[0]), "feature_size": list(train_maps[0].shape[1:]),
+        "feature_channels": int(train_maps[0].shape[0]),
+        "feature_size": list(train_maps[0].shape[1:]),
     }
     return Evaluation(headline=["mIoU"], per_seed=per_seed, details=details, data=data_info)
 
@@ -115,8 +123,13 @@ def _logits(probe: nn.Module, fmaps: torch.Tensor, device: str, size: tuple[int,
 
 
 def _train_probe(
-    maps: list[torch.Tensor], labels: list[torch.Tensor], mean: torch.Tensor, std: torch.Tensor,
-    num_classes: int, config: SegProbeConfig, seed: int,
+    maps: list[torch.Tensor],
+    labels: list[torch.Tensor],
+    mean: torch.Tensor,
+    std: torch.Tensor,
+    num_classes: int,
+    config: SegProbeConfig,
+    seed: int,
 ) -> nn.Module:
     """Fits ``standardise -> 1x1 conv``: pixel cross-entropy, averaged over the batch's labelled pixels."""
 
@@ -130,9 +143,17 @@ def _train_probe(
         return loss_sum / labelled if labelled else None
 
     return train_probe(
-        nn.Conv2d(maps[0].shape[0], num_classes, kernel_size=1), mean, std, len(maps), batch_loss,
-        epochs=config.epochs, batch_size=config.batch_size, lr=config.lr, weight_decay=config.weight_decay,
-        seed=seed, device=config.device,
+        nn.Conv2d(maps[0].shape[0], num_classes, kernel_size=1),
+        mean,
+        std,
+        len(maps),
+        batch_loss,
+        epochs=config.epochs,
+        batch_size=config.batch_size,
+        lr=config.lr,
+        weight_decay=config.weight_decay,
+        seed=seed,
+        device=config.device,
     )
 
 

@@ -59,7 +59,9 @@ class SVMConfig:
     cv_folds: int = option(3, "cross-validation folds for choosing C")
     positive_weight: float = option(2.0, "SVM class weight of positives")
     ap: str = option(
-        "area", "AP variant: area (VOC 2010+, full interpolated PR curve) or 11point (VOC07)", choices=tuple(AP_VARIANTS)
+        "area",
+        "AP variant: area (VOC 2010+, full interpolated PR curve) or 11point (VOC07)",
+        choices=tuple(AP_VARIANTS),
     )
     batch_size: int = options.batch_size(64)
     workers: int = options.workers()
@@ -76,8 +78,14 @@ def evaluate(
 ) -> Evaluation:
     train, val = data
     x_train, x_val = train_val_features(
-        backbone, train.paths, val.paths, image_size=config.image_size, stage=parse_stage(config.stage),
-        batch_size=config.batch_size, workers=config.workers, device=config.device,
+        backbone,
+        train.paths,
+        val.paths,
+        image_size=config.image_size,
+        stage=parse_stage(config.stage),
+        batch_size=config.batch_size,
+        workers=config.workers,
+        device=config.device,
     )
     x_train, x_val = x_train.numpy(), x_val.numpy()  # N x C, unit rows
     ap_fn = AP_VARIANTS[config.ap]
@@ -95,7 +103,10 @@ def evaluate(
             raise InputError(f"no class has a positive image in both splits of {config.data}; svm mAP is undefined")
         skipped = [name for name, v in aps.items() if v is None]
         if skipped and seed == seeds[0]:
-            warn(f"no AP for {', '.join(skipped)} (no positive in train or val); mAP averages the other {len(scored)} classes")
+            warn(
+                f"no AP for {', '.join(skipped)} (no positive in train or val); mAP averages the other "
+                f"{len(scored)} classes"
+            )
         per_seed.append({"mAP": float(np.mean(scored))})
         details.append({"seed": seed, "ap": aps, "cost": costs})
     data_info = describe_splits(config.data, train, val, config.train_split, config.val_split)
@@ -121,10 +132,12 @@ def _fit_class(x: np.ndarray, y: np.ndarray, config: SVMConfig, seed: int):
     if folds >= 2 and len(costs) > 1:
         splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
         cv_ap = [
-            np.mean([
-                ap_fn(_fit(cost, config, seed, x[fit], y[fit]).decision_function(x[held]), y[held])
-                for fit, held in splitter.split(x, y)
-            ])
+            np.mean(
+                [
+                    ap_fn(_fit(cost, config, seed, x[fit], y[fit]).decision_function(x[held]), y[held])
+                    for fit, held in splitter.split(x, y)
+                ]
+            )
             for cost in costs
         ]
         cost = costs[int(np.argmax(cv_ap))]  # argmax takes the first maximum: the smallest cost of a tie
@@ -138,8 +151,13 @@ def _fit(cost: float, config: SVMConfig, seed: int, x: np.ndarray, y: np.ndarray
     from sklearn.svm import LinearSVC
 
     svm = LinearSVC(
-        C=cost, loss="squared_hinge", penalty="l2", dual="auto",
-        class_weight={1: config.positive_weight, 0: 1.0}, max_iter=2000, random_state=seed,
+        C=cost,
+        loss="squared_hinge",
+        penalty="l2",
+        dual="auto",
+        class_weight={1: config.positive_weight, 0: 1.0},
+        max_iter=2000,
+        random_state=seed,
     )
     with warnings.catch_warnings():  # the iteration cap is reached harmlessly on tiny or separable data
         warnings.simplefilter("ignore", ConvergenceWarning)

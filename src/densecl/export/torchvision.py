@@ -1,7 +1,7 @@
 """torchvision: a flat state dict that ``torchvision.models.<arch>()`` loads with only ``fc`` missing.
 
-    model = torchvision.models.resnet50()
-    model.load_state_dict(torch.load("r50_densecl.pth"), strict=False)  # missing: fc.weight, fc.bias
+model = torchvision.models.resnet50()
+model.load_state_dict(torch.load("r50_densecl.pth"), strict=False)  # missing: fc.weight, fc.bias
 """
 
 from __future__ import annotations

@@ -28,7 +28,9 @@ FORMATS = tuple(WRITERS)
 """The layouts scenes can be written in."""
 
 
-def open_writer(fmt: str, out: Path, classes: Sequence[str], splits: Sequence[str]) -> VocWriter | CocoWriter | ImageFolderWriter:
+def open_writer(
+    fmt: str, out: Path, classes: Sequence[str], splits: Sequence[str]
+) -> VocWriter | CocoWriter | ImageFolderWriter:
     """The writer of layout ``fmt`` under ``out``: ``add(split, name, scene)`` per scene, then ``finish()``.
 
     ``classes``: background first, index = class id. Names must be unique across

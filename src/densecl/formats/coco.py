@@ -49,11 +49,17 @@ class CocoWriter:
             mask = np.asfortranarray((scene.instances == m).astype(np.uint8))
             rle = mask_utils.encode(mask)
             x1, y1, x2, y2 = (float(v) for v in box)
-            self.data[split]["annotations"].append({
-                "id": self.next_ann, "image_id": image_id, "category_id": int(label),
-                "bbox": [x1, y1, x2 - x1, y2 - y1], "area": float(mask.sum()), "iscrowd": 0,
-                "segmentation": {"size": list(rle["size"]), "counts": rle["counts"].decode("ascii")},
-            })
+            self.data[split]["annotations"].append(
+                {
+                    "id": self.next_ann,
+                    "image_id": image_id,
+                    "category_id": int(label),
+                    "bbox": [x1, y1, x2 - x1, y2 - y1],
+                    "area": float(mask.sum()),
+                    "iscrowd": 0,
+                    "segmentation": {"size": list(rle["size"]), "counts": rle["counts"].decode("ascii")},
+                }
+            )
             self.next_ann += 1
 
     def finish(self) -> None:
@@ -121,7 +127,9 @@ def read_coco(root: Path, split: str, drop_empty: bool) -> CocoSplit:
     annotation_file = root / "annotations" / f"instances_{split}.json"
     images_dir = root / split
     if not annotation_file.is_file():
-        raise InputError(f"annotation file {annotation_file} does not exist; expected COCO's annotations/instances_<split>.json")
+        raise InputError(
+            f"annotation file {annotation_file} does not exist; expected COCO's annotations/instances_<split>.json"
+        )
     if not images_dir.is_dir():
         raise InputError(f"image folder {images_dir} does not exist; COCO images of split {split!r} go there")
     from pycocotools.coco import COCO
@@ -137,11 +145,14 @@ def read_coco(root: Path, split: str, drop_empty: bool) -> CocoSplit:
     image_ids = sorted(coco.imgs)
     if drop_empty:
         image_ids = [
-            i for i in image_ids
+            i
+            for i in image_ids
             if any(not a.get("iscrowd", 0) and a["bbox"][2] > 0 and a["bbox"][3] > 0 for a in coco.imgToAnns.get(i, []))
         ]
     if not image_ids:
-        raise InputError(f"split {split!r} is empty: {annotation_file} has no image" + (" with annotations" if drop_empty else ""))
+        raise InputError(
+            f"split {split!r} is empty: {annotation_file} has no image" + (" with annotations" if drop_empty else "")
+        )
     missing = [coco.imgs[i]["file_name"] for i in image_ids if not (images_dir / coco.imgs[i]["file_name"]).is_file()]
     if missing:
         raise InputError(f"{len(missing)} image(s) of {annotation_file} are not in {images_dir}, e.g. {missing[0]}")
@@ -150,7 +161,9 @@ def read_coco(root: Path, split: str, drop_empty: bool) -> CocoSplit:
 
 
 def coco_image_paths(path: Path) -> list[Path]:
-    """The image files of a COCO annotation file alone (no labels), e.g. ``annotations/instances_train2017.json`` -> ``train2017/*``.
+    """The image files of a COCO annotation file alone (no labels).
+
+    E.g. ``annotations/instances_train2017.json`` -> ``train2017/*``.
 
     The folder is found as ``../<split>``, ``./<split>`` or ``./`` next to the file,
     ``<split>`` being the file name's last ``_`` part.
@@ -163,4 +176,7 @@ def coco_image_paths(path: Path) -> list[Path]:
     for root in (path.parent.parent / split, path.parent / split, path.parent):
         if root.is_dir() and images and (root / images[0]["file_name"]).exists():
             return [root / im["file_name"] for im in images]
-    raise InputError(f"cannot find the images of {path}: looked for {images[0]['file_name'] if images else '?'} in ../{split}, ./{split} and ./")
+    raise InputError(
+        f"cannot find the images of {path}: looked for {images[0]['file_name'] if images else '?'} in ../{split}, "
+        f"./{split} and ./"
+    )

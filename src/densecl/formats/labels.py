@@ -78,8 +78,10 @@ def read_label_list(root: Path, split: str, classes: tuple[str, ...] | None) -> 
         labels = parts[1].split(",") if len(parts) == 2 else []
         rows.append((root / parts[0], [lab for lab in labels if lab], n))
     if classes is None:
-        classes = read_class_names(root / "classes.txt") if (root / "classes.txt").is_file() else tuple(
-            sorted({lab for _, labels, _ in rows for lab in labels})
+        classes = (
+            read_class_names(root / "classes.txt")
+            if (root / "classes.txt").is_file()
+            else tuple(sorted({lab for _, labels, _ in rows for lab in labels}))
         )
     index = {c: k for k, c in enumerate(classes)}
     targets = np.zeros((len(rows), len(classes)), dtype=np.int8)

@@ -36,8 +36,26 @@ IGNORE_INDEX = 255
 """Label value of pixels that count for no class."""
 
 VOC_CLASSES: tuple[str, ...] = (
-    "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
-    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train",
+    "background",
+    "aeroplane",
+    "bicycle",
+    "bird",
+    "boat",
+    "bottle",
+    "bus",
+    "car",
+    "cat",
+    "chair",
+    "cow",
+    "diningtable",
+    "dog",
+    "horse",
+    "motorbike",
+    "person",
+    "pottedplant",
+    "sheep",
+    "sofa",
+    "train",
     "tvmonitor",
 )
 
@@ -80,7 +98,9 @@ class VocWriter:
     def finish(self) -> None:
         write_class_names(self.out / "classes.txt", self.classes)
         for split in self.splits:
-            (self.out / "ImageSets/Segmentation" / f"{split}.txt").write_text("".join(f"{i}\n" for i in self.ids[split]))
+            (self.out / "ImageSets/Segmentation" / f"{split}.txt").write_text(
+                "".join(f"{i}\n" for i in self.ids[split])
+            )
             (self.out / "ImageSets/Main" / f"{split}.txt").write_text("".join(f"{i}\n" for i in self.ids[split]))
             for k, name in enumerate(self.classes[1:], start=1):
                 lines = [f"{i} {1 if k in p else -1:>2}\n" for i, p in zip(self.ids[split], self.present[split])]
@@ -220,8 +240,10 @@ def read_segmentation(
     else:
         classes = VOC_CLASSES
     if num_classes is not None and num_classes != len(classes):
-        classes = classes[:num_classes] if num_classes < len(classes) else tuple(
-            list(classes) + [f"class{k}" for k in range(len(classes), num_classes)]
+        classes = (
+            classes[:num_classes]
+            if num_classes < len(classes)
+            else tuple(list(classes) + [f"class{k}" for k in range(len(classes), num_classes)])
         )
     images = [voc_image(root, i) for i in ids]
     labels = [root / label_dir / f"{i}.png" for i in ids]

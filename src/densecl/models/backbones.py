@@ -32,9 +32,7 @@ class ResNetBackbone(nn.Module):
         self.layer1, self.layer2, self.layer3, self.layer4 = resnet.layer1, resnet.layer2, resnet.layer3, resnet.layer4
         self.out_channels: int = resnet.fc.in_features
         #: channels of C2..C5, in order
-        self.stage_channels: tuple[int, ...] = tuple(
-            _last_bn(getattr(self, s)).num_features for s in STAGES
-        )
+        self.stage_channels: tuple[int, ...] = tuple(_last_bn(getattr(self, s)).num_features for s in STAGES)
 
     def forward_stages(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Returns [C2, C3, C4, C5]; Ck is ``N x C_k x H/2^k x W/2^k``."""

@@ -77,9 +77,18 @@ class _GroupedBatchNorm(torch.autograd.Function):
         running = (running_mean.expand(groups, -1).clone(), running_var.expand(groups, -1).clone())  # G x C each
         for g, (xs, ys) in enumerate(zip(x.chunk(groups), y.chunk(groups))):
             _aten.native_batch_norm.out(
-                xs, weight, bias, running[0][g], running[1][g], True, momentum, eps,
-                out=ys, save_mean=mean[g], save_invstd=invstd[g],
-            )  # fmt: skip
+                xs,
+                weight,
+                bias,
+                running[0][g],
+                running[1][g],
+                True,
+                momentum,
+                eps,
+                out=ys,
+                save_mean=mean[g],
+                save_invstd=invstd[g],
+            )
         running_mean.copy_(running[0].mean(0))  # the mean of the groups' running statistics
         running_var.copy_(running[1].mean(0))
         ctx.save_for_backward(x, weight, mean, invstd)
@@ -96,9 +105,20 @@ class _GroupedBatchNorm(torch.autograd.Function):
         d_bias = torch.empty_like(d_weight)
         for g, (dys, xs, dxs) in enumerate(zip(dy.chunk(ctx.groups), x.chunk(ctx.groups), dx.chunk(ctx.groups))):
             _aten.native_batch_norm_backward.out(
-                dys, xs, weight, None, None, mean[g], invstd[g], True, ctx.eps, [True, True, True],
-                out0=dxs, out1=d_weight[g], out2=d_bias[g],
-            )  # fmt: skip
+                dys,
+                xs,
+                weight,
+                None,
+                None,
+                mean[g],
+                invstd[g],
+                True,
+                ctx.eps,
+                [True, True, True],
+                out0=dxs,
+                out1=d_weight[g],
+                out2=d_bias[g],
+            )
         return dx, d_weight.sum(0), d_bias.sum(0), None, None, None, None, None
 
 

@@ -77,7 +77,10 @@ class DenseCL(nn.Module):
         _check(temperature > 0, f"temperature must be positive, got {temperature}")
         _check(queue_len > 0 and hidden_dim > 0 and out_dim > 0, "queue_len, hidden_dim and out_dim must be positive")
         _check(num_grid is None or num_grid >= 1, f"num_grid must be None or >= 1, got {num_grid}")
-        _check(dense_queue_len is None or dense_queue_len > 0, f"dense_queue_len must be None or > 0, got {dense_queue_len}")
+        _check(
+            dense_queue_len is None or dense_queue_len > 0,
+            f"dense_queue_len must be None or > 0, got {dense_queue_len}",
+        )
         _check(bn_group_size is None or bn_group_size >= 1, f"bn_group_size must be None or >= 1, got {bn_group_size}")
         self.arch, self.momentum, self.temperature, self.loss_lambda = arch, momentum, temperature, loss_lambda
         self.bn_group_size = bn_group_size

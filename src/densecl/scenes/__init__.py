@@ -10,4 +10,13 @@
 from densecl.scenes.compose import MIN_SIZE, MIN_VISIBLE_PIXELS, Scene, pixel_owners
 from densecl.scenes.procedural import CLASSES, PHOTOS, ScenesDataset, render_scene
 
-__all__ = ["CLASSES", "MIN_SIZE", "MIN_VISIBLE_PIXELS", "PHOTOS", "Scene", "ScenesDataset", "pixel_owners", "render_scene"]
+__all__ = [
+    "CLASSES",
+    "MIN_SIZE",
+    "MIN_VISIBLE_PIXELS",
+    "PHOTOS",
+    "Scene",
+    "ScenesDataset",
+    "pixel_owners",
+    "render_scene",
+]

@@ -114,8 +114,12 @@ def labelled_scene(pixels: np.ndarray, objects: Sequence[Placed]) -> Scene:
     for k, obj in enumerate(objects):
         mine = instances[obj.rows, obj.cols] == k + 1  # h x w; visible pixels lie in the window
         ys, xs = np.flatnonzero(mine.any(axis=1)), np.flatnonzero(mine.any(axis=0))
-        boxes[k] = (obj.cols.start + xs[0], obj.rows.start + ys[0],
-                    obj.cols.start + xs[-1] + 1, obj.rows.start + ys[-1] + 1)
+        boxes[k] = (
+            obj.cols.start + xs[0],
+            obj.rows.start + ys[0],
+            obj.cols.start + xs[-1] + 1,
+            obj.rows.start + ys[-1] + 1,
+        )
     labels = np.array([obj.label for obj in objects], dtype=np.int64)  # M
     semantic = np.concatenate([[0], labels]).astype(np.uint8)[instances]  # S x S
     return Scene(image=pixels, semantic=semantic, instances=instances, boxes=boxes, labels=labels)

@@ -60,8 +60,14 @@ def prepare_output(out: Path, owned: Iterable[str], overwrite: bool) -> None:
 
 
 def export_scenes(
-    out: Path, fmt: str, n_train: int = 64, n_val: int = 32, size: int = 128, seed: int = 0,
-    max_objects: int = 4, overwrite: bool = False,
+    out: Path,
+    fmt: str,
+    n_train: int = 64,
+    n_val: int = 32,
+    size: int = 128,
+    seed: int = 0,
+    max_objects: int = 4,
+    overwrite: bool = False,
 ) -> ExportSummary:
     """Renders ``n_train + n_val`` scenes and writes them under ``out`` in format ``fmt``."""
     out = Path(out)
@@ -76,7 +82,13 @@ def export_scenes(
         for index in indices[split]:
             writer.add(split, f"scene_{index:06d}", render_scene(index, seed=seed, size=size, max_objects=max_objects))
     writer.finish()
-    manifest = {"format": fmt, "seed": seed, "size": size, "max_objects": max_objects,
-                "splits": {s: [indices[s].start, indices[s].stop] for s in PROCEDURAL_SPLITS}, "classes": list(CLASSES)}
+    manifest = {
+        "format": fmt,
+        "seed": seed,
+        "size": size,
+        "max_objects": max_objects,
+        "splits": {s: [indices[s].start, indices[s].stop] for s in PROCEDURAL_SPLITS},
+        "classes": list(CLASSES),
+    }
     (out / "scenes.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return ExportSummary(out, fmt, {s: len(indices[s]) for s in PROCEDURAL_SPLITS})

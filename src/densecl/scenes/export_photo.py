@@ -30,10 +30,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from densecl.errors import InputError
 from densecl.formats import FORMATS, open_writer
 from densecl.scenes.export import prepare_output
 from densecl.scenes.photo import PHOTO_SPLITS, PhotoAssets, PhotoSceneComposer, load_assets, split_counts
-from densecl.errors import InputError
 
 UNLABELED = "unlabeled"
 _OWNED = (*FORMATS, UNLABELED, "manifest.json", "README.md")  # what --overwrite removes
@@ -59,8 +59,15 @@ def parse_formats(text: str) -> tuple[str, ...]:
 
 
 def export_photo_scenes(
-    out: Path, objects: Path, backgrounds: Path, n: int = 200, size: int = 160, seed: int = 0,
-    max_objects: int = 4, formats: Sequence[str] = FORMATS, overwrite: bool = False,
+    out: Path,
+    objects: Path,
+    backgrounds: Path,
+    n: int = 200,
+    size: int = 160,
+    seed: int = 0,
+    max_objects: int = 4,
+    formats: Sequence[str] = FORMATS,
+    overwrite: bool = False,
     on_skip: Callable[[str], None] | None = None,
 ) -> PhotoExportSummary:
     """Composes ``n`` images (split by :func:`~densecl.scenes.photo.split_counts`) and writes them.
@@ -96,25 +103,34 @@ def export_photo_scenes(
                 Image.fromarray(composed.scene.image).save(out / UNLABELED / "train" / f"{name}.jpg", quality=95)
             for label in composed.scene.labels:
                 instances[split][assets.classes[label]] += 1
-            records.append({
-                "name": name, "split": split, "background": composed.background,
-                "objects": [
-                    {"cutout": c, "class": assets.classes[label], "box": [int(v) for v in box]}
-                    for c, label, box in zip(composed.cutouts, composed.scene.labels, composed.scene.boxes)
-                ],
-            })
+            records.append(
+                {
+                    "name": name,
+                    "split": split,
+                    "background": composed.background,
+                    "objects": [
+                        {"cutout": c, "class": assets.classes[label], "box": [int(v) for v in box]}
+                        for c, label, box in zip(composed.cutouts, composed.scene.labels, composed.scene.boxes)
+                    ],
+                }
+            )
     for writer in writers:
         writer.finish()
 
     manifest = {
         "generator": "densecl data scenes",
-        "seed": seed, "size": size, "max_objects": max_objects, "formats": list(formats),
+        "seed": seed,
+        "size": size,
+        "max_objects": max_objects,
+        "formats": list(formats),
         "classes": list(assets.classes),
         "counts": {"images": counts, "instances": instances, "assets": _asset_counts(assets)},
         "sources": {"objects": str(assets.objects_root), "backgrounds": str(assets.backgrounds_root)},
         "assets": {
-            split: {"cutouts": [c.name for c in assets.cutouts[split]],
-                    "backgrounds": [b.name for b in assets.backgrounds[split]]}
+            split: {
+                "cutouts": [c.name for c in assets.cutouts[split]],
+                "backgrounds": [b.name for b in assets.backgrounds[split]],
+            }
             for split in PHOTO_SPLITS
         },
         "skipped": list(assets.skipped),
@@ -145,28 +161,35 @@ def _asset_counts(assets: PhotoAssets) -> dict[str, dict]:
 def _readme(manifest: dict) -> str:
     classes = manifest["classes"][1:]
     counts = manifest["counts"]
-    rows = [f"| {name} | " + " | ".join(
-        f"{counts['assets'][s]['cutouts'][name]} / {counts['instances'][s][name]}" for s in PHOTO_SPLITS) + " |"
-        for name in classes]
-    return "\n".join([
-        "# Photo scenes",
-        "",
-        "Cut-and-paste scenes written by `densecl data scenes` (module `densecl.scenes.photo`).",
-        f"Seed {manifest['seed']}, {manifest['size']} px, 1..{manifest['max_objects']} objects per image.",
-        "",
-        f"- objects: `{manifest['sources']['objects']}`",
-        f"- backgrounds: `{manifest['sources']['backgrounds']}`",
-        "- images: " + ", ".join(f"{counts['images'][s]} {s}" for s in PHOTO_SPLITS),
-        "- layouts: " + ", ".join(f"`{f}/`" for f in manifest["formats"]) + f", `{UNLABELED}/train/` (train images, no labels)",
-        "",
-        "Each cut-out file and each background photo is used by one split only; `manifest.json`",
-        "lists the split of every asset and, per image, its background and cut-outs.",
-        "",
-        "| class | " + " | ".join(f"{s}: cut-outs / instances" for s in PHOTO_SPLITS) + " |",
-        "|---|" + "---|" * len(PHOTO_SPLITS),
-        *rows,
-        "| (backgrounds) | " + " | ".join(str(counts["assets"][s]["backgrounds"]) for s in PHOTO_SPLITS) + " |",
-        "",
-        "The images are derived from the source files above; their licences apply to this data set.",
-        "",
-    ])
+    rows = [
+        f"| {name} | "
+        + " | ".join(f"{counts['assets'][s]['cutouts'][name]} / {counts['instances'][s][name]}" for s in PHOTO_SPLITS)
+        + " |"
+        for name in classes
+    ]
+    return "\n".join(
+        [
+            "# Photo scenes",
+            "",
+            "Cut-and-paste scenes written by `densecl data scenes` (module `densecl.scenes.photo`).",
+            f"Seed {manifest['seed']}, {manifest['size']} px, 1..{manifest['max_objects']} objects per image.",
+            "",
+            f"- objects: `{manifest['sources']['objects']}`",
+            f"- backgrounds: `{manifest['sources']['backgrounds']}`",
+            "- images: " + ", ".join(f"{counts['images'][s]} {s}" for s in PHOTO_SPLITS),
+            "- layouts: "
+            + ", ".join(f"`{f}/`" for f in manifest["formats"])
+            + f", `{UNLABELED}/train/` (train images, no labels)",
+            "",
+            "Each cut-out file and each background photo is used by one split only; `manifest.json`",
+            "lists the split of every asset and, per image, its background and cut-outs.",
+            "",
+            "| class | " + " | ".join(f"{s}: cut-outs / instances" for s in PHOTO_SPLITS) + " |",
+            "|---|" + "---|" * len(PHOTO_SPLITS),
+            *rows,
+            "| (backgrounds) | " + " | ".join(str(counts["assets"][s]["backgrounds"]) for s in PHOTO_SPLITS) + " |",
+            "",
+            "The images are derived from the source files above; their licences apply to this data set.",
+            "",
+        ]
+    )

@@ -129,6 +129,7 @@ class ComposedScene:
 
 # ---------------------------------------------------------------- assets
 
+
 def read_cutout(path: Path) -> Image.Image:
     """A cut-out as an RGBA image, checked to have a non-trivial alpha channel.
 
@@ -168,14 +169,16 @@ def _split_by_name(names: Sequence[str]) -> dict[str, list[int]]:
     order = sorted(range(len(names)), key=lambda i: (hashlib.sha1(names[i].encode()).hexdigest(), names[i]))
     counts = split_counts(len(names))
     val, test = counts["val"], counts["test"]
-    return {"val": order[:val], "test": order[val:val + test], "train": order[val + test:]}
+    return {"val": order[:val], "test": order[val : val + test], "train": order[val + test :]}
 
 
 def _image_files(folder: Path) -> list[Path]:
     """Image files under ``folder`` (recursive, hidden entries left out), sorted."""
     return sorted(
-        p for p in folder.rglob("*")
-        if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
+        p
+        for p in folder.rglob("*")
+        if p.suffix.lower() in IMAGE_EXTENSIONS
+        and p.is_file()
         and not any(part.startswith(".") for part in p.relative_to(folder).parts)
     )
 
@@ -207,11 +210,14 @@ def load_assets(objects: Path, backgrounds: Path, on_skip: Callable[[str], None]
 
 def _load_cutouts(root: Path, skip: Callable[[str], None]) -> tuple[tuple[str, ...], dict[str, tuple[Cutout, ...]]]:
     if not root.is_dir():
-        raise InputError(f"objects folder {root} does not exist; pass --objects DIR with one subfolder of cut-outs per category")
+        raise InputError(
+            f"objects folder {root} does not exist; pass --objects DIR with one subfolder of cut-outs per category"
+        )
     categories = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
     if not categories:
         raise InputError(
-            f"objects folder {root} has no category subfolder; put the cut-outs in {root}/<category>/ (one folder per class)"
+            f"objects folder {root} has no category subfolder; put the cut-outs in {root}/<category>/ (one folder "
+            "per class)"
         )
     if "background" in categories:
         raise InputError(f"{root}/background: 'background' is class 0 (no object); rename that category")
@@ -227,10 +233,13 @@ def _load_cutouts(root: Path, skip: Callable[[str], None]) -> tuple[tuple[str, .
                 continue
             usable.append(Cutout(path, path.relative_to(root).as_posix(), label))
         if len(usable) < len(PHOTO_SPLITS):
-            left_out = f" ({len(files) - len(usable)} skipped: no usable alpha channel)" if len(files) > len(usable) else ""
+            left_out = (
+                f" ({len(files) - len(usable)} skipped: no usable alpha channel)" if len(files) > len(usable) else ""
+            )
             raise InputError(
                 f"category {category!r} ({root / category}) has {len(usable)} usable cut-out(s){left_out}; it needs at "
-                f"least {len(PHOTO_SPLITS)}, one per split ({', '.join(PHOTO_SPLITS)}): add RGBA cut-outs or remove the folder"
+                f"least {len(PHOTO_SPLITS)}, one per split ({', '.join(PHOTO_SPLITS)}): add RGBA cut-outs or remove "
+                "the folder"
             )
         for split, indices in _split_by_name([c.name for c in usable]).items():
             cutouts[split] += [usable[i] for i in sorted(indices)]
@@ -269,13 +278,18 @@ def _load_backgrounds(root: Path, skip: Callable[[str], None]) -> dict[str, tupl
         raise InputError(f"backgrounds folder {root} has no readable image ({', '.join(IMAGE_EXTENSIONS)})")
     if len(photos) < len(PHOTO_SPLITS):
         raise InputError(
-            f"backgrounds folder {root} has {len(photos)} image(s) but the {len(PHOTO_SPLITS)} splits ({', '.join(PHOTO_SPLITS)}) "
+            f"backgrounds folder {root} has {len(photos)} image(s) but the {len(PHOTO_SPLITS)} splits "
+            f"({', '.join(PHOTO_SPLITS)}) "
             f"need one each; add at least {len(PHOTO_SPLITS) - len(photos)} more"
         )
-    return {split: tuple(photos[i] for i in sorted(indices)) for split, indices in _split_by_name([p.name for p in photos]).items()}
+    return {
+        split: tuple(photos[i] for i in sorted(indices))
+        for split, indices in _split_by_name([p.name for p in photos]).items()
+    }
 
 
 # ---------------------------------------------------------------- composition
+
 
 @dataclass(frozen=True)
 class _Pasted(Placed):
@@ -322,8 +336,14 @@ class PhotoSceneComposer:
         backgrounds = self.assets.backgrounds[split]
         background = backgrounds[rng.integers(len(backgrounds))]
         image = self._background_crop(rng, background.path)  # S x S x 3 float32
-        objects = draw_visible(rng, self.max_objects, self.size, lambda earlier: self._place(rng, split, earlier),
-                               "photo scenes", f"{split} image {index}")
+        objects = draw_visible(
+            rng,
+            self.max_objects,
+            self.size,
+            lambda earlier: self._place(rng, split, earlier),
+            "photo scenes",
+            f"{split} image {index}",
+        )
         for obj in objects:  # bottom to top
             window = image[obj.rows, obj.cols]  # h x w x 3, a view
             a = obj.alpha[:, :, None]  # h x w x 1
@@ -336,7 +356,9 @@ class PhotoSceneComposer:
         # Shared blur and noise over the finished image: paste edges get the photo's own softness.
         blurred = Image.fromarray(np.clip(np.rint(image), 0, 255).astype(np.uint8))
         blurred = blurred.filter(ImageFilter.GaussianBlur(rng.uniform(0.0, 0.8)))
-        noisy = np.asarray(blurred, dtype=np.float32) + rng.normal(0.0, rng.uniform(0.0, 3.0), image.shape).astype(np.float32)
+        noisy = np.asarray(blurred, dtype=np.float32) + rng.normal(0.0, rng.uniform(0.0, 3.0), image.shape).astype(
+            np.float32
+        )
         scene = labelled_scene(np.clip(np.rint(noisy), 0, 255).astype(np.uint8), objects)
         return ComposedScene(scene, background.name, tuple(obj.name for obj in objects))
 
@@ -349,8 +371,9 @@ class PhotoSceneComposer:
             photo = open_rgb(path, what="background", draft_side=limit)
             scale = limit / min(photo.size)
             if scale < 1:
-                photo = photo.resize((max(1, round(photo.width * scale)), max(1, round(photo.height * scale))),
-                                     Image.Resampling.LANCZOS)
+                photo = photo.resize(
+                    (max(1, round(photo.width * scale)), max(1, round(photo.height * scale))), Image.Resampling.LANCZOS
+                )
             self._photos[path] = photo
         return self._photos[path]
 
@@ -362,8 +385,10 @@ class PhotoSceneComposer:
             cutout = rgba.convert("RGBa")  # resampling premultiplied colour leaves no dark fringe
             scale = self.size / max(cutout.size)
             if scale < 1:
-                cutout = cutout.resize((max(1, round(cutout.width * scale)), max(1, round(cutout.height * scale))),
-                                       Image.Resampling.LANCZOS)
+                cutout = cutout.resize(
+                    (max(1, round(cutout.width * scale)), max(1, round(cutout.height * scale))),
+                    Image.Resampling.LANCZOS,
+                )
             self._cutouts[path] = cutout
         return self._cutouts[path]
 
@@ -397,14 +422,24 @@ class PhotoSceneComposer:
 
         if earlier and rng.random() < OCCLUDE_PROBABILITY:  # on top of an earlier object
             under = earlier[rng.integers(len(earlier))]
-            cx = (under.cols.start + under.cols.stop) / 2 + rng.uniform(-0.25, 0.25) * (under.cols.stop - under.cols.start)
-            cy = (under.rows.start + under.rows.stop) / 2 + rng.uniform(-0.25, 0.25) * (under.rows.stop - under.rows.start)
+            cx = (under.cols.start + under.cols.stop) / 2 + rng.uniform(-0.25, 0.25) * (
+                under.cols.stop - under.cols.start
+            )
+            cy = (under.rows.start + under.rows.stop) / 2 + rng.uniform(-0.25, 0.25) * (
+                under.rows.stop - under.rows.start
+            )
         else:
             cx, cy = rng.uniform(0.1, 0.9, size=2) * size
         x0, y0 = round(cx - rgba.shape[1] / 2), round(cy - rgba.shape[0] / 2)  # may lie outside the image
         cols = slice(max(0, x0), min(size, x0 + rgba.shape[1]))
         rows = slice(max(0, y0), min(size, y0 + rgba.shape[0]))
         # The centre lies in the image, so the window is never empty.
-        rgba = rgba[rows.start - y0:rows.stop - y0, cols.start - x0:cols.stop - x0]
-        return _Pasted(label, rows, cols, np.ascontiguousarray(rgba[:, :, 3] / 255.0), cutout.name,
-                       np.ascontiguousarray(rgba[:, :, :3]))
+        rgba = rgba[rows.start - y0 : rows.stop - y0, cols.start - x0 : cols.stop - x0]
+        return _Pasted(
+            label,
+            rows,
+            cols,
+            np.ascontiguousarray(rgba[:, :, 3] / 255.0),
+            cutout.name,
+            np.ascontiguousarray(rgba[:, :, :3]),
+        )

@@ -51,14 +51,37 @@ from densecl.errors import InputError
 from densecl.scenes.compose import Placed, Scene, check_arguments, draw_visible, labelled_scene
 
 CLASSES: tuple[str, ...] = (
-    "background", "disc", "square", "triangle", "star", "ring", "cross", "hexagon", "crescent",
+    "background",
+    "disc",
+    "square",
+    "triangle",
+    "star",
+    "ring",
+    "cross",
+    "hexagon",
+    "crescent",
 )
 """Class names; the index of a name is its id in :attr:`Scene.semantic` and :attr:`Scene.labels`."""
 
 PHOTOS: tuple[str, ...] = (
-    "astronaut", "camera", "coffee", "chelsea", "rocket", "hubble_deep_field",
-    "immunohistochemistry", "coins", "moon", "page", "text", "retina", "cat",
-    "brick", "grass", "gravel", "colorwheel", "clock",
+    "astronaut",
+    "camera",
+    "coffee",
+    "chelsea",
+    "rocket",
+    "hubble_deep_field",
+    "immunohistochemistry",
+    "coins",
+    "moon",
+    "page",
+    "text",
+    "retina",
+    "cat",
+    "brick",
+    "grass",
+    "gravel",
+    "colorwheel",
+    "clock",
 )
 """Names of the ``skimage.data`` photos used as textures and backgrounds."""
 
@@ -69,6 +92,7 @@ _EXTENT = 1.15  # every shape lies inside the disc of this radius (unit coordina
 # ---------------------------------------------------------------- shapes
 # Each shape maps unit coordinates (u, v), arrays of equal shape, to a signed
 # distance (negative inside) in the same units; shapes fit in radius _EXTENT.
+
 
 def _half_planes(vertices: np.ndarray) -> list[tuple[float, float, float]]:
     """Convex polygon ``V x 2`` -> its edges as ``(n_x, n_y, c)``, outward unit normal n."""
@@ -149,12 +173,20 @@ def _crescent(u: np.ndarray, v: np.ndarray) -> np.ndarray:
 
 
 _SHAPES: tuple[Callable[[np.ndarray, np.ndarray], np.ndarray], ...] = (
-    _disc, _square, _triangle, _star, _ring, _cross, _hexagon, _crescent,
+    _disc,
+    _square,
+    _triangle,
+    _star,
+    _ring,
+    _cross,
+    _hexagon,
+    _crescent,
 )
 assert len(_SHAPES) == len(CLASSES) - 1
 
 
 # ---------------------------------------------------------------- photos
+
 
 @functools.cache
 def _photo_bank() -> tuple[Image.Image, ...]:
@@ -169,9 +201,7 @@ def _photo_bank() -> tuple[Image.Image, ...]:
         photo = Image.fromarray(np.ascontiguousarray(array[:, :, :3]))
         scale = MAX_PHOTO_SIDE / max(photo.size)
         if scale < 1:
-            photo = photo.resize(
-                (round(photo.width * scale), round(photo.height * scale)), Image.Resampling.BILINEAR
-            )
+            photo = photo.resize((round(photo.width * scale), round(photo.height * scale)), Image.Resampling.BILINEAR)
         bank.append(photo)
     return tuple(bank)
 
@@ -220,6 +250,7 @@ def _tint(rng: np.random.Generator, texture: np.ndarray) -> np.ndarray:
 
 
 # ---------------------------------------------------------------- scenes
+
 
 @dataclass(frozen=True)
 class _Shape(Placed):
@@ -321,5 +352,6 @@ class ScenesDataset:
         return Image.fromarray(self[index].image)
 
     def __repr__(self) -> str:
-        return (f"ScenesDataset(length={self.length}, seed={self.seed}, size={self.size}, "
-                f"max_objects={self.max_objects})")
+        return (
+            f"ScenesDataset(length={self.length}, seed={self.seed}, size={self.size}, max_objects={self.max_objects})"
+        )

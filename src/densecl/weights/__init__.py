@@ -100,9 +100,7 @@ def load_backbone_weights(source: str | os.PathLike | Mapping) -> BackboneWeight
     return BackboneWeights(state_dict=target, arch=arch, source_format=layout.name, dropped=dropped)
 
 
-def load_backbone(
-    source: str | os.PathLike | Mapping | BackboneWeights, arch: str | None = None
-) -> ResNetBackbone:
+def load_backbone(source: str | os.PathLike | Mapping | BackboneWeights, arch: str | None = None) -> ResNetBackbone:
     """Builds a backbone and loads ``source`` into it strictly.
 
     Args:

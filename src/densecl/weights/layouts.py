@@ -110,11 +110,17 @@ LAYOUTS: tuple[Layout, ...] = (
     ),
     Layout("mmlab", backbone="backbone.", dropped=OPENMMLAB_PARTS),
     Layout(
-        "detectron2", backbone="", dropped=("fc.", "linear."), rename=detectron2_to_torchvision, stem="stem.conv1.weight"
+        "detectron2",
+        backbone="",
+        dropped=("fc.", "linear."),
+        rename=detectron2_to_torchvision,
+        stem="stem.conv1.weight",
     ),
     Layout("timm", backbone="", dropped=("fc.",), applies=lambda keys, container: container == "timm"),
     Layout("mmlab", backbone="", dropped=("fc.",), applies=lambda keys, container: container == "meta"),
-    Layout("authors-backbone", backbone="", dropped=("fc.",), applies=lambda keys, container: container == "state_dict"),
+    Layout(
+        "authors-backbone", backbone="", dropped=("fc.",), applies=lambda keys, container: container == "state_dict"
+    ),
     Layout("torchvision", backbone="", dropped=("fc.",)),
 )
 
@@ -134,7 +140,8 @@ def _detect(keys: frozenset[str], ordered_keys: list[str], container: str, where
     markers = ", ".join(dict.fromkeys(layout.marker for layout in LAYOUTS))
     raise InputError(
         f"{where} is no ResNet checkpoint this reader knows: it has none of {markers} "
-        f"(first keys: {few(ordered_keys)}); pass a DenseCL, MoCo, OpenMMLab, detectron2 or torchvision ResNet checkpoint"
+        f"(first keys: {few(ordered_keys)}); pass a DenseCL, MoCo, OpenMMLab, detectron2 or torchvision ResNet "
+        "checkpoint"
     )
 
 

@@ -45,7 +45,7 @@ def read_checkpoint(path: str | os.PathLike) -> Any:
     for reader in readers:
         try:
             return reader(path)
-        except Exception as e:  # noqa: BLE001 - any failure means "try the next reader"
+        except Exception as e:  # any failure means "try the next reader"
             errors.append(first_line(e))
     raise InputError(
         f"cannot read checkpoint '{path}': it is truncated or not a PyTorch, pickle or safetensors file "
@@ -60,7 +60,7 @@ def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
         raise InputError(f"reading '{path}' needs the safetensors package; pip install safetensors") from e
     try:
         return load_file(str(path), device="cpu")
-    except Exception as e:  # noqa: BLE001 - the library raises its own error types
+    except Exception as e:  # the library raises its own error types
         raise InputError(
             f"cannot read safetensors file '{path}': it is truncated or not a safetensors file "
             f"({first_line(e)}); re-download or re-export it"
