@@ -2,8 +2,8 @@
 PY      ?= python3
 VENV    := .venv
 BIN     := $(VENV)/bin
-# torch/torchvision come from local wheel files on the project machines; pinning them here
-# keeps pip from fetching a multi-GB CUDA build elsewhere. Override: make TORCH="torch torchvision"
+# torch/torchvision pinned: a pip cache or wheel directory that holds them installs them offline, and pip
+# never fetches a newer multi-GB CUDA build. Override: make TORCH="torch torchvision"
 TORCH   ?= torch==2.14.1 torchvision==0.29.1
 
 .PHONY: demo test test-fast lint format install install-test clean assets experiment

@@ -13,20 +13,26 @@ A setting is a precision with options joined by ``+``:
   +compile torch.compile of both encoders (DenseCL, MoCo-v2) and of the backbone
   +bn32    every BatchNorm computed in fp32 (input cast up, output cast back): PyTorch does not
            use cuDNN's batch norm for bf16 input; this row measures the alternative
+  +gN      batch norm over groups of N images in both encoders, keys shuffled across the groups
+           (``--bn-group-size N``): against the same setting without it, what grouping costs
+  +splitN  the same statistics by MoCo's one-process SplitBatchNorm: the batch reshaped into the
+           channels (``x.view(-1, C * groups, H, W)``), a free view for NCHW memory, copies for
+           channels_last; the design alternative to +gN
 Rows, per setting: ``densecl`` (the training step: both encoders, losses, queues, SGD),
 ``mocov2`` (the same model at lambda 0) and ``backbone`` (the bare backbone's forward,
 backward and SGD on one view: the floor). All rows of all settings alternate round by
 round, so a machine busy with something else slows them alike; the median of the timed
 rounds is printed. A DenseCL step does the query's forward and backward plus the key's
 forward, about 4/3 of the backbone's work, so its pairs/s can reach about 0.75 of the
-backbone's img/s. Targets (issue 10): DenseCL pairs/s >= 0.72 x backbone img/s;
-DenseCL step time <= 1.01 x MoCo-v2's.
+backbone's img/s. Targets: DenseCL pairs/s >= 0.72 x backbone img/s; DenseCL step time
+<= 1.01 x MoCo-v2's; grouped batch norm (+gN) <= 1.02 x the same setting's plain step.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import re
 import statistics
 import time
 from collections.abc import Callable
@@ -38,10 +44,11 @@ from torch import nn
 from densecl import DenseCL
 from densecl.engine import make_sgd
 from densecl.models.backbones import build_backbone
+from densecl.models.batchnorm import group_batch_norms
 from densecl.precision import DTYPES
 
 PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
-OPTIONS = ("cl", "compile", "bn32")
+OPTIONS = ("cl", "compile", "bn32")  # and gN, splitN
 ROWS = ("densecl", "mocov2", "backbone")
 TARGET_BACKBONE_RATIO, TARGET_MOCO_RATIO = 0.72, 1.01
 
@@ -53,21 +60,51 @@ class Setting:
     channels_last: bool
     compile: bool
     bn32: bool
+    bn_group: int | None = None  # +gN: GroupedBatchNorm2d over groups of N images
+    split_group: int | None = None  # +splitN: the reshape alternative
 
     @classmethod
     def parse(cls, name: str, device: torch.device) -> Setting:
         precision, *options = name.split("+")
-        if precision not in PRECISIONS or not set(options) <= set(OPTIONS):
+        groups = {m.group(1): int(m.group(2)) for o in options if (m := re.fullmatch(r"(g|split)(\d+)", o))}
+        flags = [o for o in options if not re.fullmatch(r"(g|split)\d+", o)]
+        if precision not in PRECISIONS or not set(flags) <= set(OPTIONS):
             raise SystemExit(
-                f"step_speed: unknown setting {name!r}: a precision of {PRECISIONS} and options of {OPTIONS}"
+                f"step_speed: unknown setting {name!r}: a precision of {PRECISIONS} and options of {OPTIONS}, gN, splitN"
             )
         if precision in ("tf32", "fp16") and device.type != "cuda":
             raise SystemExit(f"step_speed: {precision} needs a CUDA device")
-        return cls(name, precision, "cl" in options, "compile" in options, "bn32" in options)
+        if len(groups) + ("bn32" in flags) > 1:
+            raise SystemExit(f"step_speed: {name!r}: bn32, gN and splitN each replace the batch norms: give one")
+        return cls(
+            name, precision, "cl" in flags, "compile" in flags, "bn32" in flags, groups.get("g"), groups.get("split")
+        )
 
     def autocast(self, device: torch.device) -> contextlib.AbstractContextManager:
         dtype = DTYPES.get(self.precision)
         return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+
+
+class SplitBatchNorm2d(nn.BatchNorm2d):
+    """MoCo's one-process demo: ``groups`` interleaved groups as channels of a reshaped batch, one kernel call."""
+
+    groups = 1
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, c, h, w = x.shape
+        g = self.groups
+        mean, var = self.running_mean.repeat(g), self.running_var.repeat(g)
+        y = nn.functional.batch_norm(
+            x.reshape(-1, c * g, h, w), mean, var, self.weight.repeat(g), self.bias.repeat(g), True, 0.1, self.eps
+        )  # reshape: a view for NCHW memory, a copy for channels_last
+        with torch.no_grad():
+            self.running_mean.copy_(mean.view(g, c).mean(0))
+            self.running_var.copy_(var.view(g, c).mean(0))
+        return y.view(n, c, h, w).contiguous(memory_format=_memory_format(x))
+
+
+def _memory_format(x: torch.Tensor) -> torch.memory_format:
+    return torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
 
 
 class FP32BatchNorm2d(nn.BatchNorm2d):
@@ -87,6 +124,8 @@ def build_step(row: str, s: Setting, args, device: torch.device) -> Callable[[],
     im_k = torch.randn(args.batch, 3, args.crop, args.crop, generator=g).to(device).contiguous(memory_format=fmt)
     if row == "backbone":
         model = build_backbone(args.arch)
+        if s.bn_group:
+            group_batch_norms(model, s.bn_group)
         params = model.parameters()
     else:
         model = DenseCL(
@@ -95,12 +134,15 @@ def build_step(row: str, s: Setting, args, device: torch.device) -> Callable[[],
             out_dim=128,
             queue_len=args.queue_len,
             loss_lambda=0.5 if row == "densecl" else 0.0,
+            bn_group_size=s.bn_group or s.split_group,  # +splitN: shuffled across groups too, then re-normed below
         )
         params = model.encoder.parameters()
-    if s.bn32:
-        for m in model.modules():
-            if type(m) is nn.BatchNorm2d:
-                m.__class__ = FP32BatchNorm2d
+    for m in model.modules():
+        if s.bn32 and type(m) is nn.BatchNorm2d:
+            m.__class__ = FP32BatchNorm2d
+        if s.split_group and isinstance(m, nn.BatchNorm2d):
+            m.__class__ = SplitBatchNorm2d
+            m.groups = args.batch // s.split_group
     model.to(device, memory_format=fmt).train()
     optimizer = make_sgd(params, 0.01, 0.9, 1e-4, device.type)
     scaler = torch.amp.GradScaler(device.type) if s.precision == "fp16" else None

@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # The study of scripts/experiment.sh at a budget a CPU cannot buy, in one call on one GPU (sized for
-# about 10 minutes on an H200; not run yet: no GPU has been lent to this study so far).
+# about 10 minutes on an H200).
 #
 #   bash scripts/experiment_gpu.sh                       on the GPU machine, from the repository root
 #   DRY_RUN=1 bash scripts/experiment_gpu.sh             print the plan
 #
-# With the device tool: carry .cache/assets/objects and .cache/assets/backgrounds (41 MB; the machine
-# has no network, so `make assets` cannot run there) and write under $OUT:
-#   OUT_DIR=$OUT bash scripts/experiment_gpu.sh
+# On a GPU machine without network, bring .cache/assets/objects and .cache/assets/backgrounds (41 MB;
+# `make assets` needs Debian's package servers) and choose where the runs go:
+#   OUT_DIR=/some/dir bash scripts/experiment_gpu.sh
 # Nothing is installed: the GPU image's python3 has torch, torchvision and the other dependencies, and
 # `densecl` runs from src/ (pycocotools, which only `eval det` needs, is not used).
 #
@@ -16,9 +16,9 @@
 # bf16, 14 data workers, 400 correspondence pairs. The report goes to docs/results-gpu.md, never over
 # the CPU report.
 #
-# One call has BUDGET_S seconds (default 480; the device's whole budget is 15 minutes, start-up
-# included): first the three seeds of both methods and their evaluation, then, in what time is left,
-# the ablations, the supervised backbones and theirs. A step that would start too late is skipped, one
+# One call has BUDGET_S seconds (default 480): first the three seeds of both methods, with plain and
+# with grouped batch norm (8 groups of 32: the authors' 8 GPUs x 32), and their evaluation, then, in
+# what time is left, the ablations, the supervised backbones and theirs. A step that would start too late is skipped, one
 # running at the deadline is stopped (a pre-training saves its checkpoint), and the report is written
 # from whatever finished; it says which results are missing.
 set -euo pipefail
@@ -33,10 +33,11 @@ export DEVICE=${DEVICE:-cuda} PRECISION=${PRECISION:-bf16} WORKERS=${WORKERS:-14
 export RUN=${RUN:-$OUT_DIR/study-gpu} DATA=${DATA:-$OUT_DIR/study-gpu-scenes}
 export N_IMAGES=${N_IMAGES:-4000} SIZE=${SIZE:-256} CROP=${CROP:-224} BATCH=${BATCH:-256} EPOCHS=${EPOCHS:-40}
 export QUEUE=${QUEUE:-2048} DENSE_QUEUE=${DENSE_QUEUE:-512} PAIRS=${PAIRS:-400} REF_ITERS=${REF_ITERS:-2000}
+export BN_GROUP=${BN_GROUP:-32}
 export REPORT=${REPORT:-docs/results-gpu.md} FIGURES=${FIGURES:-docs/figures/gpu}
 [ -n "${DRY_RUN:-}" ] || nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 start=$SECONDS
 export DEADLINE=${DEADLINE:-$(( $(date +%s) + ${BUDGET_S:-480} ))} KEEP_GOING=${KEEP_GOING:-1}  # one call: a failed step must not cost the rest
-STEPS="data pretrain eval report" bash scripts/experiment.sh      # the comparison first
+STEPS="data pretrain grouped eval report" bash scripts/experiment.sh  # the comparison first
 STEPS="ablations reference oracle eval report" bash scripts/experiment.sh  # then the explanations, in the time left
 echo "experiment_gpu: $(( (SECONDS - start) / 60 )) min in all; report $REPORT"

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Issue 10's GPU benchmark in one call: at most 8 minutes on one GPU, everything from this working tree.
+# The GPU benchmark in one call: at most 8 minutes on one GPU, everything from this working tree.
 #
 #   bash scripts/gpu_bench.sh                    on the GPU machine, from the repository root
-#   OUT_DIR=$OUT bash scripts/gpu_bench.sh       with the device tool: the log comes back under $OUT
+#   OUT_DIR=/some/dir bash scripts/gpu_bench.sh  the log under /some/dir instead of docs/
 #   DRY_RUN=1 bash scripts/gpu_bench.sh          print the plan, run nothing
 #   DEVICE=cpu ARCH=resnet18 CROP=64 BATCHES=2 ROUNDS=1 HIDDEN_DIM=64 QUEUE_LEN=128 EAGER_SETTINGS=fp32+cl,bf16+cl \
 #     COMPILE_SETTINGS= E2E_BATCH=4 E2E_ARGS="--workers 1 --iters 2 --images 16" OUT_DIR=/tmp \
@@ -11,13 +11,15 @@
 # Writes its log to docs/gpu-bench-<gpu>.log (or OUT_DIR/gpu-bench-<gpu>.log), the date first; commit it.
 # 1. step only (benchmarks/step_speed.py): ResNet-50, 224 px, batch 128 and 256; TF32, bf16 and fp16 with
 #    channels_last; DenseCL, MoCo-v2 and the bare backbone side by side, with the two ratios; bf16 with
-#    BatchNorm in fp32 (+bn32: cuDNN's batch norm instead of PyTorch's own bf16 kernel).
+#    BatchNorm in fp32 (+bn32: cuDNN's batch norm instead of PyTorch's own bf16 kernel); bf16 with batch norm
+#    over groups of 32 (+g32: --bn-group-size 32, one GPU trained as the authors' 8 x 32) and its reshape
+#    alternative (+split32).
 # 2. the same with torch.compile at batch 256, DenseCL and the backbone (bf16, then fp16, then TF32, while time
 #    is left: compiling ResNet-50 takes about a minute per precision, so the later ones may be cut).
-# 3. end to end (benchmarks/end_to_end.py, written for issue 10's data path) with each data backend:
+# 3. end to end (benchmarks/end_to_end.py) with each data backend:
 #    --device cuda --data-backend cpu|gpu --arch resnet50 --crop 224 --batch 128, plus E2E_ARGS (sizes).
 # Every command runs under `timeout`, within a deadline of BUDGET_S seconds (480) for the whole script,
-# keeping E2E_S seconds (200 while benchmarks/end_to_end.py exists) for part 3. Nothing is installed:
+# keeping E2E_S seconds (200) for part 3. Nothing is installed:
 # the GPU image's python3 has torch.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -25,12 +27,12 @@ export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 PY=${PY:-python3}
 DEVICE=${DEVICE:-cuda} ARCH=${ARCH:-resnet50} CROP=${CROP:-224} BATCHES=${BATCHES:-128 256}
 ROUNDS=${ROUNDS:-6} HIDDEN_DIM=${HIDDEN_DIM:-2048} QUEUE_LEN=${QUEUE_LEN:-65536}
-EAGER_SETTINGS=${EAGER_SETTINGS-tf32+cl,bf16+cl,fp16+cl,bf16+cl+bn32}
+EAGER_SETTINGS=${EAGER_SETTINGS-tf32+cl,bf16+cl,fp16+cl,bf16+cl+bn32,bf16+cl+g32,bf16+cl+split32}
 COMPILE_SETTINGS=${COMPILE_SETTINGS-bf16+cl+compile fp16+cl+compile tf32+cl+compile}  # one process each, in order; empty: none
 COMPILE_BATCH=${COMPILE_BATCH:-256} COMPILE_ROWS=${COMPILE_ROWS:-densecl,backbone} E2E_BATCH=${E2E_BATCH:-128}
 # end_to_end.py writes batch x iterations JPEGs by default (over a minute at batch 128): fewer, and every core loading
 E2E_ARGS=${E2E_ARGS---workers $(nproc) --iters 20 --images 1024}
-E2E_S=${E2E_S:-$([ -f benchmarks/end_to_end.py ] && echo 200 || echo 0)}  # kept for part 3 while it exists
+E2E_S=${E2E_S:-200}  # kept for part 3
 BUDGET_S=${BUDGET_S:-480} STEP_CAP_S=${STEP_CAP_S:-150}
 
 if [ -n "${DRY_RUN:-}" ]; then
@@ -87,15 +89,10 @@ main() {
   done
 
   echo "== 3. end to end, each data backend (batch $E2E_BATCH)"
-  # ---- issue 10, item 3: benchmarks/end_to_end.py is written with the data path; called here as agreed ----
-  if [ -f benchmarks/end_to_end.py ]; then
-    for backend in cpu gpu; do
-      run $((E2E_S / 2)) 0 $PY benchmarks/end_to_end.py --device "$DEVICE" --data-backend "$backend" \
-        --arch "$ARCH" --crop "$CROP" --batch "$E2E_BATCH" $E2E_ARGS
-    done
-  else
-    echo "gpu_bench: benchmarks/end_to_end.py does not exist yet (issue 10, data path); end-to-end rows skipped"
-  fi
+  for backend in cpu gpu; do
+    run $((E2E_S / 2)) 0 $PY benchmarks/end_to_end.py --device "$DEVICE" --data-backend "$backend" \
+      --arch "$ARCH" --crop "$CROP" --batch "$E2E_BATCH" $E2E_ARGS
+  done
   echo "gpu_bench: done in $((SECONDS - start)) s; log $LOG"
 }
 

@@ -33,19 +33,17 @@ def test_gpu_bench_plans_step_only_eager_and_compiled_then_end_to_end(tmp_path):
     lines = dry_run(tmp_path)
     steps = [line for line in lines if "step_speed.py" in line]
     assert len(steps) == 5 and all("--arch resnet50 --crop 224 --device cuda" in line for line in steps)
-    assert "--batch 128 --settings tf32+cl,bf16+cl,fp16+cl,bf16+cl+bn32" in steps[0] and "--batch 256" in steps[1]
+    eager = "--settings tf32+cl,bf16+cl,fp16+cl,bf16+cl+bn32,bf16+cl+g32,bf16+cl+split32"
+    assert f"--batch 128 {eager}" in steps[0] and f"--batch 256 {eager}" in steps[1]
     assert [line.split("--settings ")[1].split()[0] for line in steps[2:]] == [
         "bf16+cl+compile",
         "fp16+cl+compile",
         "tf32+cl+compile",
     ]
     assert lines[0].startswith("gpu_bench: 20") and lines[-1].endswith("log docs/gpu-bench-dry-run.log")
-    if (ROOT / "benchmarks" / "end_to_end.py").exists():
-        e2e = [line for line in lines if "end_to_end.py" in line]
-        assert [line.split("--data-backend ")[1].split()[0] for line in e2e] == ["cpu", "gpu"]
-        assert all("--device cuda" in line and "--arch resnet50 --crop 224 --batch 128" in line for line in e2e)
-    else:
-        assert any("end_to_end.py does not exist yet" in line for line in lines)
+    e2e = [line for line in lines if "end_to_end.py" in line]
+    assert [line.split("--data-backend ")[1].split()[0] for line in e2e] == ["cpu", "gpu"]
+    assert all("--device cuda" in line and "--arch resnet50 --crop 224 --batch 128" in line for line in e2e)
     assert dry_run(tmp_path, OUT_DIR="/x")[-1].endswith("log /x/gpu-bench-dry-run.log")
     assert not [line for line in dry_run(tmp_path, COMPILE_SETTINGS="") if "compile" in line and "step_speed" in line]
 
@@ -54,9 +52,26 @@ def test_step_speed_settings_parse_and_refuse():
     cpu = torch.device("cpu")
     s = step_speed.Setting.parse("bf16+cl+bn32", cpu)
     assert (s.precision, s.channels_last, s.compile, s.bn32) == ("bf16", True, False, True)
-    for bad in ("fp64", "bf16+nhwc", "tf32", "fp16+cl"):  # unknown, unknown option, CUDA only
-        with pytest.raises(SystemExit):
+    g = step_speed.Setting.parse("bf16+cl+g8", cpu)
+    assert (g.bn_group, g.split_group, g.bn32) == (8, None, False)
+    assert step_speed.Setting.parse("fp32+split4", cpu).split_group == 4
+    for bad in ("fp64", "bf16+nhwc", "tf32", "fp16+cl", "bf16+g8+bn32", "bf16+g8+split8", "bf16+gx"):
+        with pytest.raises(SystemExit):  # unknown, unknown option, CUDA only, two batch-norm replacements
             step_speed.Setting.parse(bad, cpu)
+
+
+def test_split_batch_norm_normalises_the_same_statistics_as_grouped_batch_norm_on_interleaved_groups():
+    from densecl.models.batchnorm import GroupedBatchNorm2d
+
+    x = torch.randn(8, 3, 4, 4, dtype=torch.float64)
+    split = torch.nn.BatchNorm2d(3).double()
+    split.__class__, split.groups = step_speed.SplitBatchNorm2d, 2  # groups = images n with the same n % 2
+    interleaved = torch.cat([x[0::2], x[1::2]])  # the same groups, made consecutive
+    grouped = GroupedBatchNorm2d(3, 4).double()
+    assert torch.allclose(split(x)[0::2], grouped(interleaved)[:4], atol=1e-12)
+    assert torch.allclose(split.running_var, grouped.running_var, atol=1e-12)
+    y = split(x.contiguous(memory_format=torch.channels_last))
+    assert y.is_contiguous(memory_format=torch.channels_last)
 
 
 def test_fp32_batch_norm_computes_in_fp32_and_returns_the_input_dtype():

@@ -379,6 +379,8 @@ def test_gpu_variant_plans_the_same_study_at_gpu_scale(tmp_path):
     lines = result.stdout.splitlines()
     pretrain = next(line for line in lines if "pretrain-densecl-s0:" in line)
     assert "--device cuda" in pretrain and "--crop-size 224" in pretrain and "--batch-size 256" in pretrain
+    grouped = next(line for line in lines if "pretrain-mocov2-bn32-s2:" in line)  # 8 groups of 32: the authors' GPUs
+    assert grouped.endswith("--bn-group-size none --loss-lambda 0 --bn-group-size 32 ")
     assert f"--out {tmp_path}/study-gpu-scenes" in next(line for line in lines if "scenes:" in line)
     assert "--out docs/results-gpu.md" in next(line for line in lines if "report:" in line)
     # the comparison first, then the ablations and the reference in the time left

@@ -1,6 +1,6 @@
 """The step's numeric precision: the autocast dtype, and on a CPU fp32 or bf16 chosen by timing both.
 
-CPU flags do not predict bf16's speed (issue 10): a ResNet step in bf16 runs at 0.8x
+CPU flags do not predict bf16's speed: a ResNet step in bf16 runs at 0.8x
 of fp32 on an Intel Xeon with AVX512-BF16 and no AMX, at 1.9-2.9x on an AMD Zen 5
 with AVX512-BF16, and at 0.05-0.1x on a CPU without AVX-512. So ``--precision
 auto`` on a CPU times a few steps of each with the run's own model, crop and batch,

@@ -20,7 +20,7 @@ Why a loop over groups and not MoCo's SplitBatchNorm reshape
 (``x.view(-1, C * G, H, W)``): that reshape is free only for NCHW memory. With
 channels_last (the default, faster on CPUs and GPUs) no view puts a group
 index next to the channels, so it costs two transposing copies per layer
-(``benchmarks/grouped_bn.py`` measures both). Here each group is a contiguous
+(``benchmarks/step_speed.py`` times both: settings ``+gN`` and ``+splitN``). Here each group is a contiguous
 slab of the batch in either layout, normalised in place into a slab of the
 output: no copies, ``G`` calls of torch's own kernel forward and backward.
 """
