@@ -70,7 +70,8 @@ class Setting:
         flags = [o for o in options if not re.fullmatch(r"(g|split)\d+", o)]
         if precision not in PRECISIONS or not set(flags) <= set(OPTIONS):
             raise SystemExit(
-                f"step_speed: unknown setting {name!r}: a precision of {PRECISIONS} and options of {OPTIONS}, gN, splitN"
+                f"step_speed: unknown setting {name!r}: a precision of {PRECISIONS} "
+                f"and options of {OPTIONS}, gN, splitN"
             )
         if precision in ("tf32", "fp16") and device.type != "cuda":
             raise SystemExit(f"step_speed: {precision} needs a CUDA device")
