@@ -5,11 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=.venv/bin
 RUN=${RUN:-runs/demo}
-if [ -e "$RUN" ]; then  # an earlier demo (or your work in that folder) is kept, never deleted
-  n=1; while [ -e "$RUN.old-$n" ]; do n=$((n + 1)); done
-  mv "$RUN" "$RUN.old-$n" && echo "demo: moved the earlier $RUN to $RUN.old-$n"
-fi
-$BIN/densecl pretrain --config demo_cpu --output-dir "$RUN" "$@"
+# --overwrite: an earlier demo (or your work in that folder) is moved to RUN.old-N, never deleted
+$BIN/densecl pretrain --config demo_cpu --output-dir "$RUN" --overwrite "$@"
 
 # evaluation scenes use seed 1, away from the pre-training scenes (seed 0)
 D=$RUN/scenes-voc

@@ -206,8 +206,11 @@ def single_cell(study: Study, name: str, protocol: str, metric: str, scale: floa
     return MISSING if v is None else f"{scale * v:.2f}"
 
 
-def difference_cell(study: Study, protocol: str, metric: str, scale: float) -> str:
-    a, b = _per_seed(study, "densecl", protocol, metric), _per_seed(study, "mocov2", protocol, metric)
+def difference_cell(
+    study: Study, protocol: str, metric: str, scale: float, a_name: str = "densecl", b_name: str = "mocov2"
+) -> str:
+    """``a_name`` − ``b_name`` paired by seed, with its 95 % t-interval."""
+    a, b = _per_seed(study, a_name, protocol, metric), _per_seed(study, b_name, protocol, metric)
     if a is None or b is None:
         return MISSING
     mean, half = paired_interval([scale * v for v in a], [scale * v for v in b])
@@ -216,16 +219,31 @@ def difference_cell(study: Study, protocol: str, metric: str, scale: float) -> s
     return f"{_signed(mean)} [{_signed(mean - half)}, {_signed(mean + half)}]"
 
 
-def verdict(study: Study, protocol: str, metric: str) -> str:
-    a, b = _per_seed(study, "densecl", protocol, metric), _per_seed(study, "mocov2", protocol, metric)
+def verdict(
+    study: Study,
+    protocol: str,
+    metric: str,
+    a_name: str = "densecl",
+    b_name: str = "mocov2",
+    labels=("DenseCL", "MoCo-v2"),
+) -> str:
+    a, b = _per_seed(study, a_name, protocol, metric), _per_seed(study, b_name, protocol, metric)
     if a is None or b is None or len(a) < 2:
         return MISSING
     mean, half = paired_interval(a, b)
     higher = sum(x > y for x, y in zip(a, b))
-    seeds = f"DenseCL higher on {higher} of {len(a)} seeds"
+    seeds = f"{labels[0]} higher on {higher} of {len(a)} seeds"
     if half is None or abs(mean) <= half:
         return f"no difference resolved ({seeds})"
-    return f"{'DenseCL' if mean > 0 else 'MoCo-v2'} higher ({seeds})"
+    return f"{labels[0] if mean > 0 else labels[1]} higher ({seeds})"
+
+
+def above_floor_cell(study: Study, method: str, protocol: str, metric: str) -> str:
+    """On how many seeds ``method`` scores above random init (the floor)."""
+    values, floor = _per_seed(study, method, protocol, metric), value(study, "random", protocol, metric)
+    if values is None or floor is None:
+        return MISSING
+    return f"{sum(v > floor for v in values)} of {len(values)}"
 
 
 def _signed(x: float) -> str:
@@ -365,6 +383,99 @@ def timing_table(timings: list[tuple[str, float]]) -> str:
     return markdown_table(["step", "wall time (min)"], rows, padded=False)
 
 
+# ------------------------------------------------------------------ grouped batch norm
+
+
+def group_size(study: Study) -> int | None:
+    """N of the grouped runs (``densecl-bnN-s0``, ...), None when there are none."""
+    sizes = {int(m.group(1)) for name in study.configs if (m := re.fullmatch(r"(?:densecl|mocov2)-bn(\d+)-s\d+", name))}
+    sizes |= {
+        int(m.group(1)) for name, _ in study.records if (m := re.fullmatch(r"(?:densecl|mocov2)-bn(\d+)-s\d+", name))
+    }
+    return min(sizes) if sizes else None
+
+
+def grouped_table(study: Study, n: int) -> str:
+    """Both methods with groups of ``n``: means, DenseCL − MoCo-v2, each against its single-group self, the floor."""
+    from densecl.tables import markdown_table
+
+    g = f"-bn{n}"
+    rows = [
+        [f"{label}, groups of {n}", *(method_cell(study, m + g, p, k, s) for p, k, _, s in HEADLINE)]
+        for m, label in METHODS
+    ]
+    rows.append(
+        [
+            "DenseCL − MoCo-v2, groups, 95 % CI",
+            *(difference_cell(study, p, k, s, "densecl" + g, "mocov2" + g) for p, k, _, s in HEADLINE),
+        ]
+    )
+    rows.append(["verdict, groups", *(verdict(study, p, k, "densecl" + g, "mocov2" + g) for p, k, _, _ in HEADLINE)])
+    rows.append(["DenseCL − MoCo-v2, one group (above)", *(difference_cell(study, p, k, s) for p, k, _, s in HEADLINE)])
+    for m, label in METHODS:
+        rows.append(
+            [
+                f"{label}: groups − one group, 95 % CI",
+                *(difference_cell(study, p, k, s, m + g, m) for p, k, _, s in HEADLINE),
+            ]
+        )
+    for m, label in METHODS:
+        for suffix, setting in (("", "one group"), (g, "groups")):
+            rows.append(
+                [
+                    f"{label}, {setting}: seeds above random init",
+                    *(above_floor_cell(study, m + suffix, p, k) for p, k, _, _ in HEADLINE),
+                ]
+            )
+    rows.append(["random init", *(single_cell(study, "random", p, k, s) for p, k, _, s in HEADLINE)])
+    return markdown_table(["backbone", *(title for _, _, title, _ in HEADLINE)], rows, padded=False)
+
+
+ACCURACY_AT = (100, 300, None)  # steps at which the training accuracies are read; None: the run's last line
+
+
+def accuracy_table(study: Study, run: Path, n: int | None) -> str:
+    """The pre-training top-1 accuracies of the global and dense tasks, early and at the end (mean ± std over seeds)."""
+    from densecl.tables import markdown_table
+
+    settings = [(m, f"{label}, one group") for m, label in METHODS]
+    if n is not None:
+        settings += [(f"{m}-bn{n}", f"{label}, groups of {n}") for m, label in METHODS]
+    columns = [(key, at) for key in ("acc_global", "acc_dense") for at in ACCURACY_AT]
+    rows = []
+    for name, label in settings:
+        cells = []
+        for key, at in columns:
+            values = [_logged(run / f"{name}-s{s}", key, at) for s in study.seeds]
+            values = [v for v in values if v is not None]
+            cells.append(_mean_std_cell(values) if len(values) == len(study.seeds) and values else MISSING)
+        rows.append([label, *cells])
+    header = [
+        f"{'global' if key == 'acc_global' else 'dense'} top-1 %, {'end' if at is None else f'step {at}'}"
+        for key, at in columns
+    ]
+    return markdown_table(["pre-training", *header], rows, padded=False)
+
+
+def _logged(run: Path, key: str, at: int | None) -> float | None:
+    """``key`` of the metrics line at step ``at`` (or the last one) of a run; None when it was not logged."""
+    try:
+        lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    except (OSError, ValueError):
+        return None
+    lines = [r for r in lines if key in r]
+    if not lines:
+        return None
+    if at is None:
+        return float(lines[-1][key])
+    return next((float(r[key]) for r in lines if r["step"] == at), None)
+
+
+def _mean_std_cell(values: list[float]) -> str:
+    mean, sd = mean_std(values)
+    return f"{mean:.1f} ± {sd:.1f}" if len(values) > 1 else f"{mean:.1f}"
+
+
 # ------------------------------------------------------------------ figures
 
 
@@ -440,7 +551,7 @@ def shrink_copy(src: Path, dst: Path, max_side: int = FIGURE_MAX_SIDE) -> None:
 # ------------------------------------------------------------------ the report
 
 
-def render(study: Study, data: str) -> str:
+def render(study: Study, data: str, run: Path) -> str:
     machine = ", ".join(f"{k} {v}" for k, v in study.machine.items()) or MISSING
     figures = "\n\n".join(f"![{caption}]({link})\n\n*{caption}.*" for link, caption in study.figures)
     seeds = ", ".join(map(str, study.seeds)) or MISSING
@@ -488,6 +599,7 @@ def render(study: Study, data: str) -> str:
             "",
             memory_table(study),
             "",
+            *grouped_section(study, run),
             "## Ablations of DenseCL (first seed)",
             "",
             ablation_table(study),
@@ -502,6 +614,32 @@ def render(study: Study, data: str) -> str:
             "",
         ]
     )
+
+
+def grouped_section(study: Study, run: Path) -> list[str]:
+    n = group_size(study)
+    lines = [
+        "## Batch-norm statistics: one group against groups with shuffled keys",
+        "",
+    ]
+    if n is None:
+        return [*lines, f"{MISSING} (no grouped run yet)", ""]
+    return [
+        *lines,
+        f"The same runs again with every batch norm of both encoders over groups of {n} images and the key batch",
+        "shuffled across the groups (`--bn-group-size`: shuffle-BN in one process, as the authors' 8 GPUs of 32),",
+        "against the runs above, where each batch norm sees the whole batch of 32 and a query and its positive key",
+        "share their batch statistics. Same seeds: same initial weights and data order. Differences pair the runs",
+        "of one seed, with 95 % t-intervals.",
+        "",
+        grouped_table(study, n),
+        "",
+        "Training accuracy of the two (K + 1)-way tasks (K = the queue length; chance is 1 / (K + 1)), read from",
+        "`metrics.jsonl`, mean ± std over seeds:",
+        "",
+        accuracy_table(study, run, n),
+        "",
+    ]
 
 
 def keep_analysis(generated: str, previous: str | None) -> str:
@@ -519,7 +657,11 @@ def write_report(run: Path, data: str, out: Path, figures_dir: Path) -> Path:
     for name, caption in (
         ("accuracy_radius.png", "Correspondence accuracy against pixel radius, test pairs (bands: std over seeds)"),
         ("dense_nn_masks.png", "dense-nn masks of the first test images (all the memory; first seed)"),
-        ("curves.png", "Pre-training loss and learning rate of every DenseCL and MoCo-v2 run"),
+        ("curves.png", "Pre-training loss, accuracies and learning rate of every DenseCL and MoCo-v2 run"),
+        (
+            "curves-grouped.png",
+            "Pre-training curves of the first seed, one batch-norm group against groups with shuffled keys",
+        ),
         (
             "matches.png",
             "Mutual matches with cosine >= 0.9 on the first of 16 test view pairs (densecl correspond): "
@@ -533,7 +675,7 @@ def write_report(run: Path, data: str, out: Path, figures_dir: Path) -> Path:
             study.figures.append((os.path.relpath(figures_dir / name, out.parent), caption))
     out.parent.mkdir(parents=True, exist_ok=True)
     previous = out.read_text() if out.exists() else None
-    out.write_text(keep_analysis(render(study, data), previous))
+    out.write_text(keep_analysis(render(study, data, run), previous))
     return out
 
 

@@ -70,6 +70,48 @@ def test_headline_cells_difference_and_verdict(tmp_path):
     assert "| DenseCL (3 seeds) | 31.00 ± 1.00 |" in table and "| random init | 15.00 |" in table
 
 
+def test_the_grouped_section_pairs_each_method_with_its_single_group_self_and_counts_seeds_above_the_floor(tmp_path):
+    run = tmp_path / "run"
+    # seg-probe mIoU: one group D 12, 13, 14 / M 13, 13, 13; groups of 8 D 15, 16, 17 / M 14, 13, 15; floor 13.5
+    for seed, (d, m, dg, mg) in enumerate([(12, 13, 15, 14), (13, 13, 16, 13), (14, 13, 17, 15)]):
+        for name, v in (("densecl", d), ("mocov2", m), ("densecl-bn8", dg), ("mocov2-bn8", mg)):
+            _write(run, f"{name}-s{seed}", "seg-probe", {"mIoU": float(v)})
+    _write(run, "random", "seg-probe", {"mIoU": 13.5})
+    study = report.collect(run)
+    assert report.group_size(study) == 8
+    table = report.grouped_table(study, 8)
+    half = 4.302653 / 3**0.5  # sd 1 of the paired differences
+    assert "| DenseCL, groups of 8 |" in table and "16.00 ± 1.00 |" in table
+    # DenseCL − MoCo-v2 with groups: 1, 3, 2 -> mean 2, sd 1
+    assert (
+        f"| DenseCL − MoCo-v2, groups, 95 % CI | — | — | — | — | — | +2.00 [{2 - half:+.2f}, {2 + half:+.2f}] |"
+        in table
+    )
+    # DenseCL: groups − one group = 3, 3, 3 (sd 0); MoCo-v2: 1, 0, 2 -> mean 1, sd 1
+    assert "| DenseCL: groups − one group, 95 % CI | — | — | — | — | — | +3.00 [+3.00, +3.00] |" in table
+    assert f"+1.00 [{1 - half:+.2f}, {1 + half:+.2f}]" in table
+    assert "| DenseCL, one group: seeds above random init | — | — | — | — | — | 1 of 3 |" in table
+    assert "| MoCo-v2, groups: seeds above random init | — | — | — | — | — | 2 of 3 |" in table
+
+
+def test_the_accuracy_table_reads_the_logged_accuracies_at_fixed_steps_and_the_end(tmp_path):
+    run = tmp_path / "run"
+    for seed in (0, 1):
+        for name in ("densecl", "mocov2"):
+            _write(run, f"{name}-s{seed}", "svm", {"mAP": 1.0})
+        lines = [
+            {"step": st, "loss": 1.0, "acc_global": 10.0 * st / 100 + seed, "acc_dense": 90.0} for st in (100, 300, 400)
+        ]
+        lines.append({"epoch": 3, "step": 400, "skipped_images": 0})  # an epoch line, no accuracy
+        (run / f"densecl-s{seed}").mkdir(parents=True)
+        (run / f"densecl-s{seed}" / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    study = report.collect(run)
+    table = report.accuracy_table(study, run, None)
+    # step 100: 10 and 11 -> 10.5 ± 0.7; step 300: 30, 31; the end (step 400): 40, 41; MoCo-v2 logged nothing
+    assert "| DenseCL, one group | 10.5 ± 0.7 | 30.5 ± 0.7 | 40.5 ± 0.7 | 90.0 ± 0.0 |" in table
+    assert "| MoCo-v2, one group | — | — |" in table
+
+
 def test_settings_come_from_the_checkpoints_and_every_difference_is_named(tmp_path):
     run = tmp_path / "run"
     base = {"arch": "resnet18", "queue_len": 64, "loss_lambda": 0.5, "seed": 0, "output_dir": "a", "crop_size": 160}

@@ -146,10 +146,10 @@ def test_resume_continues_exactly(tmp_path):
 
 def test_resume_keeps_this_runs_optimizer_implementation(tmp_path):
     # a checkpoint from before make_sgd (foreach None), or from a GPU (fused), resumes with the engine's choice
+    from densecl.checkpoint import restore
     from densecl.config import PretrainConfig
     from densecl.engine import make_sgd
     from densecl.models.densecl import DenseCL
-    from densecl.train import _restore
 
     model = DenseCL("resnet18", hidden_dim=16, out_dim=8, queue_len=16)
     old = torch.optim.SGD(model.encoder.parameters(), lr=0.1, momentum=0.9, foreach=None)
@@ -157,7 +157,7 @@ def test_resume_keeps_this_runs_optimizer_implementation(tmp_path):
     state.model, state.optimizer = model.state_dict(), old.state_dict()
     optimizer = make_sgd(model.encoder.parameters(), 0.1, 0.9, 1e-4, "cpu")
     cfg = PretrainConfig(arch="resnet18", hidden_dim=16, out_dim=8, queue_len=16)
-    assert _restore(state, model, optimizer, None, 1, cfg) == 2
+    assert restore(state, model, optimizer, None, 1, cfg) == 2
     assert all(g["foreach"] is True and not g["fused"] for g in optimizer.param_groups)
 
 
@@ -503,12 +503,12 @@ def test_an_explicit_precision_is_never_timed(tmp_path, monkeypatch, capsys):
 
 def test_the_precision_probe_leaves_the_run_untouched():
     from densecl.models.densecl import DenseCL
-    from densecl.train import _precision_probe
+    from densecl.precision import cpu_probe
 
     model = DenseCL("resnet18", hidden_dim=16, out_dim=8, queue_len=16)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     rng = torch.get_rng_state()
-    step = _precision_probe(model, 2, 64, True)
+    step = cpu_probe(model, 2, 64, True)
     step("fp32"), step("bf16")
     assert torch.equal(torch.get_rng_state(), rng)
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
@@ -578,8 +578,7 @@ def test_compile_encoders_keeps_the_state_dict_keys_and_the_state():
     from torch import nn
 
     from densecl.models.densecl import DenseCL
-    from densecl.precision import Precision
-    from densecl.train import compile_encoders
+    from densecl.precision import Precision, compile_encoders
 
     backbone = nn.Sequential(nn.Conv2d(3, 8, 3, stride=32, padding=1), nn.BatchNorm2d(8), nn.ReLU())
     backbone.out_channels = 8
@@ -598,7 +597,7 @@ def test_a_training_step_reads_nothing_back_to_the_host(monkeypatch):
     from densecl.models.densecl import DenseCL
     from densecl.training_log import MeanMeter
 
-    model = DenseCL("resnet18", hidden_dim=16, out_dim=8, queue_len=8)
+    model = DenseCL("resnet18", hidden_dim=16, out_dim=8, queue_len=8, bn_group_size=2)  # grouped BN and its shuffle
     optimizer = make_sgd(model.encoder.parameters(), 0.1, 0.9, 1e-4, "cpu")
     watch, meter = NonFiniteWatch(torch.device("cpu")), MeanMeter()
     x = torch.randn(4, 3, 64, 64)
@@ -614,7 +613,7 @@ def test_a_training_step_reads_nothing_back_to_the_host(monkeypatch):
         optimizer.zero_grad(set_to_none=True)
         out.loss.backward()
         optimizer.step()
-        meter.update(loss=out.loss, loss_global=out.loss_global, loss_dense=out.loss_dense, data_time=0.1)
+        meter.update(loss=out.loss, acc_global=100 * out.accuracy_global, acc_dense=100 * out.accuracy_dense)
     monkeypatch.undo()
     assert watch.first() is None and int(model.global_queue.ptr) == 4 and meter.count == 3
 

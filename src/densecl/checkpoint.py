@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -29,11 +30,13 @@ from typing import Any
 
 import torch
 
+from densecl import distributed
 from densecl.errors import InputError, StorageError
 
 FORMAT = "densecl"
 VERSION = 1
 CHECKPOINT_NAME = "checkpoint.pt"  # in the run's output_dir
+NUMBERED_NAME = "checkpoint_{step:07d}.pt"  # --keep-every: a run's points worth evaluating later, never overwritten
 
 
 @dataclass
@@ -107,6 +110,7 @@ def write_atomic(path: str | os.PathLike, payload: Any) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+        fsync_dir(path.parent)  # the rename itself survives a power cut only once the folder is on disk
     except (OSError, RuntimeError) as e:  # torch.save reports a failed write as a RuntimeError
         Path(tmp).unlink(missing_ok=True)
         before = f"the {path.name} there before is intact" if path.exists() else f"no {path.name} was there before"
@@ -117,6 +121,41 @@ def write_atomic(path: str | os.PathLike, payload: Any) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def fsync_dir(folder: Path) -> None:
+    """Flushes a folder's entries (a rename into it) to disk; a no-op where folders cannot be opened (Windows)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # some file systems refuse fsync on a folder; the rename is then as durable as they make it
+        pass
+    finally:
+        os.close(fd)
+
+
+def keep_numbered(path: Path, step: int) -> Path | None:
+    """A numbered copy of the checkpoint just written at ``path`` (``checkpoint_0001000.pt``), for ``--keep-every``.
+
+    A hard link where the file system has them (no second write; the next
+    save replaces ``path`` by a new file and leaves the link's content), else
+    an atomic copy. An existing numbered file is kept as it is (a resumed run
+    reaching the same step again): returns None then.
+    """
+    target = path.with_name(NUMBERED_NAME.format(step=step))
+    if target.exists():
+        return None
+    try:
+        os.link(path, target)
+    except OSError:
+        tmp = target.with_name(f".{target.name}.tmp")
+        shutil.copyfile(path, tmp)
+        os.replace(tmp, target)
+    fsync_dir(path.parent)
+    return target
 
 
 def load(path: str | os.PathLike) -> TrainingState:
@@ -167,6 +206,60 @@ def model_and_config(obj: Mapping[str, Any], where: str) -> tuple[Any, Any]:
     """
     check_version(obj, where)
     return obj.get("model"), obj.get("config") or {}
+
+
+def check_ranks_agree(resume: TrainingState | None, path: Path) -> None:
+    """Every rank read the output folder itself: one line when they would start at different steps."""
+    starts = distributed.gather_ints(-1 if resume is None else int(resume.step))
+    if len(set(starts)) > 1:  # a stale shared file system shows here
+        raise InputError(
+            f"the ranks would start at different steps ({', '.join(map(str, starts))}, -1 = new run): "
+            f"every rank must see the same {path}; put output_dir on a file system all nodes share"
+        )
+
+
+MODEL_KEYS = ("arch", "hidden_dim", "out_dim", "queue_len", "dense_queue_len")  # config fields that shape the weights
+
+
+def restore(state: TrainingState, model: torch.nn.Module, optimizer, scaler, iters_per_epoch: int, cfg: Any) -> int:
+    """Loads ``state`` into a run's model, optimizer, scaler and RNG; returns its step.
+
+    One line (before anything is written) when it does not fit: another model
+    (:data:`MODEL_KEYS`), another number of iterations per epoch (other data
+    or batch size), or weights of other shapes. The optimizer keeps this run's
+    implementation (foreach / fused), whatever the writer's was.
+    """
+    where = f"the checkpoint of {cfg.output_dir} (step {state.step})"
+    changed = [
+        f"{k} {state.config.get(k)!r} -> {getattr(cfg, k)!r}"
+        for k in MODEL_KEYS
+        if state.config.get(k, getattr(cfg, k)) != getattr(cfg, k)
+    ]
+    if changed:
+        raise InputError(
+            f"{where} holds another model ({'; '.join(changed)}): resume without changing these, "
+            "or start a new run with another --output-dir"
+        )
+    if state.iters_per_epoch != iters_per_epoch:
+        raise InputError(
+            f"{where} had {state.iters_per_epoch} iterations per epoch, this run has {iters_per_epoch}: "
+            "resume with the same data and batch size, or start a new run with another --output-dir"
+        )
+    try:
+        model.load_state_dict(state.model, strict=True)
+    except RuntimeError as e:
+        first = str(e).splitlines()[1].strip() if len(str(e).splitlines()) > 1 else str(e)
+        raise InputError(
+            f"{where} does not fit this model ({first}): start a new run with another --output-dir"
+        ) from None
+    implementation = {k: optimizer.param_groups[0][k] for k in ("foreach", "fused") if k in optimizer.param_groups[0]}
+    optimizer.load_state_dict(state.optimizer)
+    for group in optimizer.param_groups:  # the saved groups carry the writer's foreach / fused flags: keep this run's
+        group.update(implementation)
+    if scaler is not None and state.scaler:
+        scaler.load_state_dict(state.scaler)
+    set_rng_state(state.rng)
+    return int(state.step)
 
 
 def rng_state() -> dict[str, Any]:

@@ -23,8 +23,25 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda")
 MATCHINGS = ("features", "geometry")
 DATA_BACKENDS = ("cpu", "gpu")
+ARCHS = (
+    "resnet18",
+    "resnet34",
+    "resnet50",
+    "resnet101",
+    "resnet152",
+    "resnext50_32x4d",
+    "resnext101_32x8d",
+    "wide_resnet50_2",
+)  # the backbones (densecl.models.backbones builds them)
+DEFAULT_TIMEOUT_S = 1800  # a collective waits this long for a rank that died or hangs, then fails (pretrain, eval)
+RANDOM_WEIGHTS = "random"  # --weights / --init value for a randomly initialised backbone
 AUTO = "auto"  # queue_len / dense_queue_len: sized from the data set (see PretrainConfig.with_queues_for)
 PAPER_QUEUE_LEN = 65536  # the paper's queues; what "auto" never exceeds
+
+
+def _field(default: Any, help: str, choices: tuple[str, ...] | None = None) -> Any:
+    """A config field with its one-sentence help (and its choices) for ``densecl pretrain --help``."""
+    return field(default=default, metadata={"help": help, "choices": choices})
 
 
 @dataclass
@@ -32,89 +49,92 @@ class PretrainConfig:
     """Everything a pre-training run depends on. Defaults: DenseCL R50, ImageNet 200 ep."""
 
     # model: encoders, heads, queues, loss
-    arch: str = "resnet50"
-    hidden_dim: int = 2048
-    out_dim: int = 128
-    queue_len: int | str = field(
-        default=PAPER_QUEUE_LEN,
-        metadata={
-            "help": "negatives in the global queue (a multiple of batch_size), or auto: the largest multiple of "
-            "batch_size below the number of images, at most 65536; default 65536"
-        },
+    arch: str = _field("resnet50", "the backbone, a torchvision ResNet", ARCHS)
+    hidden_dim: int = _field(2048, "hidden width of both heads (the paper: 2048; small backbones use their C5 width)")
+    out_dim: int = _field(128, "embedding size of both heads, and of the keys in the queues")
+    queue_len: int | str = _field(
+        PAPER_QUEUE_LEN,
+        "negatives in the global queue, a multiple of batch_size; auto: the largest multiple of batch_size below "
+        "the number of images, at most 65536",
     )
-    momentum: float = 0.999  # EMA momentum m of the key encoder
-    temperature: float = 0.2  # tau
-    loss_lambda: float = 0.5  # lambda: 0 is MoCo-v2
-    lambda_warmup_iters: int = 0  # lambda = 0 for the first K iterations
-    num_grid: int | None = None  # pool the dense grid to G x G; None keeps the C5 grid
-    dense_queue_len: int | str | None = field(
-        default=None,
-        metadata={
-            "help": "negatives in the dense queue, or auto (as for queue_len); default none: queue_len, as the paper"
-        },
+    momentum: float = _field(0.999, "EMA momentum m of the key encoder: theta_k <- m theta_k + (1 - m) theta_q")
+    temperature: float = _field(0.2, "tau of both InfoNCE losses")
+    loss_lambda: float = _field(
+        0.5, "lambda, the weight of the dense loss: (1 - lambda) global + lambda dense; 0 is MoCo-v2"
     )
-    bn_group_size: int | None = field(
-        default=None,
-        metadata={
-            "help": "images per batch-norm group in both encoders, the key batch shuffled across groups "
-            "(shuffle-BN in one process): 32 trains one GPU with batch 256 as the authors' 8 GPUs x 32; must "
-            "divide the batch of each process; default none: the whole batch of each process"
-        },
+    lambda_warmup_iters: int = _field(0, "train MoCo-v2 (lambda 0) for the first K iterations, then lambda")
+    num_grid: int | None = _field(
+        None, "pool the dense head's grid (and the matching) to G x G; none keeps the C5 grid"
     )
-    # features (the paper): a query location's positive is the key location of most similar backbone
-    # feature; geometry (an ablation): the key location showing the same image point, where there is one
-    dense_matching: str = "features"
+    dense_queue_len: int | str | None = _field(
+        None, "negatives in the dense queue, or auto (as queue_len); none: queue_len, as the paper"
+    )
+    bn_group_size: int | None = _field(
+        None,
+        "images per batch-norm group in both encoders, the key batch shuffled across the groups (shuffle-BN in one "
+        "process; 32 trains one GPU with batch 256 as the authors' 8 GPUs x 32); must divide each process's batch; "
+        "none: each process's whole batch",
+    )
+    dense_matching: str = _field(
+        "features",
+        "how a query location finds its positive: features, the key location of most similar backbone feature (the "
+        "paper); geometry, the one showing the same image point (an ablation)",
+        MATCHINGS,
+    )
     # data and MoCo-v2 augmentation
-    data: str = "scenes"  # a directory tree, a .txt list of paths, a COCO .json, or "scenes"
-    scenes_length: int = 2000  # images in the embedded data set
-    scenes_size: int = 128  # side of the embedded images
-    crop_size: int = 224
-    min_scale: float = 0.2  # RandomResizedCrop scale (min_scale, 1)
-    workers: int = 4  # data-loading processes per rank
-    data_backend: str = field(
-        default="cpu",
-        metadata={
-            "help": "cpu: the data workers decode and augment (default); gpu: they read JPEG files and draw the "
-            "views, the GPU decodes (nvJPEG) and augments whole batches (CUDA only; other files decoded on the CPU)"
-        },
+    data: str = _field("scenes", "the images: a folder tree, a .txt list of paths, a COCO .json, or scenes (embedded)")
+    scenes_length: int = _field(2000, "images in the embedded scenes data set")
+    scenes_size: int = _field(128, "side of the embedded scenes, in pixels")
+    crop_size: int = _field(224, "side of each view (RandomResizedCrop), in pixels; at least 33 for a 2 x 2 C5 grid")
+    min_scale: float = _field(0.2, "smallest area of a view's crop, as a fraction of the image (RandomResizedCrop)")
+    workers: int = _field(4, "data-loading processes per process (rank)")
+    data_backend: str = _field(
+        "cpu",
+        "cpu: the data workers decode and augment; gpu: they read JPEG files and draw the views, the GPU decodes "
+        "(nvJPEG) and augments whole batches (CUDA only; other files are decoded on the CPU)",
+        DATA_BACKENDS,
     )
     # optimisation
-    epochs: int = 200
-    batch_size: int = 256  # global, over all ranks
-    lr: float = 0.03  # for a batch of 256; scaled linearly with batch_size
-    weight_decay: float = 1e-4
-    sgd_momentum: float = 0.9
-    max_iters: int | None = None  # stop early (the schedule still spans all epochs)
+    epochs: int = _field(200, "epochs of the cosine schedule")
+    batch_size: int = _field(256, "global batch, over all processes")
+    lr: float = _field(0.03, "learning rate for a batch of 256, scaled linearly with batch_size")
+    weight_decay: float = _field(1e-4, "SGD weight decay, on all parameters as the authors")
+    sgd_momentum: float = _field(0.9, "momentum of SGD (the key encoder's EMA momentum is --momentum)")
+    max_iters: int | None = _field(None, "stop after this many iterations (the schedule still spans all epochs)")
     # engine
-    device: str = "auto"
-    precision: str = (
-        "auto"  # auto: bf16 on GPUs that have it, fp16 on older ones; on a CPU the faster of fp32 and bf16, timed
+    device: str = _field("auto", "where to train: auto is cuda when there is a GPU, else cpu", DEVICES)
+    precision: str = _field(
+        "auto",
+        "autocast precision: auto is bf16 on GPUs that have it, fp16 on older ones, and on a CPU the faster of fp32 "
+        "and bf16, timed once and remembered",
+        PRECISIONS,
     )
-    channels_last: bool = True
-    compile: bool = field(
-        default=False, metadata={"help": "torch.compile both encoders (where it cannot: one line, then eager)"}
+    channels_last: bool = _field(True, "channels_last memory format for both encoders (faster on GPUs and most CPUs)")
+    compile: bool = _field(False, "torch.compile both encoders (where it cannot: one line, then eager)")
+    sync_bn: bool = _field(
+        False,
+        "refused in pre-training: SyncBN normalises the whole global batch and so undoes shuffle-BN; --bn-group-size "
+        "sets the batch-norm statistics instead",
     )
-    sync_bn: bool = field(
-        default=False,
-        metadata={
-            "help": "refused in pre-training: SyncBN normalises the whole global batch and so undoes shuffle-BN; "
-            "--bn-group-size sets the batch-norm statistics instead"
-        },
+    seed: int = _field(0, "fixes the initial weights, the queues, the data order and every augmentation")
+    dist_timeout: int = _field(
+        DEFAULT_TIMEOUT_S,
+        "seconds a collective waits for the other ranks before failing (torchrun), so a dead rank stops the group "
+        "and torchrun --max-restarts can restart it",
     )
-    seed: int = 0
-    dist_timeout: int = field(
-        default=1800,
-        metadata={
-            "help": "seconds a collective waits for the other ranks before failing (torchrun), so a dead rank "
-            "stops the group and torchrun --max-restarts can restart it; default 1800"
-        },
+    deterministic: bool = _field(False, "deterministic kernels (slower), for bit-identical resumes on a GPU")
+    init: str | None = _field(None, "start both backbones from these weights (any layout densecl reads)")
+    output_dir: str = _field("runs/densecl", "the run's folder: checkpoint.pt, metrics.jsonl, tensorboard/")
+    log_every: int = _field(10, "iterations between metrics lines (and the host's look at the loss)")
+    save_every: int = _field(
+        0, "iterations between checkpoints (checkpoint.pt, replaced each time); 0: at the end of every epoch only"
     )
-    deterministic: bool = False
-    init: str | None = None  # start the backbone from these weights (any format densecl.weights reads)
-    output_dir: str = "runs/densecl"
-    log_every: int = 10  # iterations between metrics lines
-    save_every: int = 0  # iterations between checkpoints; 0: at the end of every epoch only
-    comment: str = field(default="", metadata={"help": "free text stored with the run"})
+    keep_every: int = _field(
+        0,
+        "also keep checkpoint_<step>.pt every N iterations, to evaluate points of the run later (never deleted by a "
+        "later save); 0: none",
+    )
+    comment: str = _field("", "free text stored with the run")
 
     @property
     def scaled_lr(self) -> float:
@@ -176,8 +196,8 @@ class PretrainConfig:
         _require(self.device in DEVICES, f"device must be one of {', '.join(DEVICES)}")
         _require(self.dist_timeout > 0, f"dist_timeout must be positive (seconds), got {self.dist_timeout}")
         _require(
-            self.workers >= 0 and self.log_every > 0 and self.save_every >= 0,
-            "workers, log_every, save_every must be >= 0",
+            self.workers >= 0 and self.log_every > 0 and self.save_every >= 0 and self.keep_every >= 0,
+            "workers and save_every, keep_every must be >= 0, log_every > 0",
         )
 
     def with_queues_for(self, n_images: int) -> PretrainConfig:

@@ -24,6 +24,8 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
+from densecl.config import DEFAULT_TIMEOUT_S
+
 
 class DistInfo(NamedTuple):
     rank: int
@@ -33,9 +35,6 @@ class DistInfo(NamedTuple):
     @property
     def is_main(self) -> bool:
         return self.rank == 0
-
-
-DEFAULT_TIMEOUT_S = 1800  # a collective waits this long for a rank that died or hangs, then fails
 
 
 def setup(device_type: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> DistInfo:

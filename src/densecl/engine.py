@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import inspect
+import signal
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,6 +26,15 @@ class LoopState:
     total_steps: int  # epochs * iterations per epoch: the cosine schedule's length
     stop_requested: Callable[[], bool]  # SIGINT / SIGTERM arrived
     meter: MeanMeter = field(default_factory=MeanMeter)  # since the last metrics line, which may be in the last epoch
+    saved_step: int = -1  # the step of the last checkpoint written (or resumed from): a save there is a no-op
+
+
+def progress(state: LoopState, enabled: bool) -> tqdm:
+    """One progress bar for the whole run (its description names the epoch), however short the epochs are."""
+    return tqdm(
+        total=state.total_steps, initial=state.step, disable=not enabled, dynamic_ncols=True, mininterval=2.0,
+        unit="it",
+    )  # fmt: skip
 
 
 def train_one_epoch(
@@ -38,6 +49,7 @@ def train_one_epoch(
     log: MetricsLog,
     save: Callable[[], None],
     device: torch.device,
+    bar: tqdm,
 ) -> bool:
     """Trains until the epoch ends, ``max_iters`` is reached, or a stop is requested.
 
@@ -59,9 +71,9 @@ def train_one_epoch(
     meter, watch, skipped_in_epoch = state.meter, NonFiniteWatch(device), 0
     one_process = distributed.world_size() == 1
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
-    bar = tqdm(loader, desc=f"epoch {epoch}", disable=not log.enabled, dynamic_ncols=True, mininterval=2.0)
+    bar.set_description(f"epoch {epoch}", refresh=False)
     t_end = time.perf_counter()
-    for im_q, im_k, match, skipped in bar:
+    for im_q, im_k, match, skipped in loader:
         t_data = time.perf_counter() - t_end
         skipped_in_epoch += int(skipped.sum())  # a CPU tensor from the loader: no device sync
         im_q = im_q.to(device, non_blocking=True, memory_format=memory_format)
@@ -85,9 +97,10 @@ def train_one_epoch(
             out.loss.backward()
             optimizer.step()
         state.step += 1
+        bar.update()
 
         log_now = state.step % cfg.log_every == 0
-        save_now = bool(cfg.save_every) and state.step % cfg.save_every == 0
+        save_now = any(every and state.step % every == 0 for every in (cfg.save_every, cfg.keep_every))
         at_max = cfg.max_iters is not None and state.step >= cfg.max_iters
         stop = one_process and state.stop_requested()  # free in one process; under DDP it waits for the check
         check_now = log_now or save_now or at_max or stop
@@ -111,7 +124,6 @@ def train_one_epoch(
             if stop or at_max or save_now:
                 save()
             if stop or at_max:
-                bar.close()
                 return True
         t_end = time.perf_counter()
     if _check(watch, state, epoch, cfg):  # the epoch's last look, before the caller saves its checkpoint
@@ -142,27 +154,31 @@ class NonFiniteWatch:
         step = int(self.step)
         return None if step < 0 else (step, float(self.loss))
 
+    def check(self, where: str, advice: str, stop: bool = False) -> bool:
+        """The host's look at the device: raises on a non-finite loss on any rank; True if any rank asks to stop.
+
+        One collective under DDP (both flags together), so all ranks stop, or
+        fail, at the same iteration, whichever rank saw the NaN.
+
+        Raises:
+            NonFiniteLossError: ``"loss is nan at iteration 7 (where); advice"``.
+        """
+        bad = self.first()
+        flags = torch.tensor([float(bad is not None), float(stop)])
+        if distributed.world_size() > 1:
+            flags = distributed.all_reduce_mean(flags)
+        if flags[0] > 0:
+            what = f"loss is {bad[1]} at iteration {bad[0]}" if bad else "loss is not finite on another rank"
+            raise NonFiniteLossError(f"{what} ({where}); {advice}")
+        return bool(flags[1] > 0)
+
 
 def _check(watch: NonFiniteWatch, state: LoopState, epoch: int, cfg: PretrainConfig) -> bool:
-    """The host's look at the device: raises on a non-finite loss on any rank; True if any rank got a stop signal.
-
-    One collective under DDP (both flags together), so all ranks stop, or fail, at the same iteration.
-    """
-    bad = watch.first()
-    flags = torch.tensor([float(bad is not None), float(state.stop_requested())])
-    if distributed.world_size() > 1:
-        flags = distributed.all_reduce_mean(flags)
-    if flags[0] > 0:
-        where = (
-            f"loss is {bad[1]} at iteration {bad[0]}"
-            if bad
-            else f"loss is not finite on another rank by iteration {state.step}"
-        )
-        raise NonFiniteLossError(
-            f"{where} (epoch {epoch}); stopped without saving, the last checkpoint in {cfg.output_dir} is intact: "
-            "lower lr or use --precision fp32"
-        )
-    return bool(flags[1] > 0)
+    """Pre-training's look: a NaN stops the run before any save; True if any rank got a stop signal."""
+    advice = (
+        f"stopped without saving, the last checkpoint in {cfg.output_dir} is intact: lower lr or use --precision fp32"
+    )
+    return watch.check(f"epoch {epoch}", advice, state.stop_requested())
 
 
 def _log(
@@ -194,3 +210,37 @@ def make_sgd(params, lr: float, momentum: float, weight_decay: float, device_typ
     if device_type == "cuda" and "fused" in inspect.signature(torch.optim.SGD).parameters:
         return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay, fused=True)
     return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay, foreach=True)
+
+
+# --------------------------------------------------------------------------- stopping on a signal
+
+
+def ignore_stop_signals(worker_id: int) -> None:
+    """Data workers leave SIGINT/SIGTERM to the main process, which saves and then stops them.
+
+    (Ctrl-C reaches the whole process group; a worker that died of it would
+    crash the main process before it could save.)
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+def install_stop_handlers():
+    """SIGINT/SIGTERM set a flag; the loop saves at the next iteration boundary and exits.
+
+    A second SIGINT interrupts at once (the last checkpoint stays intact).
+    """
+    received: list[int] = []
+
+    def handler(signum, frame):
+        if received and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        received.append(signum)
+        print(f"\ndensecl: got signal {signum}, saving at the next iteration boundary", file=sys.stderr)
+
+    try:
+        signal.signal(signal.SIGINT, handler)
+        signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread: no handlers, no graceful stop
+        pass
+    return lambda: bool(received)

@@ -1,5 +1,8 @@
 """The step's numeric precision: the autocast dtype, and on a CPU fp32 or bf16 chosen by timing both.
 
+Also the trial steps of a run's encoders made before training: the CPU timing
+(:func:`cpu_probe`) and the ``--compile`` check (:func:`compile_encoders`).
+
 CPU flags do not predict bf16's speed: a ResNet step in bf16 runs at 0.8x
 of fp32 on an Intel Xeon with AVX512-BF16 and no AMX, at 1.9-2.9x on an AMD Zen 5
 with AVX512-BF16, and at 0.05-0.1x on a CPU without AVX-512. So ``--precision
@@ -12,6 +15,8 @@ so a resume or a second run does not pay again.
 from __future__ import annotations
 
 import contextlib
+import copy
+import functools
 import json
 import os
 import platform
@@ -23,7 +28,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
+from densecl import distributed
 from densecl.errors import InputError
 
 DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -72,6 +79,34 @@ def resolve_precision(name: str, device: torch.device, choose_on_cpu: Callable[[
     if name not in DTYPES:
         raise InputError(f"precision must be one of auto, {', '.join(DTYPES)}, got {name!r}")
     return Precision(DTYPES[name], device.type)
+
+
+def for_run(
+    name: str,
+    device: torch.device,
+    model: nn.Module,
+    batch: int,
+    crop: int,
+    channels_last: bool,
+    cache: Path | None,
+    say: Callable[[str], Any],
+    is_main: bool,
+) -> Precision:
+    """The precision a pre-training run trains with (:func:`resolve_precision`).
+
+    ``auto`` on a CPU: rank 0 times the run's own encoders at fp32 and bf16
+    (:func:`cpu_probe`, or remembers an earlier timing in ``cache``) and every
+    rank takes its answer, so all ranks compute alike.
+    """
+
+    def time_on_cpu() -> str:
+        choice = "fp32"
+        if is_main:
+            key = cache_key(model.arch, crop, batch, channels_last)
+            choice = choose_cpu_precision(cpu_probe(model, batch, crop, channels_last), key, cache, say)
+        return "bf16" if distributed.broadcast_flag(choice == "bf16") else "fp32"
+
+    return resolve_precision(name, device, time_on_cpu)
 
 
 def time_steps(
@@ -210,3 +245,79 @@ def _write_cache(cache: Path, entries: dict[str, dict[str, Any]], say: Callable[
         os.replace(tmp, cache)
     except OSError as e:
         say(f"precision auto: could not write the cache {cache} ({e.strerror or e}); the next run will time again")
+
+
+# --------------------------------------------------------------------------- trial steps of the run's encoders
+
+
+def cpu_probe(model: nn.Module, batch: int, crop: int, channels_last: bool) -> Callable[[str], None]:
+    """``step(name)``: one step of the work precision changes, on copies of the run's encoders.
+
+    The query encoder's forward and backward, the key encoder's forward and
+    SGD, as in training; the losses are left out because they run in fp32 at
+    either precision and cost the same in both. Copies (made at the first
+    call, so a cached choice costs nothing), a fixed input and no collective:
+    the run's weights, BN statistics, RNG and other ranks are untouched.
+    """
+
+    @functools.cache
+    def parts():
+        encoder, momentum_encoder = copy.deepcopy(model.encoder), copy.deepcopy(model.momentum_encoder)
+        # the SGD a run uses on a CPU (engine.make_sgd)
+        optimizer = torch.optim.SGD(encoder.parameters(), lr=1e-3, momentum=0.9, weight_decay=1e-4, foreach=True)
+        return encoder, momentum_encoder, optimizer, trial_input(batch, crop, channels_last, torch.device("cpu"))
+
+    def step(name: str) -> None:
+        encoder, momentum_encoder, optimizer, x = parts()
+        optimizer.zero_grad(set_to_none=True)
+        encoders_step(encoder, momentum_encoder, x, Precision(DTYPES[name], "cpu"))
+        optimizer.step()
+
+    return step
+
+
+def trial_input(batch: int, crop: int, channels_last: bool, device: torch.device) -> torch.Tensor:
+    """A fixed ``batch x 3 x crop x crop`` input in the run's layout, for the steps run before training."""
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    x = torch.randn(batch, 3, crop, crop, generator=torch.Generator().manual_seed(0))
+    return x.to(device).contiguous(memory_format=fmt)
+
+
+def encoders_step(
+    encoder: torch.nn.Module, momentum_encoder: torch.nn.Module, x: torch.Tensor, precision: Precision
+) -> None:
+    """The encoders' share of a training step: query forward and backward, key forward (no loss: it is fp32 anyway)."""
+    with precision.autocast():
+        q, r, _ = encoder(x)
+        with torch.no_grad():
+            momentum_encoder(x)
+    (q.float().sum() + r.float().sum()).backward()
+
+
+def compile_encoders(
+    model: nn.Module, batch: int, crop: int, channels_last: bool, precision: Precision, say, backend: str = "inductor"
+) -> bool:
+    """``torch.compile`` of both encoders in place (state-dict keys unchanged); False and eager where it fails.
+
+    torch compiles at the first call, so one trial step of the encoders (the
+    run's batch, crop, precision and layout) is run here: a missing compiler
+    or an unsupported operator then costs one line, not the run. The trial's
+    BN statistics and gradients are put back afterwards.
+    """
+    encoders = (model.encoder, model.momentum_encoder)
+    saved = copy.deepcopy(model.state_dict())
+    x = trial_input(batch, crop, channels_last, next(model.parameters()).device)
+    try:
+        for encoder in encoders:
+            encoder.compile(backend=backend)
+        encoders_step(*encoders, x, precision)
+        ok = True
+    except Exception as e:  # any failure to compile means: train eagerly
+        for encoder in encoders:
+            encoder._compiled_call_impl = None  # what Module.compile set: back to the eager __call__
+        message = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        say(f"densecl pretrain: --compile failed ({type(e).__name__}: {message[:200]}); training eagerly")
+        ok = False
+    model.load_state_dict(saved)
+    model.zero_grad(set_to_none=True)
+    return ok

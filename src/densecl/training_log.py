@@ -77,6 +77,12 @@ class MetricsLog:
         if self.tb is not None:
             self.tb.close()
 
+    def __enter__(self) -> MetricsLog:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
 
 def _drop_lines_after(path: Path, step: int) -> None:
     """Rewrites ``path`` without the records of steps after ``step`` (atomically: a crash keeps the old file)."""

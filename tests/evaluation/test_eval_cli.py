@@ -129,7 +129,10 @@ def test_svm_knn_linear_on_imagefolder_with_seeds(scenes, tmp_path, capsys):
     for name, metric in (("svm", "mAP"), ("knn", "top1"), ("linear", "top1")):
         record = _record(tmp_path / f"{name}.json")
         assert record["seeds"] == [0, 1]
-        assert len(record["metrics"][metric]["per_seed"]) == 2 and record["metrics"][metric]["std"] >= 0
+        summary = record["metrics"][metric]
+        a, b = summary["per_seed"]
+        assert summary["mean"] == pytest.approx((a + b) / 2)
+        assert summary["std"] == pytest.approx(abs(a - b) / 2**0.5)  # the sample std of two values
         assert record["weights"] == {"source": "random", "sha256": None, "arch": "resnet18", "format": "random"}
 
 

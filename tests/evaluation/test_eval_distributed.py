@@ -16,7 +16,16 @@ def test_batch_stream_is_seeded_and_cycles_epochs():
     assert sorted(indices[:5]) == list(range(5))  # the first epoch is a permutation
     assert batches == list(BatchStream(n=5, global_batch=4, iters=3, seed=0))
     assert batches != list(BatchStream(n=5, global_batch=4, iters=3, seed=1))
-    assert distributed.world_size() == 1
+
+
+def test_batch_stream_gives_each_rank_its_slice_of_the_same_global_batches(monkeypatch):
+    whole = list(BatchStream(n=7, global_batch=4, iters=3, seed=2))
+    monkeypatch.setattr(distributed, "world_size", lambda: 2)
+    halves = []
+    for rank in (0, 1):
+        monkeypatch.setattr(distributed, "rank", lambda rank=rank: rank)
+        halves.append(list(BatchStream(n=7, global_batch=4, iters=3, seed=2)))
+    assert [a + b for a, b in zip(*halves)] == whole  # rank 0 the first two samples, rank 1 the next two
 
 
 def test_det_under_torchrun_two_processes(scenes, weights_file, tmp_path):

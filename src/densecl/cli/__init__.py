@@ -13,7 +13,7 @@ import sys
 
 from densecl.errors import InputError, NonFiniteLossError, StorageError
 
-COMMANDS = ("pretrain", "eval", "data", "export", "correspond", "plot", "checkpoint")
+COMMANDS = ("pretrain", "eval", "embed", "data", "export", "correspond", "plot", "checkpoint")
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:

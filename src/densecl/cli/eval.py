@@ -22,6 +22,7 @@ import os
 import time
 from pathlib import Path
 
+from densecl.config import RANDOM_WEIGHTS
 from densecl.errors import InputError
 from densecl.evaluation import registry
 
@@ -77,7 +78,7 @@ def add_protocol_options(p: argparse.ArgumentParser, protocol: registry.Protocol
 
 
 def _common_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--weights", required=True, help="checkpoint file (any supported layout) or 'random'")
+    p.add_argument("--weights", required=True, help=f"checkpoint file (any supported layout) or '{RANDOM_WEIGHTS}'")
     p.add_argument(
         "--arch", default=None, help="backbone name; required with --weights random, else read from the file"
     )
@@ -132,7 +133,7 @@ def _number_tuple(text: str) -> tuple[float, ...]:
 
 
 def default_out(weights: str, arch: str | None, protocol: str, data: str) -> Path:
-    run_dir = Path("runs") / f"random-{arch}" if weights == "random" else Path(weights).parent
+    run_dir = Path("runs") / f"{RANDOM_WEIGHTS}-{arch}" if weights == RANDOM_WEIGHTS else Path(weights).parent
     return run_dir / "eval" / f"{protocol}_{Path(data).resolve().name}.json"
 
 

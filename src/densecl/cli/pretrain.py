@@ -27,7 +27,6 @@ def register(subparsers) -> None:
         description="Pre-train DenseCL. A recipe (--config) sets the defaults; every flag below overrides it. "
         f"Recipes: {', '.join(config.recipe_names())}. Multi-GPU / multi-node: "
         "torchrun --nproc_per_node N [--nnodes M ...] -m densecl pretrain ...",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         argument_default=argparse.SUPPRESS,  # so we know which flags were given
     )
     p.add_argument("--config", help="recipe name or YAML file (default: built-in defaults, DenseCL R50)")
@@ -44,12 +43,28 @@ def register(subparsers) -> None:
         action="store_true",
         help="start a new run even if OUTPUT_DIR holds one: the old folder is renamed OUTPUT_DIR.old-N, never deleted",
     )
-    defaults = PretrainConfig()
     for f in dataclasses.fields(PretrainConfig):
         flag = "--" + f.name.replace("_", "-")
-        help_text = f.metadata.get("help", f"default {getattr(defaults, f.name)!r}")
-        p.add_argument(flag, dest=f.name, metavar=f.type.split()[0].upper(), help=help_text)
+        p.add_argument(flag, dest=f.name, metavar=_metavar(f), help=_help(f))
     p.set_defaults(func=run)
+
+
+def _metavar(f: dataclasses.Field) -> str:
+    if f.metadata.get("choices"):
+        return "{" + ",".join(f.metadata["choices"]) + "}"
+    return "INT|auto" if f.type.startswith("int | str") else f.type.split()[0].upper()
+
+
+def _help(f: dataclasses.Field) -> str:
+    """The field's sentence and its default as a recipe would write it."""
+    default = f.default
+    if default is None or isinstance(default, bool):
+        default = str(default).lower()
+    return (
+        f"{f.metadata['help']} (default: {default!r})"
+        if default == ""
+        else f"{f.metadata['help']} (default: {default})"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -67,6 +82,12 @@ def run(args: argparse.Namespace) -> int:
     if resume is not None and resume != "auto":  # an explicit file: continue it, whatever the flags say
         if overwrite:
             raise InputError("--resume and --overwrite contradict each other: give one")
+        if "config" in given:  # its recipe would be dropped for the checkpoint's own config: say so, never silently
+            raise InputError(
+                f"--resume {resume} continues that run with the config stored in it; --config {given['config']} "
+                "would be ignored: drop --config (flags given with --resume still override the stored config), or "
+                "--resume auto with --config to continue the run of the recipe's output folder"
+            )
         state = checkpoint.load(resume)
     else:  # the checkpoint in the output_dir this command line names, if any, decides
         path = Path(config.from_dict(values).output_dir) / checkpoint.CHECKPOINT_NAME

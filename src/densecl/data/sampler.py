@@ -6,6 +6,8 @@ from collections.abc import Iterator
 
 import torch
 
+from densecl.seeding import sample_seed
+
 
 class EpochSampler(torch.utils.data.Sampler):
     """Shuffles once per epoch, shards the global batch over ranks, drops the last partial batch.
@@ -46,4 +48,4 @@ class EpochSampler(torch.utils.data.Sampler):
         for b in range(self.start_batch, self.batches_per_epoch):
             start = b * global_batch + self.rank * self.batch_size
             for position in range(start, start + self.batch_size):
-                yield perm[position], (self.seed * 1_000_003 + self.epoch) * 10_000_019 + position
+                yield perm[position], sample_seed(self.seed, self.epoch, position)

@@ -15,13 +15,14 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from densecl.config import RANDOM_WEIGHTS
 from densecl.errors import InputError
 from densecl.models.backbones import BACKBONES, ResNetBackbone
 
 if TYPE_CHECKING:
     from densecl.weights import BackboneWeights
 
-RANDOM = "random"  # the --weights value for a randomly initialised backbone
+RANDOM = RANDOM_WEIGHTS  # the --weights value for a randomly initialised backbone
 
 
 def file_sha256(path: Path) -> str:

@@ -14,6 +14,8 @@ import os
 from collections.abc import Callable
 from typing import Any
 
+from densecl.config import DEFAULT_TIMEOUT_S
+
 
 def option(
     default: Any = dataclasses.MISSING,
@@ -151,5 +153,6 @@ def checkpoint_dir() -> Any:
 
 def dist_timeout() -> Any:
     return option(
-        1800, "seconds a collective waits for the other ranks before failing (torchrun), so a dead rank stops the group"
+        DEFAULT_TIMEOUT_S,
+        "seconds a collective waits for the other ranks before failing (torchrun), so a dead rank stops the group",
     )

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from densecl.config import RANDOM_WEIGHTS
 from densecl.tables import markdown_table
 
 
@@ -147,8 +148,8 @@ def format_value(metric: dict[str, Any]) -> str:
 
 def weights_label(record: dict[str, Any]) -> str:
     w = record.get("weights", {})
-    if w.get("source") == "random":
-        return f"random ({w.get('arch')})"
+    if w.get("source") == RANDOM_WEIGHTS:
+        return f"{RANDOM_WEIGHTS} ({w.get('arch')})"
     return f"{w.get('source')} ({w.get('arch')})"
 
 

@@ -16,6 +16,8 @@ import torch
 from torch import nn
 from torchvision import models as tvm
 
+from densecl.config import ARCHS
+
 STAGES = ("layer1", "layer2", "layer3", "layer4")
 
 
@@ -62,19 +64,7 @@ def _torchvision(name: str) -> Callable[[], ResNetBackbone]:
 
 
 #: name -> function that builds a randomly initialised backbone
-BACKBONES: dict[str, Callable[[], ResNetBackbone]] = {
-    name: _torchvision(name)
-    for name in (
-        "resnet18",
-        "resnet34",
-        "resnet50",
-        "resnet101",
-        "resnet152",
-        "resnext50_32x4d",
-        "resnext101_32x8d",
-        "wide_resnet50_2",
-    )
-}
+BACKBONES: dict[str, Callable[[], ResNetBackbone]] = {name: _torchvision(name) for name in ARCHS}
 
 
 def build_backbone(arch: str) -> ResNetBackbone:

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from densecl.config import RANDOM_WEIGHTS
 from densecl.errors import InputError
 from densecl.models.backbones import ResNetBackbone, build_backbone
 from densecl.weights.detectron2 import detectron2_to_torchvision, torchvision_to_detectron2
@@ -110,7 +111,7 @@ def load_backbone(source: str | os.PathLike | Mapping | BackboneWeights, arch: s
             required).
         arch: registry name; if given it must agree with the weights.
     """
-    if isinstance(source, str) and source == "random":
+    if isinstance(source, str) and source == RANDOM_WEIGHTS:
         if arch is None:
             raise InputError("random initialisation needs an architecture; name one (e.g. resnet50)")
         return _build(arch)

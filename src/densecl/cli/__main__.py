@@ -1,5 +1,0 @@
-import sys
-
-from densecl.cli import main
-
-sys.exit(main())
