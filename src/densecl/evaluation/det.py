@@ -63,7 +63,6 @@ from densecl.evaluation.finetune import (
     FinetuneCheckpoints,
     check_finite,
     prepare_model,
-    seed_everything,
     unwrap,
 )
 from densecl.evaluation.metrics import coco_average_precision
@@ -72,6 +71,7 @@ from densecl.evaluation.registry import Protocol
 from densecl.evaluation.results import Evaluation
 from densecl.models.backbones import ResNetBackbone, torchvision_classifier
 from densecl.schedules import warmup_step_lr
+from densecl.seeding import seed_everything
 
 TASKS = ("box", "mask")
 EVAL_BATCH = 4  # images per forward in evaluation

@@ -87,12 +87,6 @@ def unwrap(model: nn.Module) -> nn.Module:
     return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
 
 
-def seed_everything(seed: int) -> None:
-    """Same initialisation on every rank (DDP also broadcasts rank 0's weights)."""
-    torch.manual_seed(seed)
-    np.random.seed(seed % 2**32)
-
-
 # --------------------------------------------------------------------------- checkpoints of one seed's fine-tuning
 
 FORMAT = "densecl-finetune"

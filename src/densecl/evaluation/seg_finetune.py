@@ -53,7 +53,6 @@ from densecl.evaluation.finetune import (
     FinetuneCheckpoints,
     check_finite,
     prepare_model,
-    seed_everything,
     unwrap,
 )
 from densecl.evaluation.metrics import confusion_matrix, iou_from_confusion
@@ -62,6 +61,7 @@ from densecl.evaluation.registry import Protocol
 from densecl.evaluation.results import Evaluation, warn_absent_classes
 from densecl.models.backbones import STAGES, ResNetBackbone
 from densecl.schedules import poly_lr
+from densecl.seeding import seed_everything
 
 OUTPUT_STRIDES = {32: (1, 1), 16: (1, 2), 8: (2, 4)}  # output stride -> dilation rates of layer3, layer4
 
