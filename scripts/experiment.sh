@@ -186,9 +186,13 @@ for seed in $SEEDS; do
   fi
 done
 if wants ablations; then
-  pretrain "densecl-warmup-s$FIRST" "$FIRST" --loss-lambda 0.5 --lambda-warmup-iters "$WARMUP"
-  pretrain "densecl-geometry-s$FIRST" "$FIRST" --loss-lambda 0.5 --dense-matching geometry
-  pretrain "densecl-densequeue-s$FIRST" "$FIRST" --loss-lambda 0.5 --dense-queue-len "$DENSE_QUEUE"
+  # each ablation's --comment is stored in its checkpoint: the report's label for it
+  pretrain "densecl-warmup-s$FIRST" "$FIRST" --loss-lambda 0.5 --lambda-warmup-iters "$WARMUP" \
+    --comment "lambda warm-up over the first half of the run"
+  pretrain "densecl-geometry-s$FIRST" "$FIRST" --loss-lambda 0.5 --dense-matching geometry \
+    --comment "dense positives from the known view geometry"
+  pretrain "densecl-densequeue-s$FIRST" "$FIRST" --loss-lambda 0.5 --dense-queue-len "$DENSE_QUEUE" \
+    --comment "a shorter dense queue"
 fi
 
 # ---------------------------------------------------------------- 4. the supervised backbones

@@ -33,11 +33,6 @@ from typing import Any
 MISSING = "—"
 METHODS = (("densecl", "DenseCL"), ("mocov2", "MoCo-v2"))
 SINGLES = (("random", "random init"), ("reference", "supervised reference"), ("oracle", "oracle (saw test labels)"))
-ABLATIONS = (
-    ("densecl-warmup", "lambda warm-up over the first half of the run"),
-    ("densecl-geometry", "dense positives from the known view geometry"),
-    ("densecl-densequeue", "a shorter dense queue"),
-)
 # (protocol, metric, column title, scale to percent)
 HEADLINE = (
     ("correspondence", "c5_accuracy", "C5 match accuracy", 100),
@@ -299,25 +294,32 @@ def memory_table(study: Study) -> str:
     return markdown_table(["backbone", *(f"memory {k[5:]} patches" for k in sizes)], rows, padded=False)
 
 
+def ablations(study: Study, seed: int) -> list[str]:
+    """The ablation runs of ``seed``: ``densecl-<what>-s<seed>``, grouped batch norm (``-bnN``) aside, in name order."""
+    names = {n for n in study.configs} | {n for n, _ in study.records}
+    return sorted(n for n in names if re.fullmatch(rf"densecl-(?!bn\d+-)[a-z0-9]+-s{seed}", n))
+
+
 def ablation_table(study: Study) -> str:
     from densecl.tables import markdown_table
 
     first = study.seeds[0] if study.seeds else 0
     base = study.configs.get(f"densecl-s{first}")
     labels = [(f"densecl-s{first}", "DenseCL (paper)"), (f"mocov2-s{first}", "MoCo-v2")]
-    labels += [(f"{a}-s{first}", _ablation_label(d, study.configs.get(f"{a}-s{first}"), base)) for a, d in ABLATIONS]
+    labels += [(name, _ablation_label(name, study.configs.get(name), base)) for name in ablations(study, first)]
     rows = [[label, *(single_cell(study, name, p, k, s) for p, k, _, s in HEADLINE)] for name, label in labels]
     return markdown_table([f"seed {first}", *(title for _, _, title, _ in HEADLINE)], rows, padded=False)
 
 
-def _ablation_label(description: str, config: dict[str, Any] | None, base: dict[str, Any] | None) -> str:
-    """``description`` and the settings the ablation's checkpoint changed against DenseCL's of the same seed."""
+def _ablation_label(name: str, config: dict[str, Any] | None, base: dict[str, Any] | None) -> str:
+    """What the ablation is (the ``comment`` its run stored, else its name) and the settings its checkpoint changed
+    against DenseCL's of the same seed."""
     if config is None or base is None:
-        return description
+        return name
     changed = ", ".join(
         f"{k} {v} instead of {'the default' if w is None else w}" for k, (v, w) in differences(config, base).items()
     )
-    return f"{description} ({changed or '**no setting differs**'})"
+    return f"{config.get('comment') or name} ({changed or '**no setting differs**'})"
 
 
 def settings_lines(study: Study) -> list[str]:
@@ -364,6 +366,7 @@ def differences(a: dict[str, Any], b: dict[str, Any], *also_ignored: str) -> dic
         "log_every",
         "save_every",
         "dist_timeout",
+        "keep_every",
         "comment",
         *also_ignored,
     }  # no effect on the result

@@ -143,12 +143,18 @@ def test_a_checkpoint_older_than_a_setting_reads_as_its_default(tmp_path):
 def test_each_ablation_row_names_what_its_checkpoint_changed(tmp_path):
     run = tmp_path / "run"
     base = {"arch": "resnet18", "loss_lambda": 0.5, "dense_queue_len": 1024, "output_dir": "a"}
-    configs = {
+    configs = {  # an ablation's comment (experiment.sh's --comment) is its label
         "densecl-s0": base,
         "mocov2-s0": {**base, "loss_lambda": 0.0},
-        "densecl-densequeue-s0": {**base, "dense_queue_len": 256, "output_dir": "b"},  # the folder is no setting
-        "densecl-warmup-s0": {**base, "output_dir": "c"},  # a run that forgot its flag
-        "densecl-geometry-s0": {**base, "dense_queue_len": None, "dense_matching": "geometry"},
+        "densecl-densequeue-s0": {
+            **base,
+            "dense_queue_len": 256,
+            "output_dir": "b",
+            "comment": "a shorter dense queue",
+        },
+        "densecl-warmup-s0": {**base, "output_dir": "c", "comment": "lambda warm-up over the first half of the run"},
+        "densecl-geometry-s0": {**base, "dense_queue_len": None, "dense_matching": "geometry"},  # no comment
+        "densecl-bn8-s0": {**base, "bn_group_size": 8},  # grouped batch norm: its own section, no ablation
     }
 
     def save(name):
@@ -160,14 +166,15 @@ def test_each_ablation_row_names_what_its_checkpoint_changed(tmp_path):
         _write(run, name, "svm", {"mAP": 50.0})
         if name != "densecl-densequeue-s0":
             save(name)
-    assert "| a shorter dense queue | — |" in report.ablation_table(
-        report.collect(run)
-    )  # no checkpoint yet: nothing to name
+    assert "| densecl-densequeue-s0 | — |" in report.ablation_table(report.collect(run))  # no checkpoint yet: its name
     save("densecl-densequeue-s0")
     table = report.ablation_table(report.collect(run))
     assert "| a shorter dense queue (dense_queue_len 256 instead of 1024) |" in table
     assert "| lambda warm-up over the first half of the run (**no setting differs**) |" in table
-    assert "(dense_matching geometry instead of features, dense_queue_len None instead of 1024) |" in table
+    assert (
+        "| densecl-geometry-s0 (dense_matching geometry instead of features, dense_queue_len None instead of " in table
+    )
+    assert "bn8" not in table
     assert "| MoCo-v2 | — |" in table and "| DenseCL (paper) | — |" in table
 
 
