@@ -5,6 +5,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from densecl import distributed
 from densecl.evaluation.finetune import BatchStream
 
@@ -38,3 +40,24 @@ def test_det_under_torchrun_two_processes(scenes, weights_file, tmp_path):
     assert record["data"]["world_size"] == 2 and record["config"]["batch_size"] == 4
     m = {name: v["mean"] for name, v in record["metrics"].items()}
     assert m["segm_AP"] <= m["segm_AP50"] and m["bbox_AP75"] <= m["bbox_AP50"]  # stricter IoU, never higher AP
+
+
+@pytest.mark.slow
+def test_c4_on_voc_under_torchrun_every_rank_evaluates_its_share(scenes, weights_file, tmp_path):
+    out = tmp_path / "det.json"
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+        "-m", "densecl", "eval", "det", "--weights", str(weights_file), "--data", str(scenes["voc"]),
+        "--detector", "c4", "--iters", "2", "--batch-size", "4", "--min-size", "64", "--max-size", "64",
+        "--workers", "0", "--proposals", "50", "--rois-per-image", "32", "--detections-per-image", "10",
+        "--precise-bn-iters", "1", "--device", "cpu", "--out", str(out),
+    ]  # fmt: skip
+    result = subprocess.run(
+        cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    record = json.loads(out.read_text())
+    assert record["data"]["world_size"] == 2 and record["data"]["n_val"] == 6
+    # rank 0 scored all 6 val images: 3 of its own, 3 gathered from rank 1 (a missing one would have failed)
+    (details,) = record["details"]
+    assert set(details["AP50_per_class"]) == set(record["data"]["classes"])
