@@ -118,3 +118,30 @@ def test_bad_voc_files_stop_before_any_model_naming_the_file(scenes, weights_fil
     coco_list = f"{scenes['coco']},{scenes['coco']}"
     err = _error_line(capsys, "eval", "det", "--weights", str(weights_file), "--data", coco_list)
     assert "several roots are read in the VOC layout only" in err
+
+
+def test_the_documented_voc_command_is_the_recipe():
+    from pathlib import Path
+
+    from densecl.cli.eval import protocol_parser
+    from densecl.schedules import warmup_step_lr
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "evaluate.md").read_text()
+    start = text.index("torchrun --nproc_per_node 8 -m densecl eval det --weights ckpt.pth --detector c4")
+    lines = []
+    for line in text[start:].splitlines():
+        lines.append(line.rstrip("\\").strip())
+        if not line.endswith("\\"):
+            break
+    argv = " ".join(lines).split()[lines[0].split().index("det") + 1 :]
+    args = protocol_parser("det").parse_args(argv)
+    assert args.detector == "c4" and args.norm == "syncbn" and args.data == "VOCdevkit/VOC2007,VOCdevkit/VOC2012"
+    assert (args.train_split, args.val_split, args.seeds, args.resume) == ("trainval", "test", 5, True)
+    assert args.min_size == tuple(range(480, 801, 32)) and args.max_size == 1333
+    assert (args.batch_size, args.lr, args.iters, args.warmup_iters) == (16, 0.02, 24000, 100)
+    assert (args.weight_decay, args.norm_weight_decay, args.precise_bn_iters) == (1e-4, 0.0, 200)
+    lr = [
+        warmup_step_lr(s, args.iters, args.lr, args.warmup_iters, args.lr_steps) for s in (17999, 18000, 21999, 22000)
+    ]
+    assert lr == pytest.approx([0.02, 0.002, 0.002, 0.0002])  # the drops land on iterations 18000 and 22000
+    assert warmup_step_lr(0, args.iters, args.lr, args.warmup_iters, args.lr_steps) == pytest.approx(0.02 * 0.001)
