@@ -357,6 +357,8 @@ def evaluate(backbone: ResNetBackbone, data: tuple[Split, Split], config: DetCon
             resumed_from[seed] = resumed
         if config.precise_bn_iters:
             _precise_bn(model, train, config, seed)
+        # every rank evaluates a share with rank 0's model: without SyncBN the BatchNorm statistics are rank-local
+        distributed.broadcast_state(unwrap(model))
         scored = _validate(unwrap(model), val, config)
         if scored is not None:  # rank 0
             per_seed.append(scored[0])
