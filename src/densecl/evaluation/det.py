@@ -75,6 +75,7 @@ import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -361,9 +362,9 @@ def evaluate(backbone: ResNetBackbone, data: tuple[Split, Split], config: DetCon
         distributed.broadcast_state(unwrap(model))
         scored = _validate(unwrap(model), val, config)
         if scored is not None:  # rank 0
-            per_seed.append(scored[0])
-            if scored[1]:
-                details.append(scored[1])
+            per_seed.append(scored.metrics)
+            if scored.details:
+                details.append(scored.details)
         distributed.barrier()
     voc = isinstance(val, VocDetectionSplit)
     if voc:
@@ -486,7 +487,14 @@ def _predict(model: nn.Module, split: Split, config: DetConfig) -> list[tuple[in
     return out
 
 
-def _validate(model: nn.Module, split: Split, config: DetConfig) -> tuple[dict[str, float | None], dict] | None:
+class Scored(NamedTuple):
+    """One seed's evaluation: the metrics, and the extras a result keeps in ``details`` (VOC: per-class AP50)."""
+
+    metrics: dict[str, float | None]
+    details: dict
+
+
+def _validate(model: nn.Module, split: Split, config: DetConfig) -> Scored | None:
     """Metrics and per-seed details of ``model`` on every image of ``split`` (rank 0; None on the others)."""
     if isinstance(split, VocDetectionSplit):
         mine = [
@@ -507,7 +515,7 @@ def _validate(model: nn.Module, split: Split, config: DetConfig) -> tuple[dict[s
     metrics = {f"bbox_{k}": v for k, v in coco_average_precision(split.coco, boxes, "bbox").items()}
     if config.task == "mask":
         metrics.update({f"segm_{k}": v for k, v in coco_average_precision(split.coco, segms, "segm").items()})
-    return metrics, {}
+    return Scored(metrics, {})
 
 
 def _coco_records(split: CocoSplit, predicted, masks: bool) -> tuple[list[dict], list[dict]]:
@@ -538,9 +546,7 @@ def voc_metric(config: DetConfig, split: VocDetectionSplit) -> str:
     return "11point" if "2007" in split.roots[0].name else "area"
 
 
-def _voc_scores(
-    split: VocDetectionSplit, detections: list[Detections], config: DetConfig
-) -> tuple[dict[str, float], dict]:
+def _voc_scores(split: VocDetectionSplit, detections: list[Detections], config: DetConfig) -> Scored:
     metric = voc_metric(config, split)
     truth = [Truth(o.boxes, o.labels, o.difficult) for o in split.objects]
     try:
@@ -555,7 +561,7 @@ def _voc_scores(
             f"the APs average the other {len(per_class) - len(absent)}"
         )
     metrics = {"bbox_AP": scores.AP, "bbox_AP50": scores.AP50, "bbox_AP75": scores.AP75}
-    return metrics, {"ap_metric": metric, "AP50_per_class": per_class, "absent_in_val": absent}
+    return Scored(metrics, {"ap_metric": metric, "AP50_per_class": per_class, "absent_in_val": absent})
 
 
 PROTOCOL = Protocol("det", DetConfig, load_data, evaluate, description=__doc__, torchrun=True)
