@@ -145,3 +145,18 @@ def test_the_documented_voc_command_is_the_recipe():
     ]
     assert lr == pytest.approx([0.02, 0.002, 0.002, 0.0002])  # the drops land on iterations 18000 and 22000
     assert warmup_step_lr(0, args.iters, args.lr, args.warmup_iters, args.lr_steps) == pytest.approx(0.02 * 0.001)
+
+
+def test_precise_bn_on_a_frozen_model_says_there_is_nothing_to_recompute(scenes, capsys):
+    import torch
+
+    from densecl.evaluation import det
+    from densecl.models.backbones import build_backbone
+
+    config = DetConfig(data=str(scenes["voc"]), detector="c4", norm="frozen", precise_bn_iters=5, workers=0)
+    train, _ = det.load_data(config)
+    model = det.build_detector(build_backbone("resnet18"), "resnet18", train.num_classes, config)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    det._precise_bn(model, train, config, seed=0)
+    assert "no trained BatchNorm (--norm frozen), nothing to recompute" in capsys.readouterr().err
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())

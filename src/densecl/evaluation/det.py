@@ -461,7 +461,9 @@ def _precise_bn(model: nn.Module, split: Split, config: DetConfig, seed: int) ->
         _loader(split, config, stream),
         lambda m, batch: m(*_to_device(batch, config.device)),
     )
-    if distributed.rank() == 0 and config.log_every:
+    if distributed.rank() == 0 and not n:
+        warn("--precise-bn-iters: the model has no trained BatchNorm (--norm frozen), nothing to recompute")
+    elif distributed.rank() == 0 and config.log_every:
         print(
             f"det: BatchNorm statistics recomputed over {n} batches ({time.perf_counter() - start:.0f} s)", flush=True
         )
