@@ -5,7 +5,9 @@
 #   OUT_DIR=/some/dir bash scripts/gpu_bench.sh  the log under /some/dir instead of docs/
 #   DRY_RUN=1 bash scripts/gpu_bench.sh          print the plan, run nothing
 #   DEVICE=cpu ARCH=resnet18 CROP=64 BATCHES=2 ROUNDS=1 HIDDEN_DIM=64 QUEUE_LEN=128 EAGER_SETTINGS=fp32+cl,bf16+cl \
-#     COMPILE_SETTINGS= E2E_BATCH=4 E2E_ARGS="--workers 1 --iters 2 --images 16" OUT_DIR=/tmp \
+#     COMPILE_SETTINGS= E2E_BATCH=4 E2E_ARGS="--workers 1 --iters 2 --images 16" OUT_DIR=/tmp DET_ARCH=resnet18 \
+#     DET_ARGS="--image-size 64,48 --min-size 64 --max-size 64 --proposals 50 --rois-per-image 32 --steps 1 \
+#     --warmup 0 --eval-images 1 --precise-bn-passes 1" \
 #     bash scripts/gpu_bench.sh                  the same logic on a CPU, tiny (end to end: the cpu backend; gpu refuses)
 #
 # Writes its log to docs/gpu-bench-<gpu>.log (or OUT_DIR/gpu-bench-<gpu>.log), the date first; commit it.
@@ -18,9 +20,12 @@
 #    is left: compiling ResNet-50 takes about a minute per precision, so the later ones may be cut).
 # 3. end to end (benchmarks/end_to_end.py) with each data backend:
 #    --device cuda --data-backend cpu|gpu --arch resnet50 --crop 224 --batch 128, plus E2E_ARGS (sizes).
+# 4. the detection fine-tuning step (benchmarks/det_step.py): densecl eval det --detector c4, the VOC recipe's
+#    Faster R-CNN R50-C4, at one GPU's share of the 8-GPU recipe (batch 2, VOC-sized images, shorter side
+#    480..800): iterations per second, and the wall time of 24k iterations plus Precise BN and the VOC07 test.
 # Every command runs under `timeout`, within a deadline of BUDGET_S seconds (480) for the whole script,
-# keeping E2E_S seconds (200) for part 3. Nothing is installed:
-# the GPU image's python3 has torch.
+# keeping E2E_S seconds (200) for part 3 and DET_S (100) for part 4.
+# Nothing is installed: the GPU image's python3 has torch.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
@@ -33,6 +38,7 @@ COMPILE_BATCH=${COMPILE_BATCH:-256} COMPILE_ROWS=${COMPILE_ROWS:-densecl,backbon
 # end_to_end.py writes batch x iterations JPEGs by default (over a minute at batch 128): fewer, and every core loading
 E2E_ARGS=${E2E_ARGS---workers $(nproc) --iters 20 --images 1024}
 E2E_S=${E2E_S:-200}  # kept for part 3
+DET_ARCH=${DET_ARCH:-resnet50} DET_ARGS=${DET_ARGS---steps 20 --warmup 5} DET_S=${DET_S:-100}  # part 4
 BUDGET_S=${BUDGET_S:-480} STEP_CAP_S=${STEP_CAP_S:-150}
 
 if [ -n "${DRY_RUN:-}" ]; then
@@ -79,20 +85,24 @@ main() {
   echo "== 1. step only, eager"
   for batch in $BATCHES; do
     [ -n "$EAGER_SETTINGS" ] || break
-    run "$STEP_CAP_S" "$E2E_S" $PY benchmarks/step_speed.py "${common[@]}" --batch "$batch" --settings "$EAGER_SETTINGS"
+    run "$STEP_CAP_S" $((E2E_S + DET_S)) $PY benchmarks/step_speed.py "${common[@]}" --batch "$batch" \
+      --settings "$EAGER_SETTINGS"
   done
 
   echo "== 2. step only, torch.compile (batch $COMPILE_BATCH)"
   for setting in $COMPILE_SETTINGS; do
-    run "$STEP_CAP_S" "$E2E_S" $PY benchmarks/step_speed.py "${common[@]}" --batch "$COMPILE_BATCH" --settings "$setting" \
+    run "$STEP_CAP_S" $((E2E_S + DET_S)) $PY benchmarks/step_speed.py "${common[@]}" --batch "$COMPILE_BATCH" \
+      --settings "$setting" \
       --rows "$COMPILE_ROWS"
   done
 
   echo "== 3. end to end, each data backend (batch $E2E_BATCH)"
   for backend in cpu gpu; do
-    run $((E2E_S / 2)) 0 $PY benchmarks/end_to_end.py --device "$DEVICE" --data-backend "$backend" \
+    run $((E2E_S / 2)) "$DET_S" $PY benchmarks/end_to_end.py --device "$DEVICE" --data-backend "$backend" \
       --arch "$ARCH" --crop "$CROP" --batch "$E2E_BATCH" $E2E_ARGS
   done
+  echo "== 4. detection fine-tuning: densecl eval det --detector c4 ($DET_ARCH, batch 2 per GPU, VOC-sized images)"
+  run "$DET_S" 0 $PY benchmarks/det_step.py --device "$DEVICE" --detector c4 --arch "$DET_ARCH" --batch 2 $DET_ARGS
   echo "gpu_bench: done in $((SECONDS - start)) s; log $LOG"
 }
 

@@ -12,9 +12,17 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location("step_speed", ROOT / "benchmarks" / "step_speed.py")
-step_speed = sys.modules["step_speed"] = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(step_speed)
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    module = sys.modules[name] = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+step_speed = _load("step_speed")
+det_step = _load("det_step")
 
 
 def dry_run(tmp_path: Path, **env: str) -> list[str]:
@@ -44,6 +52,9 @@ def test_gpu_bench_plans_step_only_eager_and_compiled_then_end_to_end(tmp_path):
     e2e = [line for line in lines if "end_to_end.py" in line]
     assert [line.split("--data-backend ")[1].split()[0] for line in e2e] == ["cpu", "gpu"]
     assert all("--device cuda" in line and "--arch resnet50 --crop 224 --batch 128" in line for line in e2e)
+    det = [line for line in lines if "det_step.py" in line]
+    assert len(det) == 1 and "--device cuda --detector c4 --arch resnet50 --batch 2 --steps 20 --warmup 5" in det[0]
+    assert lines.index(det[0]) == len(lines) - 2  # part 4, last, with its own share of the time budget
     assert dry_run(tmp_path, OUT_DIR="/x")[-1].endswith("log /x/gpu-bench-dry-run.log")
     assert not [line for line in dry_run(tmp_path, COMPILE_SETTINGS="") if "compile" in line and "step_speed" in line]
 
@@ -99,3 +110,19 @@ def test_step_speed_rows_take_turns_going_first(monkeypatch, capsys):
         sorted(r) == sorted((n, w) for n in ("fp32", "fp32+cl") for w in ("densecl", "mocov2", "backbone"))
         for r in rounds
     )
+
+
+@pytest.mark.slow
+def test_det_step_runs_the_protocols_c4_model_at_a_tiny_size(capsys):
+    tiny = ["--arch", "resnet18", "--image-size", "64,48", "--min-size", "64", "--max-size", "64", "--proposals", "50",
+            "--rois-per-image", "32", "--steps", "1", "--warmup", "0", "--eval-images", "1", "--precise-bn-passes", "1",
+            "--iters", "100", "--precise-bn-iters", "10", "--val-images", "16", "--gpus", "2"]  # fmt: skip
+    result = det_step.main(tiny)
+    printed = capsys.readouterr().out
+    assert "det_step: c4 resnet18, batch 2 per process, 64x48 images" in printed and "it/s" in printed
+    # the estimate is the measured times scaled: 100 steps, 10 Precise-BN passes, 16 images over 2 processes
+    assert result["run_h"] == pytest.approx(100 * result["step_s"] / 3600)
+    expected = (
+        100 * result["step_s"] / 3600 + (10 * result["precise_bn_pass_s"] + 8 * result["eval_s_per_image"]) / 3600
+    )
+    assert f"about {expected:.2f} h" in printed

@@ -181,6 +181,83 @@ def test_detectron2_resnet50_names(resnet50_weights, tmp_path):
     assert (model["res4.5.conv2.weight"] == reference["layer3.5.conv2.weight"].numpy()).all()
 
 
+# detectron2's C4 Faster R-CNN (GeneralizedRCNN, MoCo's Res5ROIHeadsExtraNorm, RESNETS.NORM "SyncBN", 20 classes):
+# the names of its state dict. The backbone ends at res4; res5 is the box head under roi_heads; the pixel mean
+# and std and the anchors are non-persistent buffers, so not in the state dict. A SyncBN layer also keeps
+# num_batches_tracked; convolutions followed by a norm have no bias.
+BN_D2 = (*BN, "num_batches_tracked")
+WB = ("weight", "bias")
+
+
+def _d2_conv(prefix: str) -> list[str]:
+    return [f"{prefix}.weight", *[f"{prefix}.norm.{s}" for s in BN_D2]]
+
+
+def _d2_block(prefix: str, first: bool) -> list[str]:
+    shortcut = _d2_conv(f"{prefix}.shortcut") if first else []  # the first block of a stage changes width
+    return [*shortcut, *_d2_conv(f"{prefix}.conv1"), *_d2_conv(f"{prefix}.conv2"), *_d2_conv(f"{prefix}.conv3")]
+
+
+def _d2_resnet(prefix: str, stages: dict[int, int]) -> list[str]:
+    return [f"{prefix}{k}" for s, n in stages.items() for b in range(n) for k in _d2_block(f"res{s}.{b}", b == 0)]
+
+
+D2_C4_MODEL = [
+    *_d2_conv("backbone.stem.conv1"),
+    *_d2_resnet("backbone.", {2: 3, 3: 4, 4: 6}),
+    *_d2_resnet("roi_heads.", {5: 3}),
+    *[f"roi_heads.res5.norm.{s}" for s in BN_D2],  # MoCo's extra norm after res5
+    *[f"proposal_generator.rpn_head.{m}.{p}" for m in ("conv", "objectness_logits", "anchor_deltas") for p in WB],
+    *[f"roi_heads.box_predictor.{m}.{p}" for m in ("cls_score", "bbox_pred") for p in WB],
+]  # fmt: skip
+# the FPN model's ResNet, for comparison: the whole of it under backbone.bottom_up, next to the FPN's own layers
+D2_FPN_MODEL = [
+    *_d2_conv("backbone.bottom_up.stem.conv1"),
+    *_d2_resnet("backbone.bottom_up.", STAGE_BLOCKS),
+    *[f"backbone.fpn_{kind}{k}.{p}" for kind in ("lateral", "output") for k in (2, 3, 4, 5) for p in WB],
+]  # fmt: skip
+
+
+def detectron2_placement(model_keys: list[str], file_keys: list[str]) -> dict[str, str]:
+    """Where detectron2's checkpointer puts each file key when ``matching_heuristics`` is set (file key -> model key).
+
+    Its rule: a file key fits a model key equal to it or ending with ``"." + key``; each model key takes the
+    longest file key that fits; a file key taken by two model keys is an error.
+    """
+    placed: dict[str, str] = {}
+    for model_key in model_keys:
+        fits = [k for k in file_keys if model_key == k or model_key.endswith("." + k)]
+        if fits:
+            best = max(fits, key=len)
+            assert best not in placed, f"{best} fits both {placed[best]} and {model_key}"
+            placed[best] = model_key
+    return placed
+
+
+def test_detectron2_file_fills_the_c4_model_by_its_name_matching(resnet50_weights, tmp_path):
+    detectron2.write(resnet50_weights, tmp_path / "r50.pkl")
+    with open(tmp_path / "r50.pkl", "rb") as f:
+        payload = pickle.load(f)
+    assert payload["matching_heuristics"] is True and payload["__author__"] != "Caffe2"  # else renamed first
+    file_keys = list(payload["model"])
+    assert len(D2_C4_MODEL) == len(set(D2_C4_MODEL)) == 6 + 60 + 78 + 114 + 60 + 5 + 6 + 4 == 333
+    placed = detectron2_placement(D2_C4_MODEL, file_keys)
+    assert sorted(placed) == sorted(file_keys)  # every tensor of the file is used, once
+    for key, model_key in placed.items():
+        assert model_key == (f"roi_heads.{key}" if key.startswith("res5.") else f"backbone.{key}")
+    assert placed["res5.0.conv1.weight"] == "roi_heads.res5.0.conv1.weight"
+    assert payload["model"]["res5.0.conv1.weight"].shape == (512, 1024, 1, 1)  # res5 takes res4's 1024 channels
+    left = sorted(set(D2_C4_MODEL) - set(placed.values()))  # keep detectron2's initialisation
+    assert left == sorted(
+        [k for k in D2_C4_MODEL if k.endswith("num_batches_tracked")]
+        + [k for k in D2_C4_MODEL if k.startswith(("proposal_generator.", "roi_heads.box_predictor."))]
+        + [f"roi_heads.res5.norm.{s}" for s in BN]
+    )
+    assert len(left) == 53 + 5 + 6 + 4  # 53 convs' counters, the extra norm, the RPN head, the predictor
+    fpn = detectron2_placement(D2_FPN_MODEL, file_keys)  # the same file serves the FPN model
+    assert sorted(fpn) == sorted(file_keys) and fpn["res5.2.conv3.weight"] == "backbone.bottom_up.res5.2.conv3.weight"
+
+
 def test_mmlab_resnet50_names(resnet50_weights, tmp_path):
     mmlab.write(resnet50_weights, tmp_path / "r50.pth")
     checkpoint = torch.load(tmp_path / "r50.pth", weights_only=True)  # what mmengine's loader does
@@ -233,6 +310,7 @@ def test_cli_export(trained, tmp_path, capsys):
     assert f"wrote {out} (detectron2, resnet18, 120 tensors from a densecl checkpoint)" in printed
     assert "momentum_encoder.backbone.* (120)" in printed and "global_queue.keys" in printed
     assert 'FORMAT: "RGB"' in printed and "STRIDE_IN_1X1: False" in printed
+    assert 'ROI_HEADS.NAME: "Res5ROIHeadsExtraNorm"' in printed and "matching_heuristics: True" in printed
     assert out.is_file()
 
 

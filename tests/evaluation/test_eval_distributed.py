@@ -5,6 +5,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from densecl import distributed
 from densecl.evaluation.finetune import BatchStream
 
@@ -47,3 +49,47 @@ def test_det_under_torchrun_two_processes(scenes, weights_file, tmp_path):
     assert record["data"]["world_size"] == 2 and record["config"]["batch_size"] == 4
     m = {name: v["mean"] for name, v in record["metrics"].items()}
     assert m["segm_AP"] <= m["segm_AP50"] and m["bbox_AP75"] <= m["bbox_AP50"]  # stricter IoU, never higher AP
+
+
+@pytest.mark.slow
+def test_c4_on_voc_under_torchrun_each_rank_scores_a_share_of_rank_0s_model(
+    scenes, weights_file, tmp_path, monkeypatch
+):
+    import torch
+
+    from densecl.evaluation import det
+
+    out = tmp_path / "det.json"
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+        "-m", "densecl", "eval", "det", "--weights", str(weights_file), "--data", str(scenes["voc"]),
+        "--detector", "c4", "--iters", "2", "--batch-size", "4", "--min-size", "64", "--max-size", "64",
+        "--workers", "0", "--proposals", "50", "--rois-per-image", "32", "--detections-per-image", "10",
+        "--norm", "bn", "--device", "cpu", "--out", str(out),
+    ]  # fmt: skip
+    result = subprocess.run(
+        cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    record = json.loads(out.read_text())
+    assert record["data"]["world_size"] == 2 and record["data"]["n_val"] == 6
+    # the same scores from rank 0's final weights (the checkpoint), each share predicted here as its rank did:
+    # the ranks evaluated one model (BatchNorm statistics are rank-local with --norm bn) and rank 0 scored all 6
+    config = det.DetConfig(**{**record["config"], "min_size": (64,), "lr_steps": tuple(record["config"]["lr_steps"])})
+    train, val = det.load_data(config)
+    from densecl.evaluation.backbone import load_weights
+
+    backbone, _ = load_weights(str(weights_file), None)
+    model = det.build_detector(backbone, "resnet18", train.num_classes, config)
+    state = torch.load(tmp_path / "det-checkpoints" / "seed0.pt", weights_only=True)["model"]
+    model.load_state_dict(state)
+    shares = []
+    for rank in (0, 1):
+        monkeypatch.setattr(distributed, "rank", lambda rank=rank: rank)
+        monkeypatch.setattr(distributed, "world_size", lambda: 2)
+        shares += det._predict(model, val, config)
+    found = dict(shares)
+    detections = [det.Detections(*(found[i][k].numpy() for k in ("boxes", "labels", "scores"))) for i in range(6)]
+    metrics, details = det._voc_scores(val, detections, config)
+    assert {k: v["mean"] for k, v in record["metrics"].items()} == metrics
+    assert record["details"] == [details]

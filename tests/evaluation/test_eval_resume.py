@@ -35,6 +35,8 @@ SEG = ["--crop", "48", "--batch-size", "2", "--iters", "4", "--save-every", "2",
 DET = ["--task", "box", "--iters", "3", "--save-every", "2", "--batch-size", "2", "--min-size", "64",
        "--max-size", "64", "--workers", "0", "--proposals", "50", "--rois-per-image", "32",
        "--detections-per-image", "10", "--norm", "bn", "--log-every", "0"]  # fmt: skip
+# the VOC recipe's model on VOC-layout data, with Precise BN after training: a resumed run redraws its batches
+C4 = [*DET, "--detector", "c4", "--precise-bn-iters", "2", "--norm-weight-decay", "0"]
 
 
 @pytest.mark.parametrize(
@@ -42,6 +44,7 @@ DET = ["--task", "box", "--iters", "3", "--save-every", "2", "--batch-size", "2"
     [
         ("seg-finetune", "seg_finetune", "voc", SEG, 3),
         ("det", "det", "coco", DET, 2),
+        pytest.param("det", "det", "voc", C4, 2, marks=pytest.mark.slow, id="det-c4-voc"),
     ],
 )
 def test_a_crashed_fine_tuning_resumes_and_equals_an_uninterrupted_one(

@@ -20,7 +20,7 @@ from densecl.formats import FORMATS, open_writer
 from densecl.formats.coco import coco_image_paths, read_coco
 from densecl.formats.imagefolder import read_image_folder
 from densecl.formats.labels import read_class_names
-from densecl.formats.voc import palette, read_segmentation, read_voc_classification
+from densecl.formats.voc import palette, read_segmentation, read_voc_classification, read_voc_detection
 from densecl.scenes.compose import Scene
 
 CLASSES = ("background", "cat", "dog")
@@ -80,6 +80,26 @@ def test_voc_segmentation_labels_come_back_exactly_as_a_palette_png(written) -> 
         assert png.mode == "P"
         assert png.getpalette()[3:9] == [128, 0, 0, 0, 128, 0]  # VOC's colours of classes 1 and 2
     split.check(workers=1)
+
+
+def test_voc_boxes_are_written_1_based_inclusive_and_read_back_continuous(written) -> None:
+    root = written["voc"]
+    xml = (root / "Annotations" / "a.xml").read_text()
+    # the dog of A covers pixel columns 1..3 and rows 1..2 (0-based): VOC's 1-based inclusive 2..4 and 2..3
+    assert "<xmin>2</xmin>" in xml and "<xmax>4</xmax>" in xml and "<ymin>2</ymin>" in xml and "<ymax>3</ymax>" in xml
+    assert "<name>dog</name>" in xml and "<difficult>0</difficult>" in xml and "<width>8</width>" in xml
+    train = read_voc_detection([root], "train")
+    assert (train.classes, train.image_ids, train.images) == (
+        ("cat", "dog"),
+        [f"{root.name}/a"],
+        [root / "JPEGImages/a.jpg"],
+    )
+    image, target = train.load(0)
+    assert image.size == (8, 6)
+    assert target["boxes"].tolist() == A.boxes.tolist() and target["labels"].tolist() == A.labels.tolist()
+    assert train.objects[0].difficult.tolist() == [False, False]
+    assert (root / "ImageSets/Main/val.txt").read_text() == "b\n"
+    assert read_voc_detection([root], "val").objects[0].boxes.tolist() == [[0, 0, 2, 2]]
 
 
 def test_voc_palette_is_the_bit_interleaved_colour_map() -> None:

@@ -14,9 +14,11 @@ Image-level labels (``svm``, ``knn``, ``linear``), detected in this order:
 Segmentation (``seg-probe``, ``seg-finetune``): the VOC layout
 (:func:`~densecl.formats.voc.read_segmentation`).
 
-Detection (``det``): COCO (:func:`~densecl.formats.coco.read_coco`); sparse
+Detection (``det``): COCO (:func:`~densecl.formats.coco.read_coco`; sparse
 category ids map to contiguous labels 1..K in id order and back when results
-are written.
+are written), or VOC boxes over one or more roots
+(:func:`~densecl.formats.voc.read_voc_detection`: ``Annotations/*.xml``,
+``ImageSets/Main/<split>.txt``, the "difficult" flag kept for scoring).
 
 Every reader raises :class:`~densecl.errors.InputError` naming the file for
 what the user can fix: a missing file or directory, an empty split, a label
@@ -42,9 +44,11 @@ from densecl.formats.voc import (
     IGNORE_INDEX,
     VOC_CLASSES,
     SegmentationSplit,
+    VocDetectionSplit,
     read_label,
     read_segmentation,
     read_voc_classification,
+    read_voc_detection,
 )
 from densecl.images import open_rgb
 
@@ -56,6 +60,7 @@ __all__ = [
     "CocoSplit",
     "ImageTensors",
     "SegmentationSplit",
+    "VocDetectionSplit",
     "as_list",
     "check_same_classes",
     "describe_splits",
@@ -67,6 +72,7 @@ __all__ = [
     "read_label",
     "read_segmentation",
     "read_segmentation_splits",
+    "read_voc_detection",
     "segmentation_tensors",
     "subset",
 ]

@@ -63,7 +63,10 @@ PROTOCOLS: dict[str, Entry] = {
     "linear": Entry("densecl.evaluation.linear", "linear classifier on frozen pooled features (top-1)"),
     "seg-probe": Entry("densecl.evaluation.seg_probe", "1x1-conv segmentation probe on frozen dense features (mIoU)"),
     "seg-finetune": Entry("densecl.evaluation.seg_finetune", "FCN fine-tuning, all layers (mIoU; VOC / Cityscapes)"),
-    "det": Entry("densecl.evaluation.det", "Faster / Mask R-CNN R-FPN fine-tuning (COCO AP; supplementary Table 2)"),
+    "det": Entry(
+        "densecl.evaluation.det",
+        "Faster / Mask R-CNN fine-tuning, R-FPN or R-C4 (COCO AP; VOC07+12 AP as detectron2 scores it)",
+    ),
     "correspondence": Entry(
         "densecl.evaluation.correspondence",
         "dense matches between two views scored against their known geometry (accuracy)",

@@ -4,9 +4,22 @@ Names follow detectron2's ResNet (``stem.conv1``, ``stem.conv1.norm``,
 ``res2.0.conv1``, ``res2.0.conv1.norm``, ``res2.0.shortcut``,
 ``res2.0.shortcut.norm``, ... ``res5``; see
 :func:`densecl.weights.detectron2.torchvision_to_detectron2`). ``num_batches_tracked`` has
-no detectron2 counterpart and is left out. ``matching_heuristics`` lets
-detectron2's checkpointer match ``stem.conv1.weight`` to
-``backbone.bottom_up.stem.conv1.weight`` and friends.
+no detectron2 counterpart and is left out.
+
+The names carry no model prefix, because the same ResNet sits at different
+places in detectron2's models: ``backbone.bottom_up.res5`` in an FPN model,
+``roi_heads.res5`` in a C4 model (the box head; ``backbone.res2..res4`` hold
+the rest). ``matching_heuristics: True`` makes detectron2's checkpointer place
+them by name: a file key fills the model key that equals it or ends with
+``"." + key``, the longest such key winning, and a file key that fits two
+model keys stops the load. So ``res5.0.conv1.weight`` lands in
+``roi_heads.res5.0.conv1.weight`` of the C4 model, as MoCo's converter relies
+on. Two things are needed for that: the flag, and an ``__author__`` other than
+``"Caffe2"`` (for Caffe2 files detectron2 first renames Caffe2 blob names).
+What the file does not fill keeps detectron2's initialisation: the RPN, the
+box predictor, MoCo's extra norm after res5 (``roi_heads.res5.norm``, made by
+``Res5ROIHeadsExtraNorm`` in MoCo's ``train_net.py``) and the BatchNorm
+``num_batches_tracked`` counters; detectron2 lists them as a warning.
 
 The weights are torchvision-style, so the config must say so: RGB input scaled
 to [0, 255] with torchvision's mean and std, the stride in the 3x3 conv
@@ -73,7 +86,10 @@ def config(path: Path | str, weights: BackboneWeights) -> str:
             "    FREEZE_AT: 0  # fine-tune every stage",
             "  RESNETS:",
             *resnets,
-            "  # the MoCo/DenseCL protocol also normalises the heads with SyncBN: FPN.NORM, ROI_BOX_HEAD.NORM",
+            "  # the MoCo/DenseCL protocol also normalises the heads with SyncBN: FPN.NORM, ROI_BOX_HEAD.NORM (FPN);",
+            "  # C4 (MoCo's VOC recipe): res5 is the box head (roi_heads.res5, normalised by RESNETS.NORM) and",
+            '  # ROI_HEADS.NAME: "Res5ROIHeadsExtraNorm" (MoCo\'s train_net.py) adds a fresh norm after it',
+            "  # the file's names are matched into either model by detectron2 (matching_heuristics: True)",
             "INPUT:",
             '  FORMAT: "RGB"',
         ]

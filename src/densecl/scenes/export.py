@@ -4,8 +4,10 @@ So tests, the demo and real data run the same evaluation code. The layouts
 and their writers are those of :mod:`densecl.formats`:
 
 - ``voc``: ``JPEGImages/<id>.jpg``, ``SegmentationClass/<id>.png`` (palette
-  PNG of class ids), ``ImageSets/Segmentation/{train,val}.txt``,
-  ``ImageSets/Main/<class>_{train,val}.txt`` and ``classes.txt``;
+  PNG of class ids), ``Annotations/<id>.xml`` (the box of each visible
+  instance), ``ImageSets/Segmentation/{train,val}.txt``,
+  ``ImageSets/Main/{train,val}.txt``, ``ImageSets/Main/<class>_{train,val}.txt``
+  and ``classes.txt``;
 - ``coco``: ``{train,val}/<id>.png`` and ``annotations/instances_{train,val}.json``;
 - ``imagefolder``: ``{train,val}/<class of the largest visible area>/<id>.png``.
 
@@ -30,7 +32,7 @@ PROCEDURAL_SPLITS = ("train", "val")
 
 # what each format writes; --overwrite removes exactly these
 _OWNED = {
-    "voc": ("JPEGImages", "SegmentationClass", "ImageSets", "classes.txt", "scenes.json"),
+    "voc": ("JPEGImages", "SegmentationClass", "Annotations", "ImageSets", "classes.txt", "scenes.json"),
     "coco": ("train", "val", "annotations", "scenes.json"),
     "imagefolder": ("train", "val", "scenes.json"),
 }

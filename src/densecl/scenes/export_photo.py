@@ -2,7 +2,7 @@
 
 Layout under ``out`` (one folder per ``--format``)::
 
-    voc/          JPEGImages, SegmentationClass, ImageSets/{Segmentation,Main}, classes.txt
+    voc/          JPEGImages, SegmentationClass, Annotations, ImageSets/{Segmentation,Main}, classes.txt
     coco/         {train,val,test}/*.png, annotations/instances_{train,val,test}.json
     imagefolder/  {train,val,test}/<class of the largest visible object>/*.png
     unlabeled/train/*.jpg   the train images alone, for pre-training (--data out/unlabeled/train)

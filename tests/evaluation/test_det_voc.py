@@ -1,0 +1,162 @@
+"""``densecl eval det --detector c4`` on VOC-layout data read directly: end to end, and every refusal in one line."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from densecl.cli import main
+from densecl.cli.eval import default_out
+from densecl.evaluation import backbone as eval_backbone
+from densecl.evaluation.det import DetConfig, voc_metric
+from densecl.formats.voc import read_voc_detection
+from densecl.scenes import CLASSES
+
+TINY = ["--detector", "c4", "--iters", "2", "--batch-size", "2", "--min-size", "64", "--max-size", "64",
+        "--workers", "0", "--proposals", "50", "--rois-per-image", "32", "--detections-per-image", "10",
+        "--norm", "bn", "--warmup-iters", "1", "--lr", "0.01", "--log-every", "0"]  # fmt: skip
+
+
+@pytest.fixture
+def no_model(monkeypatch):
+    """Fails the test if the CLI gets as far as loading weights."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a model was built before the data error")
+
+    monkeypatch.setattr(eval_backbone, "load_weights", refuse)
+
+
+def _error_line(capsys, *argv) -> str:
+    code = main(list(argv))
+    err = capsys.readouterr().err.strip()
+    assert code == 2, err
+    assert len(err.splitlines()) == 1, err
+    return err
+
+
+@pytest.mark.slow
+def test_c4_on_voc_scenes_writes_ap_ap50_ap75_and_per_class_ap50(scenes, weights_file, tmp_path, capsys):
+    out = tmp_path / "det.json"
+    argv = ["eval", "det", "--weights", str(weights_file), "--data", str(scenes["voc"]), *TINY,
+            "--precise-bn-iters", "2", "--norm-weight-decay", "0", "--out", str(out)]  # fmt: skip
+    assert main(argv) == 0
+    printed = capsys.readouterr()
+    assert "| bbox_AP50" in printed.out and "| bbox_AP75" in printed.out
+    record = json.loads(out.read_text())
+    assert record["headline"] == ["bbox_AP", "bbox_AP50", "bbox_AP75"]
+    m = {name: v["mean"] for name, v in record["metrics"].items()}
+    assert set(m) == {"bbox_AP", "bbox_AP50", "bbox_AP75"}
+    assert 0 <= m["bbox_AP"] <= m["bbox_AP50"] <= 100 and m["bbox_AP75"] <= m["bbox_AP50"]
+    (details,) = record["details"]
+    assert details["ap_metric"] == "area"  # the scenes' root is not named like VOC2007
+    assert list(details["AP50_per_class"]) == list(CLASSES[1:])
+    present = [v for v in details["AP50_per_class"].values() if v is not None]
+    assert m["bbox_AP50"] == pytest.approx(sum(present) / len(present))
+    absent = [c for c, v in details["AP50_per_class"].items() if v is None]
+    assert details["absent_in_val"] == absent and (not absent or "difficult ones do not count" in printed.err)
+    assert record["data"]["layout"] == "voc" and record["data"]["n_train"] == 12 and record["data"]["n_val"] == 6
+    assert record["config"]["detector"] == "c4" and record["config"]["precise_bn_iters"] == 2
+
+
+def test_the_11_point_metric_is_chosen_for_a_root_named_like_voc2007(scenes, tmp_path):
+    voc07 = tmp_path / "VOC2007"
+    shutil.copytree(scenes["voc"], voc07)
+    split = read_voc_detection([voc07], "val")
+    assert voc_metric(DetConfig(data=str(voc07)), split) == "11point"
+    assert voc_metric(DetConfig(data=str(voc07), voc_ap="area"), split) == "area"
+    assert voc_metric(DetConfig(data=str(scenes["voc"])), read_voc_detection([scenes["voc"]], "val")) == "area"
+
+
+def test_several_roots_train_on_each_and_evaluate_on_the_first(scenes, tmp_path):
+    from densecl.evaluation.det import load_data
+
+    first, second = tmp_path / "VOC2007", tmp_path / "VOC2012"
+    shutil.copytree(scenes["voc"], first)
+    shutil.copytree(scenes["voc"], second)
+    (second / "ImageSets" / "Main" / "val.txt").unlink()  # VOC2012 has no test boxes: only the first is read
+    train, val = load_data(DetConfig(data=f"{first},{second}", detector="c4"))
+    assert (
+        len(train) == 24 and train.image_ids[0] == "VOC2007/scene_000000" and train.image_ids[12].startswith("VOC2012/")
+    )
+    assert len(val) == 6 and val.roots == (first,)
+    half, _ = load_data(DetConfig(data=f"{first},{second}", train_fraction=0.5))
+    assert len(half) == 12
+    assert default_out("w/ckpt.pth", None, "det", f"{first},{second}").name == "det_VOC2007+VOC2012.json"
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--detector", "c4", "--task", "mask"], "--detector c4 has no mask head"),
+        (["--task", "mask"], "has boxes, no instance masks: use --task box, or COCO data"),
+        (["--precise-bn-iters", "-1"], "--precise-bn-iters must be >= 0"),
+    ],
+)
+def test_settings_the_data_cannot_serve_stop_before_any_model(scenes, weights_file, capsys, no_model, extra, message):
+    err = _error_line(capsys, "eval", "det", "--weights", str(weights_file), "--data", str(scenes["voc"]), *extra)
+    assert message in err
+
+
+def test_bad_voc_files_stop_before_any_model_naming_the_file(scenes, weights_file, tmp_path, capsys, no_model):
+    root = tmp_path / "voc"
+    shutil.copytree(scenes["voc"], root)
+    argv = ["eval", "det", "--weights", str(weights_file), "--data", str(root), "--detector", "c4"]
+    xml = root / "Annotations" / "scene_000003.xml"
+    xml.write_text(xml.read_text().replace("</annotation>", ""))
+    assert f"annotation {xml} is not valid XML" in _error_line(capsys, *argv)
+    xml.write_text("<annotation><object><name>unicorn</name></object></annotation>")
+    assert f"annotation {xml} has an object of unknown class 'unicorn'" in _error_line(capsys, *argv)
+    xml.unlink()
+    assert f"annotation {xml} does not exist" in _error_line(capsys, *argv)
+    shutil.copy(scenes["voc"] / "Annotations" / "scene_000003.xml", xml)
+    image = root / "JPEGImages" / "scene_000004.jpg"
+    image.unlink()
+    assert f"image {root / 'JPEGImages' / 'scene_000004'}.jpg does not exist" in _error_line(capsys, *argv)
+    coco_list = f"{scenes['coco']},{scenes['coco']}"
+    err = _error_line(capsys, "eval", "det", "--weights", str(weights_file), "--data", coco_list)
+    assert "several roots are read in the VOC layout only" in err
+
+
+def test_the_documented_voc_command_is_the_recipe():
+    from pathlib import Path
+
+    from densecl.cli.eval import protocol_parser
+    from densecl.schedules import warmup_step_lr
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "evaluate.md").read_text()
+    start = text.index("torchrun --nproc_per_node 8 -m densecl eval det --weights ckpt.pth --detector c4")
+    lines = []
+    for line in text[start:].splitlines():
+        lines.append(line.rstrip("\\").strip())
+        if not line.endswith("\\"):
+            break
+    argv = " ".join(lines).split()[lines[0].split().index("det") + 1 :]
+    args = protocol_parser("det").parse_args(argv)
+    assert args.detector == "c4" and args.norm == "syncbn" and args.data == "VOCdevkit/VOC2007,VOCdevkit/VOC2012"
+    assert (args.train_split, args.val_split, args.seeds, args.resume) == ("trainval", "test", 5, True)
+    assert args.min_size == tuple(range(480, 801, 32)) and args.max_size == 1333
+    assert (args.batch_size, args.lr, args.iters, args.warmup_iters) == (16, 0.02, 24000, 100)
+    assert (args.weight_decay, args.norm_weight_decay, args.precise_bn_iters) == (1e-4, 0.0, 200)
+    lr = [
+        warmup_step_lr(s, args.iters, args.lr, args.warmup_iters, args.lr_steps) for s in (17999, 18000, 21999, 22000)
+    ]
+    assert lr == pytest.approx([0.02, 0.002, 0.002, 0.0002])  # the drops land on iterations 18000 and 22000
+    assert warmup_step_lr(0, args.iters, args.lr, args.warmup_iters, args.lr_steps) == pytest.approx(0.02 * 0.001)
+
+
+def test_precise_bn_on_a_frozen_model_says_there_is_nothing_to_recompute(scenes, capsys):
+    import torch
+
+    from densecl.evaluation import det
+    from densecl.models.backbones import build_backbone
+
+    config = DetConfig(data=str(scenes["voc"]), detector="c4", norm="frozen", precise_bn_iters=5, workers=0)
+    train, _ = det.load_data(config)
+    model = det.build_detector(build_backbone("resnet18"), "resnet18", train.num_classes, config)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    det._precise_bn(model, train, config, seed=0)
+    assert "no trained BatchNorm (--norm frozen), nothing to recompute" in capsys.readouterr().err
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
