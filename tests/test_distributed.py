@@ -99,3 +99,31 @@ def test_a_collective_fails_after_the_timeout_instead_of_hanging(tmp_path):
     mp.spawn(_hang_or_wait, args=(port, str(tmp_path)), nprocs=2, join=True)
     outcome, seconds = (tmp_path / "rank0.txt").read_text().split()
     assert outcome == "failed" and 1.5 <= float(seconds) < 10  # the 2 s given, not gloo's 30 min default
+
+
+def _nan_on_rank_1(rank: int, init_file: str, out_dir: str) -> None:
+    from densecl.errors import NonFiniteLossError
+    from densecl.evaluation.finetune import LossWatch
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+
+    class EveryStep:  # a checkpoint due after every iteration: the loss is looked at each time
+        def due(self, step):
+            return True
+
+    watch = LossWatch("det", "lower --lr", "cpu", 0, EveryStep())
+    outcome = "trained"
+    try:
+        watch.after(torch.tensor(1.0), 0)
+        watch.after(torch.tensor(float("nan") if rank == 1 else 2.0), 1)
+    except NonFiniteLossError as e:
+        outcome = str(e)
+    with open(os.path.join(out_dir, f"rank{rank}.txt"), "w") as f:
+        f.write(outcome)
+    dist.destroy_process_group()
+
+
+def test_a_nan_on_one_rank_stops_every_rank_of_a_fine_tuning(tmp_path):
+    mp.spawn(_nan_on_rank_1, args=(str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
+    assert (tmp_path / "rank1.txt").read_text() == "det: loss is nan at iteration 1; lower --lr"
+    assert (tmp_path / "rank0.txt").read_text() == "det: loss is not finite on another rank; lower --lr"

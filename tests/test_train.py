@@ -547,7 +547,7 @@ def test_a_nan_between_checks_is_caught_before_the_next_save(tmp_path, monkeypat
     # checks at iterations 3 (save) and 10 (log): the NaN of iteration 1 is read at 3, before saving
     _poison(monkeypatch, at_call=2)
     assert pretrain(tmp_path / "run", "--epochs", "4", "--log-every", "10", "--save-every", "3") == 1
-    assert "loss is nan at iteration 1 (epoch 0)" in capsys.readouterr().err
+    assert "epoch 0: loss is nan at iteration 1; stopped without saving" in capsys.readouterr().err
     assert not (tmp_path / "run" / "checkpoint.pt").exists()
     # the epoch's end is a check too (the epoch's checkpoint follows it): the one of epoch 0 stays
     _poison(monkeypatch, at_call=5)

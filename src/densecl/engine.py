@@ -161,7 +161,7 @@ class NonFiniteWatch:
         fail, at the same iteration, whichever rank saw the NaN.
 
         Raises:
-            NonFiniteLossError: ``"loss is nan at iteration 7 (where); advice"``.
+            NonFiniteLossError: ``"where: loss is nan at iteration 7; advice"``.
         """
         bad = self.first()
         flags = torch.tensor([float(bad is not None), float(stop)])
@@ -169,7 +169,7 @@ class NonFiniteWatch:
             flags = distributed.all_reduce_mean(flags)
         if flags[0] > 0:
             what = f"loss is {bad[1]} at iteration {bad[0]}" if bad else "loss is not finite on another rank"
-            raise NonFiniteLossError(f"{what} ({where}); {advice}")
+            raise NonFiniteLossError(f"{where}: {what}; {advice}")
         return bool(flags[1] > 0)
 
 

@@ -12,18 +12,18 @@ class Crash(Exception):
     """Stands in for a lost node: raised inside the training loop, nothing after it runs."""
 
 
-def crash_at(monkeypatch, module, at: int):
-    import importlib
+def crash_at(monkeypatch, at: int):
+    """Crashes after iteration ``at`` (from 0) has trained, before its checkpoint could be written."""
+    from densecl.evaluation.finetune import LossWatch
 
-    mod = importlib.import_module(f"densecl.evaluation.{module}")
-    check = mod.check_finite
+    after = LossWatch.after
 
-    def check_then_crash(loss, protocol, step, advice):
+    def after_then_crash(self, loss, step):
         if step == at:
             raise Crash(step)
-        check(loss, protocol, step, advice)
+        return after(self, loss, step)
 
-    monkeypatch.setattr(mod, "check_finite", check_then_crash)
+    monkeypatch.setattr(LossWatch, "after", after_then_crash)
 
 
 def weights(path):
@@ -59,7 +59,7 @@ def test_a_crashed_fine_tuning_resumes_and_equals_an_uninterrupted_one(
     assert straight["resumed_from"] == {}
 
     with monkeypatch.context() as m:
-        crash_at(m, module, crash)
+        crash_at(m, crash)
         with pytest.raises(Crash):
             main(command("run.json"))
     ckpt = tmp_path / "run-checkpoints" / "seed0.pt"

@@ -96,7 +96,7 @@ from densecl.evaluation.datasets import CocoSplit, VocDetectionSplit, read_coco,
 from densecl.evaluation.finetune import (
     BatchStream,
     FinetuneCheckpoints,
-    check_finite,
+    LossWatch,
     prepare_model,
     unwrap,
 )
@@ -423,6 +423,7 @@ def _train(model: nn.Module, split: Split, config: DetConfig, seed: int) -> int 
     first = checkpoints.restore(model, optimizer)
     loader = _loader(split, config, BatchStream(len(split), config.batch_size, config.iters, seed, start=first))
     batches = checkpoints.batches(loader)
+    watch = LossWatch("det", "lower --lr or raise --warmup-iters", config.device, config.log_every, checkpoints)
     model.train()
     start = time.perf_counter()
     for step, batch in enumerate(batches, start=first):
@@ -431,11 +432,10 @@ def _train(model: nn.Module, split: Split, config: DetConfig, seed: int) -> int 
         images, targets = _to_device(batch, config.device)
         losses = model(images, targets)  # dict of scalar losses
         loss = sum(losses.values())
-        check_finite(loss, "det", step, "lower --lr or raise --warmup-iters")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        if distributed.rank() == 0 and config.log_every and (step + 1) % config.log_every == 0:
+        if watch.after(loss, step) and distributed.rank() == 0:
             parts = " ".join(f"{k} {v.item():.3f}" for k, v in losses.items())
             print(
                 f"det iter {step + 1}/{config.iters} loss {loss.item():.3f} ({parts}) "

@@ -8,7 +8,6 @@ on which data-loader worker draws it.
 
 from __future__ import annotations
 
-import math
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +17,8 @@ import torch
 from torch import nn
 
 from densecl import checkpoint, distributed
-from densecl.errors import InputError, NonFiniteLossError
+from densecl.engine import NonFiniteWatch
+from densecl.errors import InputError
 
 
 def per_rank_batch(global_batch: int) -> int:
@@ -76,11 +76,31 @@ def prepare_model(model: nn.Module, device: str, sync_bn: bool) -> nn.Module:
     return model
 
 
-def check_finite(loss: torch.Tensor, protocol: str, step: int, advice: str) -> None:
-    """Stops fine-tuning at the first NaN or infinite loss with one line for the user (the CLI exits with status 1)."""
-    value = loss.item()
-    if not math.isfinite(value):
-        raise NonFiniteLossError(f"{protocol}: loss is {value} at iteration {step}; {advice}")
+class LossWatch:
+    """When a fine-tuning loop looks at its loss: never per step (a GPU step would wait for the host).
+
+    The loss of every iteration is recorded on the device; the host reads the
+    record at a log step, before a checkpoint is written and at the last
+    iteration, in one collective over the ranks, so a NaN on any rank stops
+    every rank, before it could reach a checkpoint (the CLI exits with status 1).
+    """
+
+    def __init__(self, protocol: str, advice: str, device: str, log_every: int, checkpoints: FinetuneCheckpoints):
+        self.protocol, self.advice, self.log_every, self.checkpoints = protocol, advice, log_every, checkpoints
+        self.watch = NonFiniteWatch(torch.device(device))
+
+    def after(self, loss: torch.Tensor, step: int) -> bool:
+        """Records the loss of iteration ``step`` (from 0); checks when due; True when this step should be logged.
+
+        Raises:
+            NonFiniteLossError: a loss so far was NaN or infinite on some rank.
+        """
+        self.watch.update(loss, step)
+        done = step + 1
+        log = bool(self.log_every) and done % self.log_every == 0
+        if log or self.checkpoints.due(done):
+            self.watch.check(self.protocol, self.advice)
+        return log
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -168,9 +188,16 @@ class FinetuneCheckpoints:
             checkpoint.set_rng_state(self._rng)
         return batches
 
+    def due(self, step: int) -> bool:
+        """Whether :meth:`maybe_save` writes after ``step`` iterations: every ``every`` and at the end.
+
+        The end is a check point even without a checkpoint file (the loss is looked at before evaluating).
+        """
+        return step == self.iters or (self.path is not None and bool(self.every) and step % self.every == 0)
+
     def maybe_save(self, step: int, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
         """After iteration ``step`` (1-based count of iterations done): save when due, and at the end."""
-        if self.path is None or not (step == self.iters or (self.every and step % self.every == 0)):
+        if self.path is None or not self.due(step):
             return
         rng = distributed.gather_objects(checkpoint.rng_state())  # every rank's, so each continues its own stream
         if distributed.rank() == 0:

@@ -51,7 +51,7 @@ from densecl.evaluation.datasets import IGNORE_INDEX, SegmentationSplit, read_se
 from densecl.evaluation.finetune import (
     BatchStream,
     FinetuneCheckpoints,
-    check_finite,
+    LossWatch,
     prepare_model,
     unwrap,
 )
@@ -239,6 +239,7 @@ def _train(model: nn.Module, split: SegmentationSplit, config: SegFinetuneConfig
         pin_memory=config.device.startswith("cuda"),
     )
     batches = checkpoints.batches(loader)
+    watch = LossWatch("seg-finetune", "lower --lr", config.device, config.log_every, checkpoints)
     model.train()
     start = time.perf_counter()
     for step, (x, y) in enumerate(batches, start=first):
@@ -246,11 +247,10 @@ def _train(model: nn.Module, split: SegmentationSplit, config: SegFinetuneConfig
             group["lr"] = poly_lr(step, config.iters, config.lr, config.poly_power, config.min_lr)
         x, y = x.to(config.device, non_blocking=True), y.to(config.device, non_blocking=True)
         loss = F.cross_entropy(model(x), y, ignore_index=IGNORE_INDEX)  # B x K x H x W vs B x H x W
-        check_finite(loss, "seg-finetune", step, "lower --lr")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        if distributed.rank() == 0 and config.log_every and (step + 1) % config.log_every == 0:
+        if watch.after(loss, step) and distributed.rank() == 0:
             print(
                 f"seg-finetune iter {step + 1}/{config.iters} loss {loss.item():.4f} "
                 f"lr {optimizer.param_groups[0]['lr']:.5f} ({time.perf_counter() - start:.0f} s)",
