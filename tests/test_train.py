@@ -552,7 +552,7 @@ def test_a_nan_between_checks_is_caught_before_the_next_save(tmp_path, monkeypat
     # the epoch's end is a check too (the epoch's checkpoint follows it): the one of epoch 0 stays
     _poison(monkeypatch, at_call=5)
     assert pretrain(tmp_path / "end", "--epochs", "4", "--log-every", "10") == 1
-    assert "iteration 4 (epoch 1)" in capsys.readouterr().err
+    assert "epoch 1: loss is nan at iteration 4" in capsys.readouterr().err
     assert checkpoint.load(tmp_path / "end" / "checkpoint.pt").step == 3
 
 
