@@ -106,7 +106,8 @@ def test_export_refuses_a_non_empty_folder_without_overwrite(tmp_path, capsys):
         )
         == 0
     )
-    assert (tmp_path / "x" / "keep.txt").read_text() == "mine"  # only what the export owns is replaced
+    # nothing is deleted: the earlier folder, the user's file in it included, moved aside whole
+    assert (tmp_path / "x.old-1" / "keep.txt").read_text() == "mine" and not (tmp_path / "x" / "keep.txt").exists()
     assert json.loads((tmp_path / "x" / "scenes.json").read_text())["splits"] == {"train": [0, 2], "val": [2, 3]}
 
 

@@ -31,7 +31,11 @@ def _register_export_scenes(actions) -> None:
     p.add_argument("--size", type=int, default=128, help="image side in pixels")
     p.add_argument("--seed", type=int, default=0, help="scene seed")
     p.add_argument("--max-objects", type=int, default=4, help="objects per scene at most")
-    p.add_argument("--overwrite", action="store_true", help="replace what a previous export of this format wrote")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="a non-empty --out is moved aside (OUT.old-N), never deleted, and written afresh",
+    )
     p.set_defaults(func=run_export_scenes)
 
 
@@ -83,7 +87,11 @@ def _register_scenes(actions) -> None:
     p.add_argument("--seed", type=int, default=0, help="composition seed (the asset split depends on file names only)")
     p.add_argument("--max-objects", type=int, default=4, help="objects per image at most")
     p.add_argument("--format", default="voc,coco,imagefolder", help="comma-separated layouts to write")
-    p.add_argument("--overwrite", action="store_true", help="replace what a previous run wrote in --out")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="a non-empty --out is moved aside (OUT.old-N), never deleted, and written afresh",
+    )
     p.set_defaults(func=run_scenes)
 
 

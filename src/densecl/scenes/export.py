@@ -18,11 +18,10 @@ Train scenes are indices ``0..n_train-1`` and val scenes
 from __future__ import annotations
 
 import json
-import shutil
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from densecl import run_dir
 from densecl.errors import InputError
 from densecl.formats import FORMATS, open_writer
 from densecl.scenes.procedural import CLASSES, render_scene
@@ -30,14 +29,8 @@ from densecl.scenes.procedural import CLASSES, render_scene
 PROCEDURAL_SPLITS = ("train", "val")
 """The splits of the exported procedural scenes: disjoint ranges of scene indices."""
 
+
 # what each format writes; --overwrite removes exactly these
-_OWNED = {
-    "voc": ("JPEGImages", "SegmentationClass", "Annotations", "ImageSets", "classes.txt", "scenes.json"),
-    "coco": ("train", "val", "annotations", "scenes.json"),
-    "imagefolder": ("train", "val", "scenes.json"),
-}
-
-
 @dataclass(frozen=True)
 class ExportSummary:
     out: Path
@@ -45,19 +38,14 @@ class ExportSummary:
     counts: dict[str, int]  # images per split
 
 
-def prepare_output(out: Path, owned: Iterable[str], overwrite: bool) -> None:
-    """Makes ``out``; a non-empty one only with ``overwrite``, removing just the entries in ``owned``."""
+def prepare_output(out: Path, overwrite: bool) -> None:
+    """Makes ``out``; a non-empty one only with ``overwrite``, which moves it aside (``OUT.old-N``), never deletes."""
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {out} is a file; give a directory")
     if out.exists() and any(out.iterdir()):
         if not overwrite:
             raise InputError(f"{out} exists and is not empty; choose another --out or pass --overwrite")
-        for name in owned:
-            target = out / name
-            if target.is_dir():
-                shutil.rmtree(target)
-            elif target.exists():
-                target.unlink()
+        print(f"densecl data: moved the earlier {out} to {run_dir.move_aside(out)}")
     out.mkdir(parents=True, exist_ok=True)
 
 
@@ -77,7 +65,7 @@ def export_scenes(
         raise InputError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
     if n_train < 1 or n_val < 1:
         raise InputError(f"--n-train and --n-val must be >= 1, got {n_train} and {n_val}")
-    prepare_output(out, _OWNED[fmt], overwrite)
+    prepare_output(out, overwrite)
     indices = {"train": range(n_train), "val": range(n_train, n_train + n_val)}
     writer = open_writer(fmt, out, CLASSES, PROCEDURAL_SPLITS)
     for split in PROCEDURAL_SPLITS:

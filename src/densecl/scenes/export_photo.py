@@ -36,7 +36,6 @@ from densecl.scenes.export import prepare_output
 from densecl.scenes.photo import PHOTO_SPLITS, PhotoAssets, PhotoSceneComposer, load_assets, split_counts
 
 UNLABELED = "unlabeled"
-_OWNED = (*FORMATS, UNLABELED, "manifest.json", "README.md")  # what --overwrite removes
 
 
 @dataclass(frozen=True)
@@ -142,7 +141,7 @@ def export_photo_scenes(
 
 
 def _prepare(out: Path, overwrite: bool) -> None:
-    prepare_output(out, _OWNED, overwrite)
+    prepare_output(out, overwrite)
 
 
 def _asset_counts(assets: PhotoAssets) -> dict[str, dict]:
