@@ -306,3 +306,23 @@ def test_refusals(files, tmp_path, capsys, argv, message):
     err = capsys.readouterr().err
     assert code == 2 and message.format(**files) in err, err
     assert not (tmp_path / "x.png").exists()
+
+
+def test_stats_tables_print_matches_per_pair_and_the_score_histogram():
+    from densecl.matches import MatchStats, stats_tables
+
+    stats = {
+        "DenseCL": MatchStats(2, 4.0, 3.5, 1.0, 0.9, (1, 1), (0.0, 0.5, 1.0), (3, 4)),
+        "random": MatchStats(2, 4.0, 2.0, 0.5, 0.9, (1, 0), (0.0, 0.5, 1.0), (4, 0)),
+    }
+    assert stats_tables(stats).splitlines() == [
+        "| weights | pairs | locations | mutual/pair | >=0.9/pair |",
+        "| ------- | ----- | --------- | ----------- | ---------- |",
+        "| DenseCL | 2     | 4         | 3.50        | 1.00       |",
+        "| random  | 2     | 4         | 2.00        | 0.50       |",
+        "",
+        "| mutual-match score | DenseCL | random |",
+        "| ------------------ | ------- | ------ |",
+        "| 0.0-0.5            | 3       | 4      |",
+        "| 0.5-1.0            | 4       | 0      |",
+    ]

@@ -21,6 +21,7 @@ The picture and the command::
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol
@@ -230,3 +231,74 @@ def match_stats(results: Sequence[Correspondence], threshold: float, bins: int =
         histogram_edges=tuple(round(float(e), 6) for e in edges),
         histogram_counts=tuple(int(c) for c in counts),
     )
+
+
+def kept_right(pairs: Sequence[ViewPair], results: Sequence[Correspondence], threshold: float) -> float | None:
+    """Mean number per pair of kept matches (score >= ``threshold``) that the views' geometry confirms; None
+    when a pair has no geometry (two given images)."""
+    counts = []
+    for pair, result in zip(pairs, results):
+        right = truth(pair, result)
+        if right is None:
+            return None
+        counts.append(int(((right == 1) & (result.matches.score >= threshold)).sum()))
+    return sum(counts) / len(counts)
+
+
+def compare(
+    backbones: dict[str, nn.Module], pairs: Iterator[ViewPair], chunk: int = 8
+) -> tuple[list[ViewPair], dict[str, list[Correspondence]]]:
+    """Every backbone's mutual matches on every pair, ``chunk`` pairs per forward pass.
+
+    Returns:
+        The pairs seen (the first is the picture's) and, per backbone label, one
+        :class:`Correspondence` per pair.
+    """
+    seen: list[ViewPair] = []
+    results: dict[str, list[Correspondence]] = {label: [] for label in backbones}
+    with torch.inference_mode():
+        while batch := list(itertools.islice(pairs, chunk)):
+            seen.extend(batch)
+            for label, backbone in backbones.items():
+                results[label].extend(correspond(backbone, batch))
+    return seen, results
+
+
+def stats_tables(stats: dict[str, MatchStats]) -> str:
+    """Matches per pair for each backbone, then the histogram of mutual-match scores (Markdown, padded)."""
+    from densecl.tables import markdown_table
+
+    threshold = next(iter(stats.values())).threshold
+    summary = markdown_table(
+        ["weights", "pairs", "locations", "mutual/pair", f">={threshold:g}/pair"],
+        [
+            [label, s.pairs, f"{s.locations:.0f}", f"{s.mean_mutual:.2f}", f"{s.mean_kept:.2f}"]
+            for label, s in stats.items()
+        ],
+    )
+    edges = next(iter(stats.values())).histogram_edges
+    histogram = markdown_table(
+        ["mutual-match score", *stats],
+        [
+            [f"{edges[b]:.1f}-{edges[b + 1]:.1f}", *(s.histogram_counts[b] for s in stats.values())]
+            for b in range(len(edges) - 1)
+        ],
+    )
+    return f"{summary}\n\n{histogram}"
+
+
+def given_pair(image1: Image.Image, image2: Image.Image, crop: int, name: str) -> ViewPair:
+    """Two given images as they are, each squashed to ``crop x crop`` and ImageNet-normalised; no known geometry."""
+    from torchvision.transforms import v2
+
+    from densecl.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+
+    as_is = v2.Compose(
+        [
+            v2.ToImage(),
+            v2.Resize((crop, crop), antialias=True),  # the whole image, squashed to a square
+            v2.ToDtype(torch.float32, scale=True),
+            v2.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+        ]
+    )
+    return ViewPair(as_is(image1), as_is(image2), name)

@@ -21,10 +21,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from densecl.config import RANDOM_WEIGHTS
 from densecl.errors import InputError
 
 if TYPE_CHECKING:
@@ -47,7 +47,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="append",
         required=True,
         metavar="PATH",
-        help="backbone checkpoint (any layout densecl reads) or 'random'; repeat to compare, one picture row each",
+        help=f"backbone checkpoint (any layout densecl reads) or '{RANDOM_WEIGHTS}'; repeat to compare, "
+        "one picture row each",
     )
     parser.add_argument(
         "--label",
@@ -73,7 +74,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "pre-training augmentation (colour jitter, grayscale, blur)",
     )
     parser.add_argument("--threshold", type=float, default=0.9, help="draw and count matches with score >= this")
-    parser.add_argument("--seed", type=int, default=0, help="picks the images, the views and 'random' weights")
+    parser.add_argument(
+        "--seed", type=int, default=0, help=f"picks the images, the views and '{RANDOM_WEIGHTS}' weights"
+    )
     parser.add_argument("--pairs", type=int, default=None, help="with --data: view pairs to evaluate (default 16)")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (cuda when available)")
     parser.add_argument(
@@ -92,8 +95,6 @@ class Loaded(NamedTuple):
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
     from densecl import matches as corr
     from densecl.devices import resolve_device
     from densecl.plotting import draw_correspondence, require_matplotlib
@@ -106,16 +107,10 @@ def run(args: argparse.Namespace) -> int:
         w.backbone.to(device).eval()
 
     mode, source_name, pairs = _pairs(args)
-    results: dict[str, list[corr.Correspondence]] = {w.label: [] for w in loaded}
-    first, seen = None, []
-    with torch.inference_mode():
-        while chunk := _take(pairs, CHUNK):
-            first = chunk[0] if first is None else first
-            seen.extend(chunk)
-            for w in loaded:
-                results[w.label].extend(corr.correspond(w.backbone, chunk))
+    seen, results = corr.compare({w.label: w.backbone for w in loaded}, pairs, CHUNK)
+    first = seen[0]
     stats = {label: corr.match_stats(r, args.threshold) for label, r in results.items()}
-    right = {label: _kept_right(seen, r, args.threshold) for label, r in results.items()}
+    right = {label: corr.kept_right(seen, r, args.threshold) for label, r in results.items()}
 
     rows = []
     for label, r in results.items():
@@ -140,24 +135,9 @@ def run(args: argparse.Namespace) -> int:
     }
     report_path = out.with_suffix(".json")
     report_path.write_text(json.dumps(report, indent=2) + "\n")
-    _print_table(stats, args.threshold)
+    print(corr.stats_tables(stats))
     print(f"wrote {out} and {report_path}")
     return 0
-
-
-def _kept_right(pairs, results, threshold: float) -> float | None:
-    """Mean number per pair of kept matches (score >= threshold) that the views' geometry confirms; None without
-    geometry.
-    """
-    from densecl import matches as corr
-
-    counts = []
-    for pair, result in zip(pairs, results):
-        truth = corr.truth(pair, result)
-        if truth is None:
-            return None
-        counts.append(int(((truth == 1) & (result.matches.score >= threshold)).sum()))
-    return sum(counts) / len(counts)
 
 
 def _weights_report(w: Loaded, s) -> dict[str, Any]:
@@ -229,8 +209,8 @@ def _default_labels(sources: list[str], arch: str) -> list[str]:
 
     def name(source: str) -> str:
         path = Path(source)
-        if source == "random":
-            return f"random {arch}"
+        if source == RANDOM_WEIGHTS:
+            return f"{RANDOM_WEIGHTS} {arch}"
         return path.absolute().parent.name if path.name == CHECKPOINT_NAME else path.stem
 
     names = [name(s) for s in sources]
@@ -243,12 +223,9 @@ def _default_labels(sources: list[str], arch: str) -> list[str]:
 
 def _pairs(args: argparse.Namespace):
     """``(mode, source description, iterator of ViewPair)``."""
-    import torch
-    from torchvision.transforms import v2
-
     from densecl.data.sources import image_source
-    from densecl.data.transforms import IMAGENET_MEAN, IMAGENET_STD, GeometricTwoViews
-    from densecl.matches import ViewPair, augmented_pairs
+    from densecl.data.transforms import GeometricTwoViews
+    from densecl.matches import augmented_pairs, given_pair
 
     view = GeometricTwoViews(args.crop, args.min_scale, photometric=args.augment == "moco-v2")
     if args.data:
@@ -258,16 +235,8 @@ def _pairs(args: argparse.Namespace):
     images = [_read_image(p) for p in filter(None, (args.image, args.image2))]
     if not args.image2:
         return "views", args.image, augmented_pairs(images[0], 1, view, args.seed)
-    as_is = v2.Compose(
-        [
-            v2.ToImage(),
-            v2.Resize((args.crop, args.crop), antialias=True),  # the whole image, squashed to a square
-            v2.ToDtype(torch.float32, scale=True),
-            v2.Normalize(IMAGENET_MEAN, IMAGENET_STD),
-        ]
-    )
     image1, image2 = (source.load(0) for source in images)
-    return "images", f"{args.image} | {args.image2}", iter([ViewPair(as_is(image1), as_is(image2), args.image)])
+    return "images", f"{args.image} | {args.image2}", iter([given_pair(image1, image2, args.crop, args.image)])
 
 
 def _read_image(path: str):
@@ -281,38 +250,8 @@ def _read_image(path: str):
     return ImageFiles([Path(path)], f"image {path}")
 
 
-def _take(iterator, n: int) -> list:
-    chunk = []
-    for item in iterator:
-        chunk.append(item)
-        if len(chunk) == n:
-            break
-    return chunk
-
-
 def _describe(mode: str, args: argparse.Namespace) -> str:
     if mode == "images":
         return f"two images at {args.crop} px"
     views = f"{args.augment} views at {args.crop} px"
     return f"{views}, pair 1 of {args.pairs or 16}" if mode == "data" else views
-
-
-# --------------------------------------------------------------------------- report
-
-
-def _print_table(stats: dict, threshold: float) -> None:
-    labels = list(stats)
-    width = max(12, *(len(label) for label in labels))
-    first = next(iter(stats.values()))
-    print(f"{'weights':<{width}}  {'pairs':>5}  {'locations':>9}  {'mutual/pair':>11}  {f'>={threshold:g}/pair':>11}")
-    for label, s in stats.items():
-        print(f"{label:<{width}}  {s.pairs:>5}  {s.locations:>9.0f}  {s.mean_mutual:>11.2f}  {s.mean_kept:>11.2f}")
-    print()
-    print("mutual-match scores, all pairs (count per bin)")
-    column = max(8, *(len(label) for label in labels))
-    print(f"{'score':<11}" + "".join(f"  {label:>{column}}" for label in labels))
-    edges = first.histogram_edges
-    for b in range(len(edges) - 1):
-        span = f"{edges[b]:.1f}-{edges[b + 1]:.1f}"
-        print(f"{span:<11}" + "".join(f"  {stats[label].histogram_counts[b]:>{column}}" for label in labels))
-    sys.stdout.flush()
