@@ -22,6 +22,8 @@ from densecl.errors import InputError
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda")
 MATCHINGS = ("features", "geometry")
+PIXELS = ("auto", "photo", "values")
+JITTERS = ("auto", "rgb", "channels", "image")
 DATA_BACKENDS = ("cpu", "gpu")
 AUTO = "auto"  # queue_len / dense_queue_len: sized from the data set (see PretrainConfig.with_queues_for)
 PAPER_QUEUE_LEN = 65536  # the paper's queues; what "auto" never exceeds
@@ -71,6 +73,50 @@ class PretrainConfig:
     crop_size: int = 224
     min_scale: float = 0.2  # RandomResizedCrop scale (min_scale, 1)
     workers: int = 4  # data-loading processes per rank
+    # what the images hold and how the network sees them (docs/your-images.md)
+    in_channels: int | str = field(
+        default=AUTO,
+        metadata={
+            "help": "input channels of both encoders, or auto: the bands of the first image (3 for 8-bit photos), "
+            "or as many as --bands names; every image is checked to agree; default auto"
+        },
+    )
+    bands: str | None = field(
+        default=None,
+        metadata={"help": "the files' bands to use, counted from 1, in this order (e.g. 4,3,2); default: all"},
+    )
+    pixels: str = field(
+        default=AUTO,
+        metadata={
+            "help": "auto: 8-bit images are RGB photos scaled to [0, 1] (as always), any other image (16-bit, "
+            "float, multi-band, DICOM, .npy) keeps its stored values; values: 8-bit images keep theirs too (an "
+            "8-bit grayscale folder is one channel); photo: only 8-bit photos; default auto"
+        },
+    )
+    mean: str = field(
+        default=AUTO,
+        metadata={
+            "help": "per-channel mean, comma-separated, in the images' units; auto: ImageNet's for 8-bit photos, "
+            "else measured on a sample of the data at start (densecl data stats DIR prints it); measure: "
+            "measured for photos too. Stored in the checkpoint; default auto"
+        },
+    )
+    std: str = field(default=AUTO, metadata={"help": "per-channel std, as --mean; default auto"})
+    nodata: float | None = field(
+        default=None,
+        metadata={
+            "help": "a stored value that marks pixels without data (besides NaN and a GeoTIFF's own nodata "
+            "value): left out of the statistics, set to the channel mean in the views; default none"
+        },
+    )
+    jitter: str = field(
+        default=AUTO,
+        metadata={
+            "help": "brightness and contrast jitter of non-photo images: image (one factor a view), channels "
+            "(one a band), rgb (with saturation, hue and grayscale; 3 channels); auto: rgb for a file's own 3 "
+            "channels, image for 1, channels otherwise; default auto"
+        },
+    )
     data_backend: str = field(
         default="cpu",
         metadata={
@@ -159,6 +205,12 @@ class PretrainConfig:
         _require(
             self.data_backend in DATA_BACKENDS,
             f"data_backend must be one of {', '.join(DATA_BACKENDS)}, got {self.data_backend!r}",
+        )
+        _require(self.pixels in PIXELS, f"pixels must be one of {', '.join(PIXELS)}, got {self.pixels!r}")
+        _require(self.jitter in JITTERS, f"jitter must be one of {', '.join(JITTERS)}, got {self.jitter!r}")
+        _require(
+            self.in_channels == AUTO or self.in_channels >= 1,
+            f"in_channels must be auto or >= 1, got {self.in_channels}",
         )
         _require(
             self.dense_matching in MATCHINGS,

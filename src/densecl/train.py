@@ -24,6 +24,7 @@ import torch
 from densecl import checkpoint, distributed, run_dir
 from densecl.config import PretrainConfig, auto_queue_len, c5_side
 from densecl.data import gpu as gpu_data
+from densecl.data.inputs import resolve_inputs
 from densecl.data.sampler import EpochSampler
 from densecl.data.sources import TwoViewDataset, image_source
 from densecl.data.transforms import GeometricTwoViews
@@ -73,6 +74,7 @@ def pretrain(
 
     # data: fail on a bad path before any model is built
     source = image_source(cfg.data, cfg.scenes_length, cfg.scenes_size, cfg.seed)
+    cfg, inputs, input_line = resolve_inputs(cfg, source)  # channels, bands, mean/std: numbers from here on
     cfg = cfg.with_queues_for(len(source))  # "auto" queue lengths: from here on numbers, printed and stored
     per_rank_batch = cfg.batch_size // info.world_size
     sampler = EpochSampler(len(source), per_rank_batch, info.rank, info.world_size, cfg.seed)
@@ -81,7 +83,11 @@ def pretrain(
     check_data_backend(cfg.data_backend, device)
     side = cfg.num_grid or c5_side(cfg.crop_size)
     two_views = GeometricTwoViews(
-        cfg.crop_size, cfg.min_scale, (side, side) if cfg.dense_matching == "geometry" else None
+        cfg.crop_size,
+        cfg.min_scale,
+        (side, side) if cfg.dense_matching == "geometry" else None,
+        inputs=inputs,
+        jitter=cfg.jitter,
     )
     on_gpu = cfg.data_backend == "gpu"
     loader = torch.utils.data.DataLoader(
@@ -115,9 +121,10 @@ def pretrain(
         cfg.num_grid,
         dense_queue_len=cfg.dense_queue_len,
         bn_group_size=cfg.bn_group_size,
+        in_channels=cfg.in_channels,
     )
     if cfg.init and resume is None:
-        _init_backbone(model, cfg.init)
+        _init_backbone(model, cfg.init, say)
     model.to(device)
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
@@ -148,6 +155,7 @@ def pretrain(
     distributed.barrier()
     say(f"densecl pretrain: {'resuming at iteration ' + str(step) if resume else 'new run'} in {out_dir}")
     say(cfg.to_yaml().rstrip())
+    say(input_line)
     say(
         f"data: {source.origin}, {len(source)} images, {iters_per_epoch} iterations/epoch, {total_steps} in all | "
         f"batch {cfg.batch_size} = {info.world_size} x {per_rank_batch}, batch norm over "
@@ -259,7 +267,8 @@ def _precision_probe(model: DenseCL, batch: int, crop: int, channels_last: bool)
     def parts():
         encoder, momentum_encoder = copy.deepcopy(model.encoder), copy.deepcopy(model.momentum_encoder)
         optimizer = make_sgd(encoder.parameters(), 1e-3, 0.9, 1e-4, "cpu")
-        return encoder, momentum_encoder, optimizer, _trial_input(batch, crop, channels_last, torch.device("cpu"))
+        x = _trial_input(batch, crop, channels_last, torch.device("cpu"), model.in_channels)
+        return encoder, momentum_encoder, optimizer, x
 
     def step(name: str) -> None:
         encoder, momentum_encoder, optimizer, x = parts()
@@ -270,10 +279,10 @@ def _precision_probe(model: DenseCL, batch: int, crop: int, channels_last: bool)
     return step
 
 
-def _trial_input(batch: int, crop: int, channels_last: bool, device: torch.device) -> torch.Tensor:
-    """A fixed ``batch x 3 x crop x crop`` input in the run's layout, for the steps run before training."""
+def _trial_input(batch: int, crop: int, channels_last: bool, device: torch.device, channels: int = 3) -> torch.Tensor:
+    """A fixed ``batch x channels x crop x crop`` input in the run's layout, for the steps run before training."""
     fmt = torch.channels_last if channels_last else torch.contiguous_format
-    x = torch.randn(batch, 3, crop, crop, generator=torch.Generator().manual_seed(0))
+    x = torch.randn(batch, channels, crop, crop, generator=torch.Generator().manual_seed(0))
     return x.to(device).contiguous(memory_format=fmt)
 
 
@@ -300,7 +309,7 @@ def compile_encoders(
     """
     encoders = (model.encoder, model.momentum_encoder)
     saved = copy.deepcopy(model.state_dict())
-    x = _trial_input(batch, crop, channels_last, next(model.parameters()).device)
+    x = _trial_input(batch, crop, channels_last, next(model.parameters()).device, model.in_channels)
     try:
         for encoder in encoders:
             encoder.compile(backend=backend)
@@ -329,18 +338,30 @@ def _seed_everything(seed: int, deterministic: bool) -> None:
         torch.backends.cudnn.benchmark = True
 
 
-def _init_backbone(model: DenseCL, source: str) -> None:
-    """Starts both encoders' backbones from pre-trained weights (any format densecl reads)."""
+def _init_backbone(model: DenseCL, source: str, say=print) -> None:
+    """Starts both encoders' backbones from pre-trained weights (any format densecl reads); RGB weights on other
+    inputs have their first convolution adapted (:mod:`densecl.weights.input_conv`), in one line."""
     from densecl.weights import load_backbone_weights
+    from densecl.weights.input_conv import fit_input_channels
 
     weights = load_backbone_weights(source)  # checked to fit weights.arch exactly
     if weights.arch != model.arch:
         raise InputError(f"--init {source} holds a {weights.arch} backbone but the config says arch {model.arch}")
+    state, note = fit_input_channels(weights.state_dict, model.in_channels, f"--init {source}")
+    if note:
+        say(f"densecl pretrain: {note}")
     for encoder in (model.encoder, model.momentum_encoder):
-        encoder.backbone.load_state_dict(weights.state_dict, strict=True)
+        encoder.backbone.load_state_dict(state, strict=True)
 
 
-MODEL_KEYS = ("arch", "hidden_dim", "out_dim", "queue_len", "dense_queue_len")  # config fields that shape the weights
+MODEL_KEYS = (
+    "arch",
+    "in_channels",
+    "hidden_dim",
+    "out_dim",
+    "queue_len",
+    "dense_queue_len",
+)  # config fields that shape the weights
 
 
 def _holds_run_files(out_dir: Path) -> bool:
