@@ -127,12 +127,18 @@ class InputSpec:
         """
         if self.mean is not None and self.std is not None:
             return self.mean, self.std
-        if photo:
+        if photo and len(self.bands or (1, 2, 3)) == self.channels:
             return imagenet_statistics(self.bands or (1, 2, 3))
         raise InputError(
             "these weights carry no mean and std for 16-bit, float or multi-band images; pass --mean and --std "
             "(densecl data stats DIR prints them for your images)"
         )
+
+    def read(self, path: str | Path, fix: str = "fix or remove it") -> Image.Image | torch.Tensor:
+        """Reads an image file as this input reads it: bands chosen, 8-bit images as values where it takes values."""
+        from densecl.pixels import read_image
+
+        return read_image(path, bands=self.bands, values=self.photo is False, fix=fix)
 
     def prepare(self, image: Image.Image | torch.Tensor, where: str | Path = "an image") -> torch.Tensor:
         """:meth:`tensor` with every no-data pixel set to its channel's mean (ready to resample): ``C x H x W``."""

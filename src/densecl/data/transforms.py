@@ -12,6 +12,7 @@ from densecl.data import colour
 from densecl.data.geometry import ViewGeometry, corresponding_cells, sample_view
 from densecl.data.jitter import BandJitter
 from densecl.inputs import IMAGENET_MEAN, IMAGENET_STD, InputSpec
+from densecl.pixels import image_size
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "NO_MATCH", "GeometricTwoViews", "image_size", "moco_v2_view"]
 
@@ -138,10 +139,3 @@ class GeometricTwoViews:
     def __call__(self, image) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         im_q, im_k, g_q, g_k = self.views(image)
         return im_q, im_k, self.match((g_q, g_k))
-
-
-def image_size(image) -> tuple[int, int]:
-    """``(width, height)`` of a PIL image or of a ``C x H x W`` tensor."""
-    if isinstance(image, torch.Tensor):
-        return image.shape[-1], image.shape[-2]
-    return image.size

@@ -45,6 +45,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from PIL import Image
 from torch import nn
 from torchvision.models.detection import FasterRCNN, MaskRCNN
 from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
@@ -70,7 +71,8 @@ from densecl.evaluation.metrics import coco_average_precision
 from densecl.evaluation.options import option
 from densecl.evaluation.registry import Protocol
 from densecl.evaluation.results import Evaluation
-from densecl.models.backbones import ResNetBackbone, torchvision_classifier
+from densecl.inputs import InputSpec
+from densecl.models.backbones import ResNetBackbone, first_conv, torchvision_classifier
 from densecl.schedules import warmup_step_lr
 
 TASKS = ("box", "mask")
@@ -137,7 +139,11 @@ def build_detector(backbone: ResNetBackbone, arch: str, num_classes: int, config
     """
     task, norm = config.task, config.norm
     resnet = torchvision_classifier(arch)
+    if backbone.in_channels != resnet.conv1.in_channels:
+        resnet.conv1 = first_conv(resnet.conv1, backbone.in_channels)
     load_trunk(resnet, backbone.state_dict())
+    inputs = backbone.input_spec
+    mean, std = inputs.statistics(photo=inputs.photo is not False)  # photos: ImageNet's, torchvision's default
     if norm == "frozen":
         resnet = freeze_batchnorm(resnet)
     trained_norm = None if norm == "frozen" else nn.BatchNorm2d
@@ -150,7 +156,7 @@ def build_detector(backbone: ResNetBackbone, arch: str, num_classes: int, config
         if task == "mask":
             extra["mask_head"] = MaskRCNNHeads(body.out_channels, [256] * 4, 1, norm_layer=trained_norm)
     detector = MaskRCNN if task == "mask" else FasterRCNN
-    return detector(
+    model = detector(
         body,
         num_classes=num_classes + 1,
         min_size=config.min_size,
@@ -159,8 +165,12 @@ def build_detector(backbone: ResNetBackbone, arch: str, num_classes: int, config
         rpn_post_nms_top_n_test=config.proposals,
         box_batch_size_per_image=config.rois_per_image,
         box_detections_per_img=config.detections_per_image,
+        image_mean=list(mean),
+        image_std=list(std),
         **extra,
     )
+    model.input_spec = inputs  # how DetectionSamples reads the images for it
+    return model
 
 
 def load_trunk(resnet: nn.Module, state_dict: dict[str, torch.Tensor]) -> None:
@@ -187,18 +197,25 @@ def freeze_batchnorm(module: nn.Module) -> nn.Module:
 
 
 class DetectionSamples(torch.utils.data.Dataset):
-    """``(index, sample_seed)`` -> (``3 x H x W`` float image in [0, 1], target dict of tensors), flipped at random."""
+    """``(index, sample_seed)`` -> (``C x H x W`` float image, target dict of tensors), flipped at random.
 
-    def __init__(self, split: CocoSplit, masks: bool, flip: bool) -> None:
-        self.split, self.masks, self.flip = split, masks, flip
+    A photo in [0, 1], other images' stored values with no data filled (``inputs``, the backbone's): the
+    detector normalises them with the backbone's mean and std (:func:`build_detector`).
+    """
+
+    def __init__(self, split: CocoSplit, masks: bool, flip: bool, inputs: InputSpec | None = None) -> None:
+        self.split, self.masks, self.flip, self.inputs = split, masks, flip, inputs or InputSpec()
 
     def __len__(self) -> int:
         return len(self.split)
 
     def __getitem__(self, item: tuple[int, int]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         index, sample_seed = item
-        image, target = self.split.load(index, with_masks=self.masks)
-        x = v2.functional.to_dtype(v2.functional.to_image(image), torch.float32, scale=True)  # 3 x H x W
+        image, target = self.split.load(index, with_masks=self.masks, inputs=self.inputs)
+        if isinstance(image, Image.Image) and self.inputs.plain_rgb:
+            x = v2.functional.to_dtype(v2.functional.to_image(image), torch.float32, scale=True)  # 3 x H x W
+        else:
+            x = self.inputs.prepare(image)  # C x H x W
         t = {k: torch.from_numpy(v) for k, v in target.items()}
         if self.flip and np.random.default_rng(sample_seed).random() < 0.5:
             x = x.flip(-1)
@@ -265,7 +282,7 @@ def _train(model: nn.Module, split: CocoSplit, config: DetConfig, seed: int) -> 
     )
     first = checkpoints.restore(model, optimizer)
     loader = torch.utils.data.DataLoader(
-        DetectionSamples(split, masks=config.task == "mask", flip=True),
+        DetectionSamples(split, masks=config.task == "mask", flip=True, inputs=unwrap(model).input_spec),
         batch_sampler=BatchStream(len(split), config.batch_size, config.iters, seed, start=first),
         num_workers=config.workers,
         collate_fn=_as_lists,
@@ -301,7 +318,7 @@ def _validate(model: nn.Module, split: CocoSplit, config: DetConfig) -> dict[str
     from pycocotools import mask as mask_utils
 
     model.eval()
-    dataset = DetectionSamples(split, masks=False, flip=False)
+    dataset = DetectionSamples(split, masks=False, flip=False, inputs=unwrap(model).input_spec)
     boxes, segms = [], []
     outputs = (
         (split.image_ids[i], out)

@@ -120,7 +120,10 @@ def image_features(
 ) -> torch.Tensor:
     """Pooled, L2-normalised features of image files (in order): ``N x C`` on the CPU."""
     loader = torch.utils.data.DataLoader(
-        ImageTensors(paths, image_size), batch_size=batch_size, num_workers=workers, collate_fn=as_list
+        ImageTensors(paths, image_size, backbone.input_spec),
+        batch_size=batch_size,
+        num_workers=workers,
+        collate_fn=as_list,
     )
     return pooled_features(backbone, loader, stage, device)
 
@@ -179,10 +182,11 @@ def segmentation_maps(
     ``H x W`` label, both on the CPU. Images of one size are batched; ``image_size`` as in
     :func:`densecl.evaluation.datasets.segmentation_tensors`.
     """
-    maps, labels = [], []
+    maps, labels, inputs = [], [], backbone.input_spec
     for start in range(0, len(split), batch_size):
         batch = [
-            segmentation_tensors(*split.load(i), image_size) for i in range(start, min(start + batch_size, len(split)))
+            segmentation_tensors(*split.load(i, inputs), image_size, inputs)
+            for i in range(start, min(start + batch_size, len(split)))
         ]
         for run in same_size_runs(batch, shape=lambda item: item[0].shape):
             x = torch.stack([image for image, _ in run]).to(device)  # B x 3 x H x W

@@ -270,3 +270,22 @@ def missing_extra(path: Path, package: str, extra: str, why: str) -> CannotDecod
     return CannotDecode(
         f"reading {path} ({why}) needs the {package} package, which is not installed: pip install 'densecl[{extra}]'"
     )
+
+
+def image_size(image: Pixels) -> tuple[int, int]:
+    """``(width, height)`` of a PIL image or of a ``C x H x W`` tensor."""
+    if isinstance(image, torch.Tensor):
+        return image.shape[-1], image.shape[-2]
+    return image.size
+
+
+def preview(image: Pixels) -> Image.Image:
+    """An RGB picture of an image for people to look at: a photo as it is; bands stretched from their 1st to
+    99th percentile to 8 bits, the first three as RGB (one band as gray). Never fed to a network."""
+    if isinstance(image, Image.Image):
+        return image.convert("RGB")
+    x = image[:3] if image.shape[0] >= 3 else image[:1].expand(3, -1, -1)
+    x = torch.nan_to_num(x.float(), nan=0.0)
+    lo, hi = torch.quantile(x.flatten()[:: max(1, x.numel() // 100_000)], torch.tensor([0.01, 0.99]))
+    x = ((x - lo) / (hi - lo).clamp(min=1e-12)).clamp(0, 1).mul(255).round().byte()
+    return Image.fromarray(x.permute(1, 2, 0).numpy())
