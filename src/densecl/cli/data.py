@@ -79,6 +79,10 @@ def _register_export_scenes(actions) -> None:
     p.add_argument("--size", type=int, default=128, help="image side in pixels")
     p.add_argument("--seed", type=int, default=0, help="scene seed")
     p.add_argument("--max-objects", type=int, default=4, help="objects per scene at most")
+    p.add_argument(
+        "--bands", type=int, default=3, choices=(3, 4), help="3: RGB; 4: RGB and a near-infrared band (TIFF)"
+    )
+    p.add_argument("--bit-depth", type=int, default=8, choices=(8, 16), help="8, or 16 (uint16 TIFF)")
     p.add_argument("--overwrite", action="store_true", help="replace what a previous export of this format wrote")
     p.set_defaults(func=run_export_scenes)
 
@@ -95,9 +99,12 @@ def run_export_scenes(args: argparse.Namespace) -> int:
         seed=args.seed,
         max_objects=args.max_objects,
         overwrite=args.overwrite,
+        bands=args.bands,
+        bit_depth=args.bit_depth,
     )
     counts = ", ".join(f"{n} {split}" for split, n in summary.counts.items())
-    print(f"wrote {counts} scenes ({args.size} px) as {summary.format} to {summary.out}")
+    kind = "" if (args.bands, args.bit_depth) == (3, 8) else f", {args.bands} bands of {args.bit_depth} bits"
+    print(f"wrote {counts} scenes ({args.size} px{kind}) as {summary.format} to {summary.out}")
     return 0
 
 

@@ -19,11 +19,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from PIL import Image
 
 from densecl.errors import InputError
 from densecl.images import open_rgb
-from densecl.pixels import Pixels, image_size
+from densecl.pixels import Pixels, image_size, save_image
 
 if TYPE_CHECKING:
     from densecl.inputs import InputSpec
@@ -43,10 +42,10 @@ class CocoWriter:
         from pycocotools import mask as mask_utils
 
         (self.out / split).mkdir(exist_ok=True)
-        Image.fromarray(scene.image).save(self.out / split / f"{name}.png")
+        file_name = save_image(self.out / split, name, scene.image, ".png")  # 16-bit or more bands: .tif
         image_id = len(self.data[split]["images"]) + 1
         h, w = scene.semantic.shape
-        self.data[split]["images"].append({"id": image_id, "file_name": f"{name}.png", "width": w, "height": h})
+        self.data[split]["images"].append({"id": image_id, "file_name": file_name, "width": w, "height": h})
         for m, (box, label) in enumerate(zip(scene.boxes, scene.labels), start=1):
             mask = np.asfortranarray((scene.instances == m).astype(np.uint8))
             rle = mask_utils.encode(mask)

@@ -28,7 +28,7 @@ from PIL import Image
 from densecl.errors import InputError
 from densecl.formats.labels import ClassificationSplit, read_class_names, write_class_names
 from densecl.images import open_rgb
-from densecl.pixels import Pixels, image_size, probe
+from densecl.pixels import Pixels, image_size, probe, save_image
 
 if TYPE_CHECKING:
     from densecl.inputs import InputSpec
@@ -92,7 +92,7 @@ class VocWriter:
         self.palette = palette()
 
     def add(self, split: str, name: str, scene: Scene) -> None:
-        Image.fromarray(scene.image).save(self.out / "JPEGImages" / f"{name}.jpg", quality=95)
+        save_image(self.out / "JPEGImages", name, scene.image, ".jpg", quality=95)  # 16-bit or more bands: .tif
         h, w = scene.semantic.shape
         label = Image.frombytes("P", (w, h), np.ascontiguousarray(scene.semantic, dtype=np.uint8).tobytes())
         label.putpalette(self.palette)

@@ -289,3 +289,25 @@ def preview(image: Pixels) -> Image.Image:
     lo, hi = torch.quantile(x.flatten()[:: max(1, x.numel() // 100_000)], torch.tensor([0.01, 0.99]))
     x = ((x - lo) / (hi - lo).clamp(min=1e-12)).clamp(0, 1).mul(255).round().byte()
     return Image.fromarray(x.permute(1, 2, 0).numpy())
+
+
+def is_photo_array(array: np.ndarray) -> bool:
+    """An ``H x W x 3`` uint8 array: what is saved as a JPEG or PNG photo."""
+    return array.dtype == np.uint8 and array.ndim == 3 and array.shape[2] == 3
+
+
+def save_image(folder: Path, name: str, array: np.ndarray, photo_suffix: str, **photo_options) -> str:
+    """Saves ``H x W x C`` pixels as ``folder/name`` plus a suffix, and returns the file name.
+
+    An 8-bit RGB array is a photo, saved by PIL with ``photo_suffix`` (``.jpg``, ``.png``) and ``photo_options``;
+    any other (16-bit, more bands) a TIFF of its bands, band-first, by tifffile (the ``tiff`` extra).
+    """
+    if is_photo_array(array):
+        Image.fromarray(array).save(folder / f"{name}{photo_suffix}", **photo_options)
+        return f"{name}{photo_suffix}"
+    try:
+        import tifffile
+    except ImportError:
+        raise missing_extra(folder / f"{name}.tif", "tifffile", "tiff", "writing 16-bit or multi-band images") from None
+    tifffile.imwrite(folder / f"{name}.tif", np.ascontiguousarray(np.moveaxis(array, -1, 0)), photometric="minisblack")
+    return f"{name}.tif"
