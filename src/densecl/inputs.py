@@ -99,7 +99,8 @@ class InputSpec:
             want = "8-bit photos" if self.photo else "16-bit, float or multi-band images"
             raise InputError(
                 f"{where} is {'an 8-bit photo' if photo else 'a 16-bit, float or multi-band image'} but these weights "
-                f"take {want}; use images of the kind they were trained on"
+                f"take {want}; use images of the kind they were trained on (weights from elsewhere or random: "
+                "pass --in-channels, --mean and --std)"
             )
         if photo:
             x = torch.from_numpy(_rgb_array(image)).permute(2, 0, 1).float().div_(255)  # 3 x H x W

@@ -108,8 +108,9 @@ class InputOptions(NamedTuple):
         changes: dict[str, Any] = {}
         if self.bands is not None:
             changes["bands"] = parse_bands(self.bands)
-        if self.mean is not None:
+        if self.mean is not None:  # statistics of the data given: whichever kind the data are
             changes["mean"], changes["std"] = parse_floats(self.mean, "mean"), parse_floats(self.std, "std")
+            changes["photo"] = None
         if self.nodata is not None:
             changes["nodata"] = self.nodata
         return dataclasses.replace(spec, **changes) if changes else spec

@@ -188,7 +188,7 @@ def as_list(batch: list) -> list:
 
 
 def segmentation_tensors(
-    image: Pixels, label: np.ndarray, size: int = 0, inputs: InputSpec | None = None
+    image: Pixels, label: np.ndarray, size: int = 0, inputs: InputSpec | None = None, where: Path | str = "an image"
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Image -> normalised ``C x H x W`` float (as ``inputs``, the backbone's, takes it); label -> ``H x W`` uint8.
 
@@ -198,7 +198,7 @@ def segmentation_tensors(
     resize = (lambda im: v2.functional.resize(im, size, antialias=True)) if size else (lambda im: im)
     if size:
         y = v2.functional.resize(y[None], size, interpolation=v2.InterpolationMode.NEAREST)[0]
-    return to_network(resize, image, inputs or InputSpec()), y
+    return to_network(resize, image, inputs or InputSpec(), where), y
 
 
 # ---------------------------------------------------------------- any split

@@ -215,7 +215,7 @@ class DetectionSamples(torch.utils.data.Dataset):
         if isinstance(image, Image.Image) and self.inputs.plain_rgb:
             x = v2.functional.to_dtype(v2.functional.to_image(image), torch.float32, scale=True)  # 3 x H x W
         else:
-            x = self.inputs.prepare(image)  # C x H x W
+            x = self.inputs.prepare(image, self.split.coco.imgs[self.split.image_ids[index]]["file_name"])
         t = {k: torch.from_numpy(v) for k, v in target.items()}
         if self.flip and np.random.default_rng(sample_seed).random() < 0.5:
             x = x.flip(-1)

@@ -185,7 +185,7 @@ def segmentation_maps(
     maps, labels, inputs = [], [], backbone.input_spec
     for start in range(0, len(split), batch_size):
         batch = [
-            segmentation_tensors(*split.load(i, inputs), image_size, inputs)
+            segmentation_tensors(*split.load(i, inputs), image_size, inputs, split.images[i])
             for i in range(start, min(start + batch_size, len(split)))
         ]
         for run in same_size_runs(batch, shape=lambda item: item[0].shape):

@@ -177,9 +177,10 @@ class RandomCrops(torch.utils.data.Dataset):
         if isinstance(image, Image.Image):
             image = image.resize(size, Image.Resampling.BILINEAR)
         else:  # bands: no-data filled first, then resampled
-            image = v2.functional.resize(self.inputs.prepare(image), [size[1], size[0]], antialias=True)
+            image = self.inputs.prepare(image, self.split.images[index])
+            image = v2.functional.resize(image, [size[1], size[0]], antialias=True)
         label = np.asarray(Image.fromarray(label).resize(size, Image.Resampling.NEAREST))
-        x, y = segmentation_tensors(image, label, 0, self.inputs)  # C x H x W normalised, H x W uint8
+        x, y = segmentation_tensors(image, label, 0, self.inputs, self.split.images[index])  # C x H x W, H x W
         pad_h, pad_w = max(self.crop - y.shape[0], 0), max(self.crop - y.shape[1], 0)
         x = F.pad(x, (0, pad_w, 0, pad_h), value=0.0)  # 0 = the mean colour after normalisation
         y = F.pad(y, (0, pad_w, 0, pad_h), value=IGNORE_INDEX)
@@ -276,7 +277,7 @@ def _validate(model: nn.Module, split: SegmentationSplit, config: SegFinetuneCon
     cm = torch.zeros(k, k, dtype=torch.int64)
     inputs = unwrap(model).backbone.input_spec
     for i in range(len(split)):
-        x, y = segmentation_tensors(*split.load(i, inputs), 0, inputs)
+        x, y = segmentation_tensors(*split.load(i, inputs), 0, inputs, split.images[i])
         pred = model(x[None].to(config.device)).argmax(dim=1)[0].cpu()  # H x W
         cm += confusion_matrix(pred, y, k, IGNORE_INDEX)
     return iou_from_confusion(cm)
