@@ -189,6 +189,12 @@ class InputSpec:
         return cls(n, photo, bands, mean, std, None if nodata is None else float(nodata))
 
 
+def input_of(module: Any) -> InputSpec:
+    """What a backbone (or a model built on one) takes: its ``input_spec``, else RGB photos (as timm falls back to
+    ImageNet's ``pretrained_cfg``), so modules that only keep the backbone contract work too."""
+    return getattr(module, "input_spec", None) or InputSpec()
+
+
 def _rgb_array(image: Image.Image):
     import numpy as np
 

@@ -56,7 +56,7 @@ from densecl.evaluation.features import STAGE_NAMES, frozen, parse_stages
 from densecl.evaluation.options import option
 from densecl.evaluation.registry import Protocol
 from densecl.evaluation.results import Evaluation
-from densecl.inputs import InputSpec
+from densecl.inputs import InputSpec, input_of
 from densecl.matches import mutual_matches
 from densecl.models.backbones import ResNetBackbone
 from densecl.pixels import image_size
@@ -114,7 +114,7 @@ def evaluate(
     radii = parse_radii(config.radii)
     backbone.to(config.device)
     per_seed, details = [], []
-    inputs = backbone.input_spec
+    inputs = input_of(backbone)
     data.expect(Reading(values=inputs.photo is False, bands=inputs.bands))
     for seed in seeds:
         pairs = view_pairs(data, config, seed, inputs)

@@ -156,7 +156,7 @@ class ImageTensors(torch.utils.data.Dataset):
     def __init__(self, paths: Sequence[Path], size: int, inputs: InputSpec | None = None) -> None:
         self.paths = list(paths)
         self.inputs = inputs or InputSpec()
-        self.resize = v2.Compose([v2.Resize(size, antialias=True), v2.CenterCrop(size)] if size else [])
+        self.resize = v2.Compose([v2.Resize(size, antialias=True), v2.CenterCrop(size)]) if size else v2.Identity()
 
     def __len__(self) -> int:
         return len(self.paths)

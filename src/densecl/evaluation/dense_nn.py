@@ -40,7 +40,7 @@ from densecl.evaluation.metrics import confusion_matrix, iou_from_confusion
 from densecl.evaluation.options import option
 from densecl.evaluation.registry import Protocol
 from densecl.evaluation.results import Evaluation
-from densecl.inputs import InputSpec
+from densecl.inputs import InputSpec, input_of
 from densecl.models.backbones import ResNetBackbone
 from densecl.pixels import preview, probe
 
@@ -113,7 +113,7 @@ def evaluate(
                 if len(predictions) < PICTURED:
                     predictions.append(pred.to(torch.uint8))
             if config.masks_out and seed == seeds[0] and size == sizes[-1]:
-                _write_masks(config.masks_out, val, val_labels, predictions, backbone.input_spec)
+                _write_masks(config.masks_out, val, val_labels, predictions, input_of(backbone))
             iou = iou_from_confusion(cm)
             scores[f"mIoU@{size}"] = iou.mean
             per_class[size] = dict(zip(train.classes, iou.per_class))

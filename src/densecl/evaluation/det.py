@@ -71,7 +71,7 @@ from densecl.evaluation.metrics import coco_average_precision
 from densecl.evaluation.options import option
 from densecl.evaluation.registry import Protocol
 from densecl.evaluation.results import Evaluation
-from densecl.inputs import InputSpec
+from densecl.inputs import InputSpec, input_of
 from densecl.models.backbones import ResNetBackbone, first_conv, torchvision_classifier
 from densecl.schedules import warmup_step_lr
 
@@ -142,7 +142,7 @@ def build_detector(backbone: ResNetBackbone, arch: str, num_classes: int, config
     if backbone.in_channels != resnet.conv1.in_channels:
         resnet.conv1 = first_conv(resnet.conv1, backbone.in_channels)
     load_trunk(resnet, backbone.state_dict())
-    inputs = backbone.input_spec
+    inputs = input_of(backbone)
     mean, std = inputs.statistics(photo=inputs.photo is not False)  # photos: ImageNet's, torchvision's default
     if norm == "frozen":
         resnet = freeze_batchnorm(resnet)
@@ -282,7 +282,7 @@ def _train(model: nn.Module, split: CocoSplit, config: DetConfig, seed: int) -> 
     )
     first = checkpoints.restore(model, optimizer)
     loader = torch.utils.data.DataLoader(
-        DetectionSamples(split, masks=config.task == "mask", flip=True, inputs=unwrap(model).input_spec),
+        DetectionSamples(split, masks=config.task == "mask", flip=True, inputs=input_of(unwrap(model))),
         batch_sampler=BatchStream(len(split), config.batch_size, config.iters, seed, start=first),
         num_workers=config.workers,
         collate_fn=_as_lists,
@@ -318,7 +318,7 @@ def _validate(model: nn.Module, split: CocoSplit, config: DetConfig) -> dict[str
     from pycocotools import mask as mask_utils
 
     model.eval()
-    dataset = DetectionSamples(split, masks=False, flip=False, inputs=unwrap(model).input_spec)
+    dataset = DetectionSamples(split, masks=False, flip=False, inputs=input_of(unwrap(model)))
     boxes, segms = [], []
     outputs = (
         (split.image_ids[i], out)

@@ -17,6 +17,7 @@ from torch import nn
 
 from densecl.errors import InputError
 from densecl.evaluation.datasets import ImageTensors, SegmentationSplit, as_list, segmentation_tensors
+from densecl.inputs import input_of
 from densecl.models.backbones import ResNetBackbone
 
 STAGE_NAMES = ("c2", "c3", "c4", "c5")
@@ -120,7 +121,7 @@ def image_features(
 ) -> torch.Tensor:
     """Pooled, L2-normalised features of image files (in order): ``N x C`` on the CPU."""
     loader = torch.utils.data.DataLoader(
-        ImageTensors(paths, image_size, backbone.input_spec),
+        ImageTensors(paths, image_size, input_of(backbone)),
         batch_size=batch_size,
         num_workers=workers,
         collate_fn=as_list,
@@ -182,7 +183,7 @@ def segmentation_maps(
     ``H x W`` label, both on the CPU. Images of one size are batched; ``image_size`` as in
     :func:`densecl.evaluation.datasets.segmentation_tensors`.
     """
-    maps, labels, inputs = [], [], backbone.input_spec
+    maps, labels, inputs = [], [], input_of(backbone)
     for start in range(0, len(split), batch_size):
         batch = [
             segmentation_tensors(*split.load(i, inputs), image_size, inputs, split.images[i])

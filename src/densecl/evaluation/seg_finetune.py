@@ -61,7 +61,7 @@ from densecl.evaluation.metrics import confusion_matrix, iou_from_confusion
 from densecl.evaluation.options import option
 from densecl.evaluation.registry import Protocol
 from densecl.evaluation.results import Evaluation, warn_absent_classes
-from densecl.inputs import InputSpec
+from densecl.inputs import InputSpec, input_of
 from densecl.models.backbones import STAGES, ResNetBackbone
 from densecl.pixels import image_size
 from densecl.schedules import poly_lr
@@ -243,7 +243,9 @@ def _train(model: nn.Module, split: SegmentationSplit, config: SegFinetuneConfig
     )
     first = checkpoints.restore(model, optimizer)
     loader = torch.utils.data.DataLoader(
-        RandomCrops(split, config.crop, (config.scale_min, config.scale_max), unwrap(model).backbone.input_spec),
+        RandomCrops(
+            split, config.crop, (config.scale_min, config.scale_max), input_of(getattr(unwrap(model), "backbone", None))
+        ),
         batch_sampler=BatchStream(len(split), config.batch_size, config.iters, seed, start=first),
         num_workers=config.workers,
         pin_memory=config.device.startswith("cuda"),
@@ -275,7 +277,7 @@ def _validate(model: nn.Module, split: SegmentationSplit, config: SegFinetuneCon
     model.eval()
     k = split.num_classes
     cm = torch.zeros(k, k, dtype=torch.int64)
-    inputs = unwrap(model).backbone.input_spec
+    inputs = input_of(getattr(unwrap(model), "backbone", None))
     for i in range(len(split)):
         x, y = segmentation_tensors(*split.load(i, inputs), 0, inputs, split.images[i])
         pred = model(x[None].to(config.device)).argmax(dim=1)[0].cpu()  # H x W
