@@ -84,3 +84,29 @@ def test_step_speed_rows_take_turns_going_first(monkeypatch, capsys):
         sorted(r) == sorted((n, w) for n in ("fp32", "fp32+cl") for w in ("densecl", "mocov2", "backbone"))
         for r in rounds
     )
+
+
+def test_data_speed_compares_the_kinds_it_writes(monkeypatch, capsys):
+    spec = importlib.util.spec_from_file_location("data_speed", ROOT / "benchmarks" / "data_speed.py")
+    data_speed = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(data_speed)
+    pytest.importorskip("tifffile")
+    argv = [
+        "data_speed.py",
+        "--compare",
+        "jpeg8,tiff4,png16",
+        "--size",
+        "48",
+        "--crop",
+        "32",
+        "--files",
+        "2",
+        "--n",
+        "2",
+    ]
+    monkeypatch.setattr(sys, "argv", [*argv, "--rounds", "1"])
+    data_speed.main()
+    rows = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()[2:]}
+    assert set(rows) == {"jpeg8", "tiff4", "png16"}
+    assert "3 channels of 8-bit photos" in rows["jpeg8"] and "4 channels of stored values" in rows["tiff4"]
+    assert "1 channel of stored values" in rows["png16"]
