@@ -34,13 +34,13 @@ def usage(path: Path, weights: BackboneWeights) -> str:
     overlay = f'file="{path}", num_classes=0'
     chans = ""
     if weights.in_channels != 3:  # timm loads a first conv that already has the model's shape as it is
-        chans = f"in_chans={weights.in_channels}, "
+        chans = f" in_chans={weights.in_channels},"
         overlay += f", input_size=({weights.in_channels}, 224, 224)"
     stats = inputs.statistics(weights)
     if stats is not None:
         overlay += f", mean={tuple(stats[0])}, std={tuple(stats[1])}"
     return (
-        f'model = timm.create_model("{weights.arch}", pretrained=True, {chans}\n'
+        f'model = timm.create_model("{weights.arch}", pretrained=True,{chans}\n'
         f"                          pretrained_cfg_overlay=dict({overlay}))\n"
         "# headless (features); add num_classes=N for a fresh N-way classifier\n" + inputs.comment(weights)
     )
