@@ -77,6 +77,7 @@ def test_bands_choose_and_order_the_channels(tmp_path) -> None:
         ({"mean": "1,2", "std": "1,2"}, "--mean has 2 values but there are 4 input channels"),
         ({"jitter": "rgb"}, "--jitter rgb needs 3 channels"),
         ({"pixels": "photo"}, "--pixels photo, but .* is not an 8-bit photo"),
+        ({"data_backend": "gpu"}, "--data-backend gpu decodes 8-bit JPEG photos; .* use --data-backend cpu"),
     ],
 )
 def test_settings_that_contradict_the_images_are_one_line(tmp_path, settings, message) -> None:
@@ -225,3 +226,27 @@ def test_sample_indices_spread_over_the_whole_set() -> None:
     assert sample_indices(5, 256) == [0, 1, 2, 3, 4]
     picked = sample_indices(10_000, 4)
     assert picked == [0, 3333, 6666, 9999]
+
+
+def test_geometric_matching_is_the_same_for_bands_as_for_photos(tmp_path) -> None:
+    four_band_folder(tmp_path / "ms", n=1)
+    (tmp_path / "rgb").mkdir()
+    Image.new("RGB", (56, 40)).save(tmp_path / "rgb" / "0.png")
+    matches = []
+    for folder in ("ms", "rgb"):
+        cfg, spec, _, source = resolved(tmp_path / folder)
+        two_views = GeometricTwoViews(CROP, 0.2, grid=(2, 2), inputs=spec, jitter=cfg.jitter)
+        _, _, match, _ = TwoViewDataset(source, two_views)[(0, 11)]
+        matches.append(match)
+    assert matches[0].shape == (4,) and torch.equal(matches[0], matches[1])  # the geometry: size and seed only
+
+
+def test_data_stats_prints_the_statistics_and_the_flags(tmp_path, capsys) -> None:
+    from densecl.cli import main
+
+    arrays = four_band_folder(tmp_path / "ms")
+    assert main(["data", "stats", str(tmp_path / "ms"), "--bands", "4,1"]) == 0
+    out = capsys.readouterr().out
+    mean = np.stack(arrays).astype(np.float64).mean(axis=(0, 2, 3))
+    assert "3 images; uint16 TIFF, stored values; 4 bands a file" in out
+    assert f"--mean {mean[3]:.7g},{mean[0]:.7g} --std" in out
