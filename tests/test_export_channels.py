@@ -102,3 +102,15 @@ def test_openmmlab_and_detectron2_carry_the_conv_shape_and_the_statistics(four_b
     assert "PIXEL_MEAN: [1000, 2000, 3000, 4000]" in d2.usage and "PIXEL_STD: [10, 20, 30, 40.5]" in d2.usage
     with open(d2.path, "rb") as f:
         assert pickle.load(f)["model"]["stem.conv1.weight"].shape == (64, 4, 7, 7)
+
+
+def test_the_correspond_picture_refuses_four_band_weights_in_one_line(four_band, tmp_path, capsys) -> None:
+    from PIL import Image
+
+    from densecl.cli import main
+
+    Image.new("RGB", (96, 96)).save(tmp_path / "a.png")
+    argv = ["correspond", "--weights", str(four_band[0]), "--image", str(tmp_path / "a.png")]
+    assert main([*argv, "--out", str(tmp_path / "c.png")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "takes 4 channels of stored values" in err and "densecl eval correspondence" in err
