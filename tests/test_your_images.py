@@ -139,3 +139,28 @@ def test_a_worker_error_reaches_the_user_as_its_one_line() -> None:
     )
     assert one_line(wrapped) == "folder d mixes images"
     assert one_line(ImagesDisagree("plain")) == "plain"
+
+
+@pytest.mark.slow
+def test_an_odd_image_met_by_a_data_worker_stops_the_run_with_its_one_line_and_the_process_exits(tmp_path) -> None:
+    import os
+    import subprocess
+    from pathlib import Path
+
+    data = tmp_path / "mixed"
+    data.mkdir()
+    for i in range(5):  # two 4-band images first (the sample sees only them), then three of 3 bands
+        write_tiff(data / f"{i}.tif", sixteen_bit_ramp(64, 64, bands=4 if i < 2 else 3, seed=i))
+    script = (
+        "import sys, densecl.data.stats as s; s.sample_indices = lambda n, k=256: [0, 1]; "
+        "from densecl.cli import main; sys.exit(main(sys.argv[1:]))"
+    )
+    argv = ["pretrain", *TINY, "--workers", "1", "--data", str(data), "--output-dir", str(tmp_path / "run")]
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
+    # a worker's error used to leave the process hanging at exit (workers ignore SIGTERM): the timeout catches that
+    done = subprocess.run([sys.executable, "-c", script, *argv], capture_output=True, text=True, timeout=120, env=env)
+    err = done.stderr.strip().splitlines()[-1]
+    assert done.returncode == 2, done.stderr
+    assert err.startswith("densecl pretrain: error: folder ") and "mixes images of 4 and 3 bands" in err
+    assert "0.tif has 4" in err and "Traceback" not in done.stderr

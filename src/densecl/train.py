@@ -202,6 +202,9 @@ def pretrain(
             if stopped:
                 break
             save()
+    except BaseException:
+        stop_workers(loader)  # else the process hangs at exit: see stop_workers
+        raise
     finally:
         log.close()
     if loop.stop_requested():
@@ -405,6 +408,18 @@ def _restore(
         scaler.load_state_dict(state.scaler)
     checkpoint.set_rng_state(state.rng)
     return int(state.step)
+
+
+def stop_workers(loader: torch.utils.data.DataLoader) -> None:
+    """Ends the persistent data workers of ``loader`` now, when an error (a data worker's too) ends the run.
+
+    The workers ignore SIGTERM (:func:`_ignore_stop_signals`), so the terminate that multiprocessing sends its
+    children at interpreter exit does not end them, and the exception's traceback keeps the loader's iterator
+    (whose clean-up would) alive until then: the process would print its error and never exit.
+    """
+    iterator = getattr(loader, "_iterator", None)  # the persistent workers' iterator (torch keeps it there)
+    if iterator is not None and hasattr(iterator, "_shutdown_workers"):
+        iterator._shutdown_workers()
 
 
 def _ignore_stop_signals(worker_id: int) -> None:
