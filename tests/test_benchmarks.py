@@ -126,3 +126,29 @@ def test_det_step_runs_the_protocols_c4_model_at_a_tiny_size(capsys):
         100 * result["step_s"] / 3600 + (10 * result["precise_bn_pass_s"] + 8 * result["eval_s_per_image"]) / 3600
     )
     assert f"about {expected:.2f} h" in printed
+
+
+def test_data_speed_compares_the_kinds_it_writes(monkeypatch, capsys):
+    spec = importlib.util.spec_from_file_location("data_speed", ROOT / "benchmarks" / "data_speed.py")
+    data_speed = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(data_speed)
+    pytest.importorskip("tifffile")
+    argv = [
+        "data_speed.py",
+        "--compare",
+        "jpeg8,tiff4,png16",
+        "--size",
+        "48",
+        "--crop",
+        "32",
+        "--files",
+        "2",
+        "--n",
+        "2",
+    ]
+    monkeypatch.setattr(sys, "argv", [*argv, "--rounds", "1"])
+    data_speed.main()
+    rows = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()[2:]}
+    assert set(rows) == {"jpeg8", "tiff4", "png16"}
+    assert "3 channels of 8-bit photos" in rows["jpeg8"] and "4 channels of stored values" in rows["tiff4"]
+    assert "1 channel of stored values" in rows["png16"]

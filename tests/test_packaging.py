@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # import name -> distribution name, where they differ
 DISTRIBUTION = {"yaml": "pyyaml", "PIL": "pillow", "skimage": "scikit-image", "sklearn": "scikit-learn"}
 # imported only inside a guarded path that says what to install
-OPTIONAL = {"timm", "safetensors", "tensorboard"}
+OPTIONAL = {"timm", "safetensors", "tensorboard", "tifffile", "imagecodecs", "pydicom"}
 
 
 def third_party_imports() -> set[str]:
@@ -51,3 +51,15 @@ def test_the_cli_loads_only_the_named_subcommand_and_torch_only_when_needed():
         "DenseCL",
         "True",
     ]  # torch arrives with the first use of densecl.DenseCL
+
+
+def test_the_image_readers_packages_are_the_extras_their_errors_name():
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert {"tifffile", "imagecodecs"} <= set(extras["tiff"]) and "pydicom" in extras["dicom"]
+    named = {  # the extra each reader's one-line error tells the user to install
+        path.name: set(re.findall(r'missing_extra\([^,]+, "(\w+)", "(\w+)"', path.read_text()))
+        for path in (ROOT / "src" / "densecl" / "pixels").glob("*.py")
+    }
+    pairs = set().union(*named.values())
+    assert pairs == {("tifffile", "tiff"), ("imagecodecs", "tiff"), ("pydicom", "dicom")}
+    assert all(package in extras[extra] for package, extra in pairs)

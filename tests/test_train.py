@@ -269,7 +269,7 @@ def test_init_starts_both_backbones_from_given_weights(tmp_path, capsys):
     weights = build_backbone("resnet18").state_dict()
     torch.save(weights, tmp_path / "r18.pth")
     model = DenseCL("resnet18", hidden_dim=16, out_dim=8, queue_len=16)
-    _init_backbone(model, str(tmp_path / "r18.pth"))
+    _init_backbone(model, str(tmp_path / "r18.pth"), print)
     for encoder in (model.encoder, model.momentum_encoder):
         for key, value in encoder.backbone.state_dict().items():
             assert torch.equal(value, weights[key]), key

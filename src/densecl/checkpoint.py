@@ -218,7 +218,14 @@ def check_ranks_agree(resume: TrainingState | None, path: Path) -> None:
         )
 
 
-MODEL_KEYS = ("arch", "hidden_dim", "out_dim", "queue_len", "dense_queue_len")  # config fields that shape the weights
+MODEL_KEYS = (
+    "arch",
+    "in_channels",
+    "hidden_dim",
+    "out_dim",
+    "queue_len",
+    "dense_queue_len",
+)  # config fields that shape the weights
 
 
 def restore(state: TrainingState, model: torch.nn.Module, optimizer, scaler, iters_per_epoch: int, cfg: Any) -> int:

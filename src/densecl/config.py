@@ -22,6 +22,8 @@ from densecl.errors import InputError
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda")
 MATCHINGS = ("features", "geometry")
+PIXELS = ("auto", "photo", "values")
+JITTERS = ("auto", "rgb", "channels", "image")
 DATA_BACKENDS = ("cpu", "gpu")
 ARCHS = (
     "resnet18",
@@ -88,6 +90,39 @@ class PretrainConfig:
     crop_size: int = _field(224, "side of each view (RandomResizedCrop), in pixels; at least 33 for a 2 x 2 C5 grid")
     min_scale: float = _field(0.2, "smallest area of a view's crop, as a fraction of the image (RandomResizedCrop)")
     workers: int = _field(4, "data-loading processes per process (rank)")
+    # what the images hold and how the network sees them (docs/your-images.md)
+    in_channels: int | str = _field(
+        AUTO,
+        "input channels of both encoders; auto: the bands of the first image (3 for 8-bit photos), or as many as "
+        "--bands names; every image is checked to agree",
+    )
+    bands: str | None = _field(None, "the files' bands to use, counted from 1, in this order (e.g. 4,3,2); none: all")
+    pixels: str = _field(
+        AUTO,
+        "auto: 8-bit images are RGB photos scaled to [0, 1], any other image (16-bit, float, multi-band, DICOM, "
+        ".npy) keeps its stored values; values: 8-bit images keep theirs too (an 8-bit grayscale folder is one "
+        "channel); photo: only 8-bit photos",
+        PIXELS,
+    )
+    mean: str = _field(
+        AUTO,
+        "per-channel mean, comma-separated, in the images' units; auto: ImageNet's for 8-bit photos, else measured "
+        "on a sample of the data at start (densecl data stats DIR prints it); measure: measured for photos too; "
+        "stored in the checkpoint",
+    )
+    std: str = _field(AUTO, "per-channel std, as --mean")
+    nodata: float | None = _field(
+        None,
+        "a stored value that marks pixels without data (besides NaN and a GeoTIFF's own nodata value): left out of "
+        "the statistics, set to the channel mean in the views",
+    )
+    jitter: str = _field(
+        AUTO,
+        "brightness and contrast jitter of non-photo images: image (one factor a view), channels (one a band), rgb "
+        "(with saturation, hue and grayscale; 3 channels); auto: rgb for a file's own 3 channels, image for 1, "
+        "channels otherwise",
+        JITTERS,
+    )
     data_backend: str = _field(
         "cpu",
         "cpu: the data workers decode and augment; gpu: they read JPEG files and draw the views, the GPU decodes "
@@ -179,6 +214,12 @@ class PretrainConfig:
         _require(
             self.data_backend in DATA_BACKENDS,
             f"data_backend must be one of {', '.join(DATA_BACKENDS)}, got {self.data_backend!r}",
+        )
+        _require(self.pixels in PIXELS, f"pixels must be one of {', '.join(PIXELS)}, got {self.pixels!r}")
+        _require(self.jitter in JITTERS, f"jitter must be one of {', '.join(JITTERS)}, got {self.jitter!r}")
+        _require(
+            self.in_channels == AUTO or self.in_channels >= 1,
+            f"in_channels must be auto or >= 1, got {self.in_channels}",
         )
         _require(
             self.dense_matching in MATCHINGS,

@@ -225,6 +225,20 @@ def ignore_stop_signals(worker_id: int) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
+def stop_workers(batches) -> None:
+    """Ends the persistent data workers behind ``batches`` (a DataLoader, or what wraps one as ``.loader``) now,
+    when an error (a data worker's too) ends the run.
+
+    The workers ignore SIGTERM (:func:`ignore_stop_signals`), so the terminate that multiprocessing sends its
+    children at interpreter exit does not end them, and the exception's traceback keeps the loader's iterator
+    (whose clean-up would) alive until then: the process would print its error and never exit.
+    """
+    loader = getattr(batches, "loader", batches)
+    iterator = getattr(loader, "_iterator", None)  # the persistent workers' iterator (torch keeps it there)
+    if iterator is not None and hasattr(iterator, "_shutdown_workers"):
+        iterator._shutdown_workers()
+
+
 def install_stop_handlers():
     """SIGINT/SIGTERM set a flag; the loop saves at the next iteration boundary and exits.
 

@@ -265,7 +265,12 @@ def cpu_probe(model: nn.Module, batch: int, crop: int, channels_last: bool) -> C
         encoder, momentum_encoder = copy.deepcopy(model.encoder), copy.deepcopy(model.momentum_encoder)
         # the SGD a run uses on a CPU (engine.make_sgd)
         optimizer = torch.optim.SGD(encoder.parameters(), lr=1e-3, momentum=0.9, weight_decay=1e-4, foreach=True)
-        return encoder, momentum_encoder, optimizer, trial_input(batch, crop, channels_last, torch.device("cpu"))
+        return (
+            encoder,
+            momentum_encoder,
+            optimizer,
+            trial_input(batch, crop, channels_last, torch.device("cpu"), model.in_channels),
+        )
 
     def step(name: str) -> None:
         encoder, momentum_encoder, optimizer, x = parts()
@@ -276,10 +281,10 @@ def cpu_probe(model: nn.Module, batch: int, crop: int, channels_last: bool) -> C
     return step
 
 
-def trial_input(batch: int, crop: int, channels_last: bool, device: torch.device) -> torch.Tensor:
-    """A fixed ``batch x 3 x crop x crop`` input in the run's layout, for the steps run before training."""
+def trial_input(batch: int, crop: int, channels_last: bool, device: torch.device, channels: int = 3) -> torch.Tensor:
+    """A fixed ``batch x channels x crop x crop`` input in the run's layout, for the steps run before training."""
     fmt = torch.channels_last if channels_last else torch.contiguous_format
-    x = torch.randn(batch, 3, crop, crop, generator=torch.Generator().manual_seed(0))
+    x = torch.randn(batch, channels, crop, crop, generator=torch.Generator().manual_seed(0))
     return x.to(device).contiguous(memory_format=fmt)
 
 
@@ -306,7 +311,7 @@ def compile_encoders(
     """
     encoders = (model.encoder, model.momentum_encoder)
     saved = copy.deepcopy(model.state_dict())
-    x = trial_input(batch, crop, channels_last, next(model.parameters()).device)
+    x = trial_input(batch, crop, channels_last, next(model.parameters()).device, model.in_channels)
     try:
         for encoder in encoders:
             encoder.compile(backend=backend)

@@ -19,12 +19,22 @@ import torch
 from densecl import checkpoint, distributed, precision, run_dir
 from densecl.config import PretrainConfig, auto_queue_len, c5_side
 from densecl.data import gpu as gpu_data
+from densecl.data.inputs import resolve_inputs
 from densecl.data.sampler import EpochSampler
 from densecl.data.sources import ImageFiles, SceneImages, TwoViewDataset, image_source
 from densecl.data.transforms import GeometricTwoViews
 from densecl.devices import resolve_device
-from densecl.engine import LoopState, ignore_stop_signals, install_stop_handlers, make_sgd, progress, train_one_epoch
+from densecl.engine import (
+    LoopState,
+    ignore_stop_signals,
+    install_stop_handlers,
+    make_sgd,
+    progress,
+    stop_workers,
+    train_one_epoch,
+)
 from densecl.errors import InputError
+from densecl.inputs import InputSpec
 from densecl.models.densecl import DenseCL
 from densecl.seeding import seed_everything
 from densecl.training_log import MetricsLog
@@ -62,13 +72,14 @@ def pretrain(
 
         # data: a bad path fails before any model is built
         source = image_source(cfg.data, cfg.scenes_length, cfg.scenes_size, cfg.seed)
+        cfg, inputs, input_line = resolve_inputs(cfg, source)  # channels, bands, mean/std: numbers from here on
         cfg = cfg.with_queues_for(len(source))  # "auto" queue lengths: numbers from here on, printed and stored
         per_rank_batch = cfg.batch_size // info.world_size
-        sampler, batches = _batches(cfg, source, per_rank_batch, info, device)
+        sampler, batches = _batches(cfg, source, inputs, per_rank_batch, info, device)
         iters_per_epoch = sampler.batches_per_epoch
 
         # model, precision, optimizer; a resumed run's state
-        model = _model(cfg, device, init=cfg.init if resume is None else None)
+        model = _model(cfg, device, init=cfg.init if resume is None else None, say=say)
         run_precision = precision.for_run(
             cfg.precision, device, model, per_rank_batch, cfg.crop_size, cfg.channels_last, precision_cache, say,
             info.is_main,
@@ -85,6 +96,7 @@ def pretrain(
         distributed.barrier()
         say(f"densecl pretrain: {'resuming at iteration ' + str(step) if resume else 'new run'} in {out_dir}")
         say(cfg.to_yaml().rstrip())
+        say(input_line)
         say(_summary(cfg, source, per_rank_batch, iters_per_epoch, info.world_size, device, run_precision))
         if warning := queue_warning(cfg, len(source), iters_per_epoch * cfg.batch_size):
             say(f"densecl pretrain: warning: {warning}", file=sys.stderr)
@@ -100,8 +112,12 @@ def pretrain(
                 sampler.epoch, sampler.start_batch = epoch, loop.step - epoch * iters_per_epoch
                 model.train()
                 args = (ddp_model, batches, optimizer, scaler, run_precision, cfg, epoch, loop, log, save, device, bar)
-                if train_one_epoch(*args):
-                    break
+                try:
+                    if train_one_epoch(*args):
+                        break
+                except BaseException:
+                    stop_workers(batches)  # else the process hangs at exit: see stop_workers
+                    raise
                 save()
 
         if loop.stop_requested():
@@ -119,7 +135,9 @@ def pretrain(
         distributed.teardown()
 
 
-def _batches(cfg: PretrainConfig, source: ImageFiles | SceneImages, per_rank_batch: int, info, device: torch.device):
+def _batches(
+    cfg: PretrainConfig, source: ImageFiles | SceneImages, inputs: InputSpec, per_rank_batch: int, info, device
+):
     """The run's sampler and its batches of ``(im_q, im_k, match, skipped)``, from data workers (and the GPU)."""
     sampler = EpochSampler(len(source), per_rank_batch, info.rank, info.world_size, cfg.seed)
     if sampler.batches_per_epoch == 0:
@@ -127,7 +145,11 @@ def _batches(cfg: PretrainConfig, source: ImageFiles | SceneImages, per_rank_bat
     check_data_backend(cfg.data_backend, device)
     side = cfg.num_grid or c5_side(cfg.crop_size)
     two_views = GeometricTwoViews(
-        cfg.crop_size, cfg.min_scale, (side, side) if cfg.dense_matching == "geometry" else None
+        cfg.crop_size,
+        cfg.min_scale,
+        (side, side) if cfg.dense_matching == "geometry" else None,
+        inputs=inputs,
+        jitter=cfg.jitter,
     )
     on_gpu = cfg.data_backend == "gpu"
     loader = torch.utils.data.DataLoader(
@@ -148,14 +170,14 @@ def _batches(cfg: PretrainConfig, source: ImageFiles | SceneImages, per_rank_bat
     return sampler, gpu_data.DeviceBatches(loader, device, cfg.crop_size, TwoViewDataset(source, two_views))
 
 
-def _model(cfg: PretrainConfig, device: torch.device, init: str | None) -> DenseCL:
+def _model(cfg: PretrainConfig, device: torch.device, init: str | None, say) -> DenseCL:
     """DenseCL as the config describes it, on ``device``; both backbones from ``init``'s weights if given."""
     model = DenseCL(
         cfg.arch, cfg.hidden_dim, cfg.out_dim, cfg.queue_len, cfg.momentum, cfg.temperature, cfg.loss_lambda,
-        cfg.num_grid, dense_queue_len=cfg.dense_queue_len, bn_group_size=cfg.bn_group_size,
+        cfg.num_grid, dense_queue_len=cfg.dense_queue_len, bn_group_size=cfg.bn_group_size, in_channels=cfg.in_channels,
     )  # fmt: skip
     if init:
-        _init_backbone(model, init)
+        _init_backbone(model, init, say)
     model.to(device)
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
@@ -242,15 +264,20 @@ def check_data_backend(backend: str, device: torch.device) -> None:
         )
 
 
-def _init_backbone(model: DenseCL, source: str) -> None:
-    """Starts both encoders' backbones from pre-trained weights (any format densecl reads)."""
+def _init_backbone(model: DenseCL, source: str, say) -> None:
+    """Starts both encoders' backbones from pre-trained weights (any format densecl reads); RGB weights on other
+    inputs have their first convolution adapted (:mod:`densecl.weights.input_conv`), in one line."""
     from densecl.weights import load_backbone_weights
+    from densecl.weights.input_conv import fit_input_channels
 
     weights = load_backbone_weights(source)  # checked to fit weights.arch exactly
     if weights.arch != model.arch:
         raise InputError(f"--init {source} holds a {weights.arch} backbone but the config says arch {model.arch}")
+    state, note = fit_input_channels(weights.state_dict, model.in_channels, f"--init {source}")
+    if note:
+        say(f"densecl pretrain: {note}")
     for encoder in (model.encoder, model.momentum_encoder):
-        encoder.backbone.load_state_dict(weights.state_dict, strict=True)
+        encoder.backbone.load_state_dict(state, strict=True)
 
 
 def _quiet(*args, **kwargs) -> None:

@@ -39,6 +39,7 @@ def test_a_file_is_read_once_and_described(weights_file, tmp_path):
         "sha256": file_sha256(weights_file),
         "arch": "resnet18",
         "format": "torchvision",
+        "input": "3 channels of 8-bit photos in [0, 1], mean 0.485,0.456,0.406, std 0.229,0.224,0.225",
     }
     assert torch.equal(backbone.state_dict()["conv1.weight"], torch.load(weights_file)["conv1.weight"])
     with pytest.raises(InputError, match=f"weights file {tmp_path / 'gone.pt'} does not exist"):
@@ -50,5 +51,11 @@ def test_random_weights_follow_the_global_seed():
     a, info = load_weights("random", "resnet18")
     torch.manual_seed(4)
     b, _ = load_weights("random", "resnet18")
-    assert info == {"source": "random", "sha256": None, "arch": "resnet18", "format": "random"}
+    assert {k: v for k, v in info.items() if k != "input"} == {
+        "source": "random",
+        "sha256": None,
+        "arch": "resnet18",
+        "format": "random",
+    }
+    assert info["input"].startswith("3 channels of 8-bit photos")
     assert torch.equal(a.state_dict()["conv1.weight"], b.state_dict()["conv1.weight"])

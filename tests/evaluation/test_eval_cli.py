@@ -89,7 +89,9 @@ def _colour_folder(root, per_class=(6, 3), size=32):
 def test_image_protocols_score_100_when_the_features_are_the_classes(tmp_path, capsys, monkeypatch):
     data = _colour_folder(tmp_path / "colours")
     info = {"source": "oracle", "sha256": None, "arch": "mean-colour", "format": "test"}
-    monkeypatch.setattr("densecl.evaluation.backbone.load_weights", lambda source, arch: (MeanColour(), info))
+    monkeypatch.setattr(
+        "densecl.evaluation.backbone.load_weights", lambda source, arch, options=None: (MeanColour(), info)
+    )
     common = ["--weights", "oracle", "--data", str(data), "--image-size", "0", "--workers", "0"]
     _run(capsys, "eval", "svm", *common, "--out", str(tmp_path / "svm.json"))
     _run(capsys, "eval", "knn", *common, "--k", "3", "--out", str(tmp_path / "knn.json"))
@@ -133,7 +135,13 @@ def test_svm_knn_linear_on_imagefolder_with_seeds(scenes, tmp_path, capsys):
         a, b = summary["per_seed"]
         assert summary["mean"] == pytest.approx((a + b) / 2)
         assert summary["std"] == pytest.approx(abs(a - b) / 2**0.5)  # the sample std of two values
-        assert record["weights"] == {"source": "random", "sha256": None, "arch": "resnet18", "format": "random"}
+        assert record["weights"] == {
+            "source": "random",
+            "sha256": None,
+            "arch": "resnet18",
+            "format": "random",
+            "input": "3 channels of 8-bit photos in [0, 1], mean 0.485,0.456,0.406, std 0.229,0.224,0.225",
+        }
 
 
 def test_seg_probe_and_summary_table(scenes, weights_file, tmp_path, capsys):

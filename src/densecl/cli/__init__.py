@@ -11,7 +11,7 @@ import argparse
 import importlib
 import sys
 
-from densecl.errors import InputError, NonFiniteLossError, StorageError
+from densecl.errors import InputError, NonFiniteLossError, StorageError, one_line
 
 COMMANDS = ("pretrain", "eval", "embed", "data", "export", "correspond", "plot", "checkpoint")
 
@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except InputError as e:
-        print(f"densecl {args.command}: error: {e}", file=sys.stderr)
+        print(f"densecl {args.command}: error: {one_line(e)}", file=sys.stderr)  # a data worker's too
         return 2
     except (NonFiniteLossError, StorageError) as e:
         print(f"densecl {args.command}: error: {e}", file=sys.stderr)

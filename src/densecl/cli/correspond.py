@@ -196,6 +196,11 @@ def _load_backbones(sources: list[str], labels: list[str] | None, arch: str | No
         if source == RANDOM:
             torch.manual_seed(seed + n)  # reproducible, and two random rows differ
         backbone, info = load_source(source, read, arch)
+        if not backbone.input_spec.plain_rgb:  # this picture draws 8-bit photos
+            raise InputError(
+                f"'{source}' takes {backbone.input_spec.describe()}; densecl correspond draws 8-bit RGB photos: "
+                "score such weights with densecl eval correspondence --data DIR"
+            )
         loaded.append(Loaded(label, backbone, info))
     if len({w.label for w in loaded}) < len(loaded):
         raise InputError(f"--label names must differ, got {', '.join(w.label for w in loaded)}")

@@ -1,4 +1,4 @@
-"""``densecl data <action>``: data utilities. Actions: ``export-scenes``, ``scenes``."""
+"""``densecl data <action>``: data utilities. Actions: ``export-scenes``, ``scenes``, ``stats``."""
 
 from __future__ import annotations
 
@@ -8,10 +8,58 @@ from pathlib import Path
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser("data", help="data utilities (export-scenes, scenes)")
+    parser = subparsers.add_parser("data", help="data utilities (export-scenes, scenes, stats)")
     actions = parser.add_subparsers(dest="data_command", required=True, metavar="ACTION")
     _register_export_scenes(actions)
     _register_scenes(actions)
+    _register_stats(actions)
+
+
+def _register_stats(actions) -> None:
+    p = actions.add_parser(
+        "stats",
+        help="the kind, bands and per-channel mean and std of your images",
+        description="Read a sample of the images as pre-training would and print their kind, bands, and the "
+        "per-channel mean and std that --mean auto measures (the flags to pass them on).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("data", metavar="DATA", help="a folder of images, a .txt list of paths, or a COCO .json")
+    p.add_argument("--bands", default=None, help="the files' bands to use, counted from 1 (e.g. 4,3,2)")
+    p.add_argument("--pixels", default="auto", choices=("auto", "values"), help="as densecl pretrain --pixels")
+    p.add_argument("--nodata", type=float, default=None, help="a stored value that marks pixels without data")
+    p.add_argument("--sample", type=int, default=256, help="images to read, spread evenly over the data")
+    p.set_defaults(func=run_stats)
+
+
+def run_stats(args: argparse.Namespace) -> int:
+    from densecl.data import stats
+    from densecl.data.sources import image_source
+    from densecl.errors import InputError
+    from densecl.inputs import InputSpec, format_floats, parse_bands
+    from densecl.pixels import check_bands, probe
+
+    if args.sample < 1:
+        raise InputError(f"--sample must be >= 1, got {args.sample}")
+    source = image_source(args.data)
+    reading = stats.inspect(source, values=args.pixels == "values", k=args.sample)
+    bands = parse_bands(args.bands)
+    if bands is not None:
+        check_bands(bands, reading.file_bands, reading.reference)
+    source.expect(reading._replace(bands=bands))
+    spec = InputSpec(len(bands) if bands else reading.file_bands, reading.photo, bands, None, None, args.nodata)
+    measured = stats.measure(source, spec, k=args.sample)
+    kind = "8-bit photos, read as RGB in [0, 1]" if reading.photo else f"{probe(reading.reference).kind}, stored values"
+    print(f"{source.origin}: {len(source)} images; {kind}; {reading.file_bands} bands a file (checked on the sample)")
+    print(f"measured on {measured.images} images, {measured.valid_fraction:.1%} of their pixels with data:")
+    print(f"  {'channel':>7}  {'band':>4}  {'mean':>14}  {'std':>14}")
+    for c, (m, sd) in enumerate(zip(measured.mean, measured.std)):
+        print(f"  {c + 1:>7}  {(bands[c] if bands else c + 1):>4}  {m:>14.7g}  {sd:>14.7g}")
+    flags = f"--mean {format_floats(measured.mean)} --std {format_floats(measured.std)}"
+    if reading.photo:
+        print(f"8-bit photos pre-train with ImageNet's mean and std (--mean auto); for these instead: {flags}")
+    else:
+        print(f"densecl pretrain measures these itself (--mean auto); to fix them: {flags}")
+    return 0
 
 
 def _register_export_scenes(actions) -> None:
@@ -32,6 +80,10 @@ def _register_export_scenes(actions) -> None:
     p.add_argument("--seed", type=int, default=0, help="scene seed")
     p.add_argument("--max-objects", type=int, default=4, help="objects per scene at most")
     p.add_argument(
+        "--bands", type=int, default=3, choices=(3, 4), help="3: RGB; 4: RGB and a near-infrared band (TIFF)"
+    )
+    p.add_argument("--bit-depth", type=int, default=8, choices=(8, 16), help="8, or 16 (uint16 TIFF)")
+    p.add_argument(
         "--overwrite",
         action="store_true",
         help="a non-empty --out is moved aside (OUT.old-N), never deleted, and written afresh",
@@ -51,9 +103,12 @@ def run_export_scenes(args: argparse.Namespace) -> int:
         seed=args.seed,
         max_objects=args.max_objects,
         overwrite=args.overwrite,
+        bands=args.bands,
+        bit_depth=args.bit_depth,
     )
     counts = ", ".join(f"{n} {split}" for split, n in summary.counts.items())
-    print(f"wrote {counts} scenes ({args.size} px) as {summary.format} to {summary.out}")
+    kind = "" if (args.bands, args.bit_depth) == (3, 8) else f", {args.bands} bands of {args.bit_depth} bits"
+    print(f"wrote {counts} scenes ({args.size} px{kind}) as {summary.format} to {summary.out}")
     return 0
 
 

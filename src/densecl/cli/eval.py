@@ -85,6 +85,20 @@ def _common_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--out", type=Path, default=None, help="result JSON (default: <run dir>/eval/<protocol>_<data>.json)"
     )
+    p.add_argument(
+        "--in-channels", type=int, default=None, help="input channels of --weights random (default: as --bands/--mean)"
+    )
+    p.add_argument(
+        "--bands", default=None, help="the files' bands the weights take, counted from 1 (default: the weights')"
+    )
+    p.add_argument(
+        "--mean",
+        default=None,
+        help="per-channel mean of the input, comma-separated (default: stored with the weights; ImageNet's for "
+        "RGB weights on photos)",
+    )
+    p.add_argument("--std", default=None, help="per-channel std, as --mean")
+    p.add_argument("--nodata", type=float, default=None, help="a stored value marking pixels without data")
     p.add_argument("--seed", type=int, default=0, help="first seed")
     p.add_argument("--seeds", type=int, default=1, help="number of seeds (seed, seed+1, ...); mean and std reported")
     p.add_argument(
@@ -177,7 +191,7 @@ def run(args: argparse.Namespace) -> int:
     from densecl import distributed
     from densecl.devices import device_type, resolve_device
     from densecl.evaluation import results
-    from densecl.evaluation.backbone import load_weights
+    from densecl.evaluation.backbone import InputOptions, load_weights
 
     protocol = registry.load(args.protocol)
     if args.seeds < 1:
@@ -203,7 +217,8 @@ def run(args: argparse.Namespace) -> int:
         start = time.perf_counter()
         data = protocol.load_data(config)  # bad data fails here, before any model is built
         torch.manual_seed(args.seed)  # --weights random: the same initialisation for a seed
-        backbone, weights_info = load_weights(args.weights, args.arch)
+        options = InputOptions(args.in_channels, args.bands, args.mean, args.std, args.nodata)
+        backbone, weights_info = load_weights(args.weights, args.arch, options)
         evaluation = protocol.evaluate(backbone, data, config, seeds)
         wall = time.perf_counter() - start
         if dist.is_main:

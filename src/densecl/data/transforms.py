@@ -5,13 +5,16 @@ image drawn as explicit geometry (pre-training, the matching ablation, the corre
 from __future__ import annotations
 
 import torch
+from PIL import Image
 from torchvision.transforms import v2
 
 from densecl.data import colour
 from densecl.data.geometry import ViewGeometry, corresponding_cells, sample_view
+from densecl.data.jitter import BandJitter
+from densecl.inputs import IMAGENET_MEAN, IMAGENET_STD, InputSpec
+from densecl.pixels import image_size
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "NO_MATCH", "GeometricTwoViews", "image_size", "moco_v2_view"]
 
 
 def moco_v2_view(crop_size: int = 224, min_scale: float = 0.2) -> v2.Compose:
@@ -66,16 +69,39 @@ class GeometricTwoViews:
     point, the positives of the matching ablation (``dense_matching:
     geometry``); without a ``grid`` the match is :data:`NO_MATCH` (the paper:
     match by features).
+
+    ``inputs`` says what the network takes (:class:`~densecl.inputs.InputSpec`).
+    Photos as they are (RGB, no bands chosen) take the path above, normalised
+    with ``inputs``' mean and std (ImageNet's by default). Any other image (a
+    ``C x H x W`` float tensor of stored values, or a photo with bands chosen)
+    has its no-data pixels set to the channel mean, then the same crop and flip
+    (the geometry and the match do not depend on the channels), the photometric
+    rule for N channels (:mod:`densecl.data.jitter`, mode ``jitter``) and the
+    normalisation.
     """
 
     def __init__(
-        self, crop_size: int, min_scale: float, grid: tuple[int, int] | None = None, photometric: bool = True
+        self,
+        crop_size: int,
+        min_scale: float,
+        grid: tuple[int, int] | None = None,
+        photometric: bool = True,
+        inputs: InputSpec | None = None,
+        jitter: str = "rgb",
     ) -> None:
         self.crop_size, self.min_scale, self.grid = crop_size, min_scale, grid
+        self.inputs = inputs or InputSpec()
         self.photometric = moco_v2_photometric(crop_size) if photometric else (lambda image: image)
-        self.finish = v2.Compose(
-            [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+        mean, std = self.inputs.statistics(photo=True) if self.inputs.plain_rgb else (IMAGENET_MEAN, IMAGENET_STD)
+        self.finish = v2.Compose([v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)])
+        self.band_photometric = (
+            BandJitter(self.inputs.channels, jitter, crop_size) if photometric else (lambda image: image)
         )
+
+    @property
+    def decodes_reduced(self) -> bool:
+        """Whether a JPEG may be decoded at a reduced scale (photos as they are: the PIL path)."""
+        return self.inputs.plain_rgb
 
     def geometry(self, width: int, height: int) -> tuple[ViewGeometry, ViewGeometry]:
         """The query and key views' geometry on a ``width x height`` image, drawn from the global generator."""
@@ -87,10 +113,15 @@ class GeometricTwoViews:
     def render(
         self, image, geometry: tuple[ViewGeometry, ViewGeometry], reduction: int = 1
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The two normalised ``3 x crop x crop`` views of a PIL image (decoded at ``1/reduction``), colour from the
-        global generator.
+        """The two normalised ``C x crop x crop`` views of an image (a PIL photo possibly decoded at ``1/reduction``,
+        or ``C x H x W`` bands), colour from the global generator.
         """
-        im_q, im_k = (self.finish(self.photometric(view.apply(image, reduction))) for view in geometry)
+        photo = isinstance(image, Image.Image)
+        if photo and self.inputs.plain_rgb:
+            im_q, im_k = (self.finish(self.photometric(view.apply(image, reduction))) for view in geometry)
+            return im_q, im_k
+        x = self.inputs.prepare(image)  # C x H x W float, no NaN
+        im_q, im_k = (self.inputs.normalise(self.band_photometric(view.apply(x)), photo) for view in geometry)
         return im_q, im_k
 
     def match(self, geometry: tuple[ViewGeometry, ViewGeometry]) -> torch.Tensor:
@@ -101,8 +132,8 @@ class GeometricTwoViews:
         return torch.where(shown, cell, -1)
 
     def views(self, image) -> tuple[torch.Tensor, torch.Tensor, ViewGeometry, ViewGeometry]:
-        """The two normalised views of a PIL image and their geometry, drawn from the global generator."""
-        geometry = self.geometry(*image.size)
+        """The two normalised views of an image (PIL photo or bands) and their geometry, from the global generator."""
+        geometry = self.geometry(*image_size(image))
         return *self.render(image, geometry), *geometry
 
     def __call__(self, image) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

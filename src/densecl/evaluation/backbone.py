@@ -10,13 +10,15 @@ source, ``densecl correspond`` several.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from densecl.config import RANDOM_WEIGHTS
 from densecl.errors import InputError
+from densecl.inputs import InputSpec, parse_bands, parse_floats
 from densecl.models.backbones import BACKBONES, ResNetBackbone
 
 if TYPE_CHECKING:
@@ -78,36 +80,76 @@ def agreed_arch(read: Mapping[str, BackboneWeights], arch: str | None, random: b
     return arch
 
 
+class InputOptions(NamedTuple):
+    """``--in-channels``, ``--bands``, ``--mean``, ``--std``, ``--nodata``: what the weights take, where they do
+    not say it (weights from elsewhere, ``random``) or to override it; None: as the weights say."""
+
+    in_channels: int | None = None
+    bands: str | None = None
+    mean: str | None = None
+    std: str | None = None
+    nodata: float | None = None
+
+    def channels(self) -> int:
+        """Input channels of a ``random`` backbone: --in-channels, else as many as --bands or --mean name, else 3."""
+        if self.in_channels:
+            return self.in_channels
+        if parse_bands(self.bands):
+            return len(parse_bands(self.bands))
+        return len(parse_floats(self.mean, "mean")) if self.mean else 3
+
+    def apply(self, spec: InputSpec, where: str) -> InputSpec:
+        """``spec`` with the options given; the channels must stay the weights'."""
+        if self.in_channels and self.in_channels != spec.channels:
+            raise InputError(
+                f"--in-channels {self.in_channels}, but {where} takes {spec.channels} channels; drop --in-channels"
+            )
+        if (self.mean is None) != (self.std is None):
+            raise InputError("give --mean and --std together")
+        changes: dict[str, Any] = {}
+        if self.bands is not None:
+            changes["bands"] = parse_bands(self.bands)
+        if self.mean is not None:  # statistics of the data given: whichever kind the data are
+            changes["mean"], changes["std"] = parse_floats(self.mean, "mean"), parse_floats(self.std, "std")
+            changes["photo"] = None
+        if self.nodata is not None:
+            changes["nodata"] = self.nodata
+        return dataclasses.replace(spec, **changes) if changes else spec
+
+
 def load_source(
-    source: str, read: Mapping[str, BackboneWeights], arch: str | None
+    source: str, read: Mapping[str, BackboneWeights], arch: str | None, options: InputOptions | None = None
 ) -> tuple[ResNetBackbone, dict[str, Any]]:
     """Builds the backbone of one source strictly and describes where it came from.
 
     ``random`` draws from torch's global generator: seed it first for a reproducible backbone.
+    The backbone's ``input_spec`` is what the weights say it takes, with ``options`` applied.
 
     Returns:
-        The backbone and ``{"source", "sha256", "arch", "format"}``.
+        The backbone and ``{"source", "sha256", "arch", "format", "input"}``.
     """
     from densecl import weights
 
+    options = options or InputOptions()
     if source == RANDOM:
-        return weights.load_backbone(RANDOM, arch=arch), {
-            "source": RANDOM,
-            "sha256": None,
-            "arch": arch,
-            "format": RANDOM,
+        backbone = weights.load_backbone(RANDOM, arch=arch, in_channels=options.channels())
+        info = {"source": RANDOM, "sha256": None, "arch": arch, "format": RANDOM}
+    else:
+        path = Path(source)
+        backbone = weights.load_backbone(read[source], arch=arch)
+        info = {
+            "source": str(path),
+            "sha256": file_sha256(path),
+            "arch": arch or read[source].arch,
+            "format": read[source].source_format,
         }
-    path = Path(source)
-    backbone = weights.load_backbone(read[source], arch=arch)
-    return backbone, {
-        "source": str(path),
-        "sha256": file_sha256(path),
-        "arch": arch or read[source].arch,
-        "format": read[source].source_format,
-    }
+    backbone.input_spec = options.apply(backbone.input_spec, f"'{source}'")
+    return backbone, {**info, "input": backbone.input_spec.describe()}
 
 
-def load_weights(source: str, arch: str | None) -> tuple[ResNetBackbone, dict[str, Any]]:
+def load_weights(
+    source: str, arch: str | None, options: InputOptions | None = None
+) -> tuple[ResNetBackbone, dict[str, Any]]:
     """Loads one backbone strictly and describes where it came from.
 
     Args:
@@ -119,4 +161,4 @@ def load_weights(source: str, arch: str | None) -> tuple[ResNetBackbone, dict[st
         The backbone and ``{"source", "sha256", "arch", "format"}``.
     """
     read = read_sources([source])
-    return load_source(source, read, agreed_arch(read, arch, random=source == RANDOM))
+    return load_source(source, read, agreed_arch(read, arch, random=source == RANDOM), options)

@@ -34,6 +34,7 @@ every number against. Works on any image folder::
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -42,10 +43,12 @@ from typing import NamedTuple
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torchvision.transforms import v2
 
 from densecl.data.geometry import ViewGeometry, cell_centres, corresponding_cells, sample_view
-from densecl.data.sources import ImageFiles, SceneImages, image_source
+from densecl.data.jitter import BandJitter, default_mode
+from densecl.data.sources import ImageFiles, Reading, SceneImages, image_source
 from densecl.data.transforms import IMAGENET_MEAN, IMAGENET_STD, moco_v2_photometric
 from densecl.errors import InputError
 from densecl.evaluation import options
@@ -53,8 +56,12 @@ from densecl.evaluation.features import STAGE_NAMES, frozen, parse_stages
 from densecl.evaluation.options import option
 from densecl.evaluation.registry import Protocol
 from densecl.evaluation.results import Evaluation
+from densecl.inputs import InputSpec, input_of
 from densecl.matches import mutual_matches
 from densecl.models.backbones import ResNetBackbone
+from densecl.pixels import image_size
+
+IMAGENET_STATISTICS = (IMAGENET_MEAN, IMAGENET_STD)
 
 DEFAULT_RADII = (16, 32, 64)  # view pixels
 
@@ -107,8 +114,10 @@ def evaluate(
     radii = parse_radii(config.radii)
     backbone.to(config.device)
     per_seed, details = [], []
+    inputs = input_of(backbone)
+    data.expect(Reading(values=inputs.photo is False, bands=inputs.bands))
     for seed in seeds:
-        pairs = view_pairs(data, config, seed)
+        pairs = view_pairs(data, config, seed, inputs)
         with frozen(backbone):
             maps1 = stage_maps(backbone, pairs.view1, stages, config)
             maps2 = stage_maps(backbone, pairs.view2, stages, config)
@@ -146,17 +155,25 @@ def parse_radii(text: str) -> tuple[float, ...]:
     return radii
 
 
-def view_pairs(source: ImageFiles | SceneImages, config: CorrespondenceConfig, seed: int) -> ViewPairs:
+def view_pairs(
+    source: ImageFiles | SceneImages, config: CorrespondenceConfig, seed: int, inputs: InputSpec | None = None
+) -> ViewPairs:
     """``config.pairs`` view pairs of distinct images, fixed by ``seed`` alone (not by the weights).
 
     Images come in a seeded order; an unreadable one is replaced by the next.
     Each pair's geometry comes from its own generator and its colour
     augmentation from the global one, forked, so the caller's state is kept.
+    ``inputs`` (the backbone's) says how images become its input: RGB photos
+    as always, other images with the N-channel rule of :mod:`densecl.data.jitter`.
     """
     g = torch.Generator().manual_seed(seed)
     order = torch.randperm(len(source), generator=g).tolist()
+    inputs = inputs or InputSpec()
     photometric = moco_v2_photometric(config.crop) if config.photometric else None
-    normalise = v2.Compose([v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+    mode = default_mode(inputs.channels, inputs.photo is not False or (inputs.bands is None and inputs.channels == 3))
+    band_photometric = BandJitter(inputs.channels, mode, config.crop) if config.photometric else None
+    mean, std = inputs.statistics(photo=True) if inputs.plain_rgb else IMAGENET_STATISTICS
+    normalise = v2.Compose([v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)])
     view1, view2, geometry, names = [], [], [], []
     for index in order:
         if len(names) == config.pairs:
@@ -164,26 +181,33 @@ def view_pairs(source: ImageFiles | SceneImages, config: CorrespondenceConfig, s
         image = source.load(index)
         if image is None:
             continue
-        pixels = v2.functional.pil_to_tensor(image)  # 3 x H x W uint8
+        photo = isinstance(image, Image.Image) and inputs.plain_rgb
+        if photo:
+            pixels, augment, finish = v2.functional.pil_to_tensor(image), photometric, normalise  # 3 x H x W uint8
+        else:  # C x H x W float, no data filled
+            pixels, augment = inputs.prepare(image, _name(source, index)), band_photometric
+            finish = functools.partial(inputs.normalise, photo=isinstance(image, Image.Image))
         pair_seed = int(torch.randint(2**62, (1,), generator=g))
         pair_g = torch.Generator().manual_seed(pair_seed)
-        g1, g2 = (
-            sample_view(image.width, image.height, config.crop, pair_g, config.min_scale, config.max_angle)
-            for _ in range(2)
-        )
+        width, height = image_size(image)
+        g1, g2 = (sample_view(width, height, config.crop, pair_g, config.min_scale, config.max_angle) for _ in range(2))
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(pair_seed)
-            v1, v2_ = (photometric(gv.apply(pixels)) if photometric else gv.apply(pixels) for gv in (g1, g2))
-        view1.append(normalise(v1))
-        view2.append(normalise(v2_))
+            v1, v2_ = (augment(gv.apply(pixels)) if augment else gv.apply(pixels) for gv in (g1, g2))
+        view1.append(finish(v1))
+        view2.append(finish(v2_))
         geometry.append((g1, g2))
-        names.append(str(source.paths[index]) if isinstance(source, ImageFiles) else f"{source.origin}[{index}]")
+        names.append(_name(source, index))
     if len(names) < config.pairs:
         raise InputError(
             f"only {len(names)} of the {len(source)} images of {source.origin} are readable; --pairs asks for "
             f"{config.pairs}"
         )
     return ViewPairs(torch.stack(view1), torch.stack(view2), geometry, names)
+
+
+def _name(source: ImageFiles | SceneImages, index: int) -> str:
+    return str(source.paths[index]) if isinstance(source, ImageFiles) else f"{source.origin}[{index}]"
 
 
 @torch.no_grad()

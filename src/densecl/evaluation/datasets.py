@@ -35,7 +35,6 @@ import torch
 from PIL import Image
 from torchvision.transforms import v2
 
-from densecl.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from densecl.errors import InputError
 from densecl.formats.coco import CocoSplit, read_coco
 from densecl.formats.imagefolder import read_image_folder
@@ -51,6 +50,8 @@ from densecl.formats.voc import (
     read_voc_detection,
 )
 from densecl.images import open_rgb
+from densecl.inputs import InputSpec
+from densecl.pixels import Pixels
 
 # The protocols import the splits and readers from here, the evaluation's one door to the data.
 __all__ = [
@@ -150,25 +151,38 @@ def read_segmentation_splits(config, *splits: str, workers: int = 4) -> list[Seg
 
 
 class ImageTensors(torch.utils.data.Dataset):
-    """Image files as normalised ``3 x S x S`` tensors for frozen feature extraction.
+    """Image files as normalised ``C x S x S`` tensors for frozen feature extraction.
 
     The shorter side is resized to ``size`` and the centre ``size x size``
     cropped (the usual evaluation transform); ``size=0`` keeps every image
-    as it is.
+    as it is. ``inputs`` (the backbone's) says how the files are read and
+    normalised; RGB photos take the same path as always.
     """
 
-    def __init__(self, paths: Sequence[Path], size: int) -> None:
+    def __init__(self, paths: Sequence[Path], size: int, inputs: InputSpec | None = None) -> None:
         self.paths = list(paths)
-        resize = [v2.Resize(size, antialias=True), v2.CenterCrop(size)] if size else []
-        self.transform = v2.Compose(
-            [*resize, v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
-        )
+        self.inputs = inputs or InputSpec()
+        self.resize = v2.Compose([v2.Resize(size, antialias=True), v2.CenterCrop(size)]) if size else v2.Identity()
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, index: int) -> torch.Tensor:
-        return self.transform(open_rgb(self.paths[index]))
+        return to_network(self.resize, self.inputs.read(self.paths[index]), self.inputs, self.paths[index])
+
+
+def to_network(resize, image: Pixels, inputs: InputSpec, where: Path | str = "an image") -> torch.Tensor:
+    """An image, resized by ``resize`` (a v2 transform), as the network's normalised ``C x H x W`` input.
+
+    An RGB photo the backbone takes as it is: resized as a PIL image, scaled to [0, 1], normalised (the path of
+    every RGB evaluation); anything else: no-data filled, resized as a float tensor, normalised.
+    """
+    photo = isinstance(image, Image.Image)
+    if photo and inputs.plain_rgb:
+        x = v2.functional.to_dtype(v2.functional.to_image(resize(image)), torch.float32, scale=True)
+    else:
+        x = resize(inputs.prepare(image, where))
+    return inputs.normalise(x, photo)
 
 
 def as_list(batch: list) -> list:
@@ -179,17 +193,18 @@ def as_list(batch: list) -> list:
 # ---------------------------------------------------------------- segmentation
 
 
-def segmentation_tensors(image: Image.Image, label: np.ndarray, size: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """RGB image -> normalised ``3 x H x W`` float; label -> ``H x W`` uint8.
+def segmentation_tensors(
+    image: Pixels, label: np.ndarray, size: int = 0, inputs: InputSpec | None = None, where: Path | str = "an image"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Image -> normalised ``C x H x W`` float (as ``inputs``, the backbone's, takes it); label -> ``H x W`` uint8.
 
     ``size`` > 0 resizes the shorter side of both (image bilinear, label nearest).
     """
     y = torch.from_numpy(np.array(label, dtype=np.uint8))  # a writable copy
+    resize = (lambda im: v2.functional.resize(im, size, antialias=True)) if size else (lambda im: im)
     if size:
-        image = v2.functional.resize(image, size, antialias=True)
         y = v2.functional.resize(y[None], size, interpolation=v2.InterpolationMode.NEAREST)[0]
-    x = v2.functional.to_dtype(v2.functional.to_image(image), torch.float32, scale=True)
-    return v2.functional.normalize(x, IMAGENET_MEAN, IMAGENET_STD), y
+    return to_network(resize, image, inputs or InputSpec(), where), y
 
 
 # ---------------------------------------------------------------- any split

@@ -30,7 +30,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
 from densecl.config import stage_side
 from densecl.errors import InputError
@@ -41,7 +40,9 @@ from densecl.evaluation.metrics import confusion_matrix, iou_from_confusion
 from densecl.evaluation.options import option
 from densecl.evaluation.registry import Protocol
 from densecl.evaluation.results import Evaluation
+from densecl.inputs import InputSpec, input_of
 from densecl.models.backbones import ResNetBackbone
+from densecl.pixels import preview, probe
 
 
 @dataclass(frozen=True)
@@ -112,7 +113,7 @@ def evaluate(
                 if len(predictions) < PICTURED:
                     predictions.append(pred.to(torch.uint8))
             if config.masks_out and seed == seeds[0] and size == sizes[-1]:
-                _write_masks(config.masks_out, val, val_labels, predictions)
+                _write_masks(config.masks_out, val, val_labels, predictions, input_of(backbone))
             iou = iou_from_confusion(cm)
             scores[f"mIoU@{size}"] = iou.mean
             per_class[size] = dict(zip(train.classes, iou.per_class))
@@ -141,13 +142,18 @@ PICTURED = 4  # val images whose masks --masks-out keeps
 
 
 def _write_masks(
-    path: str, val: SegmentationSplit, labels: list[torch.Tensor], predictions: list[torch.Tensor]
+    path: str,
+    val: SegmentationSplit,
+    labels: list[torch.Tensor],
+    predictions: list[torch.Tensor],
+    inputs: InputSpec,
 ) -> None:
-    """``images`` (N x H x W x 3 uint8, at the labels' size), ``labels`` and ``predictions`` (N x H x W uint8),
-    ``classes`` and ``names``; images of another size than the first are left out (one picture, one size)."""
+    """``images`` (N x H x W x 3 uint8, at the labels' size; bands as an 8-bit picture, :func:`densecl.pixels.preview`),
+    ``labels`` and ``predictions`` (N x H x W uint8), ``classes`` and ``names``; images of another size than the
+    first are left out (one picture, one size)."""
     keep = [i for i, p in enumerate(predictions) if p.shape == predictions[0].shape]
     height, width = predictions[0].shape
-    images = [np.asarray(val.load(i)[0].resize((width, height))) for i in keep]
+    images = [np.asarray(preview(val.load(i, inputs)[0]).resize((width, height))) for i in keep]
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(suffix=".npz", dir=Path(path).parent)
     with os.fdopen(fd, "wb") as f:
@@ -192,8 +198,8 @@ def patch_count(split: SegmentationSplit, stage: int, image_size: int) -> int:
     """Feature-map cells of all images of ``split`` at ``stage`` (0 = C2 .. 3 = C5), from image headers."""
     total = 0
     for path in split.images:
-        with Image.open(path) as image:  # header only
-            w, h = image.size
+        info = probe(path)  # header only
+        w, h = info.width, info.height
         if image_size:
             short = min(w, h)
             w, h = (image_size, int(image_size * h / w)) if w == short else (int(image_size * w / h), image_size)

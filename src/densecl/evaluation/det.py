@@ -79,6 +79,7 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
+from PIL import Image
 from torch import nn
 from torchvision.models.detection import FasterRCNN, MaskRCNN
 from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
@@ -107,7 +108,8 @@ from densecl.evaluation.registry import Protocol
 from densecl.evaluation.results import Evaluation, warn
 from densecl.evaluation.voc_ap import METRICS as VOC_METRICS
 from densecl.evaluation.voc_ap import Detections, Truth, voc_detection_ap
-from densecl.models.backbones import ResNetBackbone, torchvision_classifier
+from densecl.inputs import InputSpec, input_of
+from densecl.models.backbones import ResNetBackbone, first_conv, torchvision_classifier
 from densecl.schedules import warmup_step_lr
 from densecl.seeding import seed_everything
 
@@ -243,7 +245,11 @@ def build_detector(backbone: ResNetBackbone, arch: str, num_classes: int, config
     """
     task, norm = config.task, config.norm
     resnet = torchvision_classifier(arch)
+    if backbone.in_channels != resnet.conv1.in_channels:
+        resnet.conv1 = first_conv(resnet.conv1, backbone.in_channels)
     load_trunk(resnet, backbone.state_dict())
+    inputs = input_of(backbone)
+    mean, std = inputs.statistics(photo=inputs.photo is not False)  # photos: ImageNet's, torchvision's default
     if norm == "frozen":
         resnet = freeze_batchnorm(resnet)
     proposals = rpn_proposals(config)
@@ -268,7 +274,7 @@ def build_detector(backbone: ResNetBackbone, arch: str, num_classes: int, config
         if task == "mask":
             extra["mask_head"] = MaskRCNNHeads(body.out_channels, [256] * 4, 1, norm_layer=trained_norm)
     detector = MaskRCNN if task == "mask" else FasterRCNN
-    return detector(
+    model = detector(
         body,
         num_classes=num_classes + 1,
         min_size=config.min_size,
@@ -277,8 +283,12 @@ def build_detector(backbone: ResNetBackbone, arch: str, num_classes: int, config
         rpn_post_nms_top_n_test=proposals[1],
         box_batch_size_per_image=config.rois_per_image,
         box_detections_per_img=config.detections_per_image,
+        image_mean=list(mean),
+        image_std=list(std),
         **extra,
     )
+    model.input_spec = inputs  # how DetectionSamples reads the images for it
+    return model
 
 
 def load_trunk(resnet: nn.Module, state_dict: dict[str, torch.Tensor]) -> None:
@@ -317,18 +327,25 @@ def param_groups(model: nn.Module, weight_decay: float, norm_weight_decay: float
 
 
 class DetectionSamples(torch.utils.data.Dataset):
-    """``(index, sample_seed)`` -> (``3 x H x W`` float image in [0, 1], target dict of tensors), flipped at random."""
+    """``(index, sample_seed)`` -> (``C x H x W`` float image, target dict of tensors), flipped at random.
 
-    def __init__(self, split: Split, masks: bool, flip: bool) -> None:
-        self.split, self.masks, self.flip = split, masks, flip
+    A photo in [0, 1], other images' stored values with no data filled (``inputs``, the backbone's): the
+    detector normalises them with the backbone's mean and std (:func:`build_detector`).
+    """
+
+    def __init__(self, split: Split, masks: bool, flip: bool, inputs: InputSpec | None = None) -> None:
+        self.split, self.masks, self.flip, self.inputs = split, masks, flip, inputs or InputSpec()
 
     def __len__(self) -> int:
         return len(self.split)
 
     def __getitem__(self, item: tuple[int, int]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         index, sample_seed = item
-        image, target = self.split.load(index, with_masks=self.masks)
-        x = v2.functional.to_dtype(v2.functional.to_image(image), torch.float32, scale=True)  # 3 x H x W
+        image, target = self.split.load(index, with_masks=self.masks, inputs=self.inputs)
+        if isinstance(image, Image.Image) and self.inputs.plain_rgb:
+            x = v2.functional.to_dtype(v2.functional.to_image(image), torch.float32, scale=True)  # 3 x H x W
+        else:
+            x = self.inputs.prepare(image, self.split.coco.imgs[self.split.image_ids[index]]["file_name"])
         t = {k: torch.from_numpy(v) for k, v in target.items()}
         if self.flip and np.random.default_rng(sample_seed).random() < 0.5:
             x = x.flip(-1)
@@ -396,9 +413,9 @@ def _arch_of(backbone: ResNetBackbone) -> str:
     return arch
 
 
-def _loader(split: Split, config: DetConfig, stream: BatchStream) -> torch.utils.data.DataLoader:
+def _loader(split: Split, config: DetConfig, stream: BatchStream, inputs: InputSpec) -> torch.utils.data.DataLoader:
     return torch.utils.data.DataLoader(
-        DetectionSamples(split, masks=config.task == "mask", flip=True),
+        DetectionSamples(split, masks=config.task == "mask", flip=True, inputs=inputs),
         batch_sampler=stream,
         num_workers=config.workers,
         collate_fn=_as_lists,
@@ -421,7 +438,12 @@ def _train(model: nn.Module, split: Split, config: DetConfig, seed: int) -> int 
         config.checkpoint_dir, config.save_every, "det", seed, config.iters, dataclasses.asdict(config)
     )
     first = checkpoints.restore(model, optimizer)
-    loader = _loader(split, config, BatchStream(len(split), config.batch_size, config.iters, seed, start=first))
+    loader = _loader(
+        split,
+        config,
+        BatchStream(len(split), config.batch_size, config.iters, seed, start=first),
+        input_of(unwrap(model)),
+    )
     batches = checkpoints.batches(loader)
     watch = LossWatch("det", "lower --lr or raise --warmup-iters", config.device, config.log_every, checkpoints)
     model.train()
@@ -458,7 +480,7 @@ def _precise_bn(model: nn.Module, split: Split, config: DetConfig, seed: int) ->
     start = time.perf_counter()
     n = precise_bn(
         unwrap(model),
-        _loader(split, config, stream),
+        _loader(split, config, stream, input_of(unwrap(model))),
         lambda m, batch: m(*_to_device(batch, config.device)),
     )
     if distributed.rank() == 0 and not n:
@@ -477,7 +499,7 @@ def _predict(model: nn.Module, split: Split, config: DetConfig) -> list[tuple[in
     N and, for Mask R-CNN, ``masks`` N x 1 x H x W.
     """
     model.eval()
-    dataset = DetectionSamples(split, masks=False, flip=False)
+    dataset = DetectionSamples(split, masks=False, flip=False, inputs=input_of(unwrap(model)))
     mine = np.arange(distributed.rank(), len(split), distributed.world_size())
     out = []
     for chunk in np.array_split(mine, max(1, len(mine) // EVAL_BATCH)):

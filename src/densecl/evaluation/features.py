@@ -17,6 +17,7 @@ from torch import nn
 
 from densecl.errors import InputError
 from densecl.evaluation.datasets import ImageTensors, SegmentationSplit, as_list, segmentation_tensors
+from densecl.inputs import input_of
 from densecl.models.backbones import ResNetBackbone
 
 STAGE_NAMES = ("c2", "c3", "c4", "c5")
@@ -120,7 +121,10 @@ def image_features(
 ) -> torch.Tensor:
     """Pooled, L2-normalised features of image files (in order): ``N x C`` on the CPU."""
     loader = torch.utils.data.DataLoader(
-        ImageTensors(paths, image_size), batch_size=batch_size, num_workers=workers, collate_fn=as_list
+        ImageTensors(paths, image_size, input_of(backbone)),
+        batch_size=batch_size,
+        num_workers=workers,
+        collate_fn=as_list,
     )
     return pooled_features(backbone, loader, stage, device)
 
@@ -179,10 +183,11 @@ def segmentation_maps(
     ``H x W`` label, both on the CPU. Images of one size are batched; ``image_size`` as in
     :func:`densecl.evaluation.datasets.segmentation_tensors`.
     """
-    maps, labels = [], []
+    maps, labels, inputs = [], [], input_of(backbone)
     for start in range(0, len(split), batch_size):
         batch = [
-            segmentation_tensors(*split.load(i), image_size) for i in range(start, min(start + batch_size, len(split)))
+            segmentation_tensors(*split.load(i, inputs), image_size, inputs, split.images[i])
+            for i in range(start, min(start + batch_size, len(split)))
         ]
         for run in same_size_runs(batch, shape=lambda item: item[0].shape):
             x = torch.stack([image for image, _ in run]).to(device)  # B x 3 x H x W

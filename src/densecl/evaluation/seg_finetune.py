@@ -43,6 +43,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from torch import nn
+from torchvision.transforms import v2
 
 from densecl import checkpoint, distributed
 from densecl.errors import InputError
@@ -59,7 +60,9 @@ from densecl.evaluation.metrics import confusion_matrix, iou_from_confusion
 from densecl.evaluation.options import option
 from densecl.evaluation.registry import Protocol
 from densecl.evaluation.results import Evaluation, warn_absent_classes
+from densecl.inputs import InputSpec, input_of
 from densecl.models.backbones import STAGES, ResNetBackbone
+from densecl.pixels import image_size
 from densecl.schedules import poly_lr
 from densecl.seeding import seed_everything
 
@@ -156,8 +159,10 @@ class FCN(nn.Module):
 class RandomCrops(torch.utils.data.Dataset):
     """Training samples: ``(index, sample_seed)`` -> (``3 x crop x crop`` image, ``crop x crop`` label)."""
 
-    def __init__(self, split: SegmentationSplit, crop: int, scale: tuple[float, float]) -> None:
-        self.split, self.crop, self.scale = split, crop, scale
+    def __init__(
+        self, split: SegmentationSplit, crop: int, scale: tuple[float, float], inputs: InputSpec | None = None
+    ) -> None:
+        self.split, self.crop, self.scale, self.inputs = split, crop, scale, inputs or InputSpec()
 
     def __len__(self) -> int:
         return len(self.split)
@@ -165,12 +170,17 @@ class RandomCrops(torch.utils.data.Dataset):
     def __getitem__(self, item: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
         index, sample_seed = item
         rng = np.random.default_rng(sample_seed)
-        image, label = self.split.load(index)
+        image, label = self.split.load(index, self.inputs)
         s = rng.uniform(*self.scale)
-        size = (max(1, round(image.width * s)), max(1, round(image.height * s)))
-        image = image.resize(size, Image.Resampling.BILINEAR)
+        width, height = image_size(image)
+        size = (max(1, round(width * s)), max(1, round(height * s)))
+        if isinstance(image, Image.Image):
+            image = image.resize(size, Image.Resampling.BILINEAR)
+        else:  # bands: no-data filled first, then resampled
+            image = self.inputs.prepare(image, self.split.images[index])
+            image = v2.functional.resize(image, [size[1], size[0]], antialias=True)
         label = np.asarray(Image.fromarray(label).resize(size, Image.Resampling.NEAREST))
-        x, y = segmentation_tensors(image, label, 0)  # 3 x H x W normalised, H x W uint8
+        x, y = segmentation_tensors(image, label, 0, self.inputs, self.split.images[index])  # C x H x W, H x W
         pad_h, pad_w = max(self.crop - y.shape[0], 0), max(self.crop - y.shape[1], 0)
         x = F.pad(x, (0, pad_w, 0, pad_h), value=0.0)  # 0 = the mean colour after normalisation
         y = F.pad(y, (0, pad_w, 0, pad_h), value=IGNORE_INDEX)
@@ -233,7 +243,9 @@ def _train(model: nn.Module, split: SegmentationSplit, config: SegFinetuneConfig
     )
     first = checkpoints.restore(model, optimizer)
     loader = torch.utils.data.DataLoader(
-        RandomCrops(split, config.crop, (config.scale_min, config.scale_max)),
+        RandomCrops(
+            split, config.crop, (config.scale_min, config.scale_max), input_of(getattr(unwrap(model), "backbone", None))
+        ),
         batch_sampler=BatchStream(len(split), config.batch_size, config.iters, seed, start=first),
         num_workers=config.workers,
         pin_memory=config.device.startswith("cuda"),
@@ -265,8 +277,9 @@ def _validate(model: nn.Module, split: SegmentationSplit, config: SegFinetuneCon
     model.eval()
     k = split.num_classes
     cm = torch.zeros(k, k, dtype=torch.int64)
+    inputs = input_of(getattr(unwrap(model), "backbone", None))
     for i in range(len(split)):
-        x, y = segmentation_tensors(*split.load(i), 0)
+        x, y = segmentation_tensors(*split.load(i, inputs), 0, inputs, split.images[i])
         pred = model(x[None].to(config.device)).argmax(dim=1)[0].cpu()  # H x W
         cm += confusion_matrix(pred, y, k, IGNORE_INDEX)
     return iou_from_confusion(cm)

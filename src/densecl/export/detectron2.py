@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from densecl.errors import InputError
+from densecl.export import inputs
 from densecl.weights import BackboneWeights, resnet_shape
 from densecl.weights.detectron2 import torchvision_to_detectron2
 
@@ -76,12 +77,24 @@ def config(path: Path | str, weights: BackboneWeights) -> str:
     else:
         resnets.append("    RES2_OUT_CHANNELS: 64  # required by R18/R34")
     resnets.append('    NORM: "SyncBN"')
+    spec, stats = weights.input_spec, inputs.statistics(weights)
+    scale = 255.0 if spec.photo is not False else 1.0  # detectron2 feeds 0..255 photos; other images as stored
+    mean, std = stats if stats is not None else ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+    digits = ".3f" if scale == 255.0 else ".7g"  # photos: 123.675, 116.280, ... as detectron2's own configs
+    pixel_mean, pixel_std = (", ".join(f"{v * scale:{digits}}" for v in values) for values in (mean, std))
+    note = []
+    if weights.in_channels != 3 or spec.photo is False:
+        note = [
+            f"  # {weights.in_channels} channels: the stem is built for len(PIXEL_MEAN) channels; feed them with "
+            "a dataset mapper that reads your images (detectron2's reads 8-bit photos)"
+        ]
     return "\n".join(
         [
             "MODEL:",
             f'  WEIGHTS: "{path}"',
-            "  PIXEL_MEAN: [123.675, 116.280, 103.530]",
-            "  PIXEL_STD: [58.395, 57.120, 57.375]",
+            f"  PIXEL_MEAN: [{pixel_mean}]",
+            f"  PIXEL_STD: [{pixel_std}]",
+            *note,
             "  BACKBONE:",
             "    FREEZE_AT: 0  # fine-tune every stage",
             "  RESNETS:",

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from densecl.export import inputs
 from densecl.export.torchvision import plain_state_dict
 from densecl.weights import BackboneWeights, resnet_shape
 
@@ -29,6 +30,7 @@ def write(weights: BackboneWeights, path: Path) -> None:
         "arch": str(weights.arch),
         "source_format": weights.source_format,
         "layout": "torchvision ResNet names without prefix; init_cfg=dict(type='Pretrained', checkpoint=...)",
+        "input": weights.input_spec.to_config(),  # channels, bands, mean, std: densecl reads them back
     }
     torch.save({"state_dict": plain_state_dict(weights), "meta": meta}, path)
 
@@ -45,10 +47,12 @@ def backbone_config(path: Path | str, weights: BackboneWeights, norm: str = "Syn
         kind = f"type='ResNet', depth={shape.depth},  # wide ResNet: OpenMMLab has no width option, use another format"
     else:
         kind = f"type='ResNet', depth={shape.depth},"
+    channels = [f"    in_channels={weights.in_channels},"] if weights.in_channels != 3 else []
     return "\n".join(
         [
             "backbone=dict(",
             f"    {kind}",
+            *channels,
             "    style='pytorch',  # stride in the 3x3 conv, as torchvision",
             f"    norm_cfg=dict(type='{norm}', requires_grad=True),",
             "    norm_eval=False,",
@@ -62,6 +66,18 @@ def usage(path: Path, weights: BackboneWeights) -> str:
     return (
         "# mmdet / mmseg / mmpretrain: in model=dict(...)\n"
         + backbone_config(path, weights)
-        + "\n# torchvision-style input: mean=[123.675, 116.28, 103.53], std=[58.395, 57.12, 57.375], bgr_to_rgb=True"
+        + "\n"
+        + data_preprocessor(weights)
         + "\n# mmseg: type='ResNet' (not ResNetV1c), and set model.pretrained=None"
     )
+
+
+def data_preprocessor(weights: BackboneWeights) -> str:
+    """The ``data_preprocessor`` mean and std: OpenMMLab feeds 0..255 RGB photos, other images as stored."""
+    spec, stats = weights.input_spec, inputs.statistics(weights)
+    if stats is None:
+        return inputs.comment(weights)
+    scale = 255.0 if spec.photo is not False else 1.0
+    mean, std = (", ".join(f"{v * scale:.7g}" for v in values) for values in stats)
+    rgb = ", bgr_to_rgb=True" if weights.in_channels == 3 and spec.photo is not False else ""
+    return f"# data_preprocessor: mean=[{mean}], std=[{std}]{rgb}"

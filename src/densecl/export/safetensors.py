@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from densecl.errors import InputError
+from densecl.export import inputs
 from densecl.export.torchvision import plain_state_dict
 from densecl.weights import BackboneWeights
 
@@ -27,15 +28,22 @@ def write(weights: BackboneWeights, path: Path) -> None:
         "layout": "torchvision",
         "arch": str(weights.arch),
         "source_format": weights.source_format,
+        **inputs.metadata(weights),
     }
     save_file(plain_state_dict(weights), str(path), metadata=metadata)
 
 
 def usage(path: Path, weights: BackboneWeights) -> str:
-    return (
-        f'state_dict = safetensors.torch.load_file("{path}")\n'
-        f"model = torchvision.models.{weights.arch}()\n"
-        "model.load_state_dict(state_dict, strict=False)  # missing: fc.weight, fc.bias\n"
-        f'# or: timm.create_model("{weights.arch}", pretrained=True, '
-        f'pretrained_cfg_overlay=dict(file="{path}", num_classes=0))'
+    conv = inputs.first_conv_line(weights)
+    chans = f"in_chans={weights.in_channels}, " if weights.in_channels != 3 else ""
+    return "\n".join(
+        [
+            f'state_dict = safetensors.torch.load_file("{path}")',
+            f"model = torchvision.models.{weights.arch}()",
+            *([conv] if conv else []),
+            "model.load_state_dict(state_dict, strict=False)  # missing: fc.weight, fc.bias",
+            f'# or: timm.create_model("{weights.arch}", pretrained=True, {chans}'
+            f'pretrained_cfg_overlay=dict(file="{path}", num_classes=0))',
+            inputs.comment(weights),
+        ]
     )

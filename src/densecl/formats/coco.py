@@ -19,12 +19,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from PIL import Image
 
 from densecl.errors import InputError
 from densecl.images import open_rgb
+from densecl.pixels import Pixels, image_size, save_image
 
 if TYPE_CHECKING:
+    from densecl.inputs import InputSpec
     from densecl.scenes.compose import Scene
 
 
@@ -41,10 +42,10 @@ class CocoWriter:
         from pycocotools import mask as mask_utils
 
         (self.out / split).mkdir(exist_ok=True)
-        Image.fromarray(scene.image).save(self.out / split / f"{name}.png")
+        file_name = save_image(self.out / split, name, scene.image, ".png")  # 16-bit or more bands: .tif
         image_id = len(self.data[split]["images"]) + 1
         h, w = scene.semantic.shape
-        self.data[split]["images"].append({"id": image_id, "file_name": f"{name}.png", "width": w, "height": h})
+        self.data[split]["images"].append({"id": image_id, "file_name": file_name, "width": w, "height": h})
         for m, (box, label) in enumerate(zip(scene.boxes, scene.labels), start=1):
             mask = np.asfortranarray((scene.instances == m).astype(np.uint8))
             rle = mask_utils.encode(mask)
@@ -91,14 +92,16 @@ class CocoSplit:
     def num_classes(self) -> int:
         return len(self.category_ids)
 
-    def load(self, index: int, with_masks: bool) -> tuple[Image.Image, dict[str, np.ndarray]]:
-        """Image and target: ``boxes`` M x 4 xyxy, ``labels`` M (1..K), ``masks`` M x H x W uint8.
+    def load(self, index: int, with_masks: bool, inputs: InputSpec | None = None) -> tuple[Pixels, dict]:
+        """Image (an RGB photo, or bands as ``inputs`` reads them) and target: ``boxes`` M x 4 xyxy,
+        ``labels`` M (1..K), ``masks`` M x H x W uint8.
 
         Crowd regions and boxes with no area are left out of training targets.
         """
         image_id = self.image_ids[index]
         info = self.coco.imgs[image_id]
-        image = open_rgb(self.images_dir / info["file_name"])
+        path = self.images_dir / info["file_name"]
+        image = inputs.read(path) if inputs is not None else open_rgb(path)
         anns = [a for a in self.coco.imgToAnns.get(image_id, []) if not a.get("iscrowd", 0)]
         anns = [a for a in anns if a["bbox"][2] > 0 and a["bbox"][3] > 0]
         label_of = {c: k + 1 for k, c in enumerate(self.category_ids)}
@@ -112,7 +115,7 @@ class CocoSplit:
                 warnings.simplefilter("ignore", DeprecationWarning)
                 masks = [self.coco.annToMask(a) for a in anns]
             target["masks"] = (
-                np.stack(masks).astype(np.uint8) if masks else np.zeros((0, image.height, image.width), np.uint8)
+                np.stack(masks).astype(np.uint8) if masks else np.zeros((0, *image_size(image)[::-1]), np.uint8)
             )
         return image, target
 

@@ -12,11 +12,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-from PIL import Image
 
 from densecl.errors import InputError
 from densecl.formats.labels import ClassificationSplit
-from densecl.images import IMAGE_EXTENSIONS
+from densecl.pixels import FILE_EXTENSIONS, save_image
 
 if TYPE_CHECKING:
     from densecl.scenes.compose import Scene
@@ -41,7 +40,7 @@ class ImageFolderWriter:
     def add(self, split: str, name: str, scene: Scene) -> None:
         folder = self.out / split / self.classes[dominant_class(scene)]
         folder.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(scene.image).save(folder / f"{name}.png")
+        save_image(folder, name, scene.image, ".png")  # 16-bit or more bands: .tif
 
     def finish(self) -> None:
         pass
@@ -60,7 +59,7 @@ def read_image_folder(root: Path, split: str, classes: tuple[str, ...] | None) -
         if not (folder / c).is_dir():
             continue
         for image in sorted((folder / c).iterdir()):
-            if image.suffix.lower() in IMAGE_EXTENSIONS:
+            if image.suffix.lower() in FILE_EXTENSIONS:
                 paths.append(image)
                 labels.append(k)
     targets = np.zeros((len(paths), len(classes)), dtype=np.int8)

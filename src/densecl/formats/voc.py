@@ -39,9 +39,14 @@ from PIL import Image
 from densecl.errors import InputError
 from densecl.formats.labels import ClassificationSplit, read_class_names, write_class_names
 from densecl.images import open_rgb
+from densecl.pixels import Pixels, image_size, probe, save_image
 
 if TYPE_CHECKING:
+    from densecl.inputs import InputSpec
     from densecl.scenes.compose import Scene
+
+IMAGE_FILE_ENDINGS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".npy", ".dcm")
+"""The endings an image of ``JPEGImages`` may have, in the order they are looked for."""
 
 IGNORE_INDEX = 255
 """Label value of pixels that count for no class."""
@@ -98,7 +103,7 @@ class VocWriter:
         self.palette = palette()
 
     def add(self, split: str, name: str, scene: Scene) -> None:
-        Image.fromarray(scene.image).save(self.out / "JPEGImages" / f"{name}.jpg", quality=95)
+        save_image(self.out / "JPEGImages", name, scene.image, ".jpg", quality=95)  # 16-bit or more bands: .tif
         h, w = scene.semantic.shape
         label = Image.frombytes("P", (w, h), np.ascontiguousarray(scene.semantic, dtype=np.uint8).tobytes())
         label.putpalette(self.palette)
@@ -153,8 +158,9 @@ def read_voc_classification(root: Path, split: str, classes: tuple[str, ...] | N
 
 
 def voc_image(root: Path, image_id: str) -> Path:
-    """The image file of ``image_id`` in ``root/JPEGImages`` (``.jpg``, ``.jpeg`` or ``.png``)."""
-    for ext in (".jpg", ".jpeg", ".png"):
+    """The image file of ``image_id`` in ``root/JPEGImages`` (``.jpg``, ``.jpeg``, ``.png``, ``.tif``, ``.tiff``,
+    ``.npy``, ``.dcm``: the first that exists)."""
+    for ext in IMAGE_FILE_ENDINGS:
         path = root / "JPEGImages" / f"{image_id}{ext}"
         if path.is_file():
             return path
@@ -182,14 +188,16 @@ class SegmentationSplit:
     def num_classes(self) -> int:
         return len(self.classes)
 
-    def load(self, index: int) -> tuple[Image.Image, np.ndarray]:
-        """The image and its label map, checked: same size, values < K or 255."""
-        image = open_rgb(self.images[index])
+    def load(self, index: int, inputs: InputSpec | None = None) -> tuple[Pixels, np.ndarray]:
+        """The image (an RGB photo, or bands as ``inputs`` reads them) and its label map, checked: same size,
+        values < K or 255."""
+        image = inputs.read(self.images[index]) if inputs is not None else open_rgb(self.images[index])
         label = read_label(self.labels[index], self.num_classes)
-        if label.shape != (image.height, image.width):
+        width, height = image_size(image)
+        if label.shape != (height, width):
             raise InputError(
                 f"label {self.labels[index]} is {label.shape[1]}x{label.shape[0]} but image {self.images[index]} "
-                f"is {image.width}x{image.height}; a mask must have its image's size"
+                f"is {width}x{height}; a mask must have its image's size"
             )
         return image, label
 
@@ -200,9 +208,9 @@ class SegmentationSplit:
 
     def _check_one(self, index: int) -> None:
         label = read_label(self.labels[index], self.num_classes)
-        # Not densecl.images.open_rgb: only the size is needed, and the header has it (load() decodes later).
-        with Image.open(self.images[index]) as image:
-            size = image.size
+        # Only the size is needed, and the header has it (load() decodes later).
+        info = probe(self.images[index])
+        size = (info.width, info.height)
         if label.shape != (size[1], size[0]):
             raise InputError(
                 f"label {self.labels[index]} is {label.shape[1]}x{label.shape[0]} but image {self.images[index]} "

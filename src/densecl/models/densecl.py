@@ -55,6 +55,7 @@ class DenseCL(nn.Module):
             groups of this many consecutive images, and the key batch is shuffled
             across groups (shuffle-BN in one process; :mod:`densecl.models.batchnorm`).
             ``None``: the whole local batch is one group, as on each of the authors' GPUs.
+        in_channels: input channels of both encoders' first convolution (3: RGB).
     """
 
     def __init__(
@@ -70,6 +71,7 @@ class DenseCL(nn.Module):
         backbone: nn.Module | None = None,
         dense_queue_len: int | None = None,
         bn_group_size: int | None = None,
+        in_channels: int = 3,
     ) -> None:
         super().__init__()
         _check(0.0 <= momentum <= 1.0, f"momentum must be in [0, 1], got {momentum}")
@@ -85,10 +87,11 @@ class DenseCL(nn.Module):
         self.arch, self.momentum, self.temperature, self.loss_lambda = arch, momentum, temperature, loss_lambda
         self.bn_group_size = bn_group_size
 
-        backbone = backbone or build_backbone(arch)
+        backbone = backbone or build_backbone(arch, in_channels)
         if bn_group_size is not None:
             group_batch_norms(backbone, bn_group_size)
         self.encoder = Encoder(backbone, hidden_dim, out_dim, num_grid)
+        self.in_channels: int = getattr(getattr(backbone, "conv1", None), "in_channels", in_channels)
         self.momentum_encoder = copy.deepcopy(self.encoder)  # starts as a copy, then EMA only
         self.momentum_encoder.requires_grad_(False)
         self.global_queue = KeyQueue(out_dim, queue_len)  # MoCo's queue: one key per past image
@@ -102,7 +105,7 @@ class DenseCL(nn.Module):
         loss_lambda: float | None = None,
         match: torch.Tensor | None = None,
     ) -> DenseCLOutput:
-        """One DenseCL step on two views ``N x 3 x H x W``.
+        """One DenseCL step on two views ``N x C x H x W`` (``C`` = :attr:`in_channels`).
 
         In train mode the key encoder is first moved by EMA and the keys are
         enqueued last; in eval mode both are left alone (a validation loss).

@@ -35,7 +35,8 @@ class Scene:
     """One rendered scene and its labels (``M`` = number of visible instances).
 
     Attributes:
-        image: ``H x W x 3`` uint8 RGB.
+        image: ``H x W x 3`` uint8 RGB; ``H x W x C`` uint16 or with a fourth band where asked
+            (:func:`densecl.scenes.procedural.render_scene`).
         semantic: ``H x W`` uint8; 0 background, 1..K class id of the visible object.
         instances: ``H x W`` int32; 0 none, 1..M instance id, numbered bottom to top.
         boxes: ``M x 4`` float32 ``(x1, y1, x2, y2)`` of each instance's visible

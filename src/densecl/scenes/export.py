@@ -58,8 +58,14 @@ def export_scenes(
     seed: int = 0,
     max_objects: int = 4,
     overwrite: bool = False,
+    bands: int = 3,
+    bit_depth: int = 8,
 ) -> ExportSummary:
-    """Renders ``n_train + n_val`` scenes and writes them under ``out`` in format ``fmt``."""
+    """Renders ``n_train + n_val`` scenes and writes them under ``out`` in format ``fmt``.
+
+    ``bands=4`` adds a near-infrared band, ``bit_depth=16`` writes uint16; either makes the images TIFFs of
+    their bands (:func:`densecl.pixels.save_image`) in the layout's image folder.
+    """
     out = Path(out)
     if fmt not in FORMATS:
         raise InputError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
@@ -70,13 +76,15 @@ def export_scenes(
     writer = open_writer(fmt, out, CLASSES, PROCEDURAL_SPLITS)
     for split in PROCEDURAL_SPLITS:
         for index in indices[split]:
-            writer.add(split, f"scene_{index:06d}", render_scene(index, seed=seed, size=size, max_objects=max_objects))
+            scene = render_scene(index, seed=seed, size=size, max_objects=max_objects, bands=bands, bit_depth=bit_depth)
+            writer.add(split, f"scene_{index:06d}", scene)
     writer.finish()
     manifest = {
         "format": fmt,
         "seed": seed,
         "size": size,
         "max_objects": max_objects,
+        **({"bands": bands, "bit_depth": bit_depth} if (bands, bit_depth) != (3, 8) else {}),  # RGB: as it was
         "splits": {s: [indices[s].start, indices[s].stop] for s in PROCEDURAL_SPLITS},
         "classes": list(CLASSES),
     }

@@ -86,6 +86,9 @@ PHOTOS: tuple[str, ...] = (
 """Names of the ``skimage.data`` photos used as textures and backgrounds."""
 
 MAX_PHOTO_SIDE = 512
+NEAR_INFRARED: tuple[float, ...] = (0.0, 0.85, 0.2, 0.6, 0.1, 0.95, 0.4, 0.7, 0.3)
+"""The synthetic near-infrared reflectance of each class's material (index = class id; background unused): the
+fourth band of ``bands=4`` scenes, where shapes that look alike in RGB differ, as vegetation and roofs do."""
 _EXTENT = 1.15  # every shape lies inside the disc of this radius (unit coordinates)
 
 
@@ -283,14 +286,22 @@ def _place(rng: np.random.Generator, size: int) -> _Shape:
     return _Shape(label, slice(y0, y1), slice(x0, x1), alpha, texture_seed)
 
 
-def render_scene(index: int, seed: int = 0, size: int = 128, max_objects: int = 4) -> Scene:
+def render_scene(
+    index: int, seed: int = 0, size: int = 128, max_objects: int = 4, bands: int = 3, bit_depth: int = 8
+) -> Scene:
     """Renders scene ``index`` of the data set ``seed``.
 
     Args:
         index: scene number, >= 0.
-        seed: data set seed, >= 0; scenes are a pure function of all four arguments.
+        seed: data set seed, >= 0; scenes are a pure function of all the arguments.
         size: side of the square image in pixels, >= 32.
         max_objects: each scene has between 1 and this many visible objects.
+        bands: 3 (RGB), or 4: RGB and a synthetic near-infrared band, each object's the
+            reflectance of its class's material (:data:`NEAR_INFRARED`) modulated by its
+            texture, the background's a dim copy of its luminance. The RGB bands and the
+            labels are those of ``bands=3``.
+        bit_depth: 8 (uint8), or 16: uint16, the same picture scaled by 257 and rounded
+            only there, so it keeps the fractions of the rendering that 8 bits round away.
 
     Returns:
         The :class:`Scene` (``size x size`` image and masks, ``M`` boxes and labels).
@@ -301,8 +312,11 @@ def render_scene(index: int, seed: int = 0, size: int = 128, max_objects: int = 
     check_arguments("scenes", size, max_objects, seed)
     if index < 0:
         raise InputError(f"scenes: index must be >= 0, got {index}")
+    if bands not in (3, 4) or bit_depth not in (8, 16):
+        raise InputError(f"scenes: bands must be 3 or 4 and bit_depth 8 or 16, got {bands} and {bit_depth}")
     rng = np.random.default_rng([seed, index])
     image = _background(rng, size)  # size x size x 3 float32
+    nir = 0.35 * image.mean(axis=2) + 12.0 if bands == 4 else None  # size x size, no random draw: RGB unchanged
     objects = draw_visible(rng, max_objects, size, lambda earlier: _place(rng, size), "scenes", f"scene {index}")
     for obj in objects:  # bottom to top
         texture_rng = np.random.default_rng(obj.texture_seed)
@@ -310,7 +324,14 @@ def render_scene(index: int, seed: int = 0, size: int = 128, max_objects: int = 
         texture = _tint(texture_rng, _photo_crop(texture_rng, w, h, math.exp(texture_rng.uniform(-0.5, 0.7))))
         window = image[obj.rows, obj.cols]  # h x w x 3, a view
         window += obj.alpha[:, :, None] * (texture - window)
-    return labelled_scene(np.clip(np.rint(image), 0, 255).astype(np.uint8), objects)
+        if nir is not None:
+            material = 255.0 * NEAR_INFRARED[obj.label] * (0.75 + 0.25 * np.clip(texture.mean(axis=2), 0, 255) / 255)
+            nir_window = nir[obj.rows, obj.cols]
+            nir_window += obj.alpha * (material - nir_window)
+    pixels = image if nir is None else np.concatenate([image, nir[:, :, None]], axis=2)  # size x size x bands
+    if bit_depth == 8:
+        return labelled_scene(np.clip(np.rint(pixels), 0, 255).astype(np.uint8), objects)
+    return labelled_scene(np.clip(np.rint(pixels * 257.0), 0, 65535).astype(np.uint16), objects)
 
 
 class ScenesDataset:

@@ -38,9 +38,10 @@ import torch
 
 from densecl.config import RANDOM_WEIGHTS
 from densecl.errors import InputError
+from densecl.inputs import InputSpec
 from densecl.models.backbones import ResNetBackbone, build_backbone
 from densecl.weights.detectron2 import detectron2_to_torchvision, torchvision_to_detectron2
-from densecl.weights.fitting import ResNetShape, fit_arch, guess_arch, resnet_shape
+from densecl.weights.fitting import ResNetShape, fit_arch, guess_arch, in_channels_of, resnet_shape
 from densecl.weights.layouts import convert, detect_layout, fill_num_batches_tracked
 from densecl.weights.messages import first_line
 from densecl.weights.reading import read_checkpoint, unwrap
@@ -73,12 +74,26 @@ class BackboneWeights:
         source_format: the layout the tensors came from (:mod:`densecl.weights.layouts`).
         dropped: source keys deliberately left out (heads, classifier, queues,
             momentum encoder, duplicate copies), as spelled in the source.
+        input: what the backbone takes (channels, bands, mean and std), where the
+            file says (a densecl checkpoint, densecl's OpenMMLab export); else
+            only the channels, read off the first convolution.
     """
 
     state_dict: dict[str, torch.Tensor]
     arch: str | None
     source_format: str
     dropped: tuple[str, ...] = field(default=())
+    input: InputSpec | None = None
+
+    @property
+    def in_channels(self) -> int:
+        """Input channels of the first convolution (3 for RGB)."""
+        return in_channels_of(self.state_dict)
+
+    @property
+    def input_spec(self) -> InputSpec:
+        """:attr:`input`, or what the first convolution alone says (its channels; mean and std unknown)."""
+        return self.input or unknown_input(self.in_channels)
 
 
 def load_backbone_weights(source: str | os.PathLike | Mapping) -> BackboneWeights:
@@ -98,10 +113,29 @@ def load_backbone_weights(source: str | os.PathLike | Mapping) -> BackboneWeight
     target, dropped = convert(found.state, layout, where)
     fill_num_batches_tracked(target)
     arch = fit_arch(target, found.config_arch, layout.name, where)
-    return BackboneWeights(state_dict=target, arch=arch, source_format=layout.name, dropped=dropped)
+    channels = in_channels_of(target)
+    described = None
+    if found.input is not None:
+        try:
+            described = InputSpec.from_config(found.input, channels)
+        except InputError as e:
+            raise InputError(f"{where} describes its input inconsistently ({e}); the file is damaged") from None
+    if described is not None and described.channels != channels:
+        described = None  # a config whose in_channels the weights contradict: the weights win
+    return BackboneWeights(state_dict=target, arch=arch, source_format=layout.name, dropped=dropped, input=described)
 
 
-def load_backbone(source: str | os.PathLike | Mapping | BackboneWeights, arch: str | None = None) -> ResNetBackbone:
+def unknown_input(channels: int) -> InputSpec:
+    """The input of weights that do not describe it: RGB photos with ImageNet's statistics for 3 channels (what
+    every RGB checkpoint is trained on), else ``channels`` of unknown kind and statistics."""
+    if channels == 3:
+        return InputSpec()
+    return InputSpec(channels, photo=None, mean=None, std=None)
+
+
+def load_backbone(
+    source: str | os.PathLike | Mapping | BackboneWeights, arch: str | None = None, in_channels: int = 3
+) -> ResNetBackbone:
     """Builds a backbone and loads ``source`` into it strictly.
 
     Args:
@@ -110,11 +144,16 @@ def load_backbone(source: str | os.PathLike | Mapping | BackboneWeights, arch: s
             ``"random"`` for a randomly initialised backbone (then ``arch`` is
             required).
         arch: registry name; if given it must agree with the weights.
+        in_channels: input channels of a ``random`` backbone (weights say their own).
+
+    The backbone's ``input_spec`` says what it takes (:attr:`BackboneWeights.input_spec`).
     """
     if isinstance(source, str) and source == RANDOM_WEIGHTS:
         if arch is None:
             raise InputError("random initialisation needs an architecture; name one (e.g. resnet50)")
-        return _build(arch)
+        backbone = _build(arch, in_channels)
+        backbone.input_spec = unknown_input(in_channels)
+        return backbone
     weights = source if isinstance(source, BackboneWeights) else load_backbone_weights(source)
     where = "the given weights" if isinstance(source, BackboneWeights) else _name(source)
     if arch is not None and weights.arch is not None and arch != weights.arch:
@@ -124,17 +163,18 @@ def load_backbone(source: str | os.PathLike | Mapping | BackboneWeights, arch: s
         )
     if (arch := weights.arch or arch) is None:
         raise InputError(f"{where} do not say which architecture they are; name one (e.g. resnet50)")
-    backbone = _build(arch)
+    backbone = _build(arch, weights.in_channels)
     try:
         backbone.load_state_dict(weights.state_dict, strict=True)
     except RuntimeError as e:  # only for hand-built BackboneWeights: the loader checked its own fit
         raise InputError(f"{where} do not fit {arch} ({first_line(e)}); name the right architecture") from None
+    backbone.input_spec = weights.input_spec
     return backbone
 
 
-def _build(arch: str) -> ResNetBackbone:
+def _build(arch: str, in_channels: int = 3) -> ResNetBackbone:
     try:
-        return build_backbone(arch)
+        return build_backbone(arch, in_channels)
     except ValueError as e:
         raise InputError(f"{e}; pass one of the listed names") from e
 

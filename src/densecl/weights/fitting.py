@@ -14,7 +14,10 @@ from densecl.weights.messages import few
 
 
 def guess_arch(state_dict: Mapping[str, torch.Tensor]) -> str | None:
-    """The registered backbone with exactly these torchvision keys and shapes, or None."""
+    """The registered backbone with exactly these torchvision keys and shapes, or None.
+
+    The first convolution may take any number of input channels (grayscale, multispectral); the rest is exact.
+    """
     shapes = _shapes(state_dict)
     for arch in BACKBONES:
         if _reference_shapes(arch) == shapes:
@@ -78,8 +81,19 @@ def _reference_shapes(arch: str) -> dict[str, tuple[int, ...]]:
         return _shapes(BACKBONES[arch]().state_dict())
 
 
+def in_channels_of(state_dict: Mapping[str, torch.Tensor]) -> int:
+    """Input channels of the first convolution (3 for RGB)."""
+    weight = state_dict.get("conv1.weight")
+    return int(weight.shape[1]) if weight is not None and weight.ndim == 4 else 3
+
+
 def _shapes(state: Mapping[str, torch.Tensor]) -> dict[str, tuple[int, ...]]:
-    return {k: tuple(v.shape) for k, v in state.items()}
+    """Keys and shapes, the first convolution's input channels set to 3 (any number fits a registered arch)."""
+    shapes = {k: tuple(v.shape) for k, v in state.items()}
+    stem = shapes.get("conv1.weight")
+    if stem is not None and len(stem) == 4:
+        shapes["conv1.weight"] = (stem[0], 3, *stem[2:])
+    return shapes
 
 
 def _overlap(reference: Mapping[str, tuple], shapes: Mapping[str, tuple]) -> int:

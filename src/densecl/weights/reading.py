@@ -145,6 +145,7 @@ class Unwrapped(NamedTuple):
     state: dict[str, torch.Tensor]  # numpy arrays turned into tensors
     container: str  # "densecl", "meta" (OpenMMLab), "timm", "state_dict", "model" or "flat"
     config_arch: str | None  # the arch a densecl training checkpoint's config names
+    input: Mapping[str, Any] | None = None  # what the input is: a densecl config, or an export's "input" entry
 
 
 def unwrap(obj: Any, where: str) -> Unwrapped:
@@ -157,14 +158,18 @@ def unwrap(obj: Any, where: str) -> Unwrapped:
         raise InputError(
             f"{where} holds a {type(obj).__name__}, not a checkpoint dict; pass a state dict or checkpoint file"
         )
-    config_arch = None
+    config_arch, described = None, None
     if training_checkpoint.is_training_checkpoint(obj):
         state, config = training_checkpoint.model_and_config(obj, where)
         config_arch = config.get("arch") if isinstance(config, Mapping) else getattr(config, "arch", None)
+        described = config if isinstance(config, Mapping) else None
         kind = "densecl"
     elif isinstance(obj.get("state_dict"), Mapping):
         state = obj["state_dict"]
         kind = "meta" if "meta" in obj else "timm" if {"arch", "version"} <= obj.keys() else "state_dict"
+        meta = obj.get("meta")
+        if isinstance(meta, Mapping) and isinstance(meta.get("input"), Mapping):
+            described = meta["input"]  # written by densecl's OpenMMLab export
     elif isinstance(obj.get("model"), Mapping):
         state, kind = obj["model"], "model"
     else:
@@ -184,4 +189,4 @@ def unwrap(obj: Any, where: str) -> Unwrapped:
             f"{where} is not a state dict of tensors: {few(odd)} hold {type(state[odd[0]]).__name__}; "
             "pass a model checkpoint"
         )
-    return Unwrapped(tensors, kind, config_arch)
+    return Unwrapped(tensors, kind, config_arch, described)
