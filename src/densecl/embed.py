@@ -14,15 +14,18 @@ is complete (written to a temporary name, then renamed).
 Pooled features are the stage's global average, as the backbone gives it
 (``--l2-normalize`` for unit rows); dense maps are the stage's feature map of
 the centre crop, ``C x S/2^k x S/2^k`` at C2..C5 (k = 2..5). Images go in at
-``--image-size`` (shorter side resized, centre crop), ImageNet-normalised, as
+``--image-size`` (shorter side resized, centre crop), normalised as
 every evaluation reads them; ``--image-size 0`` keeps each image's own size
-(pooled features only: the maps would differ in shape).
+(pooled features only: the maps would differ in shape). The images are read as
+the weights take them (a checkpoint of 16-bit or multi-band data stores its
+channels, bands, mean and std; see docs/your-images.md).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,10 +36,10 @@ from torchvision.transforms import v2
 
 from densecl.config import stage_side
 from densecl.data.sources import ImageFiles, SceneImages
-from densecl.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from densecl.errors import InputError
-from densecl.evaluation.datasets import as_list
+from densecl.evaluation.datasets import as_list, to_network
 from densecl.evaluation.features import STAGE_NAMES, frozen
+from densecl.inputs import InputSpec, input_of
 from densecl.models.backbones import ResNetBackbone
 
 
@@ -53,21 +56,24 @@ class EmbedSettings:
 
 
 class _Images(torch.utils.data.Dataset):
-    """``(index, normalised 3 x H x W tensor or None)`` for every image of a source."""
+    """``(index, normalised C x H x W tensor or None)`` for every image of a source, read as ``inputs`` takes it."""
 
-    def __init__(self, source: ImageFiles | SceneImages, size: int) -> None:
-        self.source = source
-        resize = [v2.Resize(size, antialias=True), v2.CenterCrop(size)] if size else []
-        self.transform = v2.Compose(
-            [*resize, v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
-        )
+    def __init__(self, source: ImageFiles | SceneImages, size: int, inputs: InputSpec) -> None:
+        self.source, self.inputs = source, inputs
+        self.resize = v2.Compose([v2.Resize(size, antialias=True), v2.CenterCrop(size)]) if size else v2.Identity()
 
     def __len__(self) -> int:
         return len(self.source)
 
     def __getitem__(self, index: int) -> tuple[int, torch.Tensor | None]:
-        image = self.source.load(index)
-        return index, None if image is None else self.transform(image)
+        paths = getattr(self.source, "paths", None)
+        where = paths[index] if paths is not None else f"{self.source.origin}[{index}]"
+        try:
+            image = self.inputs.read(paths[index], fix="skipping it") if paths is not None else self.source.load(index)
+            return index, to_network(self.resize, image, self.inputs, where)
+        except InputError as e:  # one warning, the image left out; a wrong kind of image is the same
+            print(f"densecl: warning: {e}", file=sys.stderr)
+            return index, None
 
 
 def names(source: ImageFiles | SceneImages) -> list[str]:
@@ -101,7 +107,7 @@ def embed(
     tmp = out.with_name(f".{out.name}.tmp")
     array = np.lib.format.open_memmap(tmp, mode="w+", dtype=settings.dtype, shape=(len(source), *shape))
     loader = torch.utils.data.DataLoader(
-        _Images(source, settings.image_size),
+        _Images(source, settings.image_size, input_of(backbone)),
         batch_size=settings.batch_size,
         num_workers=settings.workers,
         collate_fn=as_list,

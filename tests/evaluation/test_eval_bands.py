@@ -113,3 +113,26 @@ def test_random_weights_on_four_band_scenes_with_the_input_given(band_scenes, tm
     assert (
         record["weights"]["input"] == "4 channels of images, mean 30000,30000,30000,15000, std 15000,15000,15000,12000"
     )
+
+
+@pytest.mark.slow
+def test_embed_reads_the_four_band_scenes_as_the_checkpoint_takes_them(band_scenes, band_checkpoint, tmp_path):
+    import torch
+
+    from densecl.evaluation.backbone import load_weights
+    from densecl.inputs import input_of
+
+    out = tmp_path / "feats.npy"
+    folder = band_scenes["imagefolder"] / "val"
+    argv = ["embed", "--weights", str(band_checkpoint), "--data", str(folder), "--out", str(out), "--image-size", "0"]
+    assert main([*argv, "--workers", "0", "--device", "cpu"]) == 0
+    feats = np.load(out)
+    record = json.loads((tmp_path / "feats.json").read_text())
+    assert feats.shape == (12, 512) and record["weights"]["input"].startswith("4 channels of stored values")
+    backbone, _ = load_weights(str(band_checkpoint), None)
+    inputs = input_of(backbone)
+    first = record["images"][0]  # by hand: the stored values, normalised with the checkpoint's mean and std
+    x = inputs.normalise(inputs.prepare(inputs.read(first), first), photo=False)
+    with torch.no_grad():
+        want = backbone.eval().forward_stages(x[None])[3].mean(dim=(2, 3))[0]
+    np.testing.assert_allclose(feats[0], want.numpy(), rtol=1e-4, atol=1e-5)

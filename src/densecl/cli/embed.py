@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from densecl.cli.eval import add_input_options, input_options_of
 from densecl.config import RANDOM_WEIGHTS
 
 
@@ -35,6 +36,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=64, help="images per forward (default: 64)")
     p.add_argument("--workers", type=int, default=2, help="image-reading processes (default: 2)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    add_input_options(p)
     p.add_argument("--seed", type=int, default=0, help="the initialisation of --weights random (default: 0)")
     p.add_argument(
         "--overwrite", action="store_true", help="if OUT exists, rename it (and OUT.json) OUT.old-N first; "
@@ -68,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("--image-size must be >= 0, --batch-size >= 1 and --workers >= 0")
     source = image_source(args.data)  # a bad path fails before the weights are read
     torch.manual_seed(args.seed)
-    backbone, weights = load_weights(args.weights, args.arch)
+    backbone, weights = load_weights(args.weights, args.arch, input_options_of(args))
     device = resolve_device(args.device)
     settings = EmbedSettings(
         stage=parse_stage(args.stage), dense=args.dense, image_size=args.image_size, l2_normalize=args.l2_normalize,

@@ -77,14 +77,8 @@ def add_protocol_options(p: argparse.ArgumentParser, protocol: registry.Protocol
     p.set_defaults(func=run)
 
 
-def _common_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--weights", required=True, help=f"checkpoint file (any supported layout) or '{RANDOM_WEIGHTS}'")
-    p.add_argument(
-        "--arch", default=None, help="backbone name; required with --weights random, else read from the file"
-    )
-    p.add_argument(
-        "--out", type=Path, default=None, help="result JSON (default: <run dir>/eval/<protocol>_<data>.json)"
-    )
+def add_input_options(p: argparse.ArgumentParser) -> None:
+    """What the weights take, where they do not say (``--weights random``, weights of other tools): five flags."""
     p.add_argument(
         "--in-channels", type=int, default=None, help="input channels of --weights random (default: as --bands/--mean)"
     )
@@ -99,6 +93,24 @@ def _common_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--std", default=None, help="per-channel std, as --mean")
     p.add_argument("--nodata", type=float, default=None, help="a stored value marking pixels without data")
+
+
+def input_options_of(args: argparse.Namespace):
+    """The :class:`~densecl.evaluation.backbone.InputOptions` the flags of :func:`add_input_options` give."""
+    from densecl.evaluation.backbone import InputOptions
+
+    return InputOptions(args.in_channels, args.bands, args.mean, args.std, args.nodata)
+
+
+def _common_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--weights", required=True, help=f"checkpoint file (any supported layout) or '{RANDOM_WEIGHTS}'")
+    p.add_argument(
+        "--arch", default=None, help="backbone name; required with --weights random, else read from the file"
+    )
+    p.add_argument(
+        "--out", type=Path, default=None, help="result JSON (default: <run dir>/eval/<protocol>_<data>.json)"
+    )
+    add_input_options(p)
     p.add_argument("--seed", type=int, default=0, help="first seed")
     p.add_argument("--seeds", type=int, default=1, help="number of seeds (seed, seed+1, ...); mean and std reported")
     p.add_argument(
@@ -191,7 +203,7 @@ def run(args: argparse.Namespace) -> int:
     from densecl import distributed
     from densecl.devices import device_type, resolve_device
     from densecl.evaluation import results
-    from densecl.evaluation.backbone import InputOptions, load_weights
+    from densecl.evaluation.backbone import load_weights
 
     protocol = registry.load(args.protocol)
     if args.seeds < 1:
@@ -217,7 +229,7 @@ def run(args: argparse.Namespace) -> int:
         start = time.perf_counter()
         data = protocol.load_data(config)  # bad data fails here, before any model is built
         torch.manual_seed(args.seed)  # --weights random: the same initialisation for a seed
-        options = InputOptions(args.in_channels, args.bands, args.mean, args.std, args.nodata)
+        options = input_options_of(args)
         backbone, weights_info = load_weights(args.weights, args.arch, options)
         evaluation = protocol.evaluate(backbone, data, config, seeds)
         wall = time.perf_counter() - start
