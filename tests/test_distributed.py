@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -41,6 +42,7 @@ def _worker(rank: int, init_file: str, out_dir: str) -> None:
     dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_two_process_ddp_keeps_ranks_in_sync(tmp_path):
     mp.spawn(_worker, args=(str(tmp_path / "init"), str(tmp_path)), nprocs=WORLD, join=True)
     a, b = (torch.load(tmp_path / f"rank{r}.pt") for r in range(WORLD))
@@ -52,6 +54,7 @@ def test_two_process_ddp_keeps_ranks_in_sync(tmp_path):
     assert int(a["global_queue.ptr"]) == (2 * WORLD * B) % QLEN  # pointer advanced by the global batch
 
 
+@pytest.mark.slow
 def test_torchrun_two_processes_on_cpu(tmp_path):
     cmd = [
         # --standalone: a free port
@@ -90,6 +93,7 @@ def _hang_or_wait(rank: int, port: int, out_dir: str) -> None:
         f.write(f"{outcome} {time.time() - start:.1f}")
 
 
+@pytest.mark.slow
 def test_a_collective_fails_after_the_timeout_instead_of_hanging(tmp_path):
     import socket
 
@@ -123,6 +127,7 @@ def _nan_on_rank_1(rank: int, init_file: str, out_dir: str) -> None:
     dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_a_nan_on_one_rank_stops_every_rank_of_a_fine_tuning(tmp_path):
     mp.spawn(_nan_on_rank_1, args=(str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
     assert (tmp_path / "rank1.txt").read_text() == "det: loss is nan at iteration 1; lower --lr"

@@ -178,6 +178,7 @@ def test_each_ablation_row_names_what_its_checkpoint_changed(tmp_path):
     assert "| MoCo-v2 | — |" in table and "| DenseCL (paper) | — |" in table
 
 
+@pytest.mark.slow
 def test_rewriting_the_report_keeps_the_analysis_and_draws_the_radius_figure(tmp_path):
     run, out, figures = tmp_path / "run", tmp_path / "docs" / "results.md", tmp_path / "docs" / "figures"
     for seed in (0, 1):
@@ -228,6 +229,7 @@ def _step(line: str) -> str:
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="bash script")
+@pytest.mark.slow
 def test_dry_run_pairs_the_methods_and_runs_nothing(tmp_path):
     run, data = tmp_path / "run", tmp_path / "data"
     lines = _dry_run(run, data, EPOCHS="7", SEEDS="0 1")
@@ -283,6 +285,7 @@ def _fake_checkpoint(path: Path, step: int, iters_per_epoch: int = 10) -> None:
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="bash script")
+@pytest.mark.slow
 def test_dry_run_skips_what_exists_and_resumes_unfinished_pretraining(tmp_path):
     run, data = tmp_path / "run", tmp_path / "data"
     data.mkdir()
@@ -304,6 +307,7 @@ def test_dry_run_skips_what_exists_and_resumes_unfinished_pretraining(tmp_path):
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="bash script")
+@pytest.mark.slow
 def test_pretraining_stops_when_the_study_was_started_by_other_code(tmp_path):
     run, data = tmp_path / "run", tmp_path / "data"
     data.mkdir()
@@ -335,6 +339,7 @@ def test_pretraining_stops_when_the_study_was_started_by_other_code(tmp_path):
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="bash script")
+@pytest.mark.slow
 def test_past_the_deadline_every_step_but_the_report_is_skipped(tmp_path):
     run, data = tmp_path / "run", tmp_path / "data"
     data.mkdir()
@@ -415,6 +420,7 @@ def test_the_oracle_learns_train_and_test_labels_and_both_supervised_backbones_a
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="bash script")
+@pytest.mark.slow
 def test_gpu_variant_plans_the_same_study_at_gpu_scale(tmp_path):
     environment = {**os.environ, "DRY_RUN": "1", "OUT_DIR": str(tmp_path), "ASSETS": str(tmp_path / "assets")}
     result = subprocess.run(

@@ -63,6 +63,7 @@ def straight(tmp_path_factory):
         ("rename", 3, 3),  # the step-4 checkpoint complete on disk, not yet renamed
     ],
 )
+@pytest.mark.slow
 def test_sigkill_then_the_same_command_equals_an_uninterrupted_run(straight, tmp_path, kind, n, step_left):
     run = tmp_path / "run"
     command = ["pretrain", *TINY, "--resume", "auto", "--output-dir", str(run)]
@@ -84,6 +85,7 @@ def test_sigkill_then_the_same_command_equals_an_uninterrupted_run(straight, tmp
     assert not list(run.glob(".checkpoint.pt.*.tmp")) and not list(tmp_path.glob("run.old-*"))
 
 
+@pytest.mark.slow
 def test_torchrun_restarts_a_killed_worker_and_equals_an_uninterrupted_run(tmp_path):
     args = [
         "pretrain", "--arch", "resnet18", "--hidden-dim", "16", "--out-dim", "8", "--queue-len", "16",
@@ -125,6 +127,7 @@ def test_torchrun_restarts_a_killed_worker_and_equals_an_uninterrupted_run(tmp_p
     assert losses(tmp_path / "run") == losses(tmp_path / "straight")
 
 
+@pytest.mark.slow
 def test_a_full_disk_during_a_save_is_one_line_and_keeps_the_previous_checkpoint(tmp_path):
     run = tmp_path / "run"
     assert main(["pretrain", *TINY, "--max-iters", "2", "--output-dir", str(run)]) == 0

@@ -232,6 +232,7 @@ def test_two_views_of_an_image_two_weights(files, tmp_path, capsys):
     assert "DenseCL" in text and "mutual/pair" in text and ">=0.9/pair" in text and "wrote" in text
 
 
+@pytest.mark.slow
 def test_a_folder_gives_a_deterministic_report(files, tmp_path, capsys):
     pytest.importorskip("matplotlib")
     args = [

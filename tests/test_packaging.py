@@ -9,6 +9,7 @@ import re
 import sys
 from pathlib import Path
 
+import pytest
 import tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,6 +37,7 @@ def test_every_import_is_a_declared_dependency():
     assert not missing, f"imported but not in [project] dependencies: {sorted(missing)}"
 
 
+@pytest.mark.slow
 def test_the_cli_loads_only_the_named_subcommand_and_torch_only_when_needed():
     import subprocess
 

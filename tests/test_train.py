@@ -31,6 +31,7 @@ def metrics(run: Path) -> list[dict]:
     return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.slow
 def test_cli_writes_a_complete_checkpoint_and_metrics(tmp_path, capsys):
     assert pretrain(tmp_path, "--epochs", "1") == 0
     state = checkpoint.load(tmp_path / "checkpoint.pt")
@@ -68,6 +69,7 @@ def test_cli_writes_a_complete_checkpoint_and_metrics(tmp_path, capsys):
     assert "lr 0.3 for 256 -> 0.0046875" in out and "arch: resnet18" in out  # scaled lr and resolved config printed
 
 
+@pytest.mark.slow
 def test_a_queue_as_long_as_the_data_set_is_warned_about(tmp_path, capsys):
     assert pretrain(tmp_path / "long", "--epochs", "1") == 0  # 48 keys, 12 images, 12 keys an epoch
     err = capsys.readouterr().err
@@ -82,6 +84,7 @@ def test_a_queue_as_long_as_the_data_set_is_warned_about(tmp_path, capsys):
     assert "warning" not in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_a_small_folder_with_the_imagenet_recipe_is_warned_then_auto_sizes_the_queues(tmp_path, capsys):
     from PIL import Image
 
@@ -125,6 +128,7 @@ def test_a_small_folder_with_the_imagenet_recipe_is_warned_then_auto_sizes_the_q
     assert "batch norm over 2 groups of 2 per process" in out
 
 
+@pytest.mark.slow
 def test_resume_continues_exactly(tmp_path):
     straight, halves = tmp_path / "straight", tmp_path / "halves"
     args = ("--epochs", "2", "--deterministic", "true")
@@ -161,6 +165,7 @@ def test_resume_keeps_this_runs_optimizer_implementation(tmp_path):
     assert all(g["foreach"] is True and not g["fused"] for g in optimizer.param_groups)
 
 
+@pytest.mark.slow
 def test_resume_auto_finds_the_checkpoint_in_the_output_dir(tmp_path):
     assert pretrain(tmp_path, "--epochs", "2", "--max-iters", "2") == 0
     assert pretrain(tmp_path, "--resume", "--epochs", "2", "--max-iters", "3") == 0
@@ -197,6 +202,7 @@ def test_empty_folder_and_unknown_recipe_key(tmp_path, capsys):
     assert "no images found" in err and "unknown config key(s) learning_rate" in err
 
 
+@pytest.mark.slow
 def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(tmp_path, monkeypatch, capsys):
     from densecl.models.densecl import DenseCL
 
@@ -213,6 +219,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(tmp_path, monkeypat
     assert checkpoint.load(tmp_path / "checkpoint.pt").step == 2  # the last good one
 
 
+@pytest.mark.slow
 def test_sigint_saves_at_the_next_iteration_and_resume_finishes(tmp_path):
     run = tmp_path / "run"
     cmd = [
@@ -389,6 +396,7 @@ def test_checkpoint_info_and_finished_commands(tmp_path, capsys):
     )
 
 
+@pytest.mark.slow
 def test_geometric_matching_trains_and_changes_the_dense_loss(tmp_path):
     # the ablation: same data, seed and views' distribution; only the dense positives differ
     assert pretrain(tmp_path / "features", "--epochs", "1", "--deterministic", "true") == 0
@@ -403,6 +411,7 @@ def test_geometric_matching_trains_and_changes_the_dense_loss(tmp_path):
 # --------------------------------------------------------------------------- the run folder is never reused silently
 
 
+@pytest.mark.slow
 def test_a_second_new_run_in_the_same_folder_stops_and_names_the_checkpoint(tmp_path, capsys):
     run = tmp_path / "run"
     assert pretrain(run, "--epochs", "1") == 0
@@ -416,6 +425,7 @@ def test_a_second_new_run_in_the_same_folder_stops_and_names_the_checkpoint(tmp_
     assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
 
 
+@pytest.mark.slow
 def test_overwrite_moves_the_old_run_aside(tmp_path, capsys):
     run = tmp_path / "run"
     assert pretrain(run, "--epochs", "1") == 0
@@ -429,6 +439,7 @@ def test_overwrite_moves_the_old_run_aside(tmp_path, capsys):
     assert (tmp_path / "run.old-2" / "checkpoint.pt").is_file()  # never over an earlier old one
 
 
+@pytest.mark.slow
 def test_resume_auto_is_one_command_for_the_first_start_and_every_restart(tmp_path, capsys):
     run = tmp_path / "run"
     assert pretrain(run, "--epochs", "1", "--resume", "auto") == 0
@@ -448,6 +459,7 @@ def test_logs_of_a_run_that_never_saved_are_moved_aside_not_mixed_in(tmp_path, c
     assert [m["step"] for m in metrics(run)] == [1] and metrics(run)[0]["loss"] != 9.0
 
 
+@pytest.mark.slow
 def test_resuming_a_file_into_a_folder_that_holds_another_run_stops(tmp_path, capsys):
     assert pretrain(tmp_path / "a", "--epochs", "1", "--max-iters", "1") == 0
     assert pretrain(tmp_path / "b", "--epochs", "1", "--max-iters", "2") == 0
@@ -466,6 +478,7 @@ def test_resuming_a_file_into_a_folder_that_holds_another_run_stops(tmp_path, ca
         (["--scenes-length", "16"], "had 3 iterations per epoch, this run has 4"),
     ],
 )
+@pytest.mark.slow
 def test_a_checkpoint_of_another_model_or_data_size_is_one_line_and_nothing_is_written(
     tmp_path, capsys, change, message
 ):
@@ -483,6 +496,7 @@ def test_a_checkpoint_of_another_model_or_data_size_is_one_line_and_nothing_is_w
 # --------------------------------------------------------------------------- speed: precision, checks, compile
 
 
+@pytest.mark.slow
 def test_precision_auto_on_the_cpu_times_once_then_remembers(tmp_path, monkeypatch, capsys):
     cache = tmp_path / "cache" / "precision.json"
     monkeypatch.setenv("DENSECL_PRECISION_CACHE", str(cache))
@@ -495,6 +509,7 @@ def test_precision_auto_on_the_cpu_times_once_then_remembers(tmp_path, monkeypat
     assert f"precision auto: {choice} (timed earlier on this CPU" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_an_explicit_precision_is_never_timed(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("DENSECL_PRECISION_CACHE", str(tmp_path / "precision.json"))
     assert pretrain(tmp_path / "run", "--precision", "bf16", "--max-iters", "1") == 0
@@ -514,6 +529,7 @@ def test_the_precision_probe_leaves_the_run_untouched():
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
 
 
+@pytest.mark.slow
 def test_where_the_host_checks_does_not_change_the_weights(tmp_path):
     # the loss is read every iteration, or every 4th and at the epoch's end: the same training
     args = ("--epochs", "2", "--deterministic", "true")
@@ -543,6 +559,7 @@ def _poison(monkeypatch, at_call: int) -> None:
     monkeypatch.setattr(DenseCL, "forward", poisoned)
 
 
+@pytest.mark.slow
 def test_a_nan_between_checks_is_caught_before_the_next_save(tmp_path, monkeypatch, capsys):
     # checks at iterations 3 (save) and 10 (log): the NaN of iteration 1 is read at 3, before saving
     _poison(monkeypatch, at_call=2)
@@ -556,6 +573,7 @@ def test_a_nan_between_checks_is_caught_before_the_next_save(tmp_path, monkeypat
     assert checkpoint.load(tmp_path / "end" / "checkpoint.pt").step == 3
 
 
+@pytest.mark.slow
 def test_compile_that_fails_costs_one_line_and_trains_eagerly_as_without_it(tmp_path, monkeypatch, capsys):
     def broken_compile(fn, *args, **kwargs):
         def call(*a, **k):
@@ -574,6 +592,7 @@ def test_compile_that_fails_costs_one_line_and_trains_eagerly_as_without_it(tmp_
         assert torch.equal(value, b.model[key]), key
 
 
+@pytest.mark.slow
 def test_compile_encoders_keeps_the_state_dict_keys_and_the_state():
     from torch import nn
 
@@ -618,6 +637,7 @@ def test_a_training_step_reads_nothing_back_to_the_host(monkeypatch):
     assert watch.first() is None and int(model.global_queue.ptr) == 4 and meter.count == 3
 
 
+@pytest.mark.slow
 def test_a_run_stopped_short_of_a_log_interval_logs_its_iterations(tmp_path):
     assert pretrain(tmp_path / "every", "--epochs", "2", "--max-iters", "2") == 0
     losses = [m["loss"] for m in metrics(tmp_path / "every") if "loss" in m]

@@ -327,6 +327,7 @@ def test_ddp_prefix_applies_to_the_copies_too(backbone):
 # --------------------------------------------------------------------------- files
 
 
+@pytest.mark.slow
 def test_files_in_every_container(backbone, tmp_path):
     checkpoint, _, _ = densecl_checkpoint(backbone)
     checkpoint["rng"] = {"torch": torch.get_rng_state(), "numpy": np.random.get_state()}  # numpy: not weights-only

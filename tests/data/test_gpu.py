@@ -149,6 +149,7 @@ def test_gpu_backend_without_a_gpu_is_one_line_before_anything_is_built(tmp_path
 
 
 @pytest.mark.parametrize("matching", ["features", "geometry"])
+@pytest.mark.slow
 def test_pretraining_runs_on_the_gpu_backends_path(tmp_path, monkeypatch, capsys, matching):
     # the whole loop through DeviceBatches, with the device check lifted so it runs on the CPU
     from densecl import checkpoint, train

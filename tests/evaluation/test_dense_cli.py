@@ -34,6 +34,7 @@ def _run(capsys, *argv) -> tuple[int, str]:
 RANDOM = ("--weights", "random", "--arch", "resnet18", "--device", "cpu")
 
 
+@pytest.mark.slow
 def test_dense_nn_and_overcluster_write_records(voc, tmp_path, capsys):
     code, err = _run(
         capsys,
@@ -114,6 +115,7 @@ def test_too_few_images_for_the_pairs(voc, no_model, capsys):
     assert code == 2 and "--pairs 1000" in err and "lower --pairs to 36" in err
 
 
+@pytest.mark.slow
 def test_seg_finetune_saves_the_supervised_backbone_once(voc, tmp_path, capsys):
     import torch
     import torchvision

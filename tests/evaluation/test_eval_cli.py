@@ -144,6 +144,7 @@ def test_svm_knn_linear_on_imagefolder_with_seeds(scenes, tmp_path, capsys):
         }
 
 
+@pytest.mark.slow
 def test_seg_probe_and_summary_table(scenes, weights_file, tmp_path, capsys):
     data = ["--data", str(scenes["voc"])]
     _run(
@@ -226,6 +227,7 @@ def test_seg_probe_leaves_classes_absent_from_val_out_of_the_mean(scenes, weight
     assert record["metrics"]["mIoU"]["mean"] == pytest.approx(sum(present) / len(present))
 
 
+@pytest.mark.slow
 def test_seg_finetune(scenes, weights_file, tmp_path, capsys):
     out, _ = _run(
         capsys,
@@ -261,6 +263,7 @@ def test_seg_finetune(scenes, weights_file, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("task", ["box", "mask"])
+@pytest.mark.slow
 def test_det(scenes, weights_file, tmp_path, capsys, task):
     _run(
         capsys,

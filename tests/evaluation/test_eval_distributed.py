@@ -30,6 +30,7 @@ def test_batch_stream_gives_each_rank_its_slice_of_the_same_global_batches(monke
     assert [a + b for a, b in zip(*halves)] == whole  # rank 0 the first two samples, rank 1 the next two
 
 
+@pytest.mark.slow
 def test_det_under_torchrun_two_processes(scenes, weights_file, tmp_path):
     out = tmp_path / "det.json"
     cmd = [

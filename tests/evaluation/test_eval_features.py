@@ -68,6 +68,7 @@ def test_dense_features_concatenate_at_the_finest_stage(backbone):
 
 
 @pytest.mark.parametrize("arch", ["resnet18", "resnet50"])
+@pytest.mark.slow
 def test_dilation_keeps_weights_and_sets_the_output_stride(arch):
     torch.manual_seed(0)
     original = build_backbone(arch)

@@ -26,6 +26,7 @@ def _modules_after(code: str) -> dict:
     return json.loads(out.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_eval_svm_imports_the_svm_module_and_no_other_protocol():
     loaded = _modules_after(
         "args = build_parser(only='eval').parse_args(['eval', 'svm', '--weights', 'random', '--data', 'x'])\n"
@@ -35,6 +36,7 @@ def test_eval_svm_imports_the_svm_module_and_no_other_protocol():
     assert not loaded["sklearn"]  # scikit-learn waits for the SVMs themselves
 
 
+@pytest.mark.slow
 def test_eval_det_help_imports_only_det():
     loaded = _modules_after(
         "import contextlib, io\n"

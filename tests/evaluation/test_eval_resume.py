@@ -47,6 +47,7 @@ C4 = [*DET, "--detector", "c4", "--precise-bn-iters", "2", "--norm-weight-decay"
         pytest.param("det", "det", "voc", C4, 2, marks=pytest.mark.slow, id="det-c4-voc"),
     ],
 )
+@pytest.mark.slow
 def test_a_crashed_fine_tuning_resumes_and_equals_an_uninterrupted_one(
     scenes, weights_file, tmp_path, capsys, monkeypatch, protocol, module, data, settings, crash
 ):

@@ -130,6 +130,7 @@ def views(seed=1):
 
 
 @pytest.mark.parametrize("lam", [0.5, 0.0, 1.0])
+@pytest.mark.slow
 def test_one_step_matches_the_reference(lam):
     sd = authors_state_dict()
     im_q, im_k = views()
@@ -153,6 +154,7 @@ def test_loss_is_weighted_sum_and_backward_reaches_only_the_online_encoder():
     assert all(p.grad is None for p in model.momentum_encoder.parameters())
 
 
+@pytest.mark.slow
 def test_lambda_zero_is_moco_v2():
     sd = authors_state_dict(3)
     model = make_model(loss_lambda=0.0).train()
@@ -164,6 +166,7 @@ def test_lambda_zero_is_moco_v2():
     assert torch.allclose(out.loss, ref["loss_global"], atol=1e-10)
 
 
+@pytest.mark.slow
 def test_per_step_lambda_and_momentum_override_the_defaults():
     sd = authors_state_dict(4)
     im_q, im_k = views(4)
