@@ -33,7 +33,7 @@ from PIL import Image
 from torch import nn
 
 from densecl.data.geometry import ViewGeometry, corresponding_cells
-from densecl.data.sources import first_readable
+from densecl.errors import InputError
 
 
 class Matches(NamedTuple):
@@ -103,32 +103,52 @@ class ImageSource(Protocol):
     def load(self, index: int) -> Image.Image | None: ...
 
 
-def augmented_pairs(source: ImageSource, n: int, views, seed: int) -> Iterator[ViewPair]:
-    """``n`` pairs of two augmented views of one image each, the same for the same ``seed``.
+def seeded_images(source: ImageSource, seed: int, cycle: bool = True) -> Iterator[tuple[int, Image.Image, int]]:
+    """``(index, image, pair_seed)`` for the readable images of ``source``, in an order fixed by ``seed`` alone.
 
-    Images are taken in a seeded random order (cycled when ``n`` exceeds the
-    source); an unreadable image is replaced by the next one in that order.
-    Each pair's views are drawn from the global torch generator seeded with a
-    per-pair seed inside :func:`torch.random.fork_rng`, so the caller's random
-    state is untouched and pair ``p`` does not depend on how many were asked.
-
-    Args:
-        source: images, e.g. from :func:`densecl.data.sources.image_source`.
-        n: number of pairs, >= 1.
-        views: :class:`densecl.data.transforms.GeometricTwoViews`: two views of a
-            PIL image and their geometry (so each match can be checked).
-        seed: picks the images and the views.
+    The one sampler of view pairs (the correspond picture and the
+    correspondence instrument): a generator seeded with ``seed`` draws the
+    order, then one pair seed after each readable image, so pair ``p`` is the
+    same whatever number of pairs is asked, and whatever the weights. An
+    unreadable image is skipped (one warning). ``cycle``: start the order again
+    when it ends; else stop there.
 
     Raises:
         InputError: no image of the source can be read.
     """
     g = torch.Generator().manual_seed(seed)
     order = torch.randperm(len(source), generator=g).tolist()
-    for p in range(n):
-        view_seed = int(torch.randint(2**62, (1,), generator=g))  # drawn in pair order: pair p's seed is fixed
-        _, index, image = first_readable(source, (order[(p + k) % len(order)] for k in range(len(order))))
+    while True:
+        readable = False
+        for index in order:
+            image = source.load(index)
+            if image is None:
+                continue
+            readable = True
+            yield index, image, int(torch.randint(2**62, (1,), generator=g))
+        if not readable:
+            raise InputError(f"no readable image in {getattr(source, 'origin', 'the data')}")
+        if not cycle:
+            return
+
+
+def augmented_pairs(source: ImageSource, n: int, views, seed: int) -> Iterator[ViewPair]:
+    """``n`` pairs of two augmented views of one image each (:func:`seeded_images`), the same for the same ``seed``.
+
+    Each pair's views are drawn from the global torch generator seeded with
+    its pair seed inside :func:`torch.random.fork_rng`, so the caller's random
+    state is untouched.
+
+    Args:
+        source: images, e.g. from :func:`densecl.data.sources.image_source`.
+        n: number of pairs, >= 1 (images repeat when it exceeds the readable ones).
+        views: :class:`densecl.data.transforms.GeometricTwoViews`: two views of a
+            PIL image and their geometry (so each match can be checked).
+        seed: picks the images and the views.
+    """
+    for index, image, pair_seed in itertools.islice(seeded_images(source, seed), n):
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(view_seed)
+            torch.manual_seed(pair_seed)
             view1, view2, g1, g2 = views.views(image)
         yield ViewPair(view1, view2, image_name(source, index), (g1, g2))
 

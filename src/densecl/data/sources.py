@@ -19,7 +19,7 @@ needs a missing optional package (:class:`~densecl.pixels.CannotDecode`).
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NamedTuple, TypeVar
 
@@ -194,19 +194,6 @@ def image_source(
 def _resolve(root: Path, name: str) -> Path:
     p = Path(name).expanduser()
     return p if p.is_absolute() else root / p
-
-
-def first_readable(source: ImageFiles | SceneImages, indices: Iterable[int]) -> tuple[int, int, Pixels]:
-    """``(skipped, index, image)``: the first of ``indices`` whose image reads, and how many did not.
-
-    Raises:
-        InputError: none of them reads.
-    """
-    for skipped, index in enumerate(indices):
-        image = source.load(index)
-        if image is not None:
-            return skipped, index, image
-    raise InputError(f"no readable image in {getattr(source, 'origin', 'the data')}")
 
 
 def first_that_reads(source: ImageFiles | SceneImages, start: int, attempt: Callable[[int], T | None]) -> tuple[int, T]:

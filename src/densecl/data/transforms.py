@@ -1,5 +1,5 @@
-"""MoCo-v2 augmentation (the views DenseCL pre-trains on): one view as a torchvision transform, and two views of one
-image drawn as explicit geometry (pre-training, the matching ablation, the correspond picture).
+"""MoCo-v2 augmentation (the views DenseCL pre-trains on): two views of one image drawn as explicit geometry
+(pre-training, the matching ablation, the correspond picture), and the colour half as a torchvision transform.
 """
 
 from __future__ import annotations
@@ -14,29 +14,11 @@ from densecl.data.jitter import BandJitter
 from densecl.inputs import IMAGENET_MEAN, IMAGENET_STD, InputSpec
 from densecl.pixels import image_size
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "NO_MATCH", "GeometricTwoViews", "image_size", "moco_v2_view"]
-
-
-def moco_v2_view(crop_size: int = 224, min_scale: float = 0.2) -> v2.Compose:
-    """One MoCo-v2 view: random resized crop, colour jitter (p 0.8), grayscale (p 0.2),
-    Gaussian blur with sigma in [0.1, 2] (p 0.5), horizontal flip, ImageNet normalisation.
-
-    PIL image in, ``3 x crop x crop`` float32 tensor out.
-    """
-    return v2.Compose(
-        [
-            v2.RandomResizedCrop(crop_size, scale=(min_scale, 1.0), antialias=True),
-            *moco_v2_photometric(crop_size).transforms,
-            v2.RandomHorizontalFlip(),
-            v2.ToImage(),
-            v2.ToDtype(torch.float32, scale=True),
-            v2.Normalize(IMAGENET_MEAN, IMAGENET_STD),
-        ]
-    )
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "NO_MATCH", "GeometricTwoViews", "image_size"]
 
 
 def moco_v2_photometric(crop_size: int = 224) -> v2.Compose:
-    """The colour half of :func:`moco_v2_view`: jitter (p 0.8), grayscale (p 0.2), blur (p 0.5).
+    """MoCo-v2's colour augmentation: jitter (p 0.8), grayscale (p 0.2), Gaussian blur, sigma in [0.1, 2] (p 0.5).
 
     The blur kernel is about a tenth of the crop (23 px at 224, as in SimCLR).
     Works on PIL images and on uint8 or float image tensors. The ``gpu`` data
@@ -59,8 +41,9 @@ NO_MATCH = torch.empty(0, dtype=torch.long)  # views whose dense locations are p
 class GeometricTwoViews:
     """Two MoCo-v2 views of one image, drawn as explicit geometry: the views pre-training sees.
 
-    The crop, flip and colour augmentation have the distribution of
-    :func:`moco_v2_view` (flip comes before the colour steps, with which it
+    The crop, flip and colour augmentation have the distribution of MoCo-v2's
+    (RandomResizedCrop with scale (min_scale, 1), :func:`moco_v2_photometric`,
+    horizontal flip; the flip comes before the colour steps, with which it
     commutes). Drawing the boxes first (:meth:`geometry`, from the image's size
     alone) lets a JPEG be decoded at a reduced scale where both boxes allow it
     (:func:`~densecl.data.geometry.draft_reduction`), and gives the match of

@@ -57,7 +57,7 @@ from densecl.evaluation.options import option
 from densecl.evaluation.registry import Protocol
 from densecl.evaluation.results import Evaluation
 from densecl.inputs import InputSpec, input_of
-from densecl.matches import mutual_matches
+from densecl.matches import image_name, mutual_matches, seeded_images
 from densecl.models.backbones import ResNetBackbone
 from densecl.pixels import image_size
 
@@ -166,8 +166,6 @@ def view_pairs(
     ``inputs`` (the backbone's) says how images become its input: RGB photos
     as always, other images with the N-channel rule of :mod:`densecl.data.jitter`.
     """
-    g = torch.Generator().manual_seed(seed)
-    order = torch.randperm(len(source), generator=g).tolist()
     inputs = inputs or InputSpec()
     photometric = moco_v2_photometric(config.crop) if config.photometric else None
     mode = default_mode(inputs.channels, inputs.photo is not False or (inputs.bands is None and inputs.channels == 3))
@@ -175,19 +173,15 @@ def view_pairs(
     mean, std = inputs.statistics(photo=True) if inputs.plain_rgb else IMAGENET_STATISTICS
     normalise = v2.Compose([v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)])
     view1, view2, geometry, names = [], [], [], []
-    for index in order:
+    for index, image, pair_seed in seeded_images(source, seed, cycle=False):  # distinct images
         if len(names) == config.pairs:
             break
-        image = source.load(index)
-        if image is None:
-            continue
         photo = isinstance(image, Image.Image) and inputs.plain_rgb
         if photo:
             pixels, augment, finish = v2.functional.pil_to_tensor(image), photometric, normalise  # 3 x H x W uint8
         else:  # C x H x W float, no data filled
-            pixels, augment = inputs.prepare(image, _name(source, index)), band_photometric
+            pixels, augment = inputs.prepare(image, image_name(source, index)), band_photometric
             finish = functools.partial(inputs.normalise, photo=isinstance(image, Image.Image))
-        pair_seed = int(torch.randint(2**62, (1,), generator=g))
         pair_g = torch.Generator().manual_seed(pair_seed)
         width, height = image_size(image)
         g1, g2 = (sample_view(width, height, config.crop, pair_g, config.min_scale, config.max_angle) for _ in range(2))
@@ -197,17 +191,13 @@ def view_pairs(
         view1.append(finish(v1))
         view2.append(finish(v2_))
         geometry.append((g1, g2))
-        names.append(_name(source, index))
+        names.append(image_name(source, index))
     if len(names) < config.pairs:
         raise InputError(
             f"only {len(names)} of the {len(source)} images of {source.origin} are readable; --pairs asks for "
             f"{config.pairs}"
         )
     return ViewPairs(torch.stack(view1), torch.stack(view2), geometry, names)
-
-
-def _name(source: ImageFiles | SceneImages, index: int) -> str:
-    return str(source.paths[index]) if isinstance(source, ImageFiles) else f"{source.origin}[{index}]"
 
 
 @torch.no_grad()
