@@ -83,11 +83,7 @@ def _register_export_scenes(actions) -> None:
         "--bands", type=int, default=3, choices=(3, 4), help="3: RGB; 4: RGB and a near-infrared band (TIFF)"
     )
     p.add_argument("--bit-depth", type=int, default=8, choices=(8, 16), help="8, or 16 (uint16 TIFF)")
-    p.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="a non-empty --out is moved aside (OUT.old-N), never deleted, and written afresh",
-    )
+    _overwrite_option(p)
     p.set_defaults(func=run_export_scenes)
 
 
@@ -142,11 +138,7 @@ def _register_scenes(actions) -> None:
     p.add_argument("--seed", type=int, default=0, help="composition seed (the asset split depends on file names only)")
     p.add_argument("--max-objects", type=int, default=4, help="objects per image at most")
     p.add_argument("--format", default="voc,coco,imagefolder", help="comma-separated layouts to write")
-    p.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="a non-empty --out is moved aside (OUT.old-N), never deleted, and written afresh",
-    )
+    _overwrite_option(p)
     p.set_defaults(func=run_scenes)
 
 
@@ -171,3 +163,11 @@ def run_scenes(args: argparse.Namespace) -> int:
         f"{', '.join(summary.classes[1:])}) to {summary.out} in {summary.seconds:.1f} s"
     )
     return 0
+
+
+def _overwrite_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="a non-empty --out is moved aside (OUT.old-N), never deleted, and written afresh",
+    )
