@@ -109,3 +109,19 @@ def test_match_arcs_end_at_the_cells_and_bend_by_half_the_bow():
     np.testing.assert_allclose(arcs[1, 2], [20.0, 20.0 - 4.0])
     # t = 1/4 on the first arc: x = 10 + 100/4, y = 20 + 2 * (3/4) * (1/4) * 30
     np.testing.assert_allclose(arcs[0, 1], [35.0, 20.0 + 11.25])
+
+
+def test_the_curves_include_both_accuracies_and_a_run_without_them_leaves_their_panels_empty(tmp_path, monkeypatch):
+    pytest.importorskip("matplotlib")
+    from densecl import plotting
+
+    figures = []
+    monkeypatch.setattr(plotting, "_save", lambda fig, path: figures.append(fig) or path)
+    with_acc = [{**_step(s, 5.0), "acc_global": 10.0 + s, "acc_dense": 90.0} for s in (10, 20, 30)]
+    plotting.plot_curves([("new", with_acc), ("old", [_step(s, 5.0) for s in (10, 20, 30)])], tmp_path / "c.png")
+    axes = {ax.get_title(): ax for ax in figures[0].axes}
+    assert set(plotting.CURVES.values()) <= set(axes)
+    global_lines = axes[plotting.CURVES["acc_global"]].get_lines()
+    assert [line.get_label() for line in global_lines] == ["new"]  # the run logged before accuracies: no line
+    assert list(global_lines[0].get_ydata()) == [20.0, 30.0, 40.0]
+    assert [line.get_label() for line in axes[plotting.CURVES["loss"]].get_lines()] == ["new", "old"]

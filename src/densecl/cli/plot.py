@@ -1,11 +1,11 @@
-"""``densecl plot``: loss and learning-rate curves of one or more training runs.
+"""``densecl plot``: loss, accuracy and learning-rate curves of one or more training runs.
 
     densecl plot runs/densecl_r18                                   # -> runs/densecl_r18/curves.png
     densecl plot runs/densecl_r18 runs/mocov2_r18 --out compare.png # overlaid, labelled by dir name
 
 Reads each run's ``metrics.jsonl`` (the per-step lines ``densecl pretrain``
 appends) and draws total, global and dense loss and the learning rate against
-the step.
+the step, and the top-1 accuracy of the global and dense tasks.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from pathlib import Path
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "plot",
-        help="draw loss and learning-rate curves of training runs",
-        description="Draw total / global / dense loss and learning rate against step from each RUN_DIR/metrics.jsonl; "
+        help="draw loss, accuracy and learning-rate curves of training runs",
+        description="Draw total / global / dense loss, the two tasks' top-1 accuracy and learning rate against step from each RUN_DIR/metrics.jsonl; "
         "several runs are overlaid and labelled by their directory names.",
     )
     parser.add_argument("runs", nargs="+", metavar="RUN_DIR", help="training run directory holding metrics.jsonl")
