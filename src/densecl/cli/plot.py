@@ -18,8 +18,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "plot",
         help="draw loss, accuracy and learning-rate curves of training runs",
-        description="Draw total / global / dense loss, the two tasks' top-1 accuracy and learning rate against step from each RUN_DIR/metrics.jsonl; "
-        "several runs are overlaid and labelled by their directory names.",
+        description="Draw total / global / dense loss, the two tasks' top-1 accuracy and learning rate against step "
+        "from each RUN_DIR/metrics.jsonl; several runs are overlaid and labelled by their directory names.",
     )
     parser.add_argument("runs", nargs="+", metavar="RUN_DIR", help="training run directory holding metrics.jsonl")
     parser.add_argument(
