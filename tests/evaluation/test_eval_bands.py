@@ -71,6 +71,11 @@ PROTOCOLS = {
     "correspondence": ("voc/JPEGImages", ["--pairs", "6", "--crop", "64"]),  # every class in val: dense-nn
     "knn": ("imagefolder", ["--k", "3", "--image-size", "64"]),
     "seg-finetune": ("voc", ["--crop", "48", "--batch-size", "2", "--iters", "1", "--output-stride", "16"]),
+    "det-c4": (  # the VOC protocol on the VOC layout's box XML
+        "voc",
+        ["--detector", "c4", "--train-split", "train", "--val-split", "val", "--iters", "1", "--batch-size", "2",
+         "--min-size", "64", "--max-size", "64", "--proposals", "50", "--rois-per-image", "32"],
+    ),
     "det": (
         "coco",
         ["--iters", "1", "--batch-size", "2", "--min-size", "64", "--max-size", "64", "--proposals", "50",
@@ -85,8 +90,8 @@ def test_every_protocol_runs_on_the_four_band_scenes(band_scenes, band_checkpoin
     layout, extra = PROTOCOLS[protocol]
     fmt, _, sub = layout.partition("/")
     data = band_scenes[fmt] / sub if sub else band_scenes[fmt]
-    workers = ["--workers", "0"] if protocol in ("knn", "seg-finetune", "det") else []
-    argv = ["eval", protocol, "--weights", str(band_checkpoint), "--device", "cpu", "--data", str(data)]
+    workers = ["--workers", "0"] if protocol in ("knn", "seg-finetune", "det", "det-c4") else []
+    argv = ["eval", protocol.removesuffix("-c4"), "--weights", str(band_checkpoint), "--device", "cpu", "--data", str(data)]
     code = main([*argv, *workers, *extra, "--out", str(tmp_path / "r.json")])
     assert code == 0, capsys.readouterr().err
     record = json.loads((tmp_path / "r.json").read_text())

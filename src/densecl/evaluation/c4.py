@@ -205,6 +205,8 @@ def build_c4_detector(
     proposals: tuple[int, int],
     rois_per_image: int,
     detections_per_image: int,
+    image_mean: tuple[float, ...] = IMAGENET_MEAN,
+    image_std: tuple[float, ...] = IMAGENET_STD,
 ) -> GeneralizedRCNN:
     """The C4 Faster R-CNN around ``resnet``, whose modules it adopts (``layer4`` becomes the box head).
 
@@ -215,6 +217,8 @@ def build_c4_detector(
             res5; False: the caller froze the BatchNorm, and there is no extra norm.
         min_size: shorter image side, a random choice per training image; the last in evaluation.
         proposals: RPN proposals kept after NMS per image, in training and in evaluation.
+        image_mean, image_std: the normalisation of the backbone's input (ImageNet's for photos; a
+            checkpoint of other images stores its own).
     """
     trunk = C4Trunk(resnet)
     res5_channels = resnet.fc.in_features
@@ -244,5 +248,5 @@ def build_c4_detector(
         nms_thresh=0.5,
         detections_per_img=detections_per_image,
     )
-    transform = GeneralizedRCNNTransform(min_size, max_size, list(IMAGENET_MEAN), list(IMAGENET_STD))
+    transform = GeneralizedRCNNTransform(min_size, max_size, list(image_mean), list(image_std))
     return GeneralizedRCNN(trunk, rpn, roi_heads, transform)

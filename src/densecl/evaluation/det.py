@@ -254,7 +254,7 @@ def build_detector(backbone: ResNetBackbone, arch: str, num_classes: int, config
         resnet = freeze_batchnorm(resnet)
     proposals = rpn_proposals(config)
     if config.detector == "c4":
-        return build_c4_detector(
+        model = build_c4_detector(
             resnet,
             num_classes,
             trained_norm=norm != "frozen",
@@ -263,7 +263,11 @@ def build_detector(backbone: ResNetBackbone, arch: str, num_classes: int, config
             proposals=proposals,
             rois_per_image=config.rois_per_image,
             detections_per_image=config.detections_per_image,
+            image_mean=mean,
+            image_std=std,
         )
+        model.input_spec = inputs  # how DetectionSamples reads the images for it
+        return model
     trained_norm = None if norm == "frozen" else nn.BatchNorm2d
     body = _resnet_fpn_extractor(resnet, trainable_layers=5, norm_layer=trained_norm)
     extra = {}
@@ -345,7 +349,7 @@ class DetectionSamples(torch.utils.data.Dataset):
         if isinstance(image, Image.Image) and self.inputs.plain_rgb:
             x = v2.functional.to_dtype(v2.functional.to_image(image), torch.float32, scale=True)  # 3 x H x W
         else:
-            x = self.inputs.prepare(image, self.split.coco.imgs[self.split.image_ids[index]]["file_name"])
+            x = self.inputs.prepare(image, self.split.image_name(index))
         t = {k: torch.from_numpy(v) for k, v in target.items()}
         if self.flip and np.random.default_rng(sample_seed).random() < 0.5:
             x = x.flip(-1)

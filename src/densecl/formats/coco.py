@@ -92,6 +92,10 @@ class CocoSplit:
     def num_classes(self) -> int:
         return len(self.category_ids)
 
+    def image_name(self, index: int) -> str:
+        """The file of image ``index``, as it stands in the annotation file."""
+        return self.coco.imgs[self.image_ids[index]]["file_name"]
+
     def load(self, index: int, with_masks: bool, inputs: InputSpec | None = None) -> tuple[Pixels, dict]:
         """Image (an RGB photo, or bands as ``inputs`` reads them) and target: ``boxes`` M x 4 xyxy,
         ``labels`` M (1..K), ``masks`` M x H x W uint8.

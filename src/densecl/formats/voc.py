@@ -387,7 +387,13 @@ class VocDetectionSplit:
     def num_classes(self) -> int:
         return len(self.classes)
 
-    def load(self, index: int, with_masks: bool = False) -> tuple[Image.Image, dict[str, np.ndarray]]:
+    def image_name(self, index: int) -> str:
+        """The path of image ``index``."""
+        return str(self.images[index])
+
+    def load(
+        self, index: int, with_masks: bool = False, inputs: InputSpec | None = None
+    ) -> tuple[Pixels, dict[str, np.ndarray]]:
         """The image and its training target: ``boxes`` M x 4 xyxy, ``labels`` M (1..K).
 
         Difficult boxes are trained on, as detectron2 trains; only scoring
@@ -396,7 +402,8 @@ class VocDetectionSplit:
         if with_masks:
             raise InputError(f"the VOC layout of {self.roots[0]} has boxes, no instance masks; use --task box")
         objects = self.objects[index]
-        return open_rgb(self.images[index]), {"boxes": objects.boxes.copy(), "labels": objects.labels.copy()}
+        image = inputs.read(self.images[index]) if inputs is not None else open_rgb(self.images[index])
+        return image, {"boxes": objects.boxes.copy(), "labels": objects.labels.copy()}
 
     def select(self, indices: Sequence[int]) -> VocDetectionSplit:
         """The split restricted to the images at ``indices`` (a ``--train-fraction`` subset)."""
