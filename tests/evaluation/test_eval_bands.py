@@ -91,7 +91,16 @@ def test_every_protocol_runs_on_the_four_band_scenes(band_scenes, band_checkpoin
     fmt, _, sub = layout.partition("/")
     data = band_scenes[fmt] / sub if sub else band_scenes[fmt]
     workers = ["--workers", "0"] if protocol in ("knn", "seg-finetune", "det", "det-c4") else []
-    argv = ["eval", protocol.removesuffix("-c4"), "--weights", str(band_checkpoint), "--device", "cpu", "--data", str(data)]
+    argv = [
+        "eval",
+        protocol.removesuffix("-c4"),
+        "--weights",
+        str(band_checkpoint),
+        "--device",
+        "cpu",
+        "--data",
+        str(data),
+    ]
     code = main([*argv, *workers, *extra, "--out", str(tmp_path / "r.json")])
     assert code == 0, capsys.readouterr().err
     record = json.loads((tmp_path / "r.json").read_text())
