@@ -4,6 +4,7 @@
 #   bash scripts/experiment.sh             (or: make experiment)   resumable: run it again after a stop
 #   DRY_RUN=1 bash scripts/experiment.sh   print what would run, run nothing
 #   STEPS=pretrain bash scripts/experiment.sh   only some phases: data, pretrain, grouped, ablations, reference, oracle, eval, report
+#   RECORD=results/cpu-study bash scripts/experiment.sh   keep the small outputs in the repository (see RECORD below)
 #   bash scripts/experiment_gpu.sh         the same study at GPU scale, in one call on one GPU
 #
 # The study (docs/results.md):
@@ -31,6 +32,11 @@
 #      DenseCL - MoCo-v2 differences with 95 % intervals) and docs/figures/.
 #
 # Every step is skipped when its output exists; an unfinished pre-training or reference fine-tuning resumes from its checkpoint.
+# A backbone with every instrument's output is not trained again: its checkpoint may be deleted.
+# RECORD (a folder, e.g. results/cpu-study): the study's small outputs, kept where git keeps them so that a study
+# goes on on another machine: each run's metrics.jsonl and checkpoint-info.json (its stored config), every
+# instrument's JSON, the figures, timing.tsv and PRETRAIN_COMMIT. They are copied into RUN at start and back after
+# every step; the report reads RECORD as a RUN. Unfinished checkpoints are not kept: a stop loses that run's steps.
 # Settings are environment overrides; the pre-training ones are stored in each checkpoint, and the
 # report reads them from there. Wall time of every step that ran: RUN/timing.tsv.
 #
@@ -77,6 +83,7 @@ SPLIT=test                      # val is kept for choosing settings; every numbe
 DEADLINE=${DEADLINE:-}          # epoch seconds by which every step but the report has to end (GPU calls); none: no limit
 MIN_STEP_S=${MIN_STEP_S:-20}    # with DEADLINE: a step with less time left is skipped
 KEEP_GOING=${KEEP_GOING:-}      # 1: a failed step is reported and the rest still run (one-call GPU runs)
+RECORD=${RECORD:-}
 REPORT=${REPORT:-docs/results.md}
 FIGURES=${FIGURES:-docs/figures}
 
@@ -84,6 +91,39 @@ say() { echo "experiment: $*"; }
 wants() { [[ " $STEPS " == *" $1 "* ]]; }
 [ -n "$DRY_RUN" ] || mkdir -p "$RUN/eval" "$RUN/figures"
 TIMING=$RUN/timing.tsv
+
+# record: copy the small outputs from $1 to $2 (RECORD -> RUN at start, RUN -> RECORD after each step); a file that
+# is there is replaced only by a newer one (cp -u); checkpoint-info.json is written for every finished pre-training.
+record() {
+  [ -n "$RECORD" ] && [ -z "$DRY_RUN" ] || return 0
+  local from=$1 to=$2 dir name file files
+  mkdir -p "$to/eval" "$to/figures"
+  for file in "$from"/eval/*.json "$from"/eval/*.npz "$from"/figures/*.png "$from"/timing.tsv "$from"/PRETRAIN_COMMIT; do
+    [ -e "$file" ] && cp -u "$file" "$to/${file#"$from"/}"
+  done
+  for dir in "$from"/*/; do
+    name=$(basename "$dir")
+    case $name in eval|figures) continue ;; esac
+    [ "$to" = "$RUN" ] && ! evaluated "$name" && continue  # a run not fully evaluated is trained again
+    if [ "$to" = "$RECORD" ] && [ ! -e "$dir/checkpoint-info.json" ] && [ -e "$dir/checkpoint.pt" ] \
+      && "$BIN/densecl" checkpoint finished "$dir/checkpoint.pt" --epochs "$EPOCHS" > /dev/null 2>&1; then
+      "$BIN/densecl" checkpoint info "$dir/checkpoint.pt" --epochs "$EPOCHS" > "$dir/checkpoint-info.json.tmp" \
+        && mv "$dir/checkpoint-info.json.tmp" "$dir/checkpoint-info.json"
+    fi
+    files=(seg-finetune.json)  # a pre-training's curves are kept once it has finished
+    [ -e "$dir/checkpoint-info.json" ] && files+=(metrics.jsonl checkpoint-info.json)
+    for file in "${files[@]}"; do
+      [ -e "$dir/$file" ] && mkdir -p "$to/$name" && cp -u "$dir/$file" "$to/$name/"
+    done
+  done
+  return 0
+}
+
+# evaluated NAME: every instrument has read this backbone (its checkpoint is no longer needed)
+evaluated() {
+  local protocol
+  for protocol in "${INSTRUMENTS[@]}"; do [ -e "$RUN/eval/${1}_$protocol.json" ] || return 1; done
+}
 
 # run_step NAME OUTPUT CMD...: run CMD unless OUTPUT exists ("": always); log its wall time.
 # With DEADLINE (epoch seconds) a step is skipped when under MIN_STEP_S seconds are left and stopped at the
@@ -102,6 +142,7 @@ run_step() {
   local t0=$SECONDS status=0
   "${limit[@]}" "$@" || status=$?
   printf '%s\t%s\t%s\n' "$name" $((SECONDS - t0)) "$(date -u +%FT%TZ)" >> "$TIMING"
+  record "$RUN" "$RECORD"
   if [ ${#limit[@]} -gt 0 ] && [ "$status" = 124 ]; then say "$name stopped at the deadline"; return 0; fi
   if [ "$status" != 0 ] && [ -n "$KEEP_GOING" ]; then say "$name failed (exit status $status); going on"; return 0; fi
   return "$status"
@@ -130,6 +171,7 @@ same_code() {
 pretrain() {
   local name=$1 seed=$2; shift 2
   local ckpt=$RUN/$name/checkpoint.pt
+  if evaluated "$name"; then say "skip pretrain-$name (evaluated)"; return 0; fi
   if [ -e "$ckpt" ] && "$BIN/densecl" checkpoint finished "$ckpt" --epochs "$EPOCHS" > /dev/null; then
     say "skip pretrain-$name ($ckpt has all $EPOCHS epochs)"
     return 0
@@ -161,6 +203,7 @@ instrument() {
 }
 # the instruments, cheapest and most dense-specific first: a stopped evaluation leaves whole columns
 INSTRUMENTS=(correspondence dense-nn overcluster seg-probe svm)
+[ -z "$RECORD" ] || [ ! -d "$RECORD" ] || record "$RECORD" "$RUN"
 
 MAIN=() GROUPED=()
 for seed in $SEEDS; do MAIN+=("densecl-s$seed" "mocov2-s$seed"); GROUPED+=("densecl-bn$BN_GROUP-s$seed" "mocov2-bn$BN_GROUP-s$seed"); done
@@ -199,6 +242,7 @@ fi
 # supervised NAME TRAIN_SPLIT: seg-finetune from random init on TRAIN_SPLIT's labels, backbone to RUN/NAME/backbone.pth
 supervised() {
   local name=$1 split=$2
+  if evaluated "$name"; then say "skip $name (evaluated)"; return 0; fi
   run_step "$name" "$RUN/$name/backbone.pth" "$BIN/densecl" eval seg-finetune --weights random --arch "$ARCH" \
     --data "$DATA/voc" --train-split "$split" --val-split $SPLIT --crop "$REF_CROP" --batch-size 8 --iters "$REF_ITERS" \
     --lr 0.02 --output-stride 32 --workers "$WORKERS" --device "$DEVICE" --seed 0 \
@@ -219,6 +263,8 @@ if wants eval; then
   for name in "${MAIN[@]}" "${GROUPED[@]}" "${ABLATIONS[@]}"; do
     if "$BIN/densecl" checkpoint finished "$RUN/$name/checkpoint.pt" --epochs "$EPOCHS" > /dev/null 2>&1; then
       backbones+=("$name=$RUN/$name/checkpoint.pt")
+    elif evaluated "$name"; then
+      say "skip eval of $name (evaluated)"
     else
       say "skip eval of $name (pre-training not finished)"
     fi

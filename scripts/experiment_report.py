@@ -5,7 +5,7 @@
 
 Reads what the run left: ``RUN/eval/<backbone>_<protocol>.json`` (``densecl-s0``,
 ``mocov2-s0``, ..., the ablations, ``random``, ``reference``, ``oracle``), the pre-training
-settings from the checkpoints' stored configs (and checks that DenseCL and
+settings from the checkpoints' stored configs, or a record's ``checkpoint-info.json`` (and checks that DenseCL and
 MoCo-v2 differ in lambda and nothing else), ``RUN/timing.tsv`` and the
 machine. A result not there yet shows as "—"; the report is written from
 whatever exists. Everything below :data:`ANALYSIS_MARKER` in an existing
@@ -112,19 +112,28 @@ def collect(run: Path) -> Study:
         for s in seeds
         if any(n == f"densecl-s{s}" for n, _ in study.records) and any(n == f"mocov2-s{s}" for n, _ in study.records)
     )
-    for ckpt in sorted(run.glob("*/checkpoint.pt")):
-        study.configs[ckpt.parent.name] = _stored_config(ckpt)
+    for folder in sorted(p for p in run.iterdir() if p.is_dir()):
+        config = _stored_config(folder)
+        if config is not None:
+            study.configs[folder.name] = config
     study.timings = read_timings(run / "timing.tsv")
     return study
 
 
-def _stored_config(path: Path) -> dict[str, Any]:
-    """The checkpoint's config, read as a run reads it: a setting it predates has its default."""
+def _stored_config(folder: Path) -> dict[str, Any] | None:
+    """A run's pre-training config, read as a run reads it (a setting it predates has its default): from its
+    ``checkpoint.pt``, else from the ``checkpoint-info.json`` a study's record keeps; None for neither."""
     import dataclasses
 
     from densecl import checkpoint, config
 
-    return dataclasses.asdict(config.from_dict(checkpoint.load(path).config, str(path)))
+    if (folder / "checkpoint.pt").exists():
+        path, stored = folder / "checkpoint.pt", checkpoint.load(folder / "checkpoint.pt").config
+    elif (info := _read_json(folder / "checkpoint-info.json")) is not None and isinstance(info.get("config"), dict):
+        path, stored = folder / "checkpoint-info.json", info["config"]
+    else:
+        return None
+    return dataclasses.asdict(config.from_dict(stored, str(path)))
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:

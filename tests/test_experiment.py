@@ -381,6 +381,63 @@ def test_keep_going_reports_a_failed_step_and_runs_the_rest(tmp_path):
     assert stopped.returncode == 3  # without it a failure ends the study, as before
 
 
+# a densecl that writes what each command would: a pre-training's checkpoint and metrics, an instrument's JSON
+_FAKE_DENSECL = """#!/bin/sh
+echo "ran $*" >> "$LOG"
+if [ "$1" = checkpoint ]; then
+  [ "$2" = finished ] && { grep -q done "$3" 2>/dev/null; exit $?; }
+  echo '{"step": 30, "config": {"arch": "resnet18", "loss_lambda": 0.5}}'; exit 0
+fi
+while [ $# -gt 1 ]; do
+  case $1 in
+    --output-dir) mkdir -p "$2"; echo done > "$2/checkpoint.pt"; echo '{"step": 10}' > "$2/metrics.jsonl" ;;
+    --out) echo '{}' > "$2" ;;
+  esac
+  shift
+done
+"""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="bash script")
+@pytest.mark.slow
+def test_a_record_carries_a_study_to_a_new_machine_without_training_an_evaluated_backbone_again(tmp_path):
+    data, bin_dir, record = tmp_path / "data", tmp_path / "bin", tmp_path / "record"
+    data.mkdir()
+    (data / "README.md").write_text("done")
+    bin_dir.mkdir()
+    (bin_dir / "densecl").write_text(_FAKE_DENSECL)
+    (bin_dir / "densecl").chmod(0o755)
+    env = {**os.environ, "DATA": str(data), "BIN": str(bin_dir), "SEEDS": "0", "STEPS": "pretrain eval"}
+    env.update(RECORD=str(record), LOG=str(tmp_path / "log"))
+
+    def study(run: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            ["bash", str(SCRIPT)], env={**env, "RUN": str(tmp_path / run)}, capture_output=True, text=True, timeout=120
+        )
+
+    first = study("a")
+    assert first.returncode == 0, first.stderr
+    for name in ("densecl-s0", "mocov2-s0", "random"):
+        assert (record / "eval" / f"{name}_svm.json").exists()
+    assert json.loads((record / "mocov2-s0" / "checkpoint-info.json").read_text())["config"]["arch"] == "resnet18"
+    assert (record / "mocov2-s0" / "metrics.jsonl").exists() and (record / "timing.tsv").exists()
+    assert not list(record.rglob("checkpoint.pt"))  # the record keeps the small outputs only
+    assert set(report.collect(record).configs) == {"densecl-s0", "mocov2-s0"}  # the report reads the record as a run
+
+    (record / "eval" / "mocov2-s0_seg-probe.json").unlink()  # mocov2-s0 not fully evaluated: trained again
+    (tmp_path / "log").unlink()
+    second = study("b")
+    assert second.returncode == 0, second.stderr
+    assert (
+        "skip pretrain-densecl-s0 (evaluated)" in second.stdout
+        and "skip eval of densecl-s0 (evaluated)" in second.stdout
+    )
+    assert "experiment: pretrain-mocov2-s0:" in second.stdout
+    ran = (tmp_path / "log").read_text()
+    assert "eval seg-probe --weights" in ran and "eval svm" not in ran  # only the missing instrument
+    assert (tmp_path / "b" / "densecl-s0" / "metrics.jsonl").exists()  # restored: the curves can be drawn
+
+
 @pytest.mark.skipif(sys.platform == "win32", reason="bash script")
 def test_the_oracle_learns_train_and_test_labels_and_both_supervised_backbones_are_evaluated(tmp_path):
     run, data, bin_dir = tmp_path / "run", tmp_path / "data", tmp_path / "bin"
