@@ -25,9 +25,11 @@ def info_nce(q: torch.Tensor, k_pos: torch.Tensor, negatives: torch.Tensor, tau:
 
     ``-log exp(q.k+ / tau) / (exp(q.k+ / tau) + sum_k- exp(q.k- / tau))``,
     averaged over the rows of ``q``. Its top-1 accuracy (MoCo's Acc@1) is the
-    health signal of contrastive training: near 1 within a few hundred steps
-    means the positive is found by a shortcut (a batch-norm leak), near chance
-    ``1 / (K + 1)`` for long means nothing is learned.
+    health signal of the global task: near 1 within a few hundred steps means
+    the positive is found by a shortcut (a batch-norm leak), near chance
+    ``1 / (K + 1)`` for long means nothing is learned. (DenseCL's dense
+    positive is the key location most similar in backbone features, so the
+    dense task's accuracy is near 1 by construction.)
 
     Args:
         q: ``M x D`` L2-normalised queries.
