@@ -20,6 +20,7 @@ t-interval over seeds.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -123,8 +124,6 @@ def collect(run: Path) -> Study:
 def _stored_config(folder: Path) -> dict[str, Any] | None:
     """A run's pre-training config, read as a run reads it (a setting it predates has its default): from its
     ``checkpoint.pt``, else from the ``checkpoint-info.json`` a study's record keeps; None for neither."""
-    import dataclasses
-
     from densecl import checkpoint, config
 
     if (folder / "checkpoint.pt").exists():
@@ -407,10 +406,21 @@ def group_size(study: Study) -> int | None:
     return min(sizes) if sizes else None
 
 
+def grouped_seeds(study: Study, n: int) -> list[int]:
+    """The seeds whose four runs (each method with one group and with groups of ``n``) have been evaluated."""
+    names = {name for name, _ in study.records}
+    return [s for s in study.seeds if {f"densecl-bn{n}-s{s}", f"mocov2-bn{n}-s{s}"} <= names]
+
+
 def grouped_table(study: Study, n: int) -> str:
-    """Both methods with groups of ``n``: means, DenseCL − MoCo-v2, each against its single-group self, the floor."""
+    """Both methods with groups of ``n``: means, DenseCL − MoCo-v2, each against its single-group self, the floor.
+
+    Every row reads the seeds of :func:`grouped_seeds`, so that a study whose grouped runs are not all done yet
+    compares like with like: the single-group rows here are those seeds' runs, not the headline's.
+    """
     from densecl.tables import markdown_table
 
+    study = dataclasses.replace(study, seeds=grouped_seeds(study, n))
     g = f"-bn{n}"
     rows = [
         [f"{label}, groups of {n}", *(method_cell(study, m + g, p, k, s) for p, k, _, s in HEADLINE)]
@@ -423,7 +433,9 @@ def grouped_table(study: Study, n: int) -> str:
         ]
     )
     rows.append(["verdict, groups", *(verdict(study, p, k, "densecl" + g, "mocov2" + g) for p, k, _, _ in HEADLINE)])
-    rows.append(["DenseCL − MoCo-v2, one group (above)", *(difference_cell(study, p, k, s) for p, k, _, s in HEADLINE)])
+    rows.append(
+        ["DenseCL − MoCo-v2, one group, 95 % CI", *(difference_cell(study, p, k, s) for p, k, _, s in HEADLINE)]
+    )
     for m, label in METHODS:
         rows.append(
             [
@@ -456,12 +468,12 @@ def accuracy_table(study: Study, run: Path, n: int | None) -> str:
     columns = [(key, at) for key in ("acc_global", "acc_dense") for at in ACCURACY_AT]
     rows = []
     for name, label in settings:
+        seeds = [s for s in study.seeds if (run / f"{name}-s{s}" / "metrics.jsonl").exists()]
         cells = []
         for key, at in columns:
-            values = [_logged(run / f"{name}-s{s}", key, at) for s in study.seeds]
-            values = [v for v in values if v is not None]
-            cells.append(_mean_std_cell(values) if len(values) == len(study.seeds) and values else MISSING)
-        rows.append([label, *cells])
+            values = [_logged(run / f"{name}-s{s}", key, at) for s in seeds]
+            cells.append(_mean_std_cell(values) if values and None not in values else MISSING)  # type: ignore[arg-type]
+        rows.append([f"{label} ({len(seeds)} seed{'' if len(seeds) == 1 else 's'})", *cells])
     header = [
         f"{'global' if key == 'acc_global' else 'dense'} top-1 %, {'end' if at is None else f'step {at}'}"
         for key, at in columns
@@ -646,13 +658,17 @@ def grouped_section(study: Study, run: Path) -> list[str]:
     ]
     if n is None:
         return [*lines, f"{MISSING} (no grouped run yet)", ""]
+    seeds = grouped_seeds(study, n)
+    if not seeds:
+        return [*lines, f"{MISSING} (no seed has both methods' grouped runs evaluated yet)", ""]
+    on = "every seed" if seeds == study.seeds else f"seed{'' if len(seeds) == 1 else 's'} {', '.join(map(str, seeds))}"
     return [
         *lines,
         f"The same runs again with every batch norm of both encoders over groups of {n} images and the key batch",
         "shuffled across the groups (`--bn-group-size`: shuffle-BN in one process, as the authors' 8 GPUs of 32),",
         "against the runs above, where each batch norm sees the whole batch of 32 and a query and its positive key",
         "share their batch statistics. Same seeds: same initial weights and data order. Differences pair the runs",
-        "of one seed, with 95 % t-intervals.",
+        f"of one seed, with 95 % t-intervals. Every row of this table reads the seeds with all four runs: {on}.",
         "",
         grouped_table(study, n),
         "",

@@ -94,6 +94,28 @@ def test_the_grouped_section_pairs_each_method_with_its_single_group_self_and_co
     assert "| MoCo-v2, groups: seeds above random init | — | — | — | — | — | 2 of 3 |" in table
 
 
+def test_a_study_whose_grouped_runs_are_not_all_done_compares_them_on_the_seeds_that_have_them(tmp_path):
+    run = tmp_path / "run"
+    # seg-probe mIoU: seeds 0 and 1 with one group (D 12, 14 / M 13, 13), only seed 0 with groups (D 15 / M 14)
+    for seed, (d, m) in enumerate([(12, 13), (14, 13)]):
+        _write(run, f"densecl-s{seed}", "seg-probe", {"mIoU": float(d)})
+        _write(run, f"mocov2-s{seed}", "seg-probe", {"mIoU": float(m)})
+    _write(run, "densecl-bn8-s0", "seg-probe", {"mIoU": 15.0})
+    _write(run, "mocov2-bn8-s0", "seg-probe", {"mIoU": 14.0})
+    _write(run, "densecl-bn8-s1", "seg-probe", {"mIoU": 99.0})  # its MoCo-v2 twin is not evaluated yet: left out
+    study = report.collect(run)
+    assert study.seeds == [0, 1] and report.grouped_seeds(study, 8) == [0]
+    table = report.grouped_table(study, 8)
+    assert "| DenseCL, groups of 8 | — | — | — | — | — | 15.00 |" in table
+    assert "| DenseCL − MoCo-v2, groups, 95 % CI | — | — | — | — | — | +1.00 (one seed) |" in table
+    # the single-group rows read seed 0 only: 12 − 13, not the two seeds' mean difference (+0.00)
+    assert "| DenseCL − MoCo-v2, one group, 95 % CI | — | — | — | — | — | -1.00 (one seed) |" in table
+    assert "| DenseCL: groups − one group, 95 % CI | — | — | — | — | — | +3.00 (one seed) |" in table
+    assert "Every row of this table reads the seeds with all four runs: seed 0." in "\n".join(
+        report.grouped_section(study, run)
+    )
+
+
 def test_the_accuracy_table_reads_the_logged_accuracies_at_fixed_steps_and_the_end(tmp_path):
     run = tmp_path / "run"
     for seed in (0, 1):
@@ -108,8 +130,8 @@ def test_the_accuracy_table_reads_the_logged_accuracies_at_fixed_steps_and_the_e
     study = report.collect(run)
     table = report.accuracy_table(study, run, None)
     # step 100: 10 and 11 -> 10.5 ± 0.7; step 300: 30, 31; the end (step 400): 40, 41; MoCo-v2 logged nothing
-    assert "| DenseCL, one group | 10.5 ± 0.7 | 30.5 ± 0.7 | 40.5 ± 0.7 | 90.0 ± 0.0 |" in table
-    assert "| MoCo-v2, one group | — | — |" in table
+    assert "| DenseCL, one group (2 seeds) | 10.5 ± 0.7 | 30.5 ± 0.7 | 40.5 ± 0.7 | 90.0 ± 0.0 |" in table
+    assert "| MoCo-v2, one group (0 seeds) | — | — |" in table
 
 
 def test_settings_come_from_the_checkpoints_and_every_difference_is_named(tmp_path):
