@@ -92,6 +92,14 @@ def test_torchvision_with_the_printed_conv1_gives_the_same_features(four_band, x
     assert "(x - mean) / std, mean=[1000, 2000, 3000, 4000], std=[10, 20, 30, 40.5]" in result.usage
 
 
+def test_densecl_reads_the_input_back_from_its_safetensors_export(four_band, tmp_path) -> None:
+    pytest.importorskip("safetensors")
+    path, _ = four_band
+    back = load_backbone_weights(export(path, "safetensors", tmp_path / "r18.safetensors").path)
+    # without the header's description the mean and std would be unknown (None), and evaluation would refuse them
+    assert back.input == SPEC and load_backbone(back).input_spec == SPEC
+
+
 def test_openmmlab_and_detectron2_carry_the_conv_shape_and_the_statistics(four_band, tmp_path) -> None:
     path, _ = four_band
     mm = export(path, "mmlab", tmp_path / "r18_mm.pth")

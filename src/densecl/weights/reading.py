@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import collections
 import functools
+import json
 import os
 import pickle
 import types
@@ -53,18 +54,33 @@ def read_checkpoint(path: str | os.PathLike) -> Any:
     )
 
 
-def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+class DescribedTensors(dict):
+    """A flat state dict whose file also describes its input (a safetensors header's ``input`` entry)."""
+
+    def __init__(self, tensors: Mapping[str, torch.Tensor], input: Mapping[str, Any] | None) -> None:
+        super().__init__(tensors)
+        self.input = input
+
+
+def _read_safetensors(path: Path) -> DescribedTensors:
     try:
-        from safetensors.torch import load_file
+        from safetensors import safe_open
     except ImportError as e:
         raise InputError(f"reading '{path}' needs the safetensors package; pip install safetensors") from e
     try:
-        return load_file(str(path), device="cpu")
+        with safe_open(str(path), "pt", device="cpu") as f:
+            tensors = {key: f.get_tensor(key) for key in f.keys()}
+            metadata = f.metadata() or {}
     except Exception as e:  # the library raises its own error types
         raise InputError(
             f"cannot read safetensors file '{path}': it is truncated or not a safetensors file "
             f"({first_line(e)}); re-download or re-export it"
         ) from e
+    try:  # written by densecl's safetensors export; other files have none
+        described = json.loads(metadata["input"]) if "input" in metadata else None
+    except ValueError:
+        raise InputError(f"'{path}' describes its input with damaged JSON; re-export it") from None
+    return DescribedTensors(tensors, described if isinstance(described, Mapping) else None)
 
 
 def _read_torch(path: Path) -> Any:
@@ -174,6 +190,7 @@ def unwrap(obj: Any, where: str) -> Unwrapped:
         state, kind = obj["model"], "model"
     else:
         state, kind = obj, "flat"
+        described = getattr(obj, "input", None)  # a safetensors header's description (DescribedTensors)
     if not isinstance(state, Mapping) or not state:
         raise InputError(f"{where} has no state dict (top-level keys: {few(obj)}); pass a model checkpoint")
     tensors, odd = {}, []
