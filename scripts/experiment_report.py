@@ -26,6 +26,7 @@ import math
 import os
 import platform
 import re
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -688,29 +689,31 @@ def keep_analysis(generated: str, previous: str | None) -> str:
 
 def write_report(run: Path, data: str, out: Path, figures_dir: Path) -> Path:
     study = collect(run)
-    made = {
-        "accuracy_radius.png": radius_figure(study, run / "figures" / "accuracy_radius.png"),
-        "dense_nn_masks.png": masks_figure(study, run, run / "figures" / "dense_nn_masks.png"),
-    }
-    for name, caption in (
-        ("accuracy_radius.png", "Correspondence accuracy against pixel radius, test pairs (bands: std over seeds)"),
-        ("dense_nn_masks.png", "dense-nn masks of the first test images (all the memory; first seed)"),
-        ("curves.png", "Pre-training loss, accuracies and learning rate of every DenseCL and MoCo-v2 run"),
-        (
-            "curves-grouped.png",
-            "Pre-training curves of the first seed, one batch-norm group against groups with shuffled keys",
-        ),
-        (
-            "matches.png",
-            "Mutual matches with cosine >= 0.9 on the first of 16 test view pairs (densecl correspond): "
-            "green where the views' geometry confirms the match, red where it does not, grey where view 2 does not "
-            "show the point",
-        ),
-    ):
-        src = run / "figures" / name
-        if src.exists() and made.get(name, True):
-            shrink_copy(src, figures_dir / name)
-            study.figures.append((os.path.relpath(figures_dir / name, out.parent), caption))
+    with tempfile.TemporaryDirectory(prefix="densecl-report-") as tmp:  # not into RUN: it may be a record git keeps
+        drawn_dir = Path(tmp)
+        drawn = {
+            "accuracy_radius.png": radius_figure(study, drawn_dir / "accuracy_radius.png"),
+            "dense_nn_masks.png": masks_figure(study, run, drawn_dir / "dense_nn_masks.png"),
+        }
+        for name, caption in (
+            ("accuracy_radius.png", "Correspondence accuracy against pixel radius, test pairs (bands: std over seeds)"),
+            ("dense_nn_masks.png", "dense-nn masks of the first test images (all the memory; first seed)"),
+            ("curves.png", "Pre-training loss, accuracies and learning rate of every DenseCL and MoCo-v2 run"),
+            (
+                "curves-grouped.png",
+                "Pre-training curves of the first seed, one batch-norm group against groups with shuffled keys",
+            ),
+            (
+                "matches.png",
+                "Mutual matches with cosine >= 0.9 on the first of 16 test view pairs (densecl correspond): "
+                "green where the views' geometry confirms the match, red where it does not, grey where view 2 does not "
+                "show the point",
+            ),
+        ):
+            src = drawn[name] if name in drawn else run / "figures" / name  # None: nothing to draw yet
+            if src is not None and src.exists():
+                shrink_copy(src, figures_dir / name)
+                study.figures.append((os.path.relpath(figures_dir / name, out.parent), caption))
     out.parent.mkdir(parents=True, exist_ok=True)
     previous = out.read_text() if out.exists() else None
     out.write_text(keep_analysis(render(study, data, run), previous))

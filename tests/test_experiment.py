@@ -216,7 +216,9 @@ def test_rewriting_the_report_keeps_the_analysis_and_draws_the_radius_figure(tmp
         "classes": np.array(["background", "cat"]),
     }
     np.savez(run / "eval" / "densecl-s0_dense-nn-masks.npz", **masks)
+    before = sorted(p.relative_to(run) for p in run.rglob("*"))
     report.write_report(run, "scenes", out, figures)
+    assert sorted(p.relative_to(run) for p in run.rglob("*")) == before  # the run folder (a kept record) is read only
     text = out.read_text()
     assert "(figures/accuracy_radius.png)" in text and (figures / "accuracy_radius.png").exists()
     assert "(figures/dense_nn_masks.png)" in text and (figures / "dense_nn_masks.png").exists()
