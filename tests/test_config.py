@@ -67,7 +67,13 @@ def test_c5_side():
             {"dense_queue_len": 1000, "batch_size": 256},
             "dense_queue_len 1000 must be a positive multiple of the global batch size 256",
         ),
-        ({"dense_matching": "optical-flow"}, "dense_matching must be one of features, geometry"),
+        ({"dense_matching": "optical-flow"}, "dense_matching must be one of features, geometry, hybrid, both"),
+        ({"dense_matching": "hybrid"}, "dense_matching_switch 0 goes with dense_matching hybrid"),
+        (
+            {"dense_matching_switch": 100},
+            "dense_matching_switch 100 goes with dense_matching hybrid \\(got features\\)",
+        ),
+        ({"dense_matching": "geometry", "loss_lambda": 0.0}, "dense_matching geometry needs a dense loss"),
     ],
 )
 def test_invalid_configs_give_one_clear_line(values, message):
@@ -129,3 +135,16 @@ def test_values_are_coerced_to_field_types():
     assert cfg.weight_decay == 1e-4 and cfg.num_grid is None and cfg.channels_last is False and cfg.epochs == 3
     with pytest.raises(InputError, match="epochs .* must be of type int"):
         config.from_dict({"epochs": "many"})
+
+
+def test_a_schedule_point_past_the_runs_end_stops_with_one_line():
+    cfg = PretrainConfig(epochs=10, dense_matching="hybrid", dense_matching_switch=300)
+    cfg.validate()
+    cfg.check_schedule(iters_per_epoch=31)  # 310 iterations: the switch falls inside
+    with pytest.raises(InputError, match=r"^dense_matching_switch 300 is not before the run's end at iteration 300 "):
+        cfg.check_schedule(iters_per_epoch=30)
+    capped = PretrainConfig(epochs=10, max_iters=200, dense_matching="hybrid", dense_matching_switch=250)
+    with pytest.raises(InputError, match=r"iteration 200 \(10 epochs of 30 iterations, max_iters 200\)"):
+        capped.check_schedule(iters_per_epoch=30)
+    with pytest.raises(InputError, match="^lambda_warmup_iters 500 is not before"):
+        PretrainConfig(epochs=10, lambda_warmup_iters=500).check_schedule(iters_per_epoch=30)

@@ -2,6 +2,7 @@
 
 import math
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -91,8 +92,53 @@ def test_a_geometric_match_replaces_the_feature_argmax_where_known():
     # r_0 positive t_0: 0.6, negative 1.0; r_1 positive t_0: 0.8, negative 0.0
     l0 = -math.log(math.exp(0.6 / tau) / (math.exp(0.6 / tau) + math.exp(1.0 / tau)))
     l1 = -math.log(math.exp(0.8 / tau) / (math.exp(0.8 / tau) + math.exp(0.0)))
-    got = losses.dense_info_nce(r, t, f_q, f_k, queue2, tau, match=torch.tensor([[0, -1]]))
+    got = losses.dense_info_nce(r, t, f_q, f_k, queue2, tau, match=torch.tensor([[0, -1]]), positives="geometry")
     assert math.isclose(got.loss.item(), (l0 + l1) / 2, rel_tol=1e-6)
+    assert got.accuracy.item() == 0.5  # location 0: 0.6 < 1.0; location 1: 0.8 > 0.0
+    paper = losses.dense_info_nce(r, t, f_q, f_k, queue2, tau, match=torch.tensor([[0, -1]]))
+    assert not math.isclose(paper.loss.item(), got.loss.item())  # the default rule ignores the match: the argmax
+
+
+def test_both_is_the_mean_of_the_papers_loss_and_the_geometric_loss_over_shown_locations():
+    # the same numbers; geometry knows query 0 (key 0) only
+    f_q = torch.tensor([[[1.0, 0.0], [0.0, 1.0]]])
+    f_k = torch.tensor([[[0.0, 1.0], [1.0, 0.0]]])
+    r = torch.tensor([[[1.0, 0.0], [0.0, 1.0]]])
+    t = torch.tensor([[[0.6, 0.8], [0.8, 0.6]]])
+    queue2 = torch.tensor([[1.0], [0.0]])
+    tau = 0.2
+
+    def ce(pos, neg):
+        return -math.log(math.exp(pos / tau) / (math.exp(pos / tau) + math.exp(neg / tau)))
+
+    paper = (ce(0.8, 1.0) + ce(0.8, 0.0)) / 2  # argmax: r_0 -> t_1, r_1 -> t_0
+    geometric = ce(0.6, 1.0)  # r_0 -> t_0; location 1 is not shown and does not count
+    got = losses.dense_info_nce(r, t, f_q, f_k, queue2, tau, match=torch.tensor([[0, -1]]), positives="both")
+    assert math.isclose(got.loss.item(), (paper + geometric) / 2, rel_tol=1e-6)
+    assert got.accuracy.item() == 0.0  # the geometric task's: 0.6 < 1.0 on its one location
+    nothing_shown = losses.dense_info_nce(r, t, f_q, f_k, queue2, tau, match=torch.tensor([[-1, -1]]), positives="both")
+    assert math.isclose(nothing_shown.loss.item(), paper / 2, rel_tol=1e-6)  # the geometric term is empty: 0
+
+
+def test_rules_other_than_the_papers_need_the_match():
+    x = F.normalize(torch.randn(1, 2, 2), dim=1)
+    for rule in ("geometry", "both"):
+        with pytest.raises(ValueError, match="needs the views' geometric match"):
+            losses.dense_info_nce(x, x, x, x, torch.eye(2), 0.2, positives=rule)
+    with pytest.raises(ValueError, match="positives must be one of"):
+        losses.dense_info_nce(x, x, x, x, torch.eye(2), 0.2, positives="hybrid")  # a schedule, resolved per step
+
+
+def test_info_nce_over_some_rows_equals_info_nce_of_those_rows():
+    torch.manual_seed(1)
+    q, k = F.normalize(torch.randn(6, 4), dim=1), F.normalize(torch.randn(6, 4), dim=1)
+    queue = F.normalize(torch.randn(4, 5), dim=0)
+    rows = torch.tensor([True, False, True, True, False, False])
+    some = losses.info_nce(q, k, queue, 0.2, rows)
+    alone = losses.info_nce(q[rows], k[rows], queue, 0.2)
+    assert torch.allclose(some.loss, alone.loss) and torch.allclose(some.accuracy, alone.accuracy)
+    none = losses.info_nce(q, k, queue, 0.2, torch.zeros(6, dtype=torch.bool))
+    assert none.loss.item() == 0.0 and none.accuracy.item() == 0.0
 
 
 def test_dense_negatives_come_only_from_the_queue():

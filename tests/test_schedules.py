@@ -40,3 +40,11 @@ def test_warmup_step_lr_hand_values():
 
 def test_a_drop_inside_the_warm_up_scales_it():
     assert math.isclose(warmup_step_lr(5, 10, 1.0, warmup_steps=8, milestones=(0.5,)), 0.1 * (0.001 * 3 / 8 + 5 / 8))
+
+
+def test_dense_positives_hybrid_switches_from_geometry_to_features_at_the_switch_point():
+    from densecl.schedules import dense_positives_at
+
+    assert [dense_positives_at(step, "hybrid", 3) for step in range(5)] == ["geometry"] * 3 + ["features"] * 2
+    for rule in ("features", "geometry", "both"):
+        assert {dense_positives_at(step, rule, 0) for step in range(4)} == {rule}

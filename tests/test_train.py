@@ -408,6 +408,42 @@ def test_geometric_matching_trains_and_changes_the_dense_loss(tmp_path):
     assert all(math.isfinite(row["loss_dense"]) for row in b) and a[0]["loss_dense"] != b[0]["loss_dense"]
 
 
+@pytest.mark.slow
+def test_hybrid_is_geometry_until_the_switch_then_the_papers_argmax(tmp_path):
+    runs = {
+        "geometry": ("--dense-matching", "geometry"),
+        "hybrid": ("--dense-matching", "hybrid", "--dense-matching-switch", "2"),
+        "both": ("--dense-matching", "both"),
+    }
+    for name, flags in runs.items():
+        assert pretrain(tmp_path / name, "--epochs", "1", "--deterministic", "true", *flags) == 0
+    geometry, hybrid, both = ([r for r in metrics(tmp_path / name) if "loss_dense" in r] for name in runs)
+    assert [r["loss_dense"] for r in hybrid[:2]] == [r["loss_dense"] for r in geometry[:2]]  # steps 0, 1: geometry
+    assert hybrid[2]["loss_dense"] != geometry[2]["loss_dense"]  # step 2: the argmax
+    assert all(math.isfinite(r["loss_dense"]) for r in both) and both[0]["loss_dense"] != geometry[0]["loss_dense"]
+
+
+@pytest.mark.slow
+def test_mocov2_runs_without_dense_head_logs_no_dense_task_and_resumes(tmp_path):
+    assert pretrain(tmp_path, "--epochs", "1", "--loss-lambda", "0") == 0
+    state = checkpoint.load(tmp_path / "checkpoint.pt")
+    assert not any("dense" in key for key in state.model)
+    rows = [r for r in metrics(tmp_path) if "loss" in r]
+    assert rows and all("loss_dense" not in r and "acc_dense" not in r and r["loss"] == r["loss_global"] for r in rows)
+    assert main(["pretrain", "--resume", str(tmp_path / "checkpoint.pt"), "--epochs", "2"]) == 0
+    assert checkpoint.load(tmp_path / "checkpoint.pt").step == 6
+
+
+def test_a_switch_point_past_the_end_stops_before_anything_is_built(tmp_path, capsys):
+    code = pretrain(tmp_path, "--epochs", "1", "--dense-matching", "hybrid", "--dense-matching-switch", "3")
+    assert code == 2 and not (tmp_path / "checkpoint.pt").exists()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        "densecl pretrain: error: dense_matching_switch 3 is not before the run's end at iteration 3 (1 epochs of 3 "
+        "iterations): choose a point below 3"
+    ]
+
+
 # --------------------------------------------------------------------------- the run folder is never reused silently
 
 

@@ -21,7 +21,7 @@ from densecl.errors import InputError
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda")
-MATCHINGS = ("features", "geometry")
+MATCHINGS = ("features", "geometry", "hybrid", "both")  # positives rules: densecl.schedules.dense_positives_at
 PIXELS = ("auto", "photo", "values")
 JITTERS = ("auto", "rgb", "channels", "image")
 DATA_BACKENDS = ("cpu", "gpu")
@@ -80,8 +80,13 @@ class PretrainConfig:
     dense_matching: str = _field(
         "features",
         "how a query location finds its positive: features, the key location of most similar backbone feature (the "
-        "paper); geometry, the one showing the same image point (an ablation)",
+        "paper); geometry, the one showing the same image point; hybrid, geometry for the first "
+        "dense_matching_switch iterations, then features; both, the mean of the paper's loss and one with the "
+        "geometric positives (docs/small-data.md)",
         MATCHINGS,
+    )
+    dense_matching_switch: int = _field(
+        0, "hybrid only: iterations of geometric positives before the switch to the feature argmax"
     )
     # data and MoCo-v2 augmentation
     data: str = _field("scenes", "the images: a folder tree, a .txt list of paths, a COCO .json, or scenes (embedded)")
@@ -225,6 +230,17 @@ class PretrainConfig:
             self.dense_matching in MATCHINGS,
             f"dense_matching must be one of {', '.join(MATCHINGS)}, got {self.dense_matching!r}",
         )
+        _require(
+            (self.dense_matching == "hybrid") == (self.dense_matching_switch > 0),
+            f"dense_matching_switch {self.dense_matching_switch} goes with dense_matching hybrid "
+            f"(got {self.dense_matching}): give --dense-matching hybrid --dense-matching-switch N with N >= 1, or "
+            "neither",
+        )
+        _require(
+            self.loss_lambda > 0 or self.dense_matching == "features",
+            f"dense_matching {self.dense_matching} needs a dense loss, but loss_lambda is 0 (MoCo-v2 has no dense "
+            "head): set --loss-lambda above 0 or leave --dense-matching features",
+        )
         grid = c5_side(self.crop_size)
         _require(
             grid >= 2,
@@ -240,6 +256,22 @@ class PretrainConfig:
             self.workers >= 0 and self.log_every > 0 and self.save_every >= 0 and self.keep_every >= 0,
             "workers and save_every, keep_every must be >= 0, log_every > 0",
         )
+
+    def check_schedule(self, iters_per_epoch: int) -> None:
+        """Raises :class:`InputError` (one line) for a schedule point past the run's end, once the data is counted."""
+        end = self.epochs * iters_per_epoch
+        if self.max_iters is not None:
+            end = min(end, self.max_iters)
+        for name, at in (
+            ("dense_matching_switch", self.dense_matching_switch),
+            ("lambda_warmup_iters", self.lambda_warmup_iters),
+        ):
+            _require(
+                at < end,
+                f"{name} {at} is not before the run's end at iteration {end} ({self.epochs} epochs of "
+                f"{iters_per_epoch} iterations{'' if self.max_iters is None else f', max_iters {self.max_iters}'}): "
+                f"choose a point below {end}",
+            )
 
     def with_queues_for(self, n_images: int) -> PretrainConfig:
         """This config with ``auto`` queue lengths resolved (:func:`auto_queue_len`) for ``n_images`` images."""

@@ -16,7 +16,7 @@ from densecl import distributed
 from densecl.config import PretrainConfig
 from densecl.errors import NonFiniteLossError
 from densecl.precision import Precision
-from densecl.schedules import cosine_lr, loss_lambda_at
+from densecl.schedules import cosine_lr, dense_positives_at, loss_lambda_at
 from densecl.training_log import MeanMeter, MetricsLog
 
 
@@ -53,7 +53,7 @@ def train_one_epoch(
 ) -> bool:
     """Trains until the epoch ends, ``max_iters`` is reached, or a stop is requested.
 
-    ``model`` may be DDP-wrapped; it is called as ``model(im_q, im_k, loss_lambda=..., match=...)``.
+    ``model`` may be DDP-wrapped; it is called as ``model(im_q, im_k, loss_lambda=..., match=..., positives=...)``.
     Returns ``True`` if training should stop (signal or ``max_iters``), with a
     checkpoint already written.
 
@@ -84,9 +84,10 @@ def train_one_epoch(
         for group in optimizer.param_groups:
             group["lr"] = lr
         lam = loss_lambda_at(state.step, cfg.loss_lambda, cfg.lambda_warmup_iters)
+        positives = dense_positives_at(state.step, cfg.dense_matching, cfg.dense_matching_switch)
 
         with precision.autocast():
-            out = model(im_q, im_k, loss_lambda=lam, match=match)
+            out = model(im_q, im_k, loss_lambda=lam, match=match, positives=positives)
         watch.update(out.loss, state.step)
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None:
@@ -109,12 +110,12 @@ def train_one_epoch(
         iter_time = (
             time.perf_counter() - t_end
         )  # host time; over an interval it adds up to the device's (a check waits)
-        meter.update(
+        dense = {} if out.loss_dense is None else {"loss_dense": out.loss_dense, "acc_dense": 100 * out.accuracy_dense}
+        meter.update(  # MoCo-v2 has no dense task: no loss_dense, no acc_dense
             loss=out.loss,
             loss_global=out.loss_global,
-            loss_dense=out.loss_dense,
-            acc_global=100 * out.accuracy_global,
-            acc_dense=100 * out.accuracy_dense,  # top-1 %, the health signals
+            acc_global=100 * out.accuracy_global,  # top-1 %, the health signals
+            **dense,
             data_time=t_data,
             iter_time=iter_time,
         )
@@ -191,13 +192,11 @@ def _log(
         means = dict(zip(means, reduced.tolist()))
     pairs_per_s = global_batch / max(means["iter_time"], 1e-9)
     log.write({"step": step, "epoch": epoch, "lr": lr, "lambda": lam, "pairs_per_s": pairs_per_s, **means})
+    dense = {"acc_d": f"{means['acc_dense']:.0f}%"} if "acc_dense" in means else {}  # MoCo-v2 has no dense task
     bar.set_postfix(
-        loss=f"{means['loss']:.3f}",
-        acc_g=f"{means['acc_global']:.0f}%",
-        acc_d=f"{means['acc_dense']:.0f}%",
-        lr=f"{lr:.3g}",
+        loss=f"{means['loss']:.3f}", acc_g=f"{means['acc_global']:.0f}%", **dense, lr=f"{lr:.3g}",
         pairs_s=f"{pairs_per_s:.1f}",
-    )
+    )  # fmt: skip
 
 
 def make_sgd(params, lr: float, momentum: float, weight_decay: float, device_type: str) -> torch.optim.SGD:

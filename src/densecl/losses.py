@@ -20,7 +20,9 @@ class Contrast(NamedTuple):
     accuracy: torch.Tensor  # scalar in [0, 1], no gradient: the fraction of queries whose positive scores highest
 
 
-def info_nce(q: torch.Tensor, k_pos: torch.Tensor, negatives: torch.Tensor, tau: float) -> Contrast:
+def info_nce(
+    q: torch.Tensor, k_pos: torch.Tensor, negatives: torch.Tensor, tau: float, rows: torch.Tensor | None = None
+) -> Contrast:
     """InfoNCE with one positive per query and a shared bank of negatives.
 
     ``-log exp(q.k+ / tau) / (exp(q.k+ / tau) + sum_k- exp(q.k- / tau))``,
@@ -36,6 +38,8 @@ def info_nce(q: torch.Tensor, k_pos: torch.Tensor, negatives: torch.Tensor, tau:
         k_pos: ``M x D`` L2-normalised positive key for each query.
         negatives: ``D x K`` L2-normalised negative keys, one per column (a queue).
         tau: temperature.
+        rows: ``M`` bool, the rows that count (None: all). The means run over
+            them, with fixed shapes (no device sync); none counting gives 0.
 
     Returns:
         The mean loss over the ``M`` rows and the fraction of rows whose
@@ -46,8 +50,13 @@ def info_nce(q: torch.Tensor, k_pos: torch.Tensor, negatives: torch.Tensor, tau:
     logits = torch.cat([l_pos, l_neg], dim=1) / tau  # M x (1 + K)
     target = torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device)  # the positive is column 0
     with torch.no_grad():
-        accuracy = (l_pos.squeeze(1) >= l_neg.amax(dim=1)).float().mean()  # no device sync: stays a tensor
-    return Contrast(F.cross_entropy(logits, target), accuracy)
+        right = (l_pos.squeeze(1) >= l_neg.amax(dim=1)).to(logits.dtype)  # M: no device sync, stays a tensor
+    if rows is None:
+        return Contrast(F.cross_entropy(logits, target), right.mean())
+    weight = rows.to(logits.dtype)  # M
+    count = weight.sum().clamp(min=1)
+    loss = (F.cross_entropy(logits, target, reduction="none") * weight).sum() / count
+    return Contrast(loss, (right * weight).sum() / count)
 
 
 @torch.no_grad()
@@ -81,6 +90,10 @@ def gather_locations(t: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return torch.gather(t, 2, index.unsqueeze(1).expand(-1, t.shape[1], -1))
 
 
+#: how a query location finds its positive key location (``positives`` of :func:`dense_info_nce`)
+POSITIVES = ("features", "geometry", "both")
+
+
 def dense_info_nce(
     r: torch.Tensor,
     t: torch.Tensor,
@@ -89,6 +102,7 @@ def dense_info_nce(
     negatives: torch.Tensor,
     tau: float,
     match: torch.Tensor | None = None,
+    positives: str = "features",
 ) -> Contrast:
     """The dense contrastive loss: InfoNCE at every query location (and its top-1 accuracy over locations).
 
@@ -105,19 +119,32 @@ def dense_info_nce(
         negatives: ``D x K`` the dense queue.
         tau: temperature.
         match: ``N x S`` key location of every query location known from the
-            views' geometry, -1 where the key view does not show it (the
-            feature argmax is kept there); None: the feature argmax everywhere,
-            as in the paper. An ablation: does noisy early matching teach
-            wrong correspondences?
+            views' geometry, -1 where the key view does not show it; needed by
+            every rule but ``features``.
+        positives: ``features``, the feature argmax ``j*(i)`` (the paper);
+            ``geometry``, the geometric match where the key view shows the
+            location, else the argmax; ``both``, the mean of the paper's loss
+            and a loss whose positives are the geometric matches alone, over
+            the shown locations (VICRegL's use of both; docs/small-data.md).
+            Accuracy: the argmax task's for ``features``, the geometric one's
+            otherwise.
     """
-    index = match_locations(f_q, f_k)  # N x S
-    if match is not None:
-        index = torch.where(match >= 0, match, index)
-    t_pos = gather_locations(t, index)  # N x D x S
+    if positives not in POSITIVES:
+        raise ValueError(f"positives must be one of {', '.join(POSITIVES)}, got {positives!r}")
+    if positives != "features" and match is None:
+        raise ValueError(f"positives {positives!r} needs the views' geometric match")
     d = r.shape[1]
-    return info_nce(
-        r.transpose(1, 2).reshape(-1, d),  # NS x D
-        t_pos.transpose(1, 2).reshape(-1, d),  # NS x D
-        negatives,
-        tau,
-    )
+    queries = r.transpose(1, 2).reshape(-1, d)  # NS x D
+
+    def contrast(index: torch.Tensor, rows: torch.Tensor | None = None) -> Contrast:
+        t_pos = gather_locations(t, index)  # N x D x S
+        return info_nce(queries, t_pos.transpose(1, 2).reshape(-1, d), negatives, tau, rows)
+
+    argmax = match_locations(f_q, f_k)  # N x S
+    if positives == "features":
+        return contrast(argmax)
+    shown = match >= 0  # N x S
+    if positives == "geometry":
+        return contrast(torch.where(shown, match, argmax))
+    paper, geometric = contrast(argmax), contrast(match.clamp(min=0), shown.reshape(-1))
+    return Contrast((paper.loss + geometric.loss) / 2, geometric.accuracy)

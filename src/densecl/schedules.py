@@ -52,3 +52,16 @@ def warmup_step_lr(
 def loss_lambda_at(step: int, loss_lambda: float, warmup_iters: int) -> float:
     """The dense-loss weight: 0 for the first ``warmup_iters`` iterations, then ``loss_lambda``."""
     return 0.0 if step < warmup_iters else loss_lambda
+
+
+def dense_positives_at(step: int, dense_matching: str, switch_iters: int) -> str:
+    """This step's rule for the dense positives (:data:`densecl.losses.POSITIVES`).
+
+    ``hybrid`` is ``geometry`` for the first ``switch_iters`` iterations, then
+    the paper's ``features``: right positives while the backbone cannot match
+    yet, the paper's self-consistent matching once it can. Any other value is
+    its own rule at every step.
+    """
+    if dense_matching == "hybrid":
+        return "geometry" if step < switch_iters else "features"
+    return dense_matching

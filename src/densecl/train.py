@@ -77,6 +77,7 @@ def pretrain(
         per_rank_batch = cfg.batch_size // info.world_size
         sampler, batches = _batches(cfg, source, inputs, per_rank_batch, info, device)
         iters_per_epoch = sampler.batches_per_epoch
+        cfg.check_schedule(iters_per_epoch)
 
         # model, precision, optimizer; a resumed run's state
         model = _model(cfg, device, init=cfg.init if resume is None else None, say=say)
@@ -147,7 +148,7 @@ def _batches(
     two_views = GeometricTwoViews(
         cfg.crop_size,
         cfg.min_scale,
-        (side, side) if cfg.dense_matching == "geometry" else None,
+        (side, side) if cfg.dense_matching != "features" else None,  # the geometric match, for every other rule
         inputs=inputs,
         jitter=cfg.jitter,
     )
@@ -228,19 +229,28 @@ def _summary(cfg, source, per_rank_batch: int, iters_per_epoch: int, world_size:
         else f"{per_rank_batch // cfg.bn_group_size} groups of {cfg.bn_group_size} per process"
     )
     side = c5_side(cfg.crop_size)
+    if cfg.loss_lambda == 0:
+        dense = "MoCo-v2: no dense head"
+    else:
+        rule = cfg.dense_matching + (
+            f" until iteration {cfg.dense_matching_switch}" if cfg.dense_matching_switch else ""
+        )
+        dense = f"dense grid {cfg.num_grid or side}, positives {rule}"
     return (
         f"data: {source.origin}, {len(source)} images, {iters_per_epoch} iterations/epoch, "
         f"{cfg.epochs * iters_per_epoch} in all | batch {cfg.batch_size} = {world_size} x {per_rank_batch}, "
         f"batch norm over {groups} | lr {cfg.lr} for 256 -> {cfg.scaled_lr:g} | "
         f"{device.type} {run_precision.name}{' channels_last' if cfg.channels_last else ''} | "
-        f"C5 grid {side}x{side}, dense grid {cfg.num_grid or side}"
+        f"C5 grid {side}x{side}, {dense}"
     )
 
 
 def queue_warning(cfg: PretrainConfig, n_images: int, keys_per_epoch: int) -> str | None:
     """One line when a queue is longer than the data set: its negatives then include earlier keys of each query's
     own image (one per epoch the queue spans), more alike as training settles; None when both queues are shorter."""
-    queues = {"queue_len": cfg.queue_len, "dense_queue_len": cfg.dense_queue_len or cfg.queue_len}
+    queues = {"queue_len": cfg.queue_len}
+    if cfg.loss_lambda > 0:  # MoCo-v2 has no dense queue
+        queues["dense_queue_len"] = cfg.dense_queue_len or cfg.queue_len
     long = {name: length for name, length in queues.items() if length > n_images}
     if not long:
         return None

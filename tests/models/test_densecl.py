@@ -138,11 +138,16 @@ def test_one_step_matches_the_reference(lam):
     model.load_authors_state_dict(sd)
     out = model(im_q, im_k)
     ref = reference_step(sd, im_q, im_k, m=0.99, tau=0.2, lam=lam)
-    for name in ("loss", "loss_global", "loss_dense", "accuracy_global", "accuracy_dense"):
+    dense = ("loss_dense", "accuracy_dense")
+    for name in ("loss", "loss_global", "accuracy_global") + (dense if lam else ()):
         assert torch.allclose(getattr(out, name).double(), ref[name], atol=1e-10), name
     after = model.authors_state_dict()
-    for key, value in ref["state"].items():
-        assert torch.allclose(after[key].to(value.dtype), value, atol=1e-10), key
+    if lam == 0:  # MoCo-v2 at its own cost: the reference's dense head and dense queue are not there
+        assert out.loss_dense is None and out.accuracy_dense is None
+        assert set(ref["state"]) - set(after) == {k for k in ref["state"] if ".mlp2." in k or k.startswith("queue2")}
+    assert set(after) <= set(ref["state"])
+    for key, value in after.items():
+        assert torch.allclose(value.to(ref["state"][key].dtype), ref["state"][key], atol=1e-10), key
 
 
 def test_loss_is_weighted_sum_and_backward_reaches_only_the_online_encoder():
@@ -152,6 +157,26 @@ def test_loss_is_weighted_sum_and_backward_reaches_only_the_online_encoder():
     out.loss.backward()
     assert all(p.grad is not None for p in model.encoder.parameters())
     assert all(p.grad is None for p in model.momentum_encoder.parameters())
+
+
+def test_lambda_zero_builds_and_calls_no_dense_head(monkeypatch):
+    from densecl.models import heads
+
+    def no_call(*args, **kwargs):
+        raise AssertionError("the dense head was called")
+
+    monkeypatch.setattr(heads.DenseHead, "forward", no_call)
+    monkeypatch.setattr(heads.DenseHead, "pool", no_call)
+    model = make_model(loss_lambda=0.0).train()
+    assert model.encoder.dense_head is None and model.momentum_encoder.dense_head is None
+    assert model.dense_queue is None and not any("dense" in k for k in model.state_dict())
+    out = model(*views())
+    assert out.loss_dense is None and torch.equal(out.loss, out.loss_global)
+    assert int(model.global_queue.ptr) == N
+    with pytest.raises(ValueError, match="built with loss_lambda 0"):
+        model(*views(), loss_lambda=0.5)
+    with_head = make_model(loss_lambda=0.5)
+    assert sum(p.numel() for p in model.parameters()) < sum(p.numel() for p in with_head.parameters())
 
 
 @pytest.mark.slow

@@ -68,6 +68,10 @@ IGNORED: tuple[str, ...] = ("head.",)
 BUFFERS: tuple[str, ...] = tuple(p.authors for p in PARTS if p.role == "queue")
 
 
+#: this project's spellings of the dense head and dense queue (what a MoCo-v2 model does not have)
+DENSE_PARTS: tuple[str, ...] = ("encoder.dense_head.", "momentum_encoder.dense_head.", "dense_queue.")
+
+
 def is_dense(keys: set[str]) -> bool:
     """Whether ``keys`` hold the dense head or dense queue: DenseCL, not the MoCo that shares the rest."""
     dense = [p.authors for p in PARTS if p.ours.startswith(("encoder.dense_head.", "dense_queue."))]

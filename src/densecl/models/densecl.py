@@ -9,6 +9,10 @@ One training step, in the order of the paper and the authors' code::
     L_dense    = InfoNCE(r_i, t_j*(i), queue2)      # j*(i) = argmax_j cos(f_q_i, f_k_j)
     L          = (1 - lambda) L_global + lambda L_dense
     enqueue(queue, gather(k)); enqueue(queue2, gather(normalize(mean_s t_raw)))
+
+Built with lambda = 0 it is MoCo-v2 at MoCo-v2's cost: no dense head, no
+dense queue, no matching. ``positives`` chooses another source of the dense
+positive ``j*(i)`` (the views' known geometry; :func:`densecl.losses.dense_info_nce`).
 """
 
 from __future__ import annotations
@@ -24,20 +28,20 @@ from densecl import distributed, losses
 from densecl.models import authors_layout
 from densecl.models.backbones import build_backbone
 from densecl.models.batchnorm import group_batch_norms
-from densecl.models.heads import Encoder, EncoderOutput
+from densecl.models.heads import Encoder
 from densecl.models.queue import KeyQueue
 
 
 class DenseCLOutput(NamedTuple):
     loss: torch.Tensor  # (1 - lambda) * loss_global + lambda * loss_dense
     loss_global: torch.Tensor  # unweighted InfoNCE of the global head
-    loss_dense: torch.Tensor  # unweighted dense InfoNCE
+    loss_dense: torch.Tensor | None  # unweighted dense InfoNCE; None without a dense head (MoCo-v2)
     accuracy_global: torch.Tensor  # top-1 of the global (K+1)-way task, in [0, 1], no gradient
-    accuracy_dense: torch.Tensor  # top-1 of the dense task over all query locations
+    accuracy_dense: torch.Tensor | None  # top-1 of the dense task over all query locations; None likewise
 
 
 class DenseCL(nn.Module):
-    """DenseCL with a ResNet backbone; ``loss_lambda=0`` is MoCo-v2 in the same code.
+    """DenseCL with a ResNet backbone; ``loss_lambda=0`` is MoCo-v2 in the same code, without the dense parts.
 
     Args:
         arch: backbone name from :data:`densecl.models.backbones.BACKBONES`.
@@ -46,7 +50,8 @@ class DenseCL(nn.Module):
         queue_len: negatives per queue (65536 in the paper).
         momentum: EMA momentum ``m`` of the key encoder.
         temperature: ``tau`` of both InfoNCE losses.
-        loss_lambda: weight ``lambda`` of the dense loss.
+        loss_lambda: weight ``lambda`` of the dense loss; 0 builds no dense head
+            and no dense queue (MoCo-v2), and a step may then not ask for another.
         num_grid: pool the dense head input to ``G x G`` (``None``: the C5 grid).
         dense_queue_len: negatives in the dense queue (``None``: ``queue_len``, as in the paper).
         backbone: use this module instead of building ``arch`` (must keep the
@@ -90,12 +95,14 @@ class DenseCL(nn.Module):
         backbone = backbone or build_backbone(arch, in_channels)
         if bn_group_size is not None:
             group_batch_norms(backbone, bn_group_size)
-        self.encoder = Encoder(backbone, hidden_dim, out_dim, num_grid)
+        dense = loss_lambda > 0
+        self.encoder = Encoder(backbone, hidden_dim, out_dim, num_grid, dense)
         self.in_channels: int = getattr(getattr(backbone, "conv1", None), "in_channels", in_channels)
         self.momentum_encoder = copy.deepcopy(self.encoder)  # starts as a copy, then EMA only
         self.momentum_encoder.requires_grad_(False)
         self.global_queue = KeyQueue(out_dim, queue_len)  # MoCo's queue: one key per past image
-        self.dense_queue = KeyQueue(out_dim, dense_queue_len or queue_len)  # pooled key dense vectors of past images
+        # pooled key dense vectors of past images
+        self.dense_queue = KeyQueue(out_dim, dense_queue_len or queue_len) if dense else None
 
     def forward(
         self,
@@ -104,18 +111,24 @@ class DenseCL(nn.Module):
         momentum: float | None = None,
         loss_lambda: float | None = None,
         match: torch.Tensor | None = None,
+        positives: str = "features",
     ) -> DenseCLOutput:
         """One DenseCL step on two views ``N x C x H x W`` (``C`` = :attr:`in_channels`).
 
         In train mode the key encoder is first moved by EMA and the keys are
         enqueued last; in eval mode both are left alone (a validation loss).
         ``momentum`` and ``loss_lambda`` override the constructor's values for
-        this step (schedules are the caller's business). ``match`` (``N x S``,
-        -1 = unknown) pairs dense locations by the views' known geometry
-        instead of the backbone-feature argmax: an ablation, off by default.
+        this step (schedules are the caller's business). ``positives`` is this
+        step's rule for the dense positives (``features``: the paper's argmax;
+        ``geometry``, ``both``: from ``match``, ``N x S`` key cell of every
+        query cell by the views' known geometry, -1 = not shown).
         """
         m = self.momentum if momentum is None else momentum
         lam = self.loss_lambda if loss_lambda is None else loss_lambda
+        if self.dense_queue is None and lam > 0:
+            raise ValueError(
+                f"this model was built with loss_lambda 0 (MoCo-v2, no dense head): a step cannot ask {lam}"
+            )
 
         q, r, f_q = self.encoder(im_q)  # N x D, N x D x S, N x C x S
 
@@ -124,16 +137,25 @@ class DenseCL(nn.Module):
                 self._momentum_update(m)
             # shuffle-BN: across ranks, and across this process's groups when there are groups
             im_k, unshuffle = distributed.batch_shuffle(im_k, in_process=self.bn_group_size is not None)
-            k, t, f_k = EncoderOutput(*(distributed.batch_unshuffle(x, unshuffle) for x in self.momentum_encoder(im_k)))
+            k, t, f_k = (
+                x if x is None else distributed.batch_unshuffle(x, unshuffle) for x in self.momentum_encoder(im_k)
+            )
 
         # normalisation, logits and softmax in fp32 even under autocast
         with torch.autocast(im_q.device.type, enabled=False):
-            q, r, f_q, k, t, f_k = (_fp32(x) for x in (q, r, f_q, k, t, f_k))
-            k_pooled = _unit(t.mean(dim=2))  # N x D: mean of the UNnormalised dense keys
-            q, r, f_q, k, t, f_k = (_unit(x) for x in (q, r, f_q, k, t, f_k))  # along channels
+            q, k = _unit(_fp32(q)), _unit(_fp32(k))  # along channels
             # the queues as they were before this step's enqueue (cloned: enqueue writes in place)
             global_ = losses.info_nce(q, k, self.global_queue.keys.clone(), self.temperature)
-            dense = losses.dense_info_nce(r, t, f_q, f_k, self.dense_queue.keys.clone(), self.temperature, match)
+            if self.dense_queue is None:  # MoCo-v2
+                if self.training:
+                    self.global_queue.enqueue(distributed.concat_all_gather(k))
+                return DenseCLOutput(global_.loss, global_.loss, None, global_.accuracy, None)
+            r, f_q, t, f_k = (_fp32(x) for x in (r, f_q, t, f_k))
+            k_pooled = _unit(t.mean(dim=2))  # N x D: mean of the UNnormalised dense keys
+            r, f_q, t, f_k = (_unit(x) for x in (r, f_q, t, f_k))
+            dense = losses.dense_info_nce(
+                r, t, f_q, f_k, self.dense_queue.keys.clone(), self.temperature, match, positives
+            )
             loss = (1 - lam) * global_.loss + lam * dense.loss
 
         if self.training:
@@ -157,12 +179,16 @@ class DenseCL(nn.Module):
     def load_authors_state_dict(self, state_dict: dict[str, torch.Tensor]) -> None:
         """Loads, strictly, a checkpoint in the authors' layout (``encoder_q.0.*``, ``queue2``, ...).
 
-        The momentum encoder keeps its own weights as stored. Accepts the bare
+        The momentum encoder keeps its own weights as stored; a MoCo-v2 model
+        (``loss_lambda=0``) leaves the file's dense head and queue out. Accepts the bare
         state dict or a checkpoint with a ``state_dict`` entry. The layout and
         its rule for ``backbone.*``, ``neck.*`` and ``head.*`` are
         :mod:`densecl.models.authors_layout`'s.
         """
-        self.load_state_dict(authors_layout.from_authors(state_dict), strict=True)
+        state = authors_layout.from_authors(state_dict)
+        if self.dense_queue is None:  # MoCo-v2 keeps no dense head: the file's is left out, by its named prefixes
+            state = {k: v for k, v in state.items() if not k.startswith(authors_layout.DENSE_PARTS)}
+        self.load_state_dict(state, strict=True)
 
     def authors_state_dict(self) -> dict[str, torch.Tensor]:
         """This model's state in the authors' key layout (the inverse of the loader)."""

@@ -49,22 +49,30 @@ class EncoderOutput(NamedTuple):
     """What one view gives; all unnormalised, ``S`` = number of grid locations."""
 
     global_: torch.Tensor  # N x D      global head output (q or k)
-    dense: torch.Tensor  # N x D x S  dense head output (r or t)
-    features: torch.Tensor  # N x C x S  backbone C5 on the same grid, for matching
+    dense: torch.Tensor | None  # N x D x S  dense head output (r or t); None without a dense head
+    features: torch.Tensor | None  # N x C x S  backbone C5 on the same grid, for matching; None likewise
 
 
 class Encoder(nn.Module):
-    """Backbone and neck: the query encoder, and (as a copy) the momentum encoder."""
+    """Backbone and neck: the query encoder, and (as a copy) the momentum encoder.
 
-    def __init__(self, backbone: nn.Module, hidden_dim: int, out_dim: int, num_grid: int | None) -> None:
+    ``dense=False`` builds no dense head (MoCo-v2 at its own cost): the output's
+    ``dense`` and ``features`` are None.
+    """
+
+    def __init__(
+        self, backbone: nn.Module, hidden_dim: int, out_dim: int, num_grid: int | None, dense: bool = True
+    ) -> None:
         super().__init__()
         c = backbone.out_channels
         self.backbone = backbone
         self.global_head = GlobalHead(c, hidden_dim, out_dim)
-        self.dense_head = DenseHead(c, hidden_dim, out_dim, num_grid)
+        self.dense_head = DenseHead(c, hidden_dim, out_dim, num_grid) if dense else None
 
     def forward(self, x: torch.Tensor) -> EncoderOutput:
         c5 = self.backbone(x)  # N x C x H x W
+        if self.dense_head is None:
+            return EncoderOutput(self.global_head(c5), None, None)
         return EncoderOutput(
             global_=self.global_head(c5),
             dense=self.dense_head(c5).flatten(2),
