@@ -97,7 +97,7 @@ if wants curves; then
       name=$method-s$SEED
       flags "$method"
       pretrain "$name" "$SEED" --keep-every "$STRETCH" "${FLAGS[@]}"  # UNTIL: stop at this stretch's end
-      point=$RUN/$name/checkpoint_$UNTIL.pt
+      point=$RUN/$name/$(printf "checkpoint_%07d.pt" "$UNTIL")  # checkpoint.NUMBERED_NAME
       if [ -n "$DRY_RUN" ] || [ -e "$point" ]; then
         for protocol in "${CURVE_INSTRUMENTS[@]}"; do
           instrument "$protocol" "$name-at$UNTIL" --weights "$point" --arch "$ARCH"
