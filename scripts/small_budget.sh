@@ -64,6 +64,10 @@ FIGURES=${FIGURES:-docs/figures}
 source "$(dirname "$0")/study_lib.sh"
 [ -n "$DRY_RUN" ] || mkdir -p "$RUN/eval" "$RUN/figures"
 TIMING=$RUN/timing.tsv
+if [ -z "$DRY_RUN" ] && [ ! -e "$RUN/MACHINE" ]; then  # where the study ran, for the report
+  "$BIN/python" -c 'import os, torch; from densecl.precision import cpu_model
+print(f"{cpu_model()}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads")' > "$RUN/MACHINE"
+fi
 CURVE_INSTRUMENTS=(correspondence seg-probe)
 INSTRUMENTS=("${CURVE_INSTRUMENTS[@]}")
 [ -z "$RECORD" ] || [ ! -d "$RECORD" ] || record "$RECORD" "$RUN"

@@ -12,7 +12,7 @@ record() {
   [ -n "$RECORD" ] && [ -z "$DRY_RUN" ] || return 0
   local from=$1 to=$2 dir name file files
   mkdir -p "$to/eval" "$to/figures"
-  for file in "$from"/eval/*.json "$from"/eval/*.npz "$from"/figures/*.png "$from"/timing.tsv "$from"/PRETRAIN_COMMIT; do
+  for file in "$from"/eval/*.json "$from"/eval/*.npz "$from"/figures/*.png "$from"/timing.tsv "$from"/PRETRAIN_COMMIT "$from"/MACHINE; do
     [ -e "$file" ] && cp -u "$file" "$to/${file#"$from"/}"
   done
   for dir in "$from"/*/; do
@@ -99,7 +99,7 @@ pretrain() {
     return 0
   fi
   if [ -n "${UNTIL:-}" ]; then
-    if [ -z "$DRY_RUN" ] && [ "$(checkpoint_step "$ckpt")" -ge "$UNTIL" ]; then
+    if [ "$(checkpoint_step "$ckpt")" -ge "$UNTIL" ]; then
       say "skip pretrain-$name (at iteration $UNTIL)"
       return 0
     fi

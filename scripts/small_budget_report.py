@@ -1,0 +1,187 @@
+"""The small-budget study's learning curves (scripts/small_budget.sh) as a table and a figure.
+
+    python scripts/small_budget_report.py --run results/small-budget --out docs/results-small-budget.md \\
+        --figures docs/figures
+
+Reads ``RUN/eval/<method>-s<seed>-at<iteration>_<protocol>.json`` (each kept checkpoint read by the curve
+instruments), ``RUN/eval/random_<protocol>.json`` (the floor), ``RUN/timing.tsv`` (the wall time of every
+stretch of pre-training) and ``RUN/MACHINE``. A method's cell is the mean over its seeds (± the standard
+deviation when there are several). The budget that learns is the first iteration at which a method is above
+random init by both margins (:data:`MARGINS`) on every seed it has there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import statistics
+from collections import defaultdict
+from pathlib import Path
+
+MISSING = "—"
+METHODS = {
+    "densecl": "DenseCL (paper)",
+    "mocov2": "MoCo-v2",
+    "geometry": "geometry",
+    "hybrid": "hybrid",
+    "both": "both",
+}
+# (protocol, metric, column title, scale to percent)
+CURVES = (
+    ("correspondence", "c4_accuracy", "C4 correspondence", 100),
+    ("correspondence", "c5_accuracy", "C5 correspondence", 100),
+    ("seg-probe", "mIoU", "seg-probe mIoU", 1),
+)
+#: the floor must be beaten by this much (percentage points) for a budget to count as learning
+MARGINS = {("correspondence", "c4_accuracy"): 10.0, ("seg-probe", "mIoU"): 2.0}
+POINT = re.compile(r"^(?P<method>[a-z0-9]+)-s(?P<seed>\d+)-at(?P<step>\d+)_(?P<protocol>[a-z-]+)\.json$")
+
+
+def read_points(run: Path) -> dict[tuple[str, str, str], dict[int, dict[int, float]]]:
+    """``{(method, protocol, metric): {iteration: {seed: value in percent}}}`` from the curve files."""
+    points: dict = defaultdict(lambda: defaultdict(dict))
+    for path in sorted((run / "eval").glob("*-at*_*.json")):
+        match = POINT.match(path.name)
+        if match is None:
+            continue
+        metrics = json.loads(path.read_text())["metrics"]
+        for protocol, metric, _, scale in CURVES:
+            if protocol == match["protocol"] and metric in metrics:
+                value = scale * metrics[metric]["mean"]
+                points[(match["method"], protocol, metric)][int(match["step"])][int(match["seed"])] = value
+    return points
+
+
+def read_floor(run: Path) -> dict[tuple[str, str], float]:
+    floor = {}
+    for protocol, metric, _, scale in CURVES:
+        path = run / "eval" / f"random_{protocol}.json"
+        if path.exists():
+            floor[(protocol, metric)] = scale * json.loads(path.read_text())["metrics"][metric]["mean"]
+    return floor
+
+
+def read_wall_time(run: Path) -> dict[str, float]:
+    """Seconds of pre-training per method (all seeds' stretches), from ``timing.tsv``."""
+    seconds: dict[str, float] = defaultdict(float)
+    timing = run / "timing.tsv"
+    if timing.exists():
+        for line in timing.read_text().splitlines():
+            name, wall, *_ = line.split("\t")
+            if match := re.match(r"^pretrain-([a-z0-9]+)-s\d+$", name):
+                seconds[match[1]] += float(wall)
+    return seconds
+
+
+def cell(values: dict[int, float]) -> str:
+    if not values:
+        return MISSING
+    xs = list(values.values())
+    mean = statistics.fmean(xs)
+    return f"{mean:.2f}" if len(xs) == 1 else f"{mean:.2f} ± {statistics.stdev(xs):.2f} ({len(xs)})"
+
+
+def learning_budget(points, floor, method: str) -> int | None:
+    """The first iteration at which every seed of ``method`` clears every margin over the floor."""
+    steps = sorted(set.intersection(*(set(points.get((method, *key), {})) for key in MARGINS)) if MARGINS else set())
+    for step in steps:
+        if all(
+            key in floor and all(v >= floor[key] + margin for v in points[(method, *key)][step].values())
+            for key, margin in MARGINS.items()
+        ):
+            return step
+    return None
+
+
+def report(run: Path, figures: Path | None, out_path: Path) -> str:
+    points, floor, wall = read_points(run), read_floor(run), read_wall_time(run)
+    methods = [m for m in METHODS if any(key[0] == m for key in points)]
+    steps = sorted({step for series in points.values() for step in series})
+    machine = (run / "MACHINE").read_text().strip() if (run / "MACHINE").exists() else "not recorded"
+    out = [
+        "# The small-budget study: learning curves",
+        "",
+        "Written by `scripts/small_budget_report.py` from what `scripts/small_budget.sh` measured in "
+        f"`{run.name}`. Each point is a checkpoint of a run read by the curve instruments on the test split; "
+        "the runs follow one long cosine schedule, so a point is the run's state at that iteration, not the "
+        "end of a shorter run. Random init is the floor; a budget learns when C4 correspondence is at least "
+        f"{MARGINS[('correspondence', 'c4_accuracy')]:g} points and the seg-probe "
+        f"{MARGINS[('seg-probe', 'mIoU')]:g} mIoU above it.",
+        "",
+        f"Machine: {machine}.",
+        "",
+    ]
+    for protocol, metric, title, _ in CURVES:
+        out += [f"## {title}", ""]
+        base = floor.get((protocol, metric))
+        out += [f"Random init: {MISSING if base is None else f'{base:.2f}'}.", ""]
+        header = ["iteration", *(METHODS[m] for m in methods)]
+        out += ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+        for step in steps:
+            row = [str(step), *(cell(points.get((m, protocol, metric), {}).get(step, {})) for m in methods)]
+            out.append("| " + " | ".join(row) + " |")
+        out.append("")
+    out += ["## The budget that learns", "", "| method | first iteration above the floor by both margins | "
+            "pre-training wall time so far |", "| --- | --- | --- |"]  # fmt: skip
+    for m in methods:
+        budget = learning_budget(points, floor, m)
+        hours = f"{wall[m] / 3600:.1f} h" if m in wall else MISSING
+        out.append(f"| {METHODS[m]} | {MISSING if budget is None else budget} | {hours} |")
+    out.append("")
+    if figures is not None and steps:
+        figure = draw(points, floor, methods, figures)
+        out += [f"![learning curves]({os.path.relpath(figure, out_path.parent)})", ""]
+    return "\n".join(out)
+
+
+def draw(points, floor, methods, figures: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(CURVES), figsize=(5 * len(CURVES), 3.6))
+    for ax, (protocol, metric, title, _) in zip(axes, CURVES):
+        for m in methods:
+            series = points.get((m, protocol, metric), {})
+            xs = sorted(series)
+            means = [statistics.fmean(series[x].values()) for x in xs]
+            line = ax.plot(xs, means, marker="o", label=METHODS[m])[0]
+            low = [min(series[x].values()) for x in xs]
+            high = [max(series[x].values()) for x in xs]
+            ax.fill_between(xs, low, high, color=line.get_color(), alpha=0.15)  # the seeds' range
+        if (protocol, metric) in floor:
+            ax.axhline(floor[(protocol, metric)], color="grey", linestyle="--", label="random init")
+        if (protocol, metric) in MARGINS and (protocol, metric) in floor:
+            target = floor[(protocol, metric)] + MARGINS[(protocol, metric)]
+            ax.axhline(target, color="grey", linestyle=":", label="floor + margin")
+        ax.set_title(title)
+        ax.set_xlabel("iteration")
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    figures.mkdir(parents=True, exist_ok=True)
+    path = figures / "small-budget-curves.png"
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)
+    return path
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--run", type=Path, required=True, help="the study's RUN folder or its record")
+    p.add_argument("--out", type=Path, required=True, help="the markdown report to write")
+    p.add_argument("--figures", type=Path, default=None, help="folder for the curves figure (none: no figure)")
+    args = p.parse_args()
+    text = report(args.run, args.figures, args.out)
+    tmp = args.out.with_suffix(".tmp")
+    tmp.write_text(text + "\n")
+    tmp.replace(args.out)
+    print(f"small-budget report: {args.out}")
+
+
+if __name__ == "__main__":
+    main()
