@@ -97,3 +97,20 @@ def test_the_curves_advance_every_method_a_stretch_at_a_time_and_read_each_stret
     assert f"--weights {run}/both-s0/checkpoint_0000040.pt" in text  # the last point
     assert "--crop 160" in next(line for line in lines if "correspondence-both-s0-at40:" in line)
     assert not (run / "eval").exists()  # nothing written
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="bash script")
+@pytest.mark.slow
+def test_the_gpu_variant_plans_the_curves_at_one_gpus_budget(tmp_path):
+    environment = {**os.environ, "DRY_RUN": "1", "OUT_DIR": str(tmp_path), "STUDY": "small-budget"}
+    script = ROOT / "scripts" / "experiment_gpu.sh"
+    result = subprocess.run(["bash", str(script)], env=environment, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    first = next(line for line in lines if "pretrain-both-s0:" in line)
+    for flag in ("--device cuda", "--precision bf16", "--batch-size 256", "--crop-size 160", "--epochs 200"):
+        assert flag in first
+    assert "--max-iters 180 --keep-every 180" in first
+    assert sum("pretrain-densecl-s0:" in line for line in lines) == 1800 // 180
+    assert "--out docs/results-small-budget-gpu.md" in next(line for line in lines if "report:" in line)
+    assert not (tmp_path / "small-budget-gpu").exists()
