@@ -174,3 +174,23 @@ def test_a_jpeg_decodes_the_same_in_the_worker_and_on_the_device(tmp_path):
     (decoded,) = gpu.decode(batch, CPU)
     pil = torch.from_numpy(np.array(Image.open(io.BytesIO(data)).convert("RGB"))).permute(2, 0, 1)
     assert (decoded.int() - pil.int()).abs().max() <= 1
+
+
+def test_the_device_normalises_with_the_runs_mean_and_std_as_the_cpu_path_does(tmp_path):
+    from densecl.inputs import InputSpec
+
+    source = _folder(tmp_path)
+    measured = InputSpec(3, True, None, (0.25, 0.5, 0.75), (0.5, 0.25, 0.125))  # given or measured, not ImageNet's
+    views = GeometricTwoViews(32, 0.2, inputs=measured)
+    encoded = gpu.EncodedTwoViewDataset(source, views)
+    batch = gpu.collate([encoded[(0, 1)]])
+    batch = batch._replace(colour=batch.colour._replace(jitter=torch.zeros(1, 2, dtype=torch.bool),
+                                                        grayscale=torch.zeros(1, 2, dtype=torch.bool),
+                                                        blur=torch.zeros(1, 2, dtype=torch.bool)))  # fmt: skip
+    im_q, _, _, _ = gpu.DeviceBatches([], CPU, 32, TwoViewDataset(source, views)).render(batch)
+    image = torch.from_numpy(np.array(source.load(0))).permute(2, 0, 1)
+    top, left, h, w = batch.boxes[0, 0].tolist()
+    x = TF.resized_crop(image.float() / 255, top, left, h, w, [32, 32], antialias=True)
+    x = TF.horizontal_flip(x) if bool(batch.flips[0, 0]) else x
+    expected = TF.normalize(x, [0.25, 0.5, 0.75], [0.5, 0.25, 0.125])
+    torch.testing.assert_close(im_q[0], expected, atol=2e-3, rtol=0)

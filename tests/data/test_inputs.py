@@ -121,23 +121,29 @@ def test_a_folder_whose_images_disagree_stops_with_one_line_naming_one_of_each(t
     assert "\n" not in str(caught.value)
 
 
-def test_an_image_that_disagrees_beyond_the_sample_stops_when_it_loads(tmp_path) -> None:
+def test_an_image_that_disagrees_beyond_the_statistics_sample_stops_at_start(tmp_path, monkeypatch) -> None:
     folder = tmp_path / "mixed"
     four_band_folder(folder, n=2)
     write_tiff(folder / "z.tif", np.zeros((3, 40, 56), np.uint16))
-    source = image_source(str(folder))
-    cfg = dataclasses.replace(PretrainConfig(), data=str(folder))
     import densecl.data.stats as stats
 
-    original = stats.sample_indices
-    stats.sample_indices = lambda n, k=256: [0, 1]  # the sample misses z.tif
-    try:
-        _, spec, _ = resolve_inputs(cfg, source)
-    finally:
-        stats.sample_indices = original
-    with pytest.raises(ImagesDisagree, match=r"z\.tif has 3"):
-        source.load(2)
-    assert spec.channels == 4
+    monkeypatch.setattr(stats, "sample_indices", lambda n, k=256: [0, 1])  # the statistics' sample misses z.tif
+    with pytest.raises(ImagesDisagree, match=r"z\.tif has 3"):  # every header is read: before anything is built
+        resolved(folder)
+
+
+def test_every_header_of_a_large_folder_is_checked_with_a_progress_bar(tmp_path, monkeypatch, capsys) -> None:
+    import densecl.data.stats as stats
+
+    folder = tmp_path / "many"
+    folder.mkdir()
+    for i in range(30):
+        Image.new("RGB", (8, 8), (i, i, i)).save(folder / f"{i:03d}.png")
+    write_png16(folder / "017b.png", np.zeros((8, 8), np.uint16))  # one 16-bit image in the middle
+    monkeypatch.setattr(stats, "PROGRESS_FROM", 10)
+    with pytest.raises(ImagesDisagree, match=r"000\.png is an 8-bit photo.*017b\.png is a 16-bit"):
+        stats.inspect(image_source(str(folder)))
+    assert "checking image headers" in capsys.readouterr().err
 
 
 def sixteen_bit_pair(folder, kind):
@@ -250,3 +256,47 @@ def test_data_stats_prints_the_statistics_and_the_flags(tmp_path, capsys) -> Non
     mean = np.stack(arrays).astype(np.float64).mean(axis=(0, 2, 3))
     assert "3 images; uint16 TIFF, stored values; 4 bands a file" in out
     assert f"--mean {mean[3]:.7g},{mean[0]:.7g} --std" in out
+
+
+def test_an_8_bit_geotiff_with_a_nodata_value_is_read_as_stored_values_with_its_collars_masked(tmp_path) -> None:
+    folder = tmp_path / "ortho"
+    folder.mkdir()
+    for name, shift in (("a", 0), ("b", 20)):
+        rgb = np.full((3, 40, 40), 100 + shift, np.uint8)
+        rgb[0] += 30
+        rgb[:, :, :10] = 0  # a no-data collar, as GDAL writes orthophotos
+        write_tiff(folder / f"{name}.tif", rgb, nodata=0)
+    cfg, spec, line, _ = resolved(folder)
+    assert spec.photo is False and spec.channels == 3 and cfg.pixels == "values"
+    valid = np.array([130, 150])  # channel 0 of a and b, collars left out: the stored values, not [0, 1]
+    assert spec.mean[0] == pytest.approx(valid.mean()) and spec.std[0] == pytest.approx(valid.std())
+    assert "75.0% of their pixels with data" in line
+    for seed in range(3):
+        im_q, im_k = views(folder, seed=seed)
+        assert torch.isfinite(im_q).all() and torch.isfinite(im_k).all()
+
+
+def test_nodata_on_8_bit_photos_reads_their_stored_values_and_marks_them(tmp_path) -> None:
+    folder = tmp_path / "png"
+    folder.mkdir()
+    for i in range(2):
+        array = np.full((20, 20, 3), 50 + i, np.uint8)
+        array[:5] = 255  # the no-data value of this folder
+        Image.fromarray(array).save(folder / f"{i}.png")
+    _, spec, line, _ = resolved(folder, nodata=255.0)
+    assert spec.photo is False and spec.nodata == 255 and spec.mean == pytest.approx((50.5,) * 3)
+    assert "75.0% of their pixels with data" in line
+    with pytest.raises(InputError, match="^--nodata 255 marks stored values, but --pixels photo"):
+        resolved(folder, nodata=255.0, pixels="photo")
+
+
+def test_a_nodata_value_outside_the_files_type_marks_nothing(tmp_path) -> None:
+    from densecl.pixels import read_image
+
+    array = np.array([[[0, 55537, 9999]]], np.uint16)  # -9999 cast to uint16 would be 55537
+    x = read_image(write_tiff(tmp_path / "a.tif", array, nodata=-9999))
+    assert not torch.isnan(x).any() and x[0, 0, 1] == 55537
+    y = read_image(write_tiff(tmp_path / "b.tif", array, nodata=0.5))  # a fraction: no integer equals it
+    assert not torch.isnan(y).any()
+    z = read_image(write_tiff(tmp_path / "c.tif", array, nodata=9999))
+    assert torch.isnan(z).sum() == 1 and torch.isnan(z[0, 0, 2])

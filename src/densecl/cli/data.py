@@ -33,23 +33,24 @@ def _register_stats(actions) -> None:
 
 def run_stats(args: argparse.Namespace) -> int:
     from densecl.data import stats
+    from densecl.data.inputs import read_as
     from densecl.data.sources import image_source
     from densecl.errors import InputError
-    from densecl.inputs import InputSpec, format_floats, parse_bands
-    from densecl.pixels import check_bands, probe
+    from densecl.inputs import format_floats
+    from densecl.pixels import probe
 
     if args.sample < 1:
         raise InputError(f"--sample must be >= 1, got {args.sample}")
     source = image_source(args.data)
-    reading = stats.inspect(source, values=args.pixels == "values", k=args.sample)
-    bands = parse_bands(args.bands)
-    if bands is not None:
-        check_bands(bands, reading.file_bands, reading.reference)
-    source.expect(reading._replace(bands=bands))
-    spec = InputSpec(len(bands) if bands else reading.file_bands, reading.photo, bands, None, None, args.nodata)
+    reading, spec = read_as(source, args.pixels, args.bands, args.nodata)  # as densecl pretrain reads them
+    bands = spec.bands
     measured = stats.measure(source, spec, k=args.sample)
-    kind = "8-bit photos, read as RGB in [0, 1]" if reading.photo else f"{probe(reading.reference).kind}, stored values"
-    print(f"{source.origin}: {len(source)} images; {kind}; {reading.file_bands} bands a file (checked on the sample)")
+    kind = (
+        "8-bit photos, read as RGB in [0, 1]"
+        if reading.photo
+        else f"{probe(reading.reference, values=reading.values).kind}, stored values"
+    )
+    print(f"{source.origin}: {len(source)} images; {kind}; {reading.file_bands} bands a file (every header checked)")
     print(f"measured on {measured.images} images, {measured.valid_fraction:.1%} of their pixels with data:")
     print(f"  {'channel':>7}  {'band':>4}  {'mean':>14}  {'std':>14}")
     for c, (m, sd) in enumerate(zip(measured.mean, measured.std)):

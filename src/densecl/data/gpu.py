@@ -183,8 +183,13 @@ def crop_resize(images: list[torch.Tensor], boxes: torch.Tensor, size: int) -> t
     return out.clamp_(0, 255).div_(255)
 
 
-def augment(images: list[torch.Tensor], batch: EncodedBatch, crop_size: int) -> torch.Tensor:
-    """Both views of every image: crop, colour, flip, normalisation.
+def augment(
+    images: list[torch.Tensor],
+    batch: EncodedBatch,
+    crop_size: int,
+    statistics: tuple[tuple[float, ...], tuple[float, ...]] = (IMAGENET_MEAN, IMAGENET_STD),
+) -> torch.Tensor:
+    """Both views of every image: crop, colour, flip, normalisation with ``statistics`` (mean, std per channel).
 
     Returns ``2 x N x 3 x crop x crop``: the query views, then the key views.
     """
@@ -197,8 +202,7 @@ def augment(images: list[torch.Tensor], batch: EncodedBatch, crop_size: int) -> 
     views = apply_colour(views, ColourParams(*map(view_major, batch.colour)), blur_kernel_size(crop_size))
     flips = view_major(batch.flips).view(2 * n, 1, 1, 1).to(views.device, non_blocking=True)
     views = torch.where(flips, views.flip(-1), views)
-    mean = torch.tensor(IMAGENET_MEAN, device=views.device).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=views.device).view(1, 3, 1, 1)
+    mean, std = (torch.tensor(values, device=views.device).view(1, 3, 1, 1) for values in statistics)
     return ((views - mean) / std).view(2, n, 3, crop_size, crop_size)
 
 
@@ -216,6 +220,8 @@ class DeviceBatches:
         self, loader: torch.utils.data.DataLoader, device: torch.device, crop_size: int, fallback: TwoViewDataset
     ) -> None:
         self.loader, self.device, self.crop_size, self.fallback = loader, device, crop_size, fallback
+        # the run's mean and std (given, measured or ImageNet's), as the CPU path normalises with
+        self.statistics = fallback.two_views.inputs.statistics(photo=True)
         self.cpu_decoded = self.remade = 0
 
     def __len__(self) -> int:
@@ -249,7 +255,7 @@ class DeviceBatches:
             for i in failed:
                 boxes[i] = torch.tensor([0, 0, 1, 1])
             batch = batch._replace(boxes=boxes)
-        views = augment(images, batch, self.crop_size) if len(failed) < len(images) else None
+        views = augment(images, batch, self.crop_size, self.statistics) if len(failed) < len(images) else None
         match, skipped = batch.match, batch.skipped.clone()
         if failed:
             remade = [self.fallback[tuple(batch.items[i].tolist())] for i in failed]

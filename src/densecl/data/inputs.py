@@ -16,10 +16,55 @@ import dataclasses
 from densecl.config import AUTO, PretrainConfig
 from densecl.data import stats
 from densecl.data.jitter import default_mode
-from densecl.data.sources import ImageFiles, SceneImages
+from densecl.data.sources import ImageFiles, Reading, SceneImages
 from densecl.errors import InputError
 from densecl.inputs import MEASURE, InputSpec, imagenet_statistics, parse_bands, parse_floats
 from densecl.pixels import check_bands
+
+
+def read_as(
+    source: ImageFiles | SceneImages,
+    pixels: str = AUTO,
+    bands_text: str | None = None,
+    nodata: float | None = None,
+    in_channels: int | str = AUTO,
+) -> tuple[Reading, InputSpec]:
+    """What the images are and how they are read, before any statistics: photo or stored values, which bands,
+    which no-data. Every image's header is checked to agree (:func:`densecl.data.stats.inspect`), and the source
+    is told what every image must be.
+
+    8-bit images are RGB photos in ``[0, 1]`` unless ``pixels`` is ``values``, or a ``nodata`` value is given:
+    a photo has no stored value to mark, so a no-data value makes them stored values too (``pixels`` ``photo``
+    with a no-data value is refused).
+
+    Returns:
+        The reading (what the headers say) and the input spec without mean and std.
+
+    Raises:
+        InputError: images that disagree (one line naming two), settings that contradict the images.
+    """
+    if pixels == "photo" and nodata is not None:
+        raise InputError(
+            f"--nodata {nodata:g} marks stored values, but --pixels photo reads 8-bit images as RGB in [0, 1]: "
+            "drop --pixels photo (8-bit images are then read as their stored values) or drop --nodata"
+        )
+    bands = parse_bands(bands_text)
+    reading = stats.inspect(source, values=pixels == "values" or nodata is not None)
+    if pixels == "photo" and not reading.photo:
+        raise InputError(
+            f"--pixels photo, but {reading.reference} is not an 8-bit photo; use --pixels auto for these images"
+        )
+    if bands is not None:
+        check_bands(bands, reading.file_bands, reading.reference)
+    channels = len(bands) if bands else reading.file_bands
+    if in_channels != AUTO and int(in_channels) != channels:
+        chosen = f" and --bands {bands_text}" if bands else ""
+        raise InputError(
+            f"--in-channels {in_channels}, but the images{chosen} give {channels} channels ({reading.reference}); "
+            "use --in-channels auto, or choose that many bands with --bands"
+        )
+    source.expect(reading._replace(bands=bands))
+    return reading, InputSpec(channels, bool(reading.photo), bands, None, None, nodata)
 
 
 def resolve_inputs(cfg: PretrainConfig, source: ImageFiles | SceneImages) -> tuple[PretrainConfig, InputSpec, str]:
@@ -28,28 +73,12 @@ def resolve_inputs(cfg: PretrainConfig, source: ImageFiles | SceneImages) -> tup
     Raises:
         InputError: images that disagree (one line naming two), settings that contradict the images.
     """
-    bands = parse_bands(cfg.bands)
-    reading = stats.inspect(source, values=cfg.pixels == "values")
-    if cfg.pixels == "photo" and not reading.photo:
-        raise InputError(
-            f"--pixels photo, but {reading.reference} is not an 8-bit photo; use --pixels auto for these images"
-        )
-    if bands is not None:
-        check_bands(bands, reading.file_bands, reading.reference)
-    channels = len(bands) if bands else reading.file_bands
-    if cfg.in_channels != AUTO and int(cfg.in_channels) != channels:
-        chosen = f" and --bands {cfg.bands}" if bands else ""
-        raise InputError(
-            f"--in-channels {cfg.in_channels}, but the images{chosen} give {channels} channels ({reading.reference}); "
-            "use --in-channels auto, or choose that many bands with --bands"
-        )
-    source.expect(reading._replace(bands=bands))
-    photo = bool(reading.photo)
+    reading, spec = read_as(source, cfg.pixels, cfg.bands, cfg.nodata, cfg.in_channels)
+    photo, bands, channels = spec.photo, spec.bands, spec.channels
 
     given = [v not in (AUTO, MEASURE) for v in (cfg.mean, cfg.std)]
     if any(given) and not all(given):
         raise InputError("give --mean and --std together (both numbers, or both auto)")
-    spec = InputSpec(channels, photo, bands, None, None, cfg.nodata)
     if all(given):
         mean, std = parse_floats(cfg.mean, "mean"), parse_floats(cfg.std, "std")
         how = "given"

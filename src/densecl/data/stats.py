@@ -1,11 +1,12 @@
 """What the images of a data set are, and their per-channel mean and std, from a sample of them.
 
-``densecl pretrain`` looks at an evenly spread sample of the images when it
-starts (:data:`SAMPLE`, 256, or all of a smaller set): their headers say
-which kind they are and how many bands they have, and any two that differ
-stop the run with one line naming both (:func:`inspect`). Where the mean and
-std are to be measured (any images but 8-bit photos, unless given) the same
-sample is read (:func:`measure`): per channel, the mean and the standard
+``densecl pretrain`` reads the header of every image when it starts, with a
+progress bar on a large set (headers only: seconds for tens of thousands of
+files): which kind each is and how many bands it has. Any two that differ stop
+the run with one line naming both, before anything is built (:func:`inspect`).
+Where the mean and std are to be measured (any images but 8-bit photos,
+unless given) an evenly spread sample of them (:data:`SAMPLE`, 256, or all
+of a smaller set) is read (:func:`measure`): per channel, the mean and the standard
 deviation of every valid pixel of every sampled image together (no-data
 pixels left out; a large image contributes a regular grid of at most
 :data:`PIXELS_PER_IMAGE` pixels). ``densecl data stats DIR`` prints the same
@@ -15,9 +16,11 @@ numbers.
 from __future__ import annotations
 
 import math
+import sys
 from typing import NamedTuple
 
 import torch
+from tqdm import tqdm
 
 from densecl.data.sources import ImageFiles, Reading, SceneImages
 from densecl.errors import InputError
@@ -26,6 +29,7 @@ from densecl.pixels import CannotDecode, probe
 
 SAMPLE = 256
 PIXELS_PER_IMAGE = 65536
+PROGRESS_FROM = 2000  # files: a smaller set is checked too fast for a bar
 
 
 def sample_indices(n: int, k: int = SAMPLE) -> list[int]:
@@ -35,22 +39,25 @@ def sample_indices(n: int, k: int = SAMPLE) -> list[int]:
     return sorted({round(i * (n - 1) / (k - 1)) for i in range(k)})
 
 
-def inspect(source: ImageFiles | SceneImages, values: bool = False, k: int = SAMPLE) -> Reading:
-    """The kind and the bands of the images, from the headers of a sample, checked to agree.
+def inspect(source: ImageFiles | SceneImages, values: bool = False) -> Reading:
+    """The kind and the bands of the images, from every image's header, checked to agree.
 
     Returns:
         A :class:`~densecl.data.sources.Reading` naming the first readable image as the reference.
 
     Raises:
-        ImagesDisagree: two sampled images differ in kind or bands (one line naming both).
+        ImagesDisagree: two images differ in kind or bands (one line naming one of each).
         CannotDecode: an image needs a missing optional package or decoder.
-        InputError: no sampled image is readable.
+        InputError: no image is readable.
     """
     if isinstance(source, SceneImages):
         return Reading(values=values, photo=not values, file_bands=3, reference=source.origin)
     reading = None
-    for index in sample_indices(len(source), k):
-        path = source.paths[index]
+    bar = tqdm(
+        source.paths, desc="densecl: checking image headers", unit="file", file=sys.stderr, mininterval=1.0,
+        disable=len(source) < PROGRESS_FROM, leave=False,
+    )  # fmt: skip
+    for path in bar:
         try:
             info = probe(path, values=values)
         except CannotDecode:
@@ -62,7 +69,7 @@ def inspect(source: ImageFiles | SceneImages, values: bool = False, k: int = SAM
         else:
             reading.check(info.photo, info.bands, path, source.origin)
     if reading is None:
-        raise InputError(f"no readable image among {min(len(source), k)} sampled of {source.origin}")
+        raise InputError(f"no readable image among the {len(source)} files of {source.origin}")
     return reading
 
 

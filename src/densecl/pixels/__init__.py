@@ -225,9 +225,26 @@ def to_bands(array: np.ndarray, nodata: float | None, bands: tuple[int, ...] | N
         check_bands(bands, array.shape[0], path)
         array = array[[b - 1 for b in bands]]
     out = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
-    if nodata is not None and not np.isnan(nodata):
-        out[torch.from_numpy(np.ascontiguousarray(array == np.asarray(nodata).astype(array.dtype)))] = float("nan")
+    if nodata_marks(nodata, array.dtype):
+        out[torch.from_numpy(np.ascontiguousarray(array == np.asarray(nodata, dtype=array.dtype)))] = float("nan")
     return out
+
+
+def nodata_marks(nodata: float | None, dtype: np.dtype) -> bool:
+    """Whether ``nodata`` is a value that pixels of ``dtype`` can hold (then it marks them); NaN only floats hold.
+
+    A value outside an integer type's range, or with a fraction, marks nothing: cast, it would wrap onto a real
+    value (-9999 on uint16 is 55537).
+    """
+    if nodata is None:
+        return False
+    dtype = np.dtype(dtype)
+    if dtype.kind == "f":
+        return not np.isnan(nodata)  # NaN pixels are no data anyway
+    if dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        return float(nodata).is_integer() and info.min <= nodata <= info.max
+    return dtype.kind == "b" and nodata in (0, 1)
 
 
 def check_bands(bands: tuple[int, ...], available: int, path: Path | str) -> None:

@@ -1,7 +1,10 @@
 """TIFF and GeoTIFF: 8-bit photos through PIL, everything else as bands through tifffile.
 
 A TIFF is a photo (read by PIL, as before) when its samples are 8-bit and
-it has one to three of them, or four with the last one alpha, or a palette.
+it has one to three of them, or four with the last one alpha, or a palette,
+and it has no GeoTIFF nodata value: an 8-bit orthophoto with one has no-data
+collars, so it is read as bands of stored values whose nodata pixels are
+marked (and left out of the statistics and the views).
 Any other TIFF (16- or 32-bit, float, more bands, four bands without alpha
 such as red, green, blue and near-infrared) is read with tifffile as bands.
 The first image series is read (a pyramid's full resolution). Its axes may
@@ -15,6 +18,7 @@ or float image is still read; any other needs the ``tiff`` extra.
 
 from __future__ import annotations
 
+import logging
 import math
 from pathlib import Path
 
@@ -22,9 +26,21 @@ import numpy as np
 from PIL import Image
 
 from densecl.errors import InputError
-from densecl.pixels import PHOTO_MODES, CannotDecode, ImageInfo, _pil_info, missing_extra, pil_bands
+from densecl.pixels import PHOTO_MODES, CannotDecode, ImageInfo, _pil_info, missing_extra, nodata_marks, pil_bands
 
 GDAL_NODATA = 42113  # the GeoTIFF tag holding the nodata value as text
+
+
+class _NodataParsedHere(logging.Filter):
+    """Drops tifffile's warning about a nodata value its file's type cannot hold: :func:`_layout` reads the tag
+    itself, and such a value marks nothing (:func:`densecl.pixels.nodata_marks`); a folder of such files would
+    otherwise print two lines a file."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "GDAL_NODATA" not in record.getMessage()
+
+
+logging.getLogger("tifffile").addFilter(_NodataParsedHere())
 ALPHA = (1, 2)  # ExtraSamples: associated, unassociated alpha
 PALETTE = 3  # PhotometricInterpretation
 
@@ -53,19 +69,22 @@ def _layout(path: Path):
             "most one band axis besides Y and X"
         )
     samples = next((n for n, a in kept if a not in "YX"), 1)
-    photo = dtype == np.uint8 and (
-        samples in (1, 2, 3) or photometric == PALETTE or (samples == 4 and extrasamples[-1:] in ((1,), (2,)))
+    photo = (
+        dtype == np.uint8
+        and (samples in (1, 2, 3) or photometric == PALETTE or (samples == 4 and extrasamples[-1:] in ((1,), (2,))))
+        and not nodata_marks(nodata, dtype)
     )
     return tuple(n for n, _ in kept), "".join(a for _, a in kept), dtype, photo, nodata
 
 
 def _pil_reads(path: Path) -> bool:
-    """Whether PIL alone reads the TIFF whole: an 8-bit photo, or one page of one 16- or 32-bit sample."""
+    """Whether PIL alone reads the TIFF whole as it must be read: an 8-bit photo without a nodata value, or one
+    page of one 16- or 32-bit sample."""
     try:
         with Image.open(path) as image:
             samples = image.tag_v2.get(277, 1)  # SamplesPerPixel
             one_band = samples == 1 and getattr(image, "n_frames", 1) == 1 and image.mode in ("I;16", "I;16B", "I", "F")
-            return image.mode in PHOTO_MODES or one_band
+            return (image.mode in PHOTO_MODES and GDAL_NODATA not in image.tag_v2) or one_band
     except Exception:  # PIL cannot read it at all
         return False
 
@@ -79,7 +98,7 @@ def _parse_nodata(text, path: Path) -> float | None:
 
 def tiff_info(path: Path) -> ImageInfo:
     try:
-        shape, axes, dtype, photo, _ = _layout(path)
+        shape, axes, dtype, photo, nodata = _layout(path)
     except CannotDecode:  # no tifffile: what PIL reads alone, else the missing extra
         if _pil_reads(path):
             return _pil_info(path)
@@ -88,7 +107,8 @@ def tiff_info(path: Path) -> ImageInfo:
     if photo:
         return ImageInfo(width, height, 3, True, "8-bit photo")
     bands = shape[[a not in "YX" for a in axes].index(True)] if len(axes) == 3 else 1
-    return ImageInfo(width, height, bands, False, f"{dtype.name} TIFF")
+    marks = f" with nodata {nodata:g}" if nodata_marks(nodata, dtype) else ""
+    return ImageInfo(width, height, bands, False, f"{dtype.name} TIFF{marks}")
 
 
 def read_tiff(path: Path) -> tuple[np.ndarray, float | None] | None:
