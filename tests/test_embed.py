@@ -86,3 +86,20 @@ def test_dense_maps_need_one_size_and_out_must_be_npy(photos, weights, tmp_path,
     err = capsys.readouterr().err.splitlines()
     assert "--dense maps need one input size" in err[0] and "must end in .npy" in err[1]
     assert not (tmp_path / "m.npy").exists()
+
+
+def test_a_missing_decoder_is_one_line_not_a_warning_per_image(weights, tmp_path, capsys, monkeypatch):
+    import sys
+
+    tifffile = pytest.importorskip("tifffile")
+    folder = tmp_path / "tiffs"
+    folder.mkdir()
+    for i in range(3):
+        tifffile.imwrite(folder / f"{i}.tif", np.full((3, 20, 20), 1000 * i, np.uint16), photometric="minisblack")
+    monkeypatch.setitem(sys.modules, "tifffile", None)  # as if the tiff extra were not installed
+    argv = ["embed", "--weights", str(weights[0]), "--data", str(folder), "--out", str(tmp_path / "f.npy"),
+            "--image-size", "16", "--workers", "0", "--mean", "1000,1000,1000", "--std", "800,800,800"]  # fmt: skip
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "pip install 'densecl[tiff]'" in err[0] and "warning" not in err[0]
+    assert not (tmp_path / "f.npy").exists()

@@ -81,6 +81,38 @@ def test_keep_numbered_never_replaces_an_existing_file(tmp_path):
     assert checkpoint.keep_numbered(path, 20).read_bytes() == b"new"
 
 
+def test_a_numbered_copy_that_cannot_be_written_is_one_line_and_leaves_no_partial_file(tmp_path, monkeypatch):
+    import errno
+    import os
+    import shutil
+
+    from densecl.errors import StorageError
+
+    path = tmp_path / checkpoint.CHECKPOINT_NAME
+    path.write_bytes(b"state")
+    (tmp_path / ".checkpoint_0000010.pt.abc.tmp").write_bytes(b"half")  # a copy killed mid-write earlier
+
+    def no_link(*args):
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+    def full(src, dst):
+        Path(dst).write_bytes(b"par")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "link", no_link)
+    monkeypatch.setattr(shutil, "copyfile", full)
+    with pytest.raises(StorageError) as caught:
+        checkpoint.keep_numbered(path, 10)
+    assert str(caught.value) == (
+        "cannot keep checkpoint_0000010.pt (No space left on device); checkpoint.pt is intact: free disk space "
+        "(or raise the limit), then resume"
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.pt"]  # no partial copy, the stale one gone
+    monkeypatch.undo()
+    monkeypatch.setattr(os, "link", no_link)  # copying works again
+    assert checkpoint.keep_numbered(path, 10).read_bytes() == b"state"
+
+
 def test_resume_with_a_recipe_is_one_line_not_a_silently_dropped_recipe(tmp_path, capsys):
     state = tmp_path / "run" / "checkpoint.pt"
     state.parent.mkdir()

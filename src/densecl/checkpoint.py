@@ -144,16 +144,33 @@ def keep_numbered(path: Path, step: int) -> Path | None:
     save replaces ``path`` by a new file and leaves the link's content), else
     an atomic copy. An existing numbered file is kept as it is (a resumed run
     reaching the same step again): returns None then.
+
+    Raises:
+        StorageError: the copy failed (disk full, quota); ``path`` is intact and
+            no partial copy is left.
     """
     target = path.with_name(NUMBERED_NAME.format(step=step))
     if target.exists():
         return None
+    for stale in path.parent.glob(f".{target.name}.*.tmp"):  # a copy killed mid-write, by an earlier run
+        stale.unlink(missing_ok=True)
     try:
         os.link(path, target)
-    except OSError:
-        tmp = target.with_name(f".{target.name}.tmp")
-        shutil.copyfile(path, tmp)
-        os.replace(tmp, target)
+    except OSError:  # no hard links here (another file system, FAT, some network mounts): copy
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        try:
+            shutil.copyfile(path, tmp)
+            os.replace(tmp, target)
+        except OSError as e:
+            Path(tmp).unlink(missing_ok=True)
+            raise StorageError(
+                f"cannot keep {target.name} ({e.strerror or 'disk full, quota or file-size limit'}); {path.name} "
+                "is intact: free disk space (or raise the limit), then resume"
+            ) from None
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
     fsync_dir(path.parent)
     return target
 

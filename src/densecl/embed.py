@@ -41,6 +41,7 @@ from densecl.evaluation.datasets import as_list, to_network
 from densecl.evaluation.features import STAGE_NAMES, frozen
 from densecl.inputs import InputSpec, input_of
 from densecl.models.backbones import ResNetBackbone
+from densecl.pixels import CannotDecode
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,8 @@ class _Images(torch.utils.data.Dataset):
         try:
             image = self.inputs.read(paths[index], fix="skipping it") if paths is not None else self.source.load(index)
             return index, to_network(self.resize, image, self.inputs, where)
+        except CannotDecode:  # a missing package or decoder: every file of its kind would fail, so it stops the run
+            raise
         except InputError as e:  # one warning, the image left out; a wrong kind of image is the same
             print(f"densecl: warning: {e}", file=sys.stderr)
             return index, None
