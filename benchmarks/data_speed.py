@@ -30,9 +30,10 @@ import numpy as np
 import torch
 
 from densecl.config import PretrainConfig
-from densecl.data.inputs import resolve_inputs
-from densecl.data.sources import TwoViewDataset, image_source
+from densecl.data.sources import TwoViewDataset
 from densecl.data.transforms import GeometricTwoViews
+from densecl.inputs.resolve import resolve_inputs
+from densecl.inputs.sources import image_source
 
 KINDS = ("jpeg8", "tiff16", "tiff4", "png16", "dicom")
 

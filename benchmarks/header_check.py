@@ -1,4 +1,4 @@
-"""How long the start of a run takes to check every image's header (densecl.data.stats.inspect).
+"""How long the start of a run takes to check every image's header (densecl.inputs.stats.inspect).
 
     python benchmarks/header_check.py --files 20000 --kinds tiff4,jpeg8
     python benchmarks/header_check.py --data /path/to/images          # your folder as it is
@@ -39,8 +39,8 @@ def write(kind: str, folder: Path, files: int) -> None:
 
 
 def check(folder: str) -> tuple[int, float]:
-    from densecl.data.sources import image_source
-    from densecl.data.stats import inspect
+    from densecl.inputs.sources import image_source
+    from densecl.inputs.stats import inspect
 
     t0 = time.perf_counter()
     source = image_source(folder)

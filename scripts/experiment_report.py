@@ -565,7 +565,7 @@ def masks_figure(study: Study, run: Path, out: Path) -> Path | None:
 
 
 def shrink_copy(src: Path, dst: Path, max_side: int = FIGURE_MAX_SIDE) -> None:
-    from densecl.images import open_rgb
+    from densecl.inputs.files.photo import open_rgb
 
     dst.parent.mkdir(parents=True, exist_ok=True)
     image = open_rgb(src, what="figure")

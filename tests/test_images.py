@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from densecl.errors import InputError
-from densecl.images import open_rgb
+from densecl.inputs.files.photo import open_rgb
 
 
 def test_open_rgb_reads_any_mode_as_rgb(tmp_path) -> None:

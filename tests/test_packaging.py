@@ -60,7 +60,7 @@ def test_the_image_readers_packages_are_the_extras_their_errors_name():
     assert {"tifffile", "imagecodecs"} <= set(extras["tiff"]) and "pydicom" in extras["dicom"]
     named = {  # the extra each reader's one-line error tells the user to install
         path.name: set(re.findall(r'missing_extra\([^,]+, "(\w+)", "(\w+)"', path.read_text()))
-        for path in (ROOT / "src" / "densecl" / "pixels").glob("*.py")
+        for path in (ROOT / "src" / "densecl" / "inputs" / "files").glob("*.py")
     }
     pairs = set().union(*named.values())
     assert pairs == {("tifffile", "tiff"), ("imagecodecs", "tiff"), ("pydicom", "dicom")}

@@ -12,8 +12,8 @@ from _image_files import sixteen_bit_ramp, write_dicom, write_png16, write_tiff
 from PIL import Image
 
 from densecl.errors import InputError
-from densecl.images import open_rgb
-from densecl.pixels import CannotDecode, is_image_file, probe, read_image
+from densecl.inputs.files import CannotDecode, is_image_file, probe, read_image
+from densecl.inputs.files.photo import open_rgb
 
 
 @pytest.mark.parametrize("band_last", [False, True])

@@ -130,8 +130,8 @@ def test_an_unsupported_dicom_encoding_stops_with_one_line_naming_it(tmp_path, c
 
 
 def test_a_worker_error_reaches_the_user_as_its_one_line() -> None:
-    from densecl.data.sources import ImagesDisagree
     from densecl.errors import one_line
+    from densecl.inputs.sources import ImagesDisagree
 
     wrapped = ImagesDisagree(
         "Caught ImagesDisagree in DataLoader worker process 0.\nOriginal Traceback (most recent call last):\n"
@@ -152,7 +152,7 @@ def test_an_odd_image_met_by_a_data_worker_stops_the_run_with_its_one_line_and_t
     for i in range(5):  # two 4-band images first (the sample sees only them), then three of 3 bands
         write_tiff(data / f"{i}.tif", sixteen_bit_ramp(64, 64, bands=4 if i < 2 else 3, seed=i))
     script = (
-        "import sys, densecl.data.stats as s; s.sample_indices = lambda n, k=256: [0, 1]; "
+        "import sys, densecl.inputs.stats as s; s.sample_indices = lambda n, k=256: [0, 1]; "
         "from densecl.cli import main; sys.exit(main(sys.argv[1:]))"
     )
     argv = ["pretrain", *TINY, "--workers", "1", "--data", str(data), "--output-dir", str(tmp_path / "run")]

@@ -35,13 +35,13 @@ import torch
 from torchvision.transforms import v2
 
 from densecl.config import stage_side
-from densecl.data.sources import ImageFiles, SceneImages
 from densecl.errors import InputError
 from densecl.evaluation.datasets import as_list, to_network
 from densecl.evaluation.features import STAGE_NAMES, frozen
 from densecl.inputs import InputSpec, input_of
+from densecl.inputs.files import CannotDecode
+from densecl.inputs.sources import ImageFiles, SceneImages
 from densecl.models.backbones import ResNetBackbone
-from densecl.pixels import CannotDecode
 
 
 @dataclass(frozen=True)

@@ -19,9 +19,8 @@ import torch
 from densecl import checkpoint, distributed, precision, run_dir
 from densecl.config import PretrainConfig, auto_queue_len, c5_side
 from densecl.data import gpu as gpu_data
-from densecl.data.inputs import resolve_inputs
 from densecl.data.sampler import EpochSampler
-from densecl.data.sources import ImageFiles, SceneImages, TwoViewDataset, image_source
+from densecl.data.sources import TwoViewDataset
 from densecl.data.transforms import GeometricTwoViews
 from densecl.devices import resolve_device
 from densecl.engine import (
@@ -35,6 +34,8 @@ from densecl.engine import (
 )
 from densecl.errors import InputError
 from densecl.inputs import InputSpec
+from densecl.inputs.resolve import resolve_inputs
+from densecl.inputs.sources import ImageFiles, SceneImages, image_source
 from densecl.models.densecl import DenseCL
 from densecl.seeding import seed_everything
 from densecl.training_log import MetricsLog

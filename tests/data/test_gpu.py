@@ -12,8 +12,9 @@ from torchvision.transforms.v2 import functional as TF
 
 from densecl.data import gpu
 from densecl.data.colour import ColourParams
-from densecl.data.sources import TwoViewDataset, image_source
+from densecl.data.sources import TwoViewDataset
 from densecl.data.transforms import IMAGENET_MEAN, IMAGENET_STD, GeometricTwoViews
+from densecl.inputs.sources import image_source
 
 CPU = torch.device("cpu")
 

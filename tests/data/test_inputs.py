@@ -12,13 +12,14 @@ from _image_files import write_dicom, write_png16, write_tiff
 from PIL import Image
 
 from densecl.config import PretrainConfig
-from densecl.data.inputs import resolve_inputs
 from densecl.data.jitter import BandJitter, _rotate_hue
-from densecl.data.sources import ImagesDisagree, TwoViewDataset, image_source
-from densecl.data.stats import sample_indices
+from densecl.data.sources import TwoViewDataset
 from densecl.data.transforms import GeometricTwoViews
 from densecl.errors import InputError
 from densecl.inputs import IMAGENET_MEAN, IMAGENET_STD, InputSpec
+from densecl.inputs.resolve import resolve_inputs
+from densecl.inputs.sources import ImagesDisagree, image_source
+from densecl.inputs.stats import sample_indices
 
 CROP = 48
 
@@ -125,7 +126,7 @@ def test_an_image_that_disagrees_beyond_the_statistics_sample_stops_at_start(tmp
     folder = tmp_path / "mixed"
     four_band_folder(folder, n=2)
     write_tiff(folder / "z.tif", np.zeros((3, 40, 56), np.uint16))
-    import densecl.data.stats as stats
+    import densecl.inputs.stats as stats
 
     monkeypatch.setattr(stats, "sample_indices", lambda n, k=256: [0, 1])  # the statistics' sample misses z.tif
     with pytest.raises(ImagesDisagree, match=r"z\.tif has 3"):  # every header is read: before anything is built
@@ -133,7 +134,7 @@ def test_an_image_that_disagrees_beyond_the_statistics_sample_stops_at_start(tmp
 
 
 def test_every_header_of_a_large_folder_is_checked_with_a_progress_bar(tmp_path, monkeypatch, capsys) -> None:
-    import densecl.data.stats as stats
+    import densecl.inputs.stats as stats
 
     folder = tmp_path / "many"
     folder.mkdir()
@@ -291,7 +292,7 @@ def test_nodata_on_8_bit_photos_reads_their_stored_values_and_marks_them(tmp_pat
 
 
 def test_a_nodata_value_outside_the_files_type_marks_nothing(tmp_path) -> None:
-    from densecl.pixels import read_image
+    from densecl.inputs.files import read_image
 
     array = np.array([[[0, 55537, 9999]]], np.uint16)  # -9999 cast to uint16 would be 55537
     x = read_image(write_tiff(tmp_path / "a.tif", array, nodata=-9999))

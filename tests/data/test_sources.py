@@ -6,10 +6,11 @@ import torch
 from PIL import Image
 
 from densecl.data.sampler import EpochSampler
-from densecl.data.sources import TwoViewDataset, image_source
+from densecl.data.sources import TwoViewDataset
 from densecl.data.transforms import GeometricTwoViews
 from densecl.errors import InputError
-from densecl.images import to_rgb
+from densecl.inputs.files.photo import to_rgb
+from densecl.inputs.sources import image_source
 
 
 def _write_images(folder, n=3, size=40):

@@ -10,7 +10,7 @@ import pytest
 
 from densecl import checkpoint
 from densecl.cli import main
-from densecl.pixels import probe, read_image
+from densecl.inputs.files import probe, read_image
 from densecl.scenes import CLASSES, render_scene
 from densecl.scenes.export import export_scenes
 from densecl.scenes.procedural import NEAR_INFRARED

@@ -18,9 +18,9 @@ import pytest
 from PIL import Image
 
 from densecl.cli import main
-from densecl.data.sources import image_source
 from densecl.errors import InputError
 from densecl.evaluation.datasets import read_classification, read_coco, read_segmentation
+from densecl.inputs.sources import image_source
 from densecl.scenes import MIN_VISIBLE_PIXELS, Scene
 from densecl.scenes.export_photo import export_photo_scenes
 from densecl.scenes.photo import PHOTO_SPLITS, PhotoSceneComposer, load_assets, split_counts

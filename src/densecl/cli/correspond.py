@@ -228,8 +228,8 @@ def _default_labels(sources: list[str], arch: str) -> list[str]:
 
 def _pairs(args: argparse.Namespace):
     """``(mode, source description, iterator of ViewPair)``."""
-    from densecl.data.sources import image_source
     from densecl.data.transforms import GeometricTwoViews
+    from densecl.inputs.sources import image_source
     from densecl.matches import augmented_pairs, given_pair
 
     view = GeometricTwoViews(args.crop, args.min_scale, photometric=args.augment == "moco-v2")
@@ -246,8 +246,8 @@ def _pairs(args: argparse.Namespace):
 
 def _read_image(path: str):
     """A one-image source, checked readable."""
-    from densecl.data.sources import ImageFiles
-    from densecl.images import open_rgb
+    from densecl.inputs.files.photo import open_rgb
+    from densecl.inputs.sources import ImageFiles
 
     if not Path(path).is_file():
         raise InputError(f"image {path} does not exist; check the path")

@@ -32,12 +32,11 @@ def _register_stats(actions) -> None:
 
 
 def run_stats(args: argparse.Namespace) -> int:
-    from densecl.data import stats
-    from densecl.data.inputs import read_as
-    from densecl.data.sources import image_source
     from densecl.errors import InputError
-    from densecl.inputs import format_floats
-    from densecl.pixels import probe
+    from densecl.inputs import format_floats, stats
+    from densecl.inputs.files import probe
+    from densecl.inputs.resolve import read_as
+    from densecl.inputs.sources import image_source
 
     if args.sample < 1:
         raise InputError(f"--sample must be >= 1, got {args.sample}")

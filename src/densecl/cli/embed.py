@@ -49,12 +49,12 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from densecl import run_dir
-    from densecl.data.sources import image_source
     from densecl.devices import resolve_device
     from densecl.embed import EmbedSettings, embed, sidecar_path
     from densecl.errors import InputError
     from densecl.evaluation.backbone import load_weights
     from densecl.evaluation.features import parse_stage
+    from densecl.inputs.sources import image_source
 
     out = Path(args.out)
     if out.suffix != ".npy":

@@ -29,8 +29,9 @@ from PIL import Image
 from torchvision.io import ImageReadMode, decode_jpeg
 
 from densecl.data.colour import ColourParams, apply_colour, blur_kernel_size, sample_colour
-from densecl.data.sources import ImageFiles, SceneImages, TwoViewDataset, first_that_reads
+from densecl.data.sources import TwoViewDataset, first_that_reads
 from densecl.data.transforms import IMAGENET_MEAN, IMAGENET_STD, GeometricTwoViews
+from densecl.inputs.sources import ImageFiles, SceneImages
 
 
 class EncodedPair(NamedTuple):

@@ -12,7 +12,7 @@ from densecl.data import colour
 from densecl.data.geometry import ViewGeometry, corresponding_cells, sample_view
 from densecl.data.jitter import BandJitter
 from densecl.inputs import IMAGENET_MEAN, IMAGENET_STD, InputSpec
-from densecl.pixels import image_size
+from densecl.inputs.files import image_size
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "NO_MATCH", "GeometricTwoViews", "image_size"]
 

@@ -48,7 +48,6 @@ from torchvision.transforms import v2
 
 from densecl.data.geometry import ViewGeometry, cell_centres, corresponding_cells, sample_view
 from densecl.data.jitter import BandJitter, default_mode
-from densecl.data.sources import ImageFiles, Reading, SceneImages, image_source
 from densecl.data.transforms import IMAGENET_MEAN, IMAGENET_STD, moco_v2_photometric
 from densecl.errors import InputError
 from densecl.evaluation import options
@@ -57,9 +56,10 @@ from densecl.evaluation.options import option
 from densecl.evaluation.registry import Protocol
 from densecl.evaluation.results import Evaluation
 from densecl.inputs import InputSpec, input_of
+from densecl.inputs.files import image_size
+from densecl.inputs.sources import ImageFiles, Reading, SceneImages, image_source
 from densecl.matches import image_name, mutual_matches, seeded_images
 from densecl.models.backbones import ResNetBackbone
-from densecl.pixels import image_size
 
 IMAGENET_STATISTICS = (IMAGENET_MEAN, IMAGENET_STD)
 

@@ -49,9 +49,9 @@ from densecl.formats.voc import (
     read_voc_classification,
     read_voc_detection,
 )
-from densecl.images import open_rgb
 from densecl.inputs import InputSpec
-from densecl.pixels import Pixels
+from densecl.inputs.files import Pixels
+from densecl.inputs.files.photo import open_rgb
 
 # The protocols import the splits and readers from here, the evaluation's one door to the data.
 __all__ = [

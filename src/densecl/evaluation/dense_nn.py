@@ -41,8 +41,8 @@ from densecl.evaluation.options import option
 from densecl.evaluation.registry import Protocol
 from densecl.evaluation.results import Evaluation
 from densecl.inputs import InputSpec, input_of
+from densecl.inputs.files import preview, probe
 from densecl.models.backbones import ResNetBackbone
-from densecl.pixels import preview, probe
 
 
 @dataclass(frozen=True)
@@ -148,9 +148,9 @@ def _write_masks(
     predictions: list[torch.Tensor],
     inputs: InputSpec,
 ) -> None:
-    """``images`` (N x H x W x 3 uint8, at the labels' size; bands as an 8-bit picture, :func:`densecl.pixels.preview`),
-    ``labels`` and ``predictions`` (N x H x W uint8), ``classes`` and ``names``; images of another size than the
-    first are left out (one picture, one size)."""
+    """``images`` (N x H x W x 3 uint8, at the labels' size; bands as an 8-bit picture,
+    :func:`densecl.inputs.files.preview`), ``labels`` and ``predictions`` (N x H x W uint8), ``classes`` and
+    ``names``; images of another size than the first are left out (one picture, one size)."""
     keep = [i for i, p in enumerate(predictions) if p.shape == predictions[0].shape]
     height, width = predictions[0].shape
     images = [np.asarray(preview(val.load(i, inputs)[0]).resize((width, height))) for i in keep]

@@ -61,8 +61,8 @@ from densecl.evaluation.options import option
 from densecl.evaluation.registry import Protocol
 from densecl.evaluation.results import Evaluation, warn_absent_classes
 from densecl.inputs import InputSpec, input_of
+from densecl.inputs.files import image_size
 from densecl.models.backbones import STAGES, ResNetBackbone
-from densecl.pixels import image_size
 from densecl.schedules import poly_lr
 from densecl.seeding import seed_everything
 

@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from densecl.errors import InputError
-from densecl.images import open_rgb
-from densecl.pixels import Pixels, image_size, save_image
+from densecl.inputs.files import Pixels, image_size, save_image
+from densecl.inputs.files.photo import open_rgb
 
 if TYPE_CHECKING:
     from densecl.inputs import InputSpec

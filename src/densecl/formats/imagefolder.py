@@ -15,7 +15,7 @@ import numpy as np
 
 from densecl.errors import InputError
 from densecl.formats.labels import ClassificationSplit
-from densecl.pixels import FILE_EXTENSIONS, save_image
+from densecl.inputs.files import EXTENSIONS, save_image
 
 if TYPE_CHECKING:
     from densecl.scenes.compose import Scene
@@ -59,7 +59,7 @@ def read_image_folder(root: Path, split: str, classes: tuple[str, ...] | None) -
         if not (folder / c).is_dir():
             continue
         for image in sorted((folder / c).iterdir()):
-            if image.suffix.lower() in FILE_EXTENSIONS:
+            if image.suffix.lower() in EXTENSIONS:
                 paths.append(image)
                 labels.append(k)
     targets = np.zeros((len(paths), len(classes)), dtype=np.int8)

@@ -38,8 +38,8 @@ from PIL import Image
 
 from densecl.errors import InputError
 from densecl.formats.labels import ClassificationSplit, read_class_names, write_class_names
-from densecl.images import open_rgb
-from densecl.pixels import Pixels, image_size, probe, save_image
+from densecl.inputs.files import Pixels, image_size, probe, save_image
+from densecl.inputs.files.photo import open_rgb
 
 if TYPE_CHECKING:
     from densecl.inputs import InputSpec
@@ -220,7 +220,8 @@ class SegmentationSplit:
 
 def read_label(path: Path, num_classes: int) -> np.ndarray:
     """A label PNG -> ``H x W`` uint8 class indices, 255 = ignore; anything else is an error."""
-    # Not densecl.images.open_rgb: a label holds class indices, which a conversion to RGB would turn into colours.
+    # Not densecl.inputs.files.photo.open_rgb: a label holds class indices, which a conversion to RGB would turn
+    # into colours.
     try:
         with Image.open(path) as png:
             if png.mode not in ("P", "L"):

@@ -64,7 +64,7 @@ def export_scenes(
     """Renders ``n_train + n_val`` scenes and writes them under ``out`` in format ``fmt``.
 
     ``bands=4`` adds a near-infrared band, ``bit_depth=16`` writes uint16; either makes the images TIFFs of
-    their bands (:func:`densecl.pixels.save_image`) in the layout's image folder.
+    their bands (:func:`densecl.inputs.files.save_image`) in the layout's image folder.
     """
     out = Path(out)
     if fmt not in FORMATS:

@@ -59,7 +59,8 @@ import numpy as np
 from PIL import Image, ImageFilter, ImageOps
 
 from densecl.errors import InputError
-from densecl.images import IMAGE_EXTENSIONS, open_rgb
+from densecl.inputs.files import PHOTO_EXTENSIONS
+from densecl.inputs.files.photo import open_rgb
 from densecl.scenes.compose import Placed, Scene, check_arguments, draw_visible, labelled_scene
 
 PHOTO_SPLITS: tuple[str, ...] = ("train", "val", "test")
@@ -137,7 +138,7 @@ def read_cutout(path: Path) -> Image.Image:
         InputError: the file cannot be read, has no alpha channel, or its alpha
             is (almost) all opaque or all transparent (see :data:`MIN_ALPHA_FRACTION`).
     """
-    # Not densecl.images.open_rgb: a cut-out keeps its alpha (open_rgb flattens it onto white).
+    # Not densecl.inputs.files.photo.open_rgb: a cut-out keeps its alpha (open_rgb flattens it onto white).
     try:
         with Image.open(path) as image:
             image.load()
@@ -177,7 +178,7 @@ def _image_files(folder: Path) -> list[Path]:
     return sorted(
         p
         for p in folder.rglob("*")
-        if p.suffix.lower() in IMAGE_EXTENSIONS
+        if p.suffix.lower() in PHOTO_EXTENSIONS
         and p.is_file()
         and not any(part.startswith(".") for part in p.relative_to(folder).parts)
     )
@@ -250,7 +251,7 @@ def _readable_backgrounds(root: Path, folder: Path, skip: Callable[[str], None])
     found = []
     for path in _image_files(folder):
         try:
-            # Not densecl.images.open_rgb: the header only, and a bad file is skipped, not an
+            # Not densecl.inputs.files.photo.open_rgb: the header only, and a bad file is skipped, not an
             # error; the composer decodes the photo (open_rgb) on first use.
             with Image.open(path):
                 pass
@@ -275,7 +276,7 @@ def _load_backgrounds(root: Path, skip: Callable[[str], None]) -> dict[str, tupl
         return {split: tuple(photos[split]) for split in PHOTO_SPLITS}
     photos = _readable_backgrounds(root, root, skip)
     if not photos:
-        raise InputError(f"backgrounds folder {root} has no readable image ({', '.join(IMAGE_EXTENSIONS)})")
+        raise InputError(f"backgrounds folder {root} has no readable image ({', '.join(PHOTO_EXTENSIONS)})")
     if len(photos) < len(PHOTO_SPLITS):
         raise InputError(
             f"backgrounds folder {root} has {len(photos)} image(s) but the {len(PHOTO_SPLITS)} splits "

@@ -1,4 +1,4 @@
-"""Opening an image file as 8-bit RGB: the one place that does it.
+"""Opening an 8-bit image file as an RGB photo: the one place that does it.
 
 Every mode PIL knows (grayscale, palette, RGBA, CMYK, 16-bit, float) becomes
 RGB; a file PIL cannot decode, or a truncated one, is an
@@ -14,9 +14,6 @@ import numpy as np
 from PIL import Image, ImageFile
 
 from densecl.errors import InputError
-
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm")
-"""File name endings (lower case) taken for images when a folder is searched."""
 
 ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file is an error, not a grey half-image
 

@@ -1,12 +1,12 @@
-"""What a backbone takes as input: how many channels, which bands of the files, their mean and std, no data.
+"""What a backbone takes as input, and the step from an image to it: channels, bands, mean and std, no data.
 
-Photos (8-bit images, read as RGB by :func:`densecl.pixels.read_image`) are
+Photos (8-bit images, read as RGB by :func:`densecl.inputs.files.read_image`) are
 scaled to ``[0, 1]`` and normalised with ImageNet's mean and std unless told
 otherwise: the numerics of every RGB run before other inputs existed. Any
 other image (16-bit, float, more bands, DICOM, ``.npy``) keeps its stored
 values; the network sees ``(value - mean) / std`` per channel, with mean and
 std measured on the data when pre-training starts
-(:func:`densecl.data.stats.measure`, ``densecl data stats DIR``) or given
+(:func:`densecl.inputs.stats.measure`, ``densecl data stats DIR``) or given
 with ``--mean`` and ``--std``. They are stored in the checkpoint's config, and
 every evaluation and export of that checkpoint reads them from there.
 
@@ -29,6 +29,7 @@ import torch
 from PIL import Image
 
 from densecl.errors import InputError
+from densecl.inputs.files import check_bands, read_image
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -89,7 +90,7 @@ class InputSpec:
 
     def tensor(self, image: Image.Image | torch.Tensor, where: str | Path = "an image") -> torch.Tensor:
         """An image as ``C x H x W`` float32: a photo in ``[0, 1]`` with its bands chosen, bands as they came
-        (:func:`densecl.pixels.read_image` chose them) with ``nodata`` pixels NaN.
+        (:func:`densecl.inputs.files.read_image` chose them) with ``nodata`` pixels NaN.
 
         Raises:
             InputError: the image is of the other kind, or has another number of channels.
@@ -105,8 +106,6 @@ class InputSpec:
         if photo:
             x = torch.from_numpy(_rgb_array(image)).permute(2, 0, 1).float().div_(255)  # 3 x H x W
             if self.bands is not None:
-                from densecl.pixels import check_bands
-
                 check_bands(self.bands, 3, where)
                 x = x[[b - 1 for b in self.bands]]
         else:
@@ -137,8 +136,6 @@ class InputSpec:
 
     def read(self, path: str | Path, fix: str = "fix or remove it") -> Image.Image | torch.Tensor:
         """Reads an image file as this input reads it: bands chosen, 8-bit images as values where it takes values."""
-        from densecl.pixels import read_image
-
         return read_image(path, bands=self.bands, values=self.photo is False, fix=fix)
 
     def prepare(self, image: Image.Image | torch.Tensor, where: str | Path = "an image") -> torch.Tensor:

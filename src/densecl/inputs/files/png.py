@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from densecl.pixels import ImageInfo, missing_extra, pil_bands
+from densecl.inputs.files import ImageInfo, missing_extra, pil_bands
 
 SIGNATURE = b"\x89PNG\r\n\x1a\n"
 CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # PNG colour type -> samples per pixel (3: palette indices)

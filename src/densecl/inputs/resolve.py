@@ -4,7 +4,7 @@
 (as ``auto`` queue lengths do): the number of channels (the first image's
 bands, or as many as ``--bands`` names; checked against ``--in-channels``),
 the mean and std (given, ImageNet's for 8-bit photos, or measured on a
-sample, :mod:`densecl.data.stats`), whether 8-bit images are photos or values,
+sample, :mod:`densecl.inputs.stats`), whether 8-bit images are photos or values,
 and the jitter rule (:mod:`densecl.data.jitter`). The source is told what
 every image must be, so each is checked as it loads.
 """
@@ -14,12 +14,12 @@ from __future__ import annotations
 import dataclasses
 
 from densecl.config import AUTO, PretrainConfig
-from densecl.data import stats
 from densecl.data.jitter import default_mode
-from densecl.data.sources import ImageFiles, Reading, SceneImages
 from densecl.errors import InputError
-from densecl.inputs import MEASURE, InputSpec, imagenet_statistics, parse_bands, parse_floats
-from densecl.pixels import check_bands
+from densecl.inputs import stats
+from densecl.inputs.files import check_bands
+from densecl.inputs.sources import ImageFiles, Reading, SceneImages
+from densecl.inputs.spec import MEASURE, InputSpec, imagenet_statistics, parse_bands, parse_floats
 
 
 def read_as(
@@ -30,7 +30,7 @@ def read_as(
     in_channels: int | str = AUTO,
 ) -> tuple[Reading, InputSpec]:
     """What the images are and how they are read, before any statistics: photo or stored values, which bands,
-    which no-data. Every image's header is checked to agree (:func:`densecl.data.stats.inspect`), and the source
+    which no-data. Every image's header is checked to agree (:func:`densecl.inputs.stats.inspect`), and the source
     is told what every image must be.
 
     8-bit images are RGB photos in ``[0, 1]`` unless ``pixels`` is ``values``, or a ``nodata`` value is given:

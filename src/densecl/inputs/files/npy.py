@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from densecl.errors import InputError
-from densecl.pixels import ImageInfo
+from densecl.inputs.files import ImageInfo
 
 
 def _open(path: Path) -> np.ndarray:

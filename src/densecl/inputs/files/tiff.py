@@ -26,14 +26,14 @@ import numpy as np
 from PIL import Image
 
 from densecl.errors import InputError
-from densecl.pixels import PHOTO_MODES, CannotDecode, ImageInfo, _pil_info, missing_extra, nodata_marks, pil_bands
+from densecl.inputs.files import PHOTO_MODES, CannotDecode, ImageInfo, _pil_info, missing_extra, nodata_marks, pil_bands
 
 GDAL_NODATA = 42113  # the GeoTIFF tag holding the nodata value as text
 
 
 class _NodataParsedHere(logging.Filter):
     """Drops tifffile's warning about a nodata value its file's type cannot hold: :func:`_layout` reads the tag
-    itself, and such a value marks nothing (:func:`densecl.pixels.nodata_marks`); a folder of such files would
+    itself, and such a value marks nothing (:func:`densecl.inputs.files.nodata_marks`); a folder of such files would
     otherwise print two lines a file."""
 
     def filter(self, record: logging.LogRecord) -> bool:

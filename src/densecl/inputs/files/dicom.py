@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from densecl.errors import InputError
-from densecl.pixels import CannotDecode, ImageInfo, missing_extra
+from densecl.inputs.files import CannotDecode, ImageInfo, missing_extra
 
 
 def _pydicom(path: Path):

@@ -22,10 +22,10 @@ from typing import NamedTuple
 import torch
 from tqdm import tqdm
 
-from densecl.data.sources import ImageFiles, Reading, SceneImages
 from densecl.errors import InputError
-from densecl.inputs import InputSpec
-from densecl.pixels import CannotDecode, probe
+from densecl.inputs.files import CannotDecode, probe
+from densecl.inputs.sources import ImageFiles, Reading, SceneImages
+from densecl.inputs.spec import InputSpec
 
 SAMPLE = 256
 PIXELS_PER_IMAGE = 65536

@@ -4,7 +4,7 @@
 
 - a **photo**: an 8-bit image (JPEG, 8-bit PNG, BMP, GIF, WebP, an 8-bit TIFF
   with one to three samples or with alpha) as an RGB PIL image, exactly as
-  :func:`densecl.images.open_rgb` reads it (grayscale, palette and alpha
+  :func:`densecl.inputs.files.photo.open_rgb` reads it (grayscale, palette and alpha
   become RGB; a JPEG may decode at a reduced scale). Every RGB run before
   other inputs existed reads its images this way, unchanged;
 - **bands**: anything else (a 16-bit or float PNG or TIFF, a multi-band TIFF
@@ -12,9 +12,9 @@
   the values stored, never rounded to 8 bits; NaN marks pixels without data
   (NaN in the file, or a GeoTIFF's own nodata value).
 
-One module per file format: :mod:`~densecl.pixels.tiff` (tifffile),
-:mod:`~densecl.pixels.dicom` (pydicom), :mod:`~densecl.pixels.png` (16-bit
-PNG), :mod:`~densecl.pixels.npy`. tifffile, imagecodecs and pydicom are
+One module per file format: :mod:`~densecl.inputs.files.tiff` (tifffile),
+:mod:`~densecl.inputs.files.dicom` (pydicom), :mod:`~densecl.inputs.files.png` (16-bit
+PNG), :mod:`~densecl.inputs.files.npy`. tifffile, imagecodecs and pydicom are
 optional (``pip install 'densecl[tiff,dicom]'``): a file that needs a missing
 one raises :class:`CannotDecode` naming the extra, and so does a file in an
 encoding no installed decoder reads (a compressed DICOM transfer syntax, for
@@ -33,13 +33,21 @@ import torch
 from PIL import Image
 
 from densecl.errors import InputError
-from densecl.images import IMAGE_EXTENSIONS, open_rgb
+from densecl.inputs.files.photo import open_rgb
 
-DICOM_EXTENSIONS = (".dcm", ".dicom")
-ARRAY_EXTENSIONS = (".npy",)
-FILE_EXTENSIONS = IMAGE_EXTENSIONS + DICOM_EXTENSIONS + ARRAY_EXTENSIONS
-"""File name endings (lower case) taken for images when a folder is searched; files without an ending count
-when they are DICOM (:func:`is_dicom`)."""
+EXTENSIONS: dict[str, str] = {
+    **dict.fromkeys((".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".ppm", ".pgm", ".pbm"), "pil"),
+    ".png": "png",
+    ".tif": "tiff",
+    ".tiff": "tiff",
+    ".dcm": "dicom",
+    ".dicom": "dicom",
+    ".npy": "npy",
+}
+"""The one list of file name endings (lower case) taken for images, each with its reader; a file without an ending
+counts when it is DICOM (:func:`is_dicom`)."""
+PHOTO_EXTENSIONS = tuple(e for e, reader in EXTENSIONS.items() if reader in ("pil", "png", "tiff"))
+"""The endings of files PIL can read as photos (the scene composer's cut-outs and backgrounds)."""
 
 Pixels = Image.Image | torch.Tensor
 """What :func:`read_image` returns: an RGB photo, or ``C x H x W`` float32 bands."""
@@ -75,24 +83,17 @@ def is_dicom(path: Path) -> bool:
 def is_image_file(path: Path) -> bool:
     """A file a folder search takes: a known ending, or no ending and DICOM."""
     suffix = path.suffix.lower()
-    if suffix in FILE_EXTENSIONS:
+    if suffix in EXTENSIONS:
         return True
     return (suffix == "" or not suffix[1:].isalpha()) and is_dicom(path)  # scanners name files 1.2.840...; no ending
 
 
 def _format(path: Path) -> str:
-    suffix = path.suffix.lower()
-    if suffix in (".tif", ".tiff"):
-        return "tiff"
-    if suffix in DICOM_EXTENSIONS:
+    """The reader of a file: by its ending (:data:`EXTENSIONS`), DICOM by its marker, else PIL."""
+    reader = EXTENSIONS.get(path.suffix.lower())
+    if reader is None and is_dicom(path):
         return "dicom"
-    if suffix not in IMAGE_EXTENSIONS and suffix not in ARRAY_EXTENSIONS and is_dicom(path):
-        return "dicom"
-    if suffix in ARRAY_EXTENSIONS:
-        return "npy"
-    if suffix == ".png":
-        return "png"
-    return "pil"
+    return reader or "pil"
 
 
 def probe(path: str | Path, values: bool = False) -> ImageInfo:
@@ -106,20 +107,20 @@ def probe(path: str | Path, values: bool = False) -> ImageInfo:
     fmt = _format(path)
     try:
         if fmt == "tiff":
-            from densecl.pixels.tiff import tiff_info
+            from densecl.inputs.files.tiff import tiff_info
 
             info = tiff_info(path)
             return _photo_values_info(path, info) if values and info.photo else info
         if fmt == "dicom":
-            from densecl.pixels.dicom import dicom_info
+            from densecl.inputs.files.dicom import dicom_info
 
             return dicom_info(path)
         if fmt == "npy":
-            from densecl.pixels.npy import npy_info
+            from densecl.inputs.files.npy import npy_info
 
             return npy_info(path)
         if fmt == "png":
-            from densecl.pixels.png import png_info
+            from densecl.inputs.files.png import png_info
 
             info = png_info(path)
             if info is not None:
@@ -167,19 +168,19 @@ def read_values(
     fmt = _format(path)
     try:
         if fmt == "tiff":
-            from densecl.pixels.tiff import read_tiff
+            from densecl.inputs.files.tiff import read_tiff
 
             read = read_tiff(path)
         elif fmt == "dicom":
-            from densecl.pixels.dicom import read_dicom
+            from densecl.inputs.files.dicom import read_dicom
 
             read = read_dicom(path)
         elif fmt == "npy":
-            from densecl.pixels.npy import read_npy
+            from densecl.inputs.files.npy import read_npy
 
             read = read_npy(path)
         elif fmt == "png":
-            from densecl.pixels.png import read_png
+            from densecl.inputs.files.png import read_png
 
             read = read_png(path)
         else:
