@@ -327,3 +327,22 @@ def test_stats_tables_print_matches_per_pair_and_the_score_histogram():
         "| 0.0-0.5            | 3       | 4      |",
         "| 0.5-1.0            | 4       | 0      |",
     ]
+
+
+def test_given_photos_are_normalised_and_shown_with_the_weights_own_statistics():
+    import numpy as np
+    from PIL import Image
+
+    from densecl.inputs import InputSpec
+    from densecl.matches import given_pair
+    from densecl.plotting import to_display
+
+    array = np.random.default_rng(0).integers(0, 255, (40, 40, 3), dtype=np.uint8)
+    image = Image.fromarray(array)
+    measured = InputSpec(3, True, None, (0.5, 0.4, 0.3), (0.25, 0.2, 0.1))  # photos with measured, not ImageNet's
+    pair = given_pair(image, image, 40, "a", measured)  # 40 px: the resize keeps the pixels
+    expected = (
+        torch.from_numpy(array).permute(2, 0, 1).float() / 255 - torch.tensor([0.5, 0.4, 0.3]).view(3, 1, 1)
+    ) / (torch.tensor([0.25, 0.2, 0.1]).view(3, 1, 1))
+    torch.testing.assert_close(pair.view1, expected)
+    np.testing.assert_allclose(to_display(pair.view1, measured), array / 255, atol=1e-6)

@@ -34,6 +34,7 @@ from torch import nn
 
 from densecl.data.geometry import ViewGeometry, corresponding_cells
 from densecl.errors import InputError
+from densecl.inputs import InputSpec
 
 
 class Matches(NamedTuple):
@@ -307,18 +308,13 @@ def stats_tables(stats: dict[str, MatchStats]) -> str:
     return f"{summary}\n\n{histogram}"
 
 
-def given_pair(image1: Image.Image, image2: Image.Image, crop: int, name: str) -> ViewPair:
-    """Two given images as they are, each squashed to ``crop x crop`` and ImageNet-normalised; no known geometry."""
+def given_pair(
+    image1: Image.Image, image2: Image.Image, crop: int, name: str, inputs: InputSpec | None = None
+) -> ViewPair:
+    """Two given photos as they are, each squashed to ``crop x crop`` and normalised as ``inputs`` (the weights'
+    input; ImageNet's photos by default) says; no known geometry."""
     from torchvision.transforms import v2
 
-    from densecl.data.transforms import IMAGENET_MEAN, IMAGENET_STD
-
-    as_is = v2.Compose(
-        [
-            v2.ToImage(),
-            v2.Resize((crop, crop), antialias=True),  # the whole image, squashed to a square
-            v2.ToDtype(torch.float32, scale=True),
-            v2.Normalize(IMAGENET_MEAN, IMAGENET_STD),
-        ]
-    )
-    return ViewPair(as_is(image1), as_is(image2), name)
+    inputs = inputs or InputSpec()
+    squash = v2.Resize((crop, crop), antialias=True)  # the whole image, squashed to a square
+    return ViewPair(*(inputs.finish_photo(squash(v2.functional.to_image(im))) for im in (image1, image2)), name)

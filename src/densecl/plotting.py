@@ -22,8 +22,8 @@ import torch
 
 from densecl import matches
 from densecl.data.geometry import cell_centres
-from densecl.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from densecl.errors import InputError
+from densecl.inputs import InputSpec
 from densecl.matches import Correspondence, ViewPair
 
 #: the panels of :func:`plot_curves`: metrics key -> axis title
@@ -209,11 +209,11 @@ def _finite(value: Any) -> bool:
 # --------------------------------------------------------------------------- correspondence
 
 
-def to_display(view: torch.Tensor) -> np.ndarray:
-    """A normalised ``3 x H x W`` view -> ``H x W x 3`` float RGB in [0, 1]."""
-    mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
-    return (view.detach().cpu().float() * std + mean).clamp(0, 1).permute(1, 2, 0).numpy()
+def to_display(view: torch.Tensor, inputs: InputSpec | None = None) -> np.ndarray:
+    """A ``3 x H x W`` photo view normalised as ``inputs`` says (ImageNet's by default) -> ``H x W x 3`` float RGB
+    in [0, 1]."""
+    x = (inputs or InputSpec()).denormalise(view.detach().cpu().float())
+    return x.clamp(0, 1).permute(1, 2, 0).numpy()
 
 
 def draw_correspondence(
@@ -222,6 +222,7 @@ def draw_correspondence(
     threshold: float,
     out: str | Path,
     title: str | None = None,
+    inputs: InputSpec | None = None,
 ) -> Path:
     """The two views side by side, one row per backbone, matches with score >= ``threshold`` as lines.
 
@@ -239,7 +240,7 @@ def draw_correspondence(
         out: image file to write (.png, .pdf, .svg).
         title: a line above all rows.
     """
-    im1, im2 = to_display(pair.view1), to_display(pair.view2)
+    im1, im2 = to_display(pair.view1, inputs), to_display(pair.view2, inputs)
     (h1, w1), (h2, w2) = im1.shape[:2], im2.shape[:2]
     gap = max(8, w1 // 16)
     canvas = np.ones((max(h1, h2), w1 + gap + w2, 3))

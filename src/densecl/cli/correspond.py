@@ -106,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
     for w in loaded:
         w.backbone.to(device).eval()
 
-    mode, source_name, pairs = _pairs(args)
+    mode, source_name, pairs = _pairs(args, _one_input(loaded))
     seen, results = corr.compare({w.label: w.backbone for w in loaded}, pairs, CHUNK)
     first = seen[0]
     stats = {label: corr.match_stats(r, args.threshold) for label, r in results.items()}
@@ -118,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
         rows.append((f"{label}: {kept} matches >= {args.threshold:g}", r[0]))
     grid = rows[0][1].grid1
     title = f"{Path(first.name).name}: {_describe(mode, args)}, C5 grid {grid[0]}x{grid[1]}"
-    draw_correspondence(first, rows, args.threshold, out, title=title)
+    draw_correspondence(first, rows, args.threshold, out, title=title, inputs=loaded[0].backbone.input_spec)
 
     report = {
         "mode": mode,
@@ -226,13 +226,22 @@ def _default_labels(sources: list[str], arch: str) -> list[str]:
 # --------------------------------------------------------------------------- view pairs
 
 
-def _pairs(args: argparse.Namespace):
-    """``(mode, source description, iterator of ViewPair)``."""
+def _one_input(loaded: list[Loaded]):
+    """The photos' normalisation all the weights take (one set of views serves every row)."""
+    specs = {w.backbone.input_spec.statistics(photo=True): w.label for w in loaded}
+    if len(specs) > 1:
+        each = "; ".join(f"{label}: mean {mean}, std {std}" for (mean, std), label in specs.items())
+        raise InputError(f"the weights normalise photos differently ({each}): draw them in separate pictures")
+    return loaded[0].backbone.input_spec
+
+
+def _pairs(args: argparse.Namespace, inputs):
+    """``(mode, source description, iterator of ViewPair)``, the views normalised as ``inputs`` says."""
     from densecl.data.transforms import GeometricTwoViews
     from densecl.inputs.sources import image_source
     from densecl.matches import augmented_pairs, given_pair
 
-    view = GeometricTwoViews(args.crop, args.min_scale, photometric=args.augment == "moco-v2")
+    view = GeometricTwoViews(args.crop, args.min_scale, photometric=args.augment == "moco-v2", inputs=inputs)
     if args.data:
         n = args.pairs or 16
         source = image_source(args.data, scenes_length=max(n, 16), scenes_size=args.crop, seed=args.seed)
@@ -241,7 +250,7 @@ def _pairs(args: argparse.Namespace):
     if not args.image2:
         return "views", args.image, augmented_pairs(images[0], 1, view, args.seed)
     image1, image2 = (source.load(0) for source in images)
-    return "images", f"{args.image} | {args.image2}", iter([given_pair(image1, image2, args.crop, args.image)])
+    return "images", f"{args.image} | {args.image2}", iter([given_pair(image1, image2, args.crop, args.image, inputs)])
 
 
 def _read_image(path: str):

@@ -75,8 +75,6 @@ class GeometricTwoViews:
         self.crop_size, self.min_scale, self.grid = crop_size, min_scale, grid
         self.inputs = inputs or InputSpec()
         self.photometric = moco_v2_photometric(crop_size) if photometric else (lambda image: image)
-        mean, std = self.inputs.statistics(photo=True) if self.inputs.plain_rgb else (IMAGENET_MEAN, IMAGENET_STD)
-        self.finish = v2.Compose([v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)])
         self.band_photometric = (
             BandJitter(self.inputs.channels, jitter, crop_size) if photometric else (lambda image: image)
         )
@@ -99,11 +97,11 @@ class GeometricTwoViews:
         """The two normalised ``C x crop x crop`` views of an image (a PIL photo possibly decoded at ``1/reduction``,
         or ``C x H x W`` bands), colour from the global generator.
         """
-        photo = isinstance(image, Image.Image)
-        if photo and self.inputs.plain_rgb:
-            im_q, im_k = (self.finish(self.photometric(view.apply(image, reduction))) for view in geometry)
+        if self.inputs.takes_as_photo(image):
+            im_q, im_k = (self.inputs.finish_photo(self.photometric(view.apply(image, reduction))) for view in geometry)
             return im_q, im_k
         x = self.inputs.prepare(image)  # C x H x W float, no NaN
+        photo = isinstance(image, Image.Image)
         im_q, im_k = (self.inputs.normalise(self.band_photometric(view.apply(x)), photo) for view in geometry)
         return im_q, im_k
 

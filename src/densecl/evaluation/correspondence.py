@@ -48,7 +48,7 @@ from torchvision.transforms import v2
 
 from densecl.data.geometry import ViewGeometry, cell_centres, corresponding_cells, sample_view
 from densecl.data.jitter import BandJitter, default_mode
-from densecl.data.transforms import IMAGENET_MEAN, IMAGENET_STD, moco_v2_photometric
+from densecl.data.transforms import moco_v2_photometric
 from densecl.errors import InputError
 from densecl.evaluation import options
 from densecl.evaluation.features import STAGE_NAMES, frozen, parse_stages
@@ -60,8 +60,6 @@ from densecl.inputs.files import image_size
 from densecl.inputs.sources import ImageFiles, Reading, SceneImages, image_source
 from densecl.matches import image_name, mutual_matches, seeded_images
 from densecl.models.backbones import ResNetBackbone
-
-IMAGENET_STATISTICS = (IMAGENET_MEAN, IMAGENET_STD)
 
 DEFAULT_RADII = (16, 32, 64)  # view pixels
 
@@ -170,15 +168,12 @@ def view_pairs(
     photometric = moco_v2_photometric(config.crop) if config.photometric else None
     mode = default_mode(inputs.channels, inputs.photo is not False or (inputs.bands is None and inputs.channels == 3))
     band_photometric = BandJitter(inputs.channels, mode, config.crop) if config.photometric else None
-    mean, std = inputs.statistics(photo=True) if inputs.plain_rgb else IMAGENET_STATISTICS
-    normalise = v2.Compose([v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)])
     view1, view2, geometry, names = [], [], [], []
     for index, image, pair_seed in seeded_images(source, seed, cycle=False):  # distinct images
         if len(names) == config.pairs:
             break
-        photo = isinstance(image, Image.Image) and inputs.plain_rgb
-        if photo:
-            pixels, augment, finish = v2.functional.pil_to_tensor(image), photometric, normalise  # 3 x H x W uint8
+        if inputs.takes_as_photo(image):
+            pixels, augment, finish = v2.functional.pil_to_tensor(image), photometric, inputs.finish_photo  # uint8
         else:  # C x H x W float, no data filled
             pixels, augment = inputs.prepare(image, image_name(source, index)), band_photometric
             finish = functools.partial(inputs.normalise, photo=isinstance(image, Image.Image))

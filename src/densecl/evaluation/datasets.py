@@ -177,12 +177,9 @@ def to_network(resize, image: Pixels, inputs: InputSpec, where: Path | str = "an
     An RGB photo the backbone takes as it is: resized as a PIL image, scaled to [0, 1], normalised (the path of
     every RGB evaluation); anything else: no-data filled, resized as a float tensor, normalised.
     """
-    photo = isinstance(image, Image.Image)
-    if photo and inputs.plain_rgb:
-        x = v2.functional.to_dtype(v2.functional.to_image(resize(image)), torch.float32, scale=True)
-    else:
-        x = resize(inputs.prepare(image, where))
-    return inputs.normalise(x, photo)
+    if inputs.takes_as_photo(image):
+        return inputs.finish_photo(resize(image))
+    return inputs.normalise(resize(inputs.prepare(image, where)), isinstance(image, Image.Image))
 
 
 def as_list(batch: list) -> list:

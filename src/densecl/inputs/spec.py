@@ -147,6 +147,26 @@ class InputSpec:
             x = torch.where(nan, mean.view(-1, 1, 1).expand_as(x), x)
         return x
 
+    def takes_as_photo(self, image: Image.Image | torch.Tensor) -> bool:
+        """Whether ``image`` goes the photo path: an RGB PIL photo this input takes as it is, augmented as 8-bit
+        pixels (MoCo-v2's PIL operations, the numerics of every RGB run) and finished by :meth:`finish_photo`.
+        Anything else goes the values path: :meth:`prepare`, float operations, :meth:`normalise`."""
+        return isinstance(image, Image.Image) and self.plain_rgb
+
+    def finish_photo(self, pixels: Image.Image | torch.Tensor) -> torch.Tensor:
+        """The photo path's last step: 8-bit pixels (a PIL image or ``3 x H x W`` uint8) -> ``[0, 1]`` ->
+        normalised ``3 x H x W`` float32."""
+        from torchvision.transforms import v2
+
+        x = v2.functional.to_dtype(v2.functional.to_image(pixels), torch.float32, scale=True)
+        return self.normalise(x, photo=True)
+
+    def denormalise(self, x: torch.Tensor, photo: bool = True) -> torch.Tensor:
+        """The inverse of :meth:`normalise`: ``x * std + mean`` per channel (to show a view to people)."""
+        mean, std = self.statistics(photo)
+        shape = (-1, 1, 1)
+        return x * torch.tensor(std, dtype=x.dtype).view(shape) + torch.tensor(mean, dtype=x.dtype).view(shape)
+
     def normalise(self, x: torch.Tensor, photo: bool) -> torch.Tensor:
         """``(x - mean) / std`` per channel; ``x`` is ``C x H x W`` or ``N x C x H x W``."""
         mean, std = self.statistics(photo)
