@@ -91,18 +91,10 @@ def run_export_scenes(args: argparse.Namespace) -> int:
     from densecl.scenes.export import export_scenes
 
     summary = export_scenes(
-        args.out,
-        args.format,
-        n_train=args.n_train,
-        n_val=args.n_val,
-        size=args.size,
-        seed=args.seed,
-        max_objects=args.max_objects,
-        overwrite=args.overwrite,
-        bands=args.bands,
-        bit_depth=args.bit_depth,
-    )
-    counts = ", ".join(f"{n} {split}" for split, n in summary.counts.items())
+        args.out, args.format, n_train=args.n_train, n_val=args.n_val, bands=args.bands, bit_depth=args.bit_depth,
+        **_composition(args),
+    )  # fmt: skip
+    counts = _counts(summary)
     kind = "" if (args.bands, args.bit_depth) == (3, 8) else f", {args.bands} bands of {args.bit_depth} bits"
     print(f"wrote {counts} scenes ({args.size} px{kind}) as {summary.format} to {summary.out}")
     return 0
@@ -146,23 +138,25 @@ def run_scenes(args: argparse.Namespace) -> int:
     from densecl.scenes.export_photo import export_photo_scenes, parse_formats
 
     summary = export_photo_scenes(
-        args.out,
-        args.objects,
-        args.backgrounds,
-        n=args.n,
-        size=args.size,
-        seed=args.seed,
-        max_objects=args.max_objects,
-        formats=parse_formats(args.format),
-        overwrite=args.overwrite,
+        args.out, args.objects, args.backgrounds, n=args.n, formats=parse_formats(args.format),
         on_skip=lambda message: print(f"densecl data: warning: {message}; skipped", file=sys.stderr),
-    )
-    counts = ", ".join(f"{n} {split}" for split, n in summary.counts.items())
+        **_composition(args),
+    )  # fmt: skip
+    counts = _counts(summary)
     print(
         f"wrote {counts} images ({args.size} px, {len(summary.classes) - 1} classes: "
         f"{', '.join(summary.classes[1:])}) to {summary.out} in {summary.seconds:.1f} s"
     )
     return 0
+
+
+def _composition(args: argparse.Namespace) -> dict:
+    """The options both scene writers take alike."""
+    return {"size": args.size, "seed": args.seed, "max_objects": args.max_objects, "overwrite": args.overwrite}
+
+
+def _counts(summary) -> str:
+    return ", ".join(f"{n} {split}" for split, n in summary.counts.items())
 
 
 def _overwrite_option(p: argparse.ArgumentParser) -> None:

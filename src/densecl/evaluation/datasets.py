@@ -138,6 +138,20 @@ def describe_splits(
     }
 
 
+def describe_segmentation(config, train, val, **more) -> dict:
+    """The ``data`` entry of a result file for the segmentation protocols (``config``: their
+    :class:`~densecl.evaluation.options.SegmentationData` fields), with ``more`` entries after it."""
+    return {
+        "root": str(config.data),
+        "train_split": config.train_split,
+        "val_split": config.val_split,
+        "n_train": len(train),
+        "n_val": len(val),
+        "classes": list(train.classes),
+        **more,
+    }
+
+
 def read_segmentation_splits(config, *splits: str, workers: int = 4) -> list[SegmentationSplit]:
     """The named VOC-layout splits of ``config.data``, every label read once.
 

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from densecl.config import stage_side
 from densecl.errors import InputError
 from densecl.evaluation import options
-from densecl.evaluation.datasets import IGNORE_INDEX, SegmentationSplit, read_segmentation_splits
+from densecl.evaluation.datasets import IGNORE_INDEX, SegmentationSplit, describe_segmentation, read_segmentation_splits
 from densecl.evaluation.features import frozen_segmentation_maps, parse_stages
 from densecl.evaluation.metrics import confusion_matrix, iou_from_confusion
 from densecl.evaluation.options import option
@@ -46,12 +46,7 @@ from densecl.models.backbones import ResNetBackbone
 
 
 @dataclass(frozen=True)
-class DenseNNConfig:
-    data: str = options.data()
-    train_split: str = options.train_split()
-    val_split: str = options.val_split()
-    num_classes: int | None = options.num_classes()
-    label_dir: str = options.label_dir()
+class DenseNNConfig(options.SegmentationData):
     stages: str = option("c5", "stage(s) to read: c5, c4, or c4,c5 (C5 upsampled to C4 and concatenated)")
     image_size: int = options.image_size(0)
     k: int = option(30, "nearest memory patches per val patch")
@@ -119,19 +114,16 @@ def evaluate(
             per_class[size] = dict(zip(train.classes, iou.per_class))
         per_seed.append({"mIoU": scores[f"mIoU@{sizes[-1]}"], **scores})
         details.append({"seed": seed, "iou": per_class})
-    data_info = {
-        "root": str(config.data),
-        "train_split": config.train_split,
-        "val_split": config.val_split,
-        "n_train": len(train),
-        "n_val": len(val),
-        "classes": list(train.classes),
-        "memory_patches": len(keys),
-        "memory_sizes": sizes,
-        "memory_mb": round(keys.numel() * 4 / 2**20 + values.numel() * 4 / 2**20, 2),
-        "feature_channels": int(keys.shape[1]),
-        "feature_size": list(train_maps[0].shape[1:]),
-    }
+    data_info = describe_segmentation(
+        config,
+        train,
+        val,
+        memory_patches=len(keys),
+        memory_sizes=sizes,
+        memory_mb=round(keys.numel() * 4 / 2**20 + values.numel() * 4 / 2**20, 2),
+        feature_channels=int(keys.shape[1]),
+        feature_size=list(train_maps[0].shape[1:]),
+    )
     return Evaluation(headline=["mIoU"], per_seed=per_seed, details=details, data=data_info)
 
 

@@ -130,24 +130,18 @@ def image_features(
 
 
 def train_val_features(
-    backbone: ResNetBackbone,
-    train_paths: list,
-    val_paths: list,
-    *,
-    image_size: int,
-    stage: int,
-    batch_size: int,
-    workers: int,
-    device: torch.device | str,
+    backbone: ResNetBackbone, data: tuple[Any, Any], config: Any, batch_size: int | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pooled features of both splits under :func:`frozen` (the bit-identical check included)."""
-    backbone.to(device)
+    """Pooled features of a classification protocol's two splits (``data``: splits with ``paths``) under
+    :func:`frozen` (the bit-identical check included), as ``config`` says: ``image_size``, ``stage``,
+    ``batch_size`` (or the one given), ``workers``, ``device``."""
+    stage, batch_size = parse_stage(config.stage), batch_size or config.batch_size
+    backbone.to(config.device)
     with frozen(backbone):
-
-        def extract(paths):
-            return image_features(backbone, paths, image_size, stage, batch_size, workers, device)
-
-        return extract(train_paths), extract(val_paths)
+        return tuple(
+            image_features(backbone, split.paths, config.image_size, stage, batch_size, config.workers, config.device)
+            for split in data
+        )
 
 
 @torch.no_grad()

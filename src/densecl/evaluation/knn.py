@@ -29,12 +29,7 @@ from densecl.models.backbones import ResNetBackbone
 
 
 @dataclass(frozen=True)
-class KNNConfig:
-    data: str = options.data()
-    train_split: str = options.train_split()
-    val_split: str = options.val_split()
-    stage: str = options.stage()
-    image_size: int = options.image_size(224)
+class KNNConfig(options.ClassificationData):
     k: int = option(20, "neighbours")
     temperature: float = option(0.07, "vote weight exp(similarity / temperature)")
     batch_size: int = options.batch_size(64)
@@ -82,16 +77,7 @@ def evaluate(
     backbone: ResNetBackbone, data: tuple[ClassificationSplit, ClassificationSplit], config: KNNConfig, seeds: list[int]
 ) -> Evaluation:
     train, val = data
-    x_train, x_val = train_val_features(
-        backbone,
-        train.paths,
-        val.paths,
-        image_size=config.image_size,
-        stage=parse_stage(config.stage),
-        batch_size=config.batch_size,
-        workers=config.workers,
-        device=config.device,
-    )
+    x_train, x_val = train_val_features(backbone, data, config)
     y_train, y_val = torch.from_numpy(train.labels()), torch.from_numpy(val.labels())
     votes = weighted_knn(x_train, y_train, x_val, len(train.classes), config.k, config.temperature)
     top1 = top1_accuracy(votes.argmax(dim=1), y_val)

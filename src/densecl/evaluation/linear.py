@@ -37,12 +37,7 @@ from densecl.models.backbones import ResNetBackbone
 
 
 @dataclass(frozen=True)
-class LinearConfig:
-    data: str = options.data()
-    train_split: str = options.train_split()
-    val_split: str = options.val_split()
-    stage: str = options.stage()
-    image_size: int = options.image_size(224)
+class LinearConfig(options.ClassificationData):
     epochs: int = options.epochs(100)
     lr: float = options.lr(0.1)
     weight_decay: float = options.weight_decay(0.0)
@@ -83,16 +78,7 @@ def evaluate(
     seeds: list[int],
 ) -> Evaluation:
     train, val = data
-    x_train, x_val = train_val_features(
-        backbone,
-        train.paths,
-        val.paths,
-        image_size=config.image_size,
-        stage=parse_stage(config.stage),
-        batch_size=config.extract_batch_size,
-        workers=config.workers,
-        device=config.device,
-    )
+    x_train, x_val = train_val_features(backbone, data, config, config.extract_batch_size)
     y_train, y_val = torch.from_numpy(train.labels()), torch.from_numpy(val.labels())
     per_seed = []
     for seed in seeds:

@@ -156,3 +156,25 @@ def dist_timeout() -> Any:
         DEFAULT_TIMEOUT_S,
         "seconds a collective waits for the other ranks before failing (torchrun), so a dead rank stops the group",
     )
+
+
+@dataclasses.dataclass(frozen=True)
+class ClassificationData:
+    """The fields every frozen-feature classification protocol (knn, linear, svm) starts with."""
+
+    data: str = data()
+    train_split: str = train_split()
+    val_split: str = val_split()
+    stage: str = stage()
+    image_size: int = image_size(224)
+
+
+@dataclasses.dataclass(frozen=True)
+class SegmentationData:
+    """The fields every segmentation protocol (seg-probe, seg-finetune, dense-nn, overcluster) starts with."""
+
+    data: str = data()
+    train_split: str = train_split()
+    val_split: str = val_split()
+    num_classes: int | None = num_classes()
+    label_dir: str = label_dir()

@@ -48,7 +48,13 @@ from torchvision.transforms import v2
 from densecl import checkpoint, distributed
 from densecl.errors import InputError
 from densecl.evaluation import options
-from densecl.evaluation.datasets import IGNORE_INDEX, SegmentationSplit, read_segmentation_splits, segmentation_tensors
+from densecl.evaluation.datasets import (
+    IGNORE_INDEX,
+    SegmentationSplit,
+    describe_segmentation,
+    read_segmentation_splits,
+    segmentation_tensors,
+)
 from densecl.evaluation.finetune import (
     BatchStream,
     FinetuneCheckpoints,
@@ -70,12 +76,7 @@ OUTPUT_STRIDES = {32: (1, 1), 16: (1, 2), 8: (2, 4)}  # output stride -> dilatio
 
 
 @dataclass(frozen=True)
-class SegFinetuneConfig:
-    data: str = options.data()
-    train_split: str = options.train_split()
-    val_split: str = options.val_split()
-    num_classes: int | None = options.num_classes()
-    label_dir: str = options.label_dir()
+class SegFinetuneConfig(options.SegmentationData):
     output_stride: int = option(8, "backbone output stride: 8 (dilated layer3+4), 16 (dilated layer4) or 32 (none)")
     crop: int = option(512, "training crop side in pixels")
     scale_min: float = option(0.5, "smallest random rescale factor")
@@ -223,15 +224,12 @@ def evaluate(
             per_seed.append({"mIoU": iou.mean, "pixel_acc": iou.pixel_accuracy})
             details.append({"seed": seed, "iou": dict(zip(val.classes, iou.per_class))})
         distributed.barrier()
-    data_info = {
-        "root": str(config.data),
-        "train_split": config.train_split,
-        "val_split": config.val_split,
-        "n_train": len(train),
-        "n_val": len(val),
-        "classes": list(train.classes),
-        "world_size": distributed.world_size(),
-    }
+    data_info = describe_segmentation(
+        config,
+        train,
+        val,
+        world_size=distributed.world_size(),
+    )
     return Evaluation(headline=["mIoU"], per_seed=per_seed, details=details, data=data_info, resumed_from=resumed_from)
 
 

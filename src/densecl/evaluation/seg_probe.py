@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from densecl.evaluation import options
-from densecl.evaluation.datasets import IGNORE_INDEX, SegmentationSplit, read_segmentation_splits
+from densecl.evaluation.datasets import IGNORE_INDEX, SegmentationSplit, describe_segmentation, read_segmentation_splits
 from densecl.evaluation.features import frozen_segmentation_maps, parse_stages
 from densecl.evaluation.metrics import confusion_matrix, iou_from_confusion
 from densecl.evaluation.options import option
@@ -49,12 +49,7 @@ from densecl.models.backbones import ResNetBackbone
 
 
 @dataclass(frozen=True)
-class SegProbeConfig:
-    data: str = options.data()
-    train_split: str = options.train_split()
-    val_split: str = options.val_split()
-    num_classes: int | None = options.num_classes()
-    label_dir: str = options.label_dir()
+class SegProbeConfig(options.SegmentationData):
     stages: str = option("c5", "stage(s) to read: c5, or c4,c5 (C5 upsampled to C4 and concatenated)")
     image_size: int = options.image_size(0)
     epochs: int = options.epochs(30)
@@ -93,17 +88,14 @@ def evaluate(
             warn_absent_classes(train.classes, iou.present, config.val_split)
         per_seed.append({"mIoU": iou.mean, "pixel_acc": iou.pixel_accuracy})
         details.append({"seed": seed, "iou": dict(zip(train.classes, iou.per_class))})
-    data_info = {
-        "root": str(config.data),
-        "train_split": config.train_split,
-        "val_split": config.val_split,
-        "n_train": len(train),
-        "n_val": len(val),
-        "classes": list(train.classes),
-        "absent_in_val": [c for c, p in zip(train.classes, iou.present) if not p],
-        "feature_channels": int(train_maps[0].shape[0]),
-        "feature_size": list(train_maps[0].shape[1:]),
-    }
+    data_info = describe_segmentation(
+        config,
+        train,
+        val,
+        absent_in_val=[c for c, p in zip(train.classes, iou.present) if not p],
+        feature_channels=int(train_maps[0].shape[0]),
+        feature_size=list(train_maps[0].shape[1:]),
+    )
     return Evaluation(headline=["mIoU"], per_seed=per_seed, details=details, data=data_info)
 
 

@@ -49,12 +49,7 @@ from densecl.models.backbones import ResNetBackbone
 
 
 @dataclass(frozen=True)
-class SVMConfig:
-    data: str = options.data()
-    train_split: str = options.train_split()
-    val_split: str = options.val_split()
-    stage: str = options.stage()
-    image_size: int = options.image_size(224)
+class SVMConfig(options.ClassificationData):
     costs: tuple[float, ...] = option((0.01, 0.1, 1.0, 10.0, 100.0), "SVM costs C to cross-validate")
     cv_folds: int = option(3, "cross-validation folds for choosing C")
     positive_weight: float = option(2.0, "SVM class weight of positives")
@@ -77,16 +72,7 @@ def evaluate(
     backbone: ResNetBackbone, data: tuple[ClassificationSplit, ClassificationSplit], config: SVMConfig, seeds: list[int]
 ) -> Evaluation:
     train, val = data
-    x_train, x_val = train_val_features(
-        backbone,
-        train.paths,
-        val.paths,
-        image_size=config.image_size,
-        stage=parse_stage(config.stage),
-        batch_size=config.batch_size,
-        workers=config.workers,
-        device=config.device,
-    )
+    x_train, x_val = train_val_features(backbone, data, config)
     x_train, x_val = x_train.numpy(), x_val.numpy()  # N x C, unit rows
     ap_fn = AP_VARIANTS[config.ap]
     per_seed, details = [], []
