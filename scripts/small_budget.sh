@@ -6,6 +6,7 @@
 #   DRY_RUN=1 bash scripts/small_budget.sh                 print what would run, run nothing
 #   RECORD=results/small-budget bash scripts/small_budget.sh   keep the small outputs in the repository
 #   STEPS=curves ...                                       only some phases: data, curves, report
+#   DATASET=bands4 bash scripts/small_budget.sh            the same on 4-band 16-bit scenes (below)
 #
 # Phase curves, the budget search: one run of each method on seed SEED, with the schedule of EPOCHS epochs,
 #   all advanced STRETCH iterations at a time in turn (round robin, --max-iters), and each stretch's checkpoint
@@ -21,6 +22,11 @@
 #     both      the mean of the paper's loss and the geometric one (--dense-matching both)
 # Random init is read by the same instruments once: the floor. Report: scripts/small_budget_report.py.
 #
+# DATASET=bands4: the embedded procedural scenes as 4-band (RGB and near-infrared) 16-bit TIFFs
+# (`densecl data export-scenes --bands 4 --bit-depth 16`), 2400 train and 800 val images at 128 px, in COCO and VOC
+# layouts; pre-training reads the train images' stored values with the mean and std measured at start, and
+# the instruments read the val split (this data set has no test split). Its own RUN, RECORD and report.
+#
 # Settings are environment overrides. CPU: 2-core AMD EPYC without AVX-512 (benchmarks/step_speed.py, idle):
 # ResNet-18 batch 32 fp32 + channels_last, crop 96: 0.82 s a DenseCL step, 1.05 s MoCo-v2 (the same within
 # this machine's noise); crop 160: 2.19 s; bf16 is 13x slower here, so PRECISION=fp32 (fixed for the study,
@@ -32,15 +38,27 @@ BIN=${BIN:-.venv/bin}
 DRY_RUN=${DRY_RUN:-}
 STEPS=${STEPS:-data curves report}
 
-RUN=${RUN:-runs/small-budget}
+DATASET=${DATASET:-photo}
+case $DATASET in
+  photo)
+    RUN=${RUN:-runs/small-budget}
+    DATA=${DATA:-.cache/study-scenes}   # the photo scenes of scripts/experiment.sh: the same 2400 train images
+    N_IMAGES=${N_IMAGES:-4000} SIZE=${SIZE:-192} SPLIT=test EVAL_CROP=${EVAL_CROP:-160}
+    TRAIN_N=$((N_IMAGES * 6 / 10))
+    REPORT=${REPORT:-docs/results-small-budget.md} ;;
+  bands4)
+    RUN=${RUN:-runs/small-budget-bands4}
+    DATA=${DATA:-.cache/study-bands4}
+    TRAIN_N=${TRAIN_N:-2400} VAL_N=${VAL_N:-800} SIZE=${SIZE:-128} SPLIT=val EVAL_CROP=${EVAL_CROP:-112}
+    TRAIN_IMAGES=$DATA/coco/train
+    REPORT=${REPORT:-docs/results-small-budget-bands4.md} ;;
+  *) echo "small-budget: DATASET must be photo or bands4, got $DATASET"; exit 2 ;;
+esac
 ASSETS=${ASSETS:-.cache/assets}
-DATA=${DATA:-.cache/study-scenes}   # the photo scenes of scripts/experiment.sh: the same 2400 train images
-N_IMAGES=${N_IMAGES:-4000}
-SIZE=${SIZE:-192}
 ARCH=${ARCH:-resnet18}
 HIDDEN=${HIDDEN:-512}
 CROP=${CROP:-96}                # a 3 x 3 C5 grid; 2.7x cheaper a step than 160
-EVAL_CROP=${EVAL_CROP:-160}     # correspondence reads views of 160 px, as the 1050-step study did
+# correspondence reads views of EVAL_CROP px: 160 on the photo scenes, as the 1050-step study did; 112 on bands4
 BATCH=${BATCH:-32}
 QUEUE=${QUEUE:-1024}            # below the 2400 train images
 LR=${LR:-0.3}
@@ -55,10 +73,9 @@ SWITCH=${SWITCH:-1500}          # hybrid: geometric positives for the first thir
 METHODS=${METHODS:-densecl mocov2 hybrid geometry both}
 PAIRS=${PAIRS:-200}
 PROBE_EPOCHS=${PROBE_EPOCHS:-5}
-DENSE_STAGE=c4 MEMORY=1000 SPLIT=test
+DENSE_STAGE=c4 MEMORY=1000
 DEADLINE=${DEADLINE:-} MIN_STEP_S=${MIN_STEP_S:-20} KEEP_GOING=${KEEP_GOING:-}
 RECORD=${RECORD:-}
-REPORT=${REPORT:-docs/results-small-budget.md}
 FIGURES=${FIGURES:-docs/figures}
 
 source "$(dirname "$0")/study_lib.sh"
@@ -86,16 +103,28 @@ flags() {
 }
 
 # ---------------------------------------------------------------- data
-if wants data && [ ! -e "$DATA/README.md" ]; then
+if wants data && [ "$DATASET" = photo ] && [ ! -e "$DATA/README.md" ]; then
   if [ ! -d "$ASSETS" ]; then say "assets: make assets"; [ -n "$DRY_RUN" ] || make assets; fi
   run_step scenes "" "$BIN/densecl" data scenes --objects "$ASSETS/objects" --backgrounds "$ASSETS/backgrounds" \
     --out "$DATA" --n "$N_IMAGES" --size "$SIZE" --seed 0
 fi
+if wants data && [ "$DATASET" = bands4 ]; then
+  for layout in coco voc; do
+    run_step "scenes-$layout" "$DATA/$layout" "$BIN/densecl" data export-scenes --format "$layout" --out "$DATA/$layout" \
+      --n-train "$TRAIN_N" --n-val "$VAL_N" --size "$SIZE" --bands 4 --bit-depth 16 --seed 0
+  done
+fi
 
 # ---------------------------------------------------------------- curves
 if wants curves; then
-  for protocol in "${CURVE_INSTRUMENTS[@]}"; do instrument "$protocol" random --weights random --arch "$ARCH"; done
-  total=$((EPOCHS * (N_IMAGES * 6 / 10 / BATCH)))
+  floor=(--weights random --arch "$ARCH")
+  if [ "$DATASET" = bands4 ]; then  # random weights read the bands as the runs do: 4 channels, the measured mean and std
+    measured=("--mean" "M" "--std" "S")
+    [ -n "$DRY_RUN" ] || read -r -a measured <<< "$("$BIN/densecl" data stats "$TRAIN_IMAGES" | grep -o -- '--mean [^ ]* --std [^ ]*')"
+    floor+=(--in-channels 4 "${measured[@]}")
+  fi
+  for protocol in "${CURVE_INSTRUMENTS[@]}"; do instrument "$protocol" random "${floor[@]}"; done
+  total=$((EPOCHS * (TRAIN_N / BATCH)))
   for ((UNTIL = STRETCH; UNTIL <= total; UNTIL += STRETCH)); do
     for method in $METHODS; do
       name=$method-s$SEED

@@ -112,7 +112,7 @@ pretrain() {
     run_step "pretrain-$name" "" "$BIN/densecl" pretrain --config demo_cpu --arch "$ARCH" --hidden-dim "$HIDDEN" \
       --queue-len "$QUEUE" --momentum "$EMA" --lr "$LR" --batch-size "$BATCH" --crop-size "$CROP" --epochs "$EPOCHS" \
       --workers "$WORKERS" --precision "$PRECISION" --device "$DEVICE" --save-every 50 --log-every 10 \
-      --data "$DATA/unlabeled/train" --seed "$seed" --output-dir "$RUN/$name" --bn-group-size none "${until[@]}" "$@"  # flags after win
+      --data "${TRAIN_IMAGES:-$DATA/unlabeled/train}" --seed "$seed" --output-dir "$RUN/$name" --bn-group-size none "${until[@]}" "$@"  # flags after win
   fi
 }
 

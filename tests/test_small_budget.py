@@ -114,3 +114,19 @@ def test_the_gpu_variant_plans_the_curves_at_one_gpus_budget(tmp_path):
     assert sum("pretrain-densecl-s0:" in line for line in lines) == 1800 // 180
     assert "--out docs/results-small-budget-gpu.md" in next(line for line in lines if "report:" in line)
     assert not (tmp_path / "small-budget-gpu").exists()
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="bash script")
+@pytest.mark.slow
+def test_the_4_band_study_makes_its_scenes_trains_on_their_train_images_and_reads_val(tmp_path):
+    run, data = tmp_path / "run", tmp_path / "bands"
+    lines = _dry_run(run, data, DATASET="bands4", TRAIN_N="64", BATCH="32", EPOCHS="2", STRETCH="2", METHODS="both")
+    text = "\n".join(lines)
+    for layout in ("coco", "voc"):
+        assert f"export-scenes --format {layout} --out {data}/{layout} --n-train 64" in text and "--bands 4" in text
+    assert "--weights random --arch resnet18 --in-channels 4 --mean M --std S" in text  # the floor reads 4 bands
+    first = next(line for line in lines if "pretrain-both-s0:" in line)
+    assert f"--data {data}/coco/train" in first
+    corr = next(line for line in lines if "correspondence-both-s0-at2:" in line)
+    assert f"--data {data}/coco/val" in corr and "--crop 112" in corr
+    assert f"--data {data}/voc --val-split val" in next(line for line in lines if "seg-probe-both-s0-at4:" in line)
