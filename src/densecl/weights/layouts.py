@@ -141,7 +141,7 @@ def _detect(keys: frozenset[str], ordered_keys: list[str], container: str, where
     raise InputError(
         f"{where} is no ResNet checkpoint this reader knows: it has none of {markers} "
         f"(first keys: {few(ordered_keys)}); pass a DenseCL, MoCo, OpenMMLab, detectron2 or torchvision ResNet "
-        "checkpoint"
+        "checkpoint, or for a timm model name it (--arch timm/<name>)"
     )
 
 
