@@ -41,6 +41,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from densecl.errors import InputError
+
 _aten = torch.ops.aten
 
 
@@ -185,7 +187,7 @@ def group_batch_norms(module: nn.Module, group_size: int) -> nn.Module:
     is itself a batch norm).
 
     Raises:
-        ValueError: a batch norm :func:`groupers` has no entry for, or one without
+        InputError: a batch norm :func:`groupers` has no entry for, or one without
             affine parameters or running statistics (one line: its name and type).
     """
     table = groupers()
@@ -202,12 +204,12 @@ def _group(module: nn.Module, name: str, group_size: int, table: dict) -> nn.Mod
             f"batch norm layer '{name or type(module).__name__}' ({type(module).__module__}.{type(module).__name__})"
         )
         if type(module) not in table:
-            raise ValueError(
+            raise InputError(
                 f"cannot group {where}: grouped batch norm knows {', '.join(t.__name__ for t in table)}; "
                 "use --bn-group-size none"
             )
         if not (module.affine and module.track_running_stats):
-            raise ValueError(
+            raise InputError(
                 f"cannot group {where}: it needs affine parameters and running statistics; use --bn-group-size none"
             )
         grouped = table[type(module)](module, group_size)
