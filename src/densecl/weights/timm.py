@@ -31,7 +31,7 @@ import torch
 from densecl.config import TIMM_PREFIX
 from densecl.errors import InputError
 from densecl.models import timm_backbone
-from densecl.weights.layouts import DDP_PREFIX, DENSECL, Layout, convert, fill_num_batches_tracked
+from densecl.weights.layouts import DDP_PREFIX, DENSECL, Layout, convert, fill_num_batches_tracked, with_prefix
 from densecl.weights.messages import few
 
 #: the query backbone's timm model in a densecl checkpoint
@@ -49,13 +49,13 @@ def read(state: Mapping[str, torch.Tensor], arch: str, where: str) -> tuple[dict
         InputError: an unknown model, keys that fit nowhere, or tensors that are not ``arch``'s.
     """
     reference = timm_backbone.meta_backbone(arch.removeprefix(TIMM_PREFIX))
-    keys = list(state)
-    if keys and all(k.startswith(DDP_PREFIX) for k in keys):
-        state = {k[len(DDP_PREFIX) :]: v for k, v in state.items()}
-    if any(k.startswith(DENSECL.backbone) for k in state):
+    ddp = bool(state) and all(k.startswith(DDP_PREFIX) for k in state)  # DistributedDataParallel's wrapper
+    if any(k.removeprefix(DDP_PREFIX if ddp else "").startswith(DENSECL.backbone) for k in state):
         layout = DENSECL_TIMM
     else:
         layout = Layout("timm", backbone="", dropped_keys=tuple(sorted(reference.head_keys)))
+    if ddp:
+        layout = with_prefix(layout, DDP_PREFIX)
     target, dropped = convert(state, layout, where)
     fill_num_batches_tracked(target)
     _fit(target, arch, reference, where)
