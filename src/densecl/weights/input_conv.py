@@ -62,7 +62,8 @@ def fit_input_channels(
         else f"its filters repeated and scaled by {weight.shape[1]}/{in_channels}"
     )
     note = (
-        f"{where}: the first convolution ({stem}) takes {weight.shape[1]} channels, this model {in_channels}: "
+        f"{where}: the first convolution{'' if stem == STEM else f' ({stem})'} takes {weight.shape[1]} channels, "
+        f"this model {in_channels}: "
         f"adapted as timm's adapt_input_conv does ({rule}); every other layer is loaded as it is"
     )
     return adapted, note
