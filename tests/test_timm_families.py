@@ -101,3 +101,26 @@ def _loads_in_timm(name, path, stored, backbone, x, ours) -> None:
     missing, unexpected = timm.create_model(name, num_classes=3).load_state_dict(stored, strict=False)
     counters = {k for k in backbone.head_keys if k.endswith("num_batches_tracked")}  # torch fills these with 0
     assert not unexpected and set(missing) == backbone.head_keys - counters  # only the head is left fresh
+
+
+@pytest.mark.parametrize(
+    "arch, extra, message",
+    [
+        ("timm/convnxt_atto", [], "timm has no model 'convnxt_atto'; the closest: timm/convnext_atto"),
+        ("timm/vit_tiny_patch16_224", [], "timm/vit_tiny_patch16_224 has no spatial feature pyramid"),
+        ("timm/convnext_atto", ["--crop-size", "48"], "gives timm/convnext_atto a 1x1 C5 grid; DenseCL needs at least"),
+    ],
+)
+def test_bad_timm_input_is_one_line_before_anything_is_built(tmp_path, capsys, arch, extra, message):
+    run = ["pretrain", "--arch", arch, *TINY, *extra, "--output-dir", str(tmp_path), "--data", str(tmp_path / "none")]
+    assert main(run) == 2  # the data path does not exist either: the model's check comes first
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "checkpoint.pt").exists()
+
+
+def test_pretrain_help_names_the_timm_families(capsys):
+    with pytest.raises(SystemExit):
+        main(["pretrain", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "any timm CNN as timm/<name>" in help_text and all(arch in help_text for arch in TIMM_TESTED)
