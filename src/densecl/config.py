@@ -62,8 +62,9 @@ class PretrainConfig:
     # model: encoders, heads, queues, loss
     arch: str = _field(
         "resnet50",
-        f"the backbone: a torchvision ResNet ({', '.join(ARCHS)}), or any timm CNN as timm/<name> (the tested "
-        f"families: {', '.join(TIMM_TESTED)}; weights only from files, --init)",
+        f"the backbone: a torchvision ResNet, or any timm CNN as timm/<name> (the tested families: "
+        f"{', '.join(TIMM_TESTED)}; weights only from files, --init; docs/pretrain.md)",
+        (*ARCHS, f"{TIMM_PREFIX}<name>"),
     )
     hidden_dim: int = _field(2048, "hidden width of both heads (the paper: 2048; small backbones use their C5 width)")
     out_dim: int = _field(128, "embedding size of both heads, and of the keys in the queues")
