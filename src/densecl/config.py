@@ -9,6 +9,7 @@ checkpoint, so a run describes itself.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 from dataclasses import dataclass, field
 from importlib import resources
@@ -34,7 +35,15 @@ ARCHS = (
     "resnext50_32x4d",
     "resnext101_32x8d",
     "wide_resnet50_2",
-)  # the backbones (densecl.models.backbones builds them)
+)  # the torchvision backbones (densecl.models.backbones builds them)
+TIMM_PREFIX = "timm/"  # --arch timm/<name>: any timm CNN (densecl.models.timm_backbone)
+TIMM_TESTED = (
+    "timm/convnext_atto",
+    "timm/regnetx_002",
+    "timm/efficientnet_b0",
+    "timm/resnet18d",
+    "timm/cspresnet50",
+)  # one model of each timm family the test suite trains, resumes, exports and evaluates
 DEFAULT_TIMEOUT_S = 1800  # a collective waits this long for a rank that died or hangs, then fails (pretrain, eval)
 RANDOM_WEIGHTS = "random"  # --weights / --init value for a randomly initialised backbone
 AUTO = "auto"  # queue_len / dense_queue_len: sized from the data set (see PretrainConfig.with_queues_for)
@@ -51,7 +60,12 @@ class PretrainConfig:
     """Everything a pre-training run depends on. Defaults: DenseCL R50, ImageNet 200 ep."""
 
     # model: encoders, heads, queues, loss
-    arch: str = _field("resnet50", "the backbone, a torchvision ResNet", ARCHS)
+    arch: str = _field(
+        "resnet50",
+        f"the backbone: a torchvision ResNet, or any timm CNN as timm/<name> (the tested families: "
+        f"{', '.join(TIMM_TESTED)}; weights only from files, --init; docs/pretrain.md)",
+        (*ARCHS, f"{TIMM_PREFIX}<name>"),
+    )
     hidden_dim: int = _field(2048, "hidden width of both heads (the paper: 2048; small backbones use their C5 width)")
     out_dim: int = _field(128, "embedding size of both heads, and of the keys in the queues")
     queue_len: int | str = _field(
@@ -241,9 +255,14 @@ class PretrainConfig:
             f"dense_matching {self.dense_matching} needs a dense loss, but loss_lambda is 0 (MoCo-v2 has no dense "
             "head): set --loss-lambda above 0 or leave --dense-matching features",
         )
+        _require(
+            self.arch in ARCHS or is_timm_arch(self.arch),
+            f"unknown arch {self.arch!r}{_closest(self.arch, ARCHS)}: give a torchvision ResNet "
+            f"({', '.join(ARCHS)}) or a timm CNN as timm/<name>",
+        )
         grid = c5_side(self.crop_size)
         _require(
-            grid >= 2,
+            is_timm_arch(self.arch) or grid >= 2,  # a timm model's grid: densecl.models.backbones.check_grid
             f"crop_size {self.crop_size} gives a {grid}x{grid} C5 grid; DenseCL needs at least 2x2: use crop_size "
             ">= 33",
         )
@@ -293,6 +312,16 @@ def auto_queue_len(n_images: int, batch_size: int) -> int:
     """``auto``: the largest multiple of the global batch below ``n_images`` (so a query rarely meets an earlier key
     of its own image among its negatives), at most the paper's 65536, at least one batch."""
     return min(PAPER_QUEUE_LEN, max(batch_size, (n_images - 1) // batch_size * batch_size))
+
+
+def is_timm_arch(arch: str | None) -> bool:
+    """Whether ``arch`` names a timm model (``timm/<name>``)."""
+    return isinstance(arch, str) and arch.startswith(TIMM_PREFIX) and len(arch) > len(TIMM_PREFIX)
+
+
+def _closest(name: str, names: tuple[str, ...]) -> str:
+    close = difflib.get_close_matches(name, names, n=3)
+    return f" (closest: {', '.join(close)})" if close else ""
 
 
 def c5_side(crop_size: int) -> int:

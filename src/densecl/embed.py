@@ -34,7 +34,6 @@ import numpy as np
 import torch
 from torchvision.transforms import v2
 
-from densecl.config import stage_side
 from densecl.errors import InputError
 from densecl.evaluation.datasets import as_list, to_network
 from densecl.evaluation.features import STAGE_NAMES, frozen
@@ -92,8 +91,8 @@ def row_shape(backbone: ResNetBackbone, settings: EmbedSettings) -> tuple[int, .
         return (channels,)
     if not settings.image_size:
         raise InputError("--dense maps need one input size for all images: give --image-size (e.g. 224), not 0")
-    side = stage_side(settings.image_size, settings.stage)
-    return channels, side, side
+    h, w = backbone.feature_sizes(settings.image_size, settings.image_size)[settings.stage]
+    return channels, h, w
 
 
 def embed(

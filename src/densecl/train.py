@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from densecl import checkpoint, distributed, precision, run_dir
-from densecl.config import PretrainConfig, auto_queue_len, c5_side
+from densecl.config import PretrainConfig, auto_queue_len
 from densecl.data import gpu as gpu_data
 from densecl.data.sampler import EpochSampler
 from densecl.data.sources import TwoViewDataset
@@ -36,6 +36,7 @@ from densecl.errors import InputError
 from densecl.inputs import InputSpec
 from densecl.inputs.resolve import resolve_inputs
 from densecl.inputs.sources import ImageFiles, SceneImages, image_source
+from densecl.models.backbones import check_grid
 from densecl.models.densecl import DenseCL
 from densecl.seeding import seed_everything
 from densecl.training_log import MetricsLog
@@ -67,6 +68,7 @@ def pretrain(
         if device.type == "cuda":
             device = torch.device("cuda", info.local_rank)
         cfg.validate(info.world_size)
+        grid = check_grid(cfg.arch, cfg.crop_size)  # C5 side; a timm name timm does not know stops here too
         say = print if info.is_main else _quiet
         checkpoint.check_ranks_agree(resume, ckpt_path)
         seed_everything(cfg.seed, cfg.deterministic)  # the same on every rank: identical initial weights and queues
@@ -76,7 +78,7 @@ def pretrain(
         cfg, inputs, input_line = resolve_inputs(cfg, source)  # channels, bands, mean/std: numbers from here on
         cfg = cfg.with_queues_for(len(source))  # "auto" queue lengths: numbers from here on, printed and stored
         per_rank_batch = cfg.batch_size // info.world_size
-        sampler, batches = _batches(cfg, source, inputs, per_rank_batch, info, device)
+        sampler, batches = _batches(cfg, source, inputs, per_rank_batch, info, device, grid)
         iters_per_epoch = sampler.batches_per_epoch
         cfg.check_schedule(iters_per_epoch)
 
@@ -99,7 +101,7 @@ def pretrain(
         say(f"densecl pretrain: {'resuming at iteration ' + str(step) if resume else 'new run'} in {out_dir}")
         say(cfg.to_yaml().rstrip())
         say(input_line)
-        say(_summary(cfg, source, per_rank_batch, iters_per_epoch, info.world_size, device, run_precision))
+        say(_summary(cfg, source, per_rank_batch, iters_per_epoch, info.world_size, device, run_precision, grid, model))
         if warning := queue_warning(cfg, len(source), iters_per_epoch * cfg.batch_size):
             say(f"densecl pretrain: warning: {warning}", file=sys.stderr)
 
@@ -138,14 +140,20 @@ def pretrain(
 
 
 def _batches(
-    cfg: PretrainConfig, source: ImageFiles | SceneImages, inputs: InputSpec, per_rank_batch: int, info, device
+    cfg: PretrainConfig,
+    source: ImageFiles | SceneImages,
+    inputs: InputSpec,
+    per_rank_batch: int,
+    info,
+    device,
+    grid: int,
 ):
     """The run's sampler and its batches of ``(im_q, im_k, match, skipped)``, from data workers (and the GPU)."""
     sampler = EpochSampler(len(source), per_rank_batch, info.rank, info.world_size, cfg.seed)
     if sampler.batches_per_epoch == 0:
         raise InputError(f"{source.origin} has {len(source)} images, fewer than one global batch of {cfg.batch_size}")
     check_data_backend(cfg.data_backend, device)
-    side = cfg.num_grid or c5_side(cfg.crop_size)
+    side = cfg.num_grid or grid
     two_views = GeometricTwoViews(
         cfg.crop_size,
         cfg.min_scale,
@@ -223,13 +231,18 @@ def _claim(out_dir: Path, overwrite: bool, say) -> None:
         say(f"densecl pretrain: moved the earlier run in {out_dir} to {moved}")
 
 
-def _summary(cfg, source, per_rank_batch: int, iters_per_epoch: int, world_size: int, device, run_precision) -> str:
+def _summary(
+    cfg, source, per_rank_batch: int, iters_per_epoch: int, world_size: int, device, run_precision, side: int, model
+) -> str:
     groups = (
         f"each process's {per_rank_batch} images"
         if cfg.bn_group_size is None or cfg.bn_group_size == per_rank_batch
         else f"{per_rank_batch // cfg.bn_group_size} groups of {cfg.bn_group_size} per process"
     )
-    side = c5_side(cfg.crop_size)
+    norms = f"batch norm over {groups}"
+    if not model.shuffle_keys:  # ConvNeXt's LayerNorm: each image's features depend on that image alone
+        unused = f"; --bn-group-size {cfg.bn_group_size} has nothing to group" if cfg.bn_group_size else ""
+        norms = f"no batch norm in {cfg.arch}, so keys need no shuffle and are not shuffled{unused}"
     if cfg.loss_lambda == 0:
         dense = "MoCo-v2: no dense head"
     else:
@@ -240,7 +253,7 @@ def _summary(cfg, source, per_rank_batch: int, iters_per_epoch: int, world_size:
     return (
         f"data: {source.origin}, {len(source)} images, {iters_per_epoch} iterations/epoch, "
         f"{cfg.epochs * iters_per_epoch} in all | batch {cfg.batch_size} = {world_size} x {per_rank_batch}, "
-        f"batch norm over {groups} | lr {cfg.lr} for 256 -> {cfg.scaled_lr:g} | "
+        f"{norms} | lr {cfg.lr} for 256 -> {cfg.scaled_lr:g} | "
         f"{device.type} {run_precision.name}{' channels_last' if cfg.channels_last else ''} | "
         f"C5 grid {side}x{side}, {dense}"
     )
@@ -281,14 +294,14 @@ def _init_backbone(model: DenseCL, source: str, say) -> None:
     from densecl.weights import load_backbone_weights
     from densecl.weights.input_conv import fit_input_channels
 
-    weights = load_backbone_weights(source)  # checked to fit weights.arch exactly
+    weights = load_backbone_weights(source, model.arch)  # checked to fit weights.arch exactly
     if weights.arch != model.arch:
         raise InputError(f"--init {source} holds a {weights.arch} backbone but the config says arch {model.arch}")
-    state, note = fit_input_channels(weights.state_dict, model.in_channels, f"--init {source}")
+    state, note = fit_input_channels(weights.state_dict, model.in_channels, f"--init {source}", weights.stem)
     if note:
         say(f"densecl pretrain: {note}")
     for encoder in (model.encoder, model.momentum_encoder):
-        encoder.backbone.load_state_dict(state, strict=True)
+        encoder.backbone.load_library_state_dict(state)
 
 
 def _quiet(*args, **kwargs) -> None:

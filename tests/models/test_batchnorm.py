@@ -104,3 +104,63 @@ def test_group_batch_norms_replaces_every_batch_norm_and_keeps_the_state_dict():
     assert net.layer1[0].bn1.weight is weight  # the same parameter objects: optimizers and EMA still see them
     after = net.state_dict()
     assert list(after) == list(before) and all(torch.equal(after[k], before[k]) for k in before)
+
+
+# --------------------------------------------------------------------------- timm's batch norms
+
+
+def test_timm_batch_norm_act_keeps_its_dropout_and_activation_after_the_grouped_statistics():
+    timm_layers = pytest.importorskip("timm.layers")
+
+    class Halve(nn.Module):  # a drop layer whose effect is visible and deterministic
+        def forward(self, x):
+            return 0.5 * x
+
+    source = timm_layers.BatchNormAct2d(3, act_layer=nn.Hardtanh, drop_layer=Halve, eps=EPS, momentum=MOMENTUM)
+    source = source.double()
+    with torch.no_grad():
+        source.weight.copy_(torch.tensor([1.5, 0.7, 2.0]))
+        source.bias.copy_(torch.tensor([0.3, -0.2, 0.1]))
+    before = {k: v.clone() for k, v in source.state_dict().items()}
+    holder = nn.Sequential(source)
+    group_batch_norms(holder, 2)
+    grouped = holder[0]
+    assert type(grouped).__name__ == "GroupedBatchNormAct2d" and grouped.weight is source.weight
+    assert list(grouped.state_dict()) == list(before)  # the same keys: checkpoints and exports unchanged
+
+    x = torch.randn(4, 3, 3, 3, generator=torch.Generator().manual_seed(4), dtype=torch.float64) * 2
+    want = torch.clamp(0.5 * by_hand(x, source.weight.detach(), source.bias.detach(), groups=2), -1, 1)
+    assert torch.allclose(grouped(x), want, atol=1e-12)
+    assert not torch.allclose(want, torch.clamp(0.5 * by_hand(x, source.weight, source.bias, groups=1), -1, 1))
+    grouped.eval()
+    plain = timm_layers.BatchNormAct2d(3, act_layer=nn.Hardtanh, drop_layer=Halve, eps=EPS).double().eval()
+    plain.load_state_dict(grouped.state_dict())
+    assert torch.equal(grouped(x), plain(x))  # eval: timm's layer exactly
+
+
+def test_a_batch_norm_it_cannot_group_stops_with_its_name_and_type():
+    class OwnBatchNorm(nn.BatchNorm2d):  # a forward of its own: grouping it could drop what it adds
+        pass
+
+    net = nn.Sequential(nn.Conv2d(3, 4, 1), nn.Sequential(nn.BatchNorm2d(4), OwnBatchNorm(4)))
+    with pytest.raises(ValueError, match=r"cannot group batch norm layer '1\.1' \(.*OwnBatchNorm\).*none$") as error:
+        group_batch_norms(net, 2)
+    assert "\n" not in str(error.value)
+    with pytest.raises(ValueError, match=r"'0' \(torch\.nn\.modules\.batchnorm\.SyncBatchNorm\)"):
+        group_batch_norms(nn.Sequential(nn.SyncBatchNorm(4)), 2)
+    with pytest.raises(ValueError, match=r"'0' \(torch\.nn\.modules\.batchnorm\.BatchNorm2d\): it needs affine"):
+        group_batch_norms(nn.Sequential(nn.BatchNorm2d(4, affine=False)), 2)
+
+
+@pytest.mark.slow
+def test_every_batch_norm_of_timm_families_is_grouped_and_convnext_has_none():
+    pytest.importorskip("timm")
+    from densecl.models.backbones import build_backbone
+    from densecl.models.batchnorm import has_batch_norm
+
+    for arch in ("timm/efficientnet_b0", "timm/regnetx_002", "timm/cspresnet50", "timm/resnet18d"):
+        backbone = group_batch_norms(build_backbone(arch), 2)
+        norms = [m for m in backbone.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        assert norms and all(isinstance(m, GroupedBatchNorm2d) for m in norms), arch
+    convnext = build_backbone("timm/convnext_atto")
+    assert not has_batch_norm(convnext) and group_batch_norms(convnext, 2) is convnext

@@ -188,7 +188,7 @@ def _load_backbones(sources: list[str], labels: list[str] | None, arch: str | No
 
     from densecl.evaluation.backbone import RANDOM, agreed_arch, load_source, read_sources
 
-    read = read_sources(sources)
+    read = read_sources(sources, arch)
     arch = agreed_arch(read, arch, random=RANDOM in sources)
     labels = labels or _default_labels(sources, arch)
     loaded = []

@@ -160,7 +160,11 @@ def _number_tuple(text: str) -> tuple[float, ...]:
 
 def default_out(weights: str, arch: str | None, protocol: str, data: str) -> Path:
     """``<run dir>/eval/<protocol>_<data folder>.json``; several roots join: ``det_VOC2007+VOC2012.json``."""
-    run_dir = Path("runs") / f"{RANDOM_WEIGHTS}-{arch}" if weights == RANDOM_WEIGHTS else Path(weights).parent
+    run_dir = (
+        Path("runs") / f"{RANDOM_WEIGHTS}-{str(arch).replace('/', '-')}"  # timm/<name>: one folder
+        if weights == RANDOM_WEIGHTS
+        else Path(weights).parent
+    )
     names = "+".join(Path(root.strip()).resolve().name for root in data.split(",") if root.strip())
     return run_dir / "eval" / f"{protocol}_{names}.json"
 

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from densecl.config import RANDOM_WEIGHTS
 from densecl.errors import InputError
 from densecl.inputs import InputSpec, parse_bands, parse_floats
-from densecl.models.backbones import BACKBONES, ResNetBackbone
+from densecl.models.backbones import BACKBONES, Backbone
 
 if TYPE_CHECKING:
     from densecl.weights import BackboneWeights
@@ -35,8 +35,9 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def read_sources(sources: Sequence[str]) -> dict[str, BackboneWeights]:
-    """Every weights file of ``sources`` read once (``random`` needs no reading), keyed by the source as given.
+def read_sources(sources: Sequence[str], arch: str | None = None) -> dict[str, BackboneWeights]:
+    """Every weights file of ``sources`` read once (``random`` needs no reading), keyed by the source as given;
+    ``arch`` (``--arch``) names the model of timm files that do not name their own.
 
     Raises:
         InputError: a file does not exist, or :mod:`densecl.weights` cannot read it.
@@ -49,7 +50,7 @@ def read_sources(sources: Sequence[str]) -> dict[str, BackboneWeights]:
             continue
         if not Path(source).is_file():
             raise InputError(f"weights file {source} does not exist; pass a checkpoint path or '{RANDOM}'")
-        read[source] = weights.load_backbone_weights(source)
+        read[source] = weights.load_backbone_weights(source, arch)
     return read
 
 
@@ -76,7 +77,7 @@ def agreed_arch(read: Mapping[str, BackboneWeights], arch: str | None, random: b
         raise InputError(f"the weights are of different architectures ({found}); compare weights of one architecture")
     arch = arch or next(iter(archs), None)
     if arch is None and random:
-        raise InputError(f"--weights {RANDOM} needs --arch (one of {', '.join(BACKBONES)})")
+        raise InputError(f"--weights {RANDOM} needs --arch (one of {', '.join(BACKBONES)}, or timm/<name>)")
     return arch
 
 
@@ -119,7 +120,7 @@ class InputOptions(NamedTuple):
 
 def load_source(
     source: str, read: Mapping[str, BackboneWeights], arch: str | None, options: InputOptions | None = None
-) -> tuple[ResNetBackbone, dict[str, Any]]:
+) -> tuple[Backbone, dict[str, Any]]:
     """Builds the backbone of one source strictly and describes where it came from.
 
     ``random`` draws from torch's global generator: seed it first for a reproducible backbone.
@@ -147,9 +148,7 @@ def load_source(
     return backbone, {**info, "input": backbone.input_spec.describe()}
 
 
-def load_weights(
-    source: str, arch: str | None, options: InputOptions | None = None
-) -> tuple[ResNetBackbone, dict[str, Any]]:
+def load_weights(source: str, arch: str | None, options: InputOptions | None = None) -> tuple[Backbone, dict[str, Any]]:
     """Loads one backbone strictly and describes where it came from.
 
     Args:
@@ -160,5 +159,5 @@ def load_weights(
     Returns:
         The backbone and ``{"source", "sha256", "arch", "format"}``.
     """
-    read = read_sources([source])
+    read = read_sources([source], arch)
     return load_source(source, read, agreed_arch(read, arch, random=source == RANDOM), options)

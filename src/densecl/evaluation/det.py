@@ -411,6 +411,12 @@ def evaluate(backbone: ResNetBackbone, data: tuple[Split, Split], config: DetCon
 def _arch_of(backbone: ResNetBackbone) -> str:
     from densecl.weights import guess_arch
 
+    if not isinstance(backbone, ResNetBackbone):
+        raise InputError(
+            "det builds torchvision's R-FPN and R-C4 detectors, which take a torchvision ResNet; this backbone is a "
+            "timm model: evaluate it with a frozen protocol (knn, linear, seg-probe, correspondence, ...)"
+        )
+
     arch = guess_arch(backbone.state_dict())
     if arch is None:
         raise ValueError("the backbone matches no registered architecture")

@@ -122,6 +122,11 @@ def dilate(backbone: ResNetBackbone, output_stride: int) -> ResNetBackbone:
     """
     if output_stride not in OUTPUT_STRIDES:
         raise ValueError(f"output_stride must be 8, 16 or 32, got {output_stride}")
+    if output_stride != 32 and not isinstance(backbone, ResNetBackbone):
+        raise InputError(
+            f"--output-stride {output_stride} dilates a ResNet's layer3 and layer4; this backbone is a timm model: "
+            "use --output-stride 32"
+        )
     previous = 1
     for stage_name, rate in zip(STAGES[2:], OUTPUT_STRIDES[output_stride]):
         if rate == 1:

@@ -19,6 +19,10 @@ detectron2     .pkl             ``MODEL.WEIGHTS`` (detectron2 names, numpy array
 mmlab          .pth             mmdet / mmseg / mmpretrain ``init_cfg=dict(type='Pretrained')``
 safetensors    .safetensors     torchvision names; timm reads it by the same route
 =============  ===============  ====================================================
+
+A timm backbone (``--arch timm/<name>``) exports to ``timm`` and
+``safetensors`` only, under timm's names: everything up to the last feature
+map, without the head the backbone prunes (:mod:`densecl.export.timm`).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import NamedTuple
 
+from densecl.config import is_timm_arch
 from densecl.errors import InputError
 from densecl.export import detectron2, mmlab, safetensors, timm, torchvision
 from densecl.weights import BackboneWeights, load_backbone_weights
@@ -40,15 +45,16 @@ class Target(NamedTuple):
     suffix: str | None  # the file suffix the reader dispatches on; None: any but .pkl/.safetensors
     write: Callable[[BackboneWeights, Path], None]
     usage: Callable[[Path, BackboneWeights], str]
+    timm: bool = False  # also writes timm backbones (timm/<name>), under timm's names
 
 
 #: format name -> target
 FORMATS: dict[str, Target] = {
     "torchvision": Target(torchvision.SUMMARY, None, torchvision.write, torchvision.usage),
-    "timm": Target(timm.SUMMARY, None, timm.write, timm.usage),
+    "timm": Target(timm.SUMMARY, None, timm.write, timm.usage, timm=True),
     "detectron2": Target(detectron2.SUMMARY, ".pkl", detectron2.write, detectron2.usage),
     "mmlab": Target(mmlab.SUMMARY, None, mmlab.write, mmlab.usage),
-    "safetensors": Target(safetensors.SUMMARY, ".safetensors", safetensors.write, safetensors.usage),
+    "safetensors": Target(safetensors.SUMMARY, ".safetensors", safetensors.write, safetensors.usage, timm=True),
 }
 
 #: suffixes that make readers switch to another format
@@ -79,6 +85,15 @@ def export(source: str | os.PathLike | Mapping, fmt: str, out: str | os.PathLike
             f"'{out}' ends in {out.suffix}, which readers take for another format; name it *.pth for --format {fmt}"
         )
     weights = load_backbone_weights(source)
+    if is_timm_arch(weights.arch) and not target.timm:
+        able = " or ".join(name for name, t in FORMATS.items() if t.timm)
+        raise InputError(
+            f"--format {fmt} writes torchvision ResNets, but {_where(source)} holds {weights.arch}: use --format {able}"
+        )
     out.parent.mkdir(parents=True, exist_ok=True)
     target.write(weights, out)
     return Exported(out, fmt, weights, target.usage(out, weights))
+
+
+def _where(source: str | os.PathLike | Mapping) -> str:
+    return "the given checkpoint dict" if isinstance(source, Mapping) else f"'{os.fspath(source)}'"

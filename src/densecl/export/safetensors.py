@@ -3,19 +3,22 @@
 Readable without pickle: ``safetensors.torch.load_file(PATH)`` gives the same
 flat dict as the torchvision export; timm's file route reads it too (it picks
 the reader by the ``.safetensors`` suffix). mmengine's checkpoint loader does not
-read safetensors: use ``--format mmlab`` for OpenMMLab.
+read safetensors: use ``--format mmlab`` for OpenMMLab. A timm backbone is
+written under timm's names, the header naming the model (``arch``), as
+:mod:`densecl.export.timm` describes; densecl reads the name back.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from densecl.config import is_timm_arch
 from densecl.errors import InputError
-from densecl.export import inputs
+from densecl.export import inputs, timm
 from densecl.export.torchvision import plain_state_dict
 from densecl.weights import BackboneWeights
 
-SUMMARY = "torchvision names in a .safetensors file (torchvision, timm)"
+SUMMARY = "torchvision names (timm's for a timm/<name> backbone) in a .safetensors file (torchvision, timm)"
 
 
 def write(weights: BackboneWeights, path: Path) -> None:
@@ -25,7 +28,7 @@ def write(weights: BackboneWeights, path: Path) -> None:
         raise InputError("--format safetensors needs the safetensors package; pip install safetensors") from e
     metadata = {
         "format": "pt",
-        "layout": "torchvision",
+        "layout": "timm" if is_timm_arch(weights.arch) else "torchvision",
         "arch": str(weights.arch),
         "source_format": weights.source_format,
         **inputs.metadata(weights),
@@ -34,6 +37,8 @@ def write(weights: BackboneWeights, path: Path) -> None:
 
 
 def usage(path: Path, weights: BackboneWeights) -> str:
+    if is_timm_arch(weights.arch):
+        return f'state_dict = safetensors.torch.load_file("{path}")  # timm\'s names\n' + timm.timm_usage(path, weights)
     conv = inputs.first_conv_line(weights)
     chans = f"in_chans={weights.in_channels}, " if weights.in_channels != 3 else ""
     return "\n".join(

@@ -1,7 +1,12 @@
-"""ResNet backbones: torchvision ResNets without ``avgpool`` and ``fc``.
+"""Backbones by name: torchvision ResNets without ``avgpool`` and ``fc``, and any timm CNN (``timm/<name>``).
 
 The contract every backbone keeps (timm-style): ``forward(x)`` returns the C5
-feature map ``N x C x H/32 x W/32`` and ``out_channels`` is ``C``. Parameter
+feature map ``N x C x H/32 x W/32`` and ``out_channels`` is ``C``;
+``forward_stages(x)`` returns C2..C5 and ``stage_channels`` their channels;
+``feature_sizes(H, W)`` their sides; ``input_spec`` what the backbone takes;
+``library_state_dict()`` / ``load_library_state_dict()`` the tensors under the
+names of the library the architecture comes from (torchvision's, timm's).
+The timm side is :mod:`densecl.models.timm_backbone`. For a ResNet, parameter
 names are exactly torchvision's (``conv1.weight``, ``layer1.0.bn1.weight``,
 ...), so a backbone state dict loads into ``torchvision.models.<arch>()`` with
 only ``fc.*`` missing, and the authors' ``encoder_q.0.*`` tensors map by
@@ -22,8 +27,10 @@ import torch
 from torch import nn
 from torchvision import models as tvm
 
-from densecl.config import ARCHS
+from densecl.config import ARCHS, TIMM_PREFIX, is_timm_arch, stage_side
+from densecl.errors import InputError
 from densecl.inputs import InputSpec
+from densecl.models.timm_backbone import TimmBackbone, feature_sizes
 
 STAGES = ("layer1", "layer2", "layer3", "layer4")
 
@@ -67,6 +74,18 @@ class ResNetBackbone(nn.Module):
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         return self.layer4(self.layer3(self.layer2(self.layer1(x))))
 
+    def feature_sizes(self, height: int, width: int) -> tuple[tuple[int, int], ...]:
+        """``(h, w)`` of C2..C5 for an input of ``height x width``."""
+        return tuple((stage_side(height, s), stage_side(width, s)) for s in range(len(STAGES)))
+
+    def library_state_dict(self) -> dict[str, torch.Tensor]:
+        """The tensors under torchvision's names: this module's own state dict."""
+        return self.state_dict()
+
+    def load_library_state_dict(self, state_dict: dict[str, torch.Tensor]) -> None:
+        """Loads tensors under torchvision's names, strictly."""
+        self.load_state_dict(state_dict, strict=True)
+
 
 def first_conv(conv: nn.Conv2d, in_channels: int) -> nn.Conv2d:
     """A freshly initialised copy of ``conv`` (the stem) that takes ``in_channels`` channels."""
@@ -100,12 +119,47 @@ def _torchvision(name: str) -> Callable[..., ResNetBackbone]:
 #: name -> function that builds a randomly initialised backbone (``in_channels`` optional, 3 by default)
 BACKBONES: dict[str, Callable[..., ResNetBackbone]] = {name: _torchvision(name) for name in ARCHS}
 
+Backbone = ResNetBackbone | TimmBackbone  # what build_backbone returns
 
-def build_backbone(arch: str, in_channels: int = 3) -> ResNetBackbone:
-    """Builds a randomly initialised backbone by registry name, its first convolution taking ``in_channels``."""
+
+def build_backbone(arch: str, in_channels: int = 3) -> Backbone:
+    """Builds a randomly initialised backbone, its first convolution taking ``in_channels``: a registry name, or
+    ``timm/<name>`` for a timm model (:class:`~densecl.models.timm_backbone.TimmBackbone`)."""
+    if is_timm_arch(arch):
+        return TimmBackbone(arch.removeprefix(TIMM_PREFIX), in_channels)
     if arch not in BACKBONES:
-        raise ValueError(f"unknown backbone {arch!r}; choose one of {', '.join(BACKBONES)}")
+        raise ValueError(f"unknown backbone {arch!r}; choose one of {', '.join(BACKBONES)}, or timm/<name>")
     return BACKBONES[arch](in_channels)
+
+
+def grid_sides(arch: str, side: int) -> tuple[int, ...]:
+    """Sides of C2..C5 of ``arch`` for a square input of ``side`` pixels (no weights are built)."""
+    if is_timm_arch(arch):
+        return tuple(h for h, _ in feature_sizes(arch.removeprefix(TIMM_PREFIX), side, side))
+    return tuple(stage_side(side, s) for s in range(len(STAGES)))
+
+
+def check_grid(arch: str, crop_size: int) -> int:
+    """The side of ``arch``'s C5 grid for ``crop_size``; :class:`InputError` (one line) below 2 x 2."""
+    side = grid_sides(arch, crop_size)[-1]
+    if side < 2:
+        smallest = _smallest_crop(arch, crop_size)
+        raise InputError(
+            f"crop_size {crop_size} gives {arch} a {side}x{side} C5 grid; DenseCL needs at least 2x2: use crop_size "
+            f">= {smallest}"
+        )
+    return side
+
+
+def _smallest_crop(arch: str, below: int) -> int:
+    """The smallest crop whose C5 grid is at least 2 x 2 (the grid grows with the crop)."""
+    low, high = below, max(2 * below, 8)
+    while grid_sides(arch, high)[-1] < 2:
+        low, high = high, 2 * high
+    while high - low > 1:  # grid(low) < 2 <= grid(high)
+        middle = (low + high) // 2
+        low, high = (low, middle) if grid_sides(arch, middle)[-1] >= 2 else (middle, high)
+    return high
 
 
 def torchvision_classifier(arch: str) -> tvm.ResNet:

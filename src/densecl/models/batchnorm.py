@@ -16,6 +16,15 @@ GPUs of a distributed run would hold; the authors' checkpoints keep GPU 0's,
 an estimate of the same quantity with more noise. In eval mode the layer is a
 plain ``BatchNorm2d``; the state dict keys are ``BatchNorm2d``'s.
 
+Which layers are grouped: every batch norm class a backbone uses has an entry
+in :func:`groupers` (torch's ``BatchNorm2d``; timm's ``BatchNormAct2d``, whose
+dropout and activation follow the grouped normalisation as in timm's
+forward). Any other batch norm (a subclass with a forward of its own,
+``SyncBatchNorm``, 1-d or 3-d) stops :func:`group_batch_norms` with one line
+naming it: never left normalising the whole batch while the run says groups.
+A backbone without batch norm (ConvNeXt's LayerNorm) has nothing to group and
+its keys need no shuffle (:func:`has_batch_norm`).
+
 Why a loop over groups and not MoCo's SplitBatchNorm reshape
 (``x.view(-1, C * G, H, W)``): that reshape is free only for NCHW memory. With
 channels_last (the default, faster on CPUs and GPUs) no view puts a group
@@ -27,8 +36,12 @@ output: no copies, ``G`` calls of torch's own kernel forward and backward.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
+
+from densecl.errors import InputError
 
 _aten = torch.ops.aten
 
@@ -63,6 +76,26 @@ class GroupedBatchNorm2d(nn.BatchNorm2d):
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, group_size={self.group_size}"
+
+
+class GroupedBatchNormAct2d(GroupedBatchNorm2d):
+    """timm's ``BatchNormAct2d`` with grouped statistics: the normalisation of :class:`GroupedBatchNorm2d`, then
+    the layer's own dropout and activation (``drop``, ``act``), as ``BatchNormAct2d.forward`` applies them."""
+
+    def __init__(
+        self,
+        num_features: int,
+        group_size: int,
+        drop: nn.Module,
+        act: nn.Module,
+        eps: float = 1e-5,
+        momentum: float | None = 0.1,
+    ) -> None:
+        super().__init__(num_features, group_size, eps, momentum)
+        self.drop, self.act = drop, act
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.drop(super().forward(x)))
 
 
 class _GroupedBatchNorm(torch.autograd.Function):
@@ -122,22 +155,71 @@ class _GroupedBatchNorm(torch.autograd.Function):
         return dx, d_weight.sum(0), d_bias.sum(0), None, None, None, None, None
 
 
+def _grouped(bn: nn.BatchNorm2d, group_size: int) -> GroupedBatchNorm2d:
+    return GroupedBatchNorm2d(bn.num_features, group_size, bn.eps, bn.momentum)
+
+
+def _grouped_act(bn: nn.BatchNorm2d, group_size: int) -> GroupedBatchNormAct2d:
+    return GroupedBatchNormAct2d(bn.num_features, group_size, bn.drop, bn.act, bn.eps, bn.momentum)
+
+
+def groupers() -> dict[type, Callable[[nn.BatchNorm2d, int], GroupedBatchNorm2d]]:
+    """Batch norm class -> function that builds its grouped twin (the tensors are attached by the caller)."""
+    table: dict[type, Callable[[nn.BatchNorm2d, int], GroupedBatchNorm2d]] = {nn.BatchNorm2d: _grouped}
+    try:
+        from timm.layers import BatchNormAct2d
+    except ImportError:  # without timm no model holds timm's layers
+        return table
+    table[BatchNormAct2d] = _grouped_act
+    return table
+
+
+def has_batch_norm(module: nn.Module) -> bool:
+    """Whether any layer of ``module`` normalises with batch statistics in training (a torch ``_BatchNorm``)."""
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in module.modules())
+
+
 def group_batch_norms(module: nn.Module, group_size: int) -> nn.Module:
-    """Replaces every ``nn.BatchNorm2d`` in ``module`` by a :class:`GroupedBatchNorm2d` sharing its tensors.
+    """Replaces every batch norm in ``module`` by its grouped twin (:func:`groupers`), sharing its tensors.
 
     Parameters and buffers are the same objects, so the state dict (keys and
     values) is unchanged. Returns ``module`` (or the replacement if ``module``
     is itself a batch norm).
+
+    Raises:
+        InputError: a batch norm :func:`groupers` has no entry for, or one without
+            affine parameters or running statistics (one line: its name and type).
     """
-    if type(module) is nn.BatchNorm2d:
+    table = groupers()
+    replaced = _group(module, "", group_size, table)
+    return module if replaced is None else replaced
+
+
+def _group(module: nn.Module, name: str, group_size: int, table: dict) -> nn.Module | None:
+    """The grouped twin of ``module`` if it is a batch norm (None otherwise), its children replaced in place."""
+    if isinstance(module, GroupedBatchNorm2d):
+        return None
+    if isinstance(module, nn.modules.batchnorm._BatchNorm):
+        where = (
+            f"batch norm layer '{name or type(module).__name__}' ({type(module).__module__}.{type(module).__name__})"
+        )
+        if type(module) not in table:
+            raise InputError(
+                f"cannot group {where}: grouped batch norm knows {', '.join(t.__name__ for t in table)}; "
+                "use --bn-group-size none"
+            )
         if not (module.affine and module.track_running_stats):
-            raise ValueError("grouped batch norm needs affine batch norms that track running statistics")
-        grouped = GroupedBatchNorm2d(module.num_features, group_size, module.eps, module.momentum)
+            raise InputError(
+                f"cannot group {where}: it needs affine parameters and running statistics; use --bn-group-size none"
+            )
+        grouped = table[type(module)](module, group_size)
         grouped.weight, grouped.bias = module.weight, module.bias
-        for name in ("running_mean", "running_var", "num_batches_tracked"):
-            setattr(grouped, name, getattr(module, name))
+        for buffer in ("running_mean", "running_var", "num_batches_tracked"):
+            setattr(grouped, buffer, getattr(module, buffer))
         grouped.train(module.training)
         return grouped
-    for name, child in module.named_children():
-        setattr(module, name, group_batch_norms(child, group_size))
-    return module
+    for child_name, child in module.named_children():
+        replaced = _group(child, f"{name}.{child_name}" if name else child_name, group_size, table)
+        if replaced is not None:
+            setattr(module, child_name, replaced)
+    return None

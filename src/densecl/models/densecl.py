@@ -27,7 +27,7 @@ from torch import nn
 from densecl import distributed, losses
 from densecl.models import authors_layout
 from densecl.models.backbones import build_backbone
-from densecl.models.batchnorm import group_batch_norms
+from densecl.models.batchnorm import group_batch_norms, has_batch_norm
 from densecl.models.heads import Encoder
 from densecl.models.queue import KeyQueue
 
@@ -41,10 +41,10 @@ class DenseCLOutput(NamedTuple):
 
 
 class DenseCL(nn.Module):
-    """DenseCL with a ResNet backbone; ``loss_lambda=0`` is MoCo-v2 in the same code, without the dense parts.
+    """DenseCL on a CNN backbone; ``loss_lambda=0`` is MoCo-v2 in the same code, without the dense parts.
 
     Args:
-        arch: backbone name from :data:`densecl.models.backbones.BACKBONES`.
+        arch: backbone name from :data:`densecl.models.backbones.BACKBONES`, or ``timm/<name>``.
         hidden_dim: hidden width of both heads (2048 in the paper).
         out_dim: embedding size of both heads (128 in the paper).
         queue_len: negatives per queue (65536 in the paper).
@@ -60,6 +60,8 @@ class DenseCL(nn.Module):
             groups of this many consecutive images, and the key batch is shuffled
             across groups (shuffle-BN in one process; :mod:`densecl.models.batchnorm`).
             ``None``: the whole local batch is one group, as on each of the authors' GPUs.
+            A backbone without batch norm has nothing to group, and its keys are not shuffled
+            (:attr:`shuffle_keys`): each image's output depends on that image alone.
         in_channels: input channels of both encoders' first convolution (3: RGB).
     """
 
@@ -95,9 +97,11 @@ class DenseCL(nn.Module):
         backbone = backbone or build_backbone(arch, in_channels)
         if bn_group_size is not None:
             group_batch_norms(backbone, bn_group_size)
+        #: shuffle-BN's key shuffle; pointless without batch statistics to hide the batch's composition in
+        self.shuffle_keys: bool = has_batch_norm(backbone)
         dense = loss_lambda > 0
         self.encoder = Encoder(backbone, hidden_dim, out_dim, num_grid, dense)
-        self.in_channels: int = getattr(getattr(backbone, "conv1", None), "in_channels", in_channels)
+        self.in_channels: int = getattr(backbone, "in_channels", in_channels)
         self.momentum_encoder = copy.deepcopy(self.encoder)  # starts as a copy, then EMA only
         self.momentum_encoder.requires_grad_(False)
         self.global_queue = KeyQueue(out_dim, queue_len)  # MoCo's queue: one key per past image
@@ -136,7 +140,9 @@ class DenseCL(nn.Module):
             if self.training:
                 self._momentum_update(m)
             # shuffle-BN: across ranks, and across this process's groups when there are groups
-            im_k, unshuffle = distributed.batch_shuffle(im_k, in_process=self.bn_group_size is not None)
+            unshuffle = None
+            if self.shuffle_keys:
+                im_k, unshuffle = distributed.batch_shuffle(im_k, in_process=self.bn_group_size is not None)
             k, t, f_k = (
                 x if x is None else distributed.batch_unshuffle(x, unshuffle) for x in self.momentum_encoder(im_k)
             )

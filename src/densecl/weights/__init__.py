@@ -1,4 +1,4 @@
-"""Backbone weights in: every checkpoint layout people bring, as torchvision ResNet tensors.
+"""Backbone weights in: every checkpoint layout people bring, as torchvision ResNet (or timm) tensors.
 
 One entry point serves ``densecl eval``, ``densecl export`` and
 ``densecl pretrain --init``::
@@ -18,6 +18,8 @@ One job per module:
                 backbone, what is dropped on purpose), detection, conversion
 ``fitting``     which registered ResNet the tensors are, by keys and shapes
 ``detectron2``  detectron2 <-> torchvision names (import and export)
+``timm``        a named timm model's backbone (``--arch timm/<name>``), under
+                timm's names
 ==============  ==============================================================
 
 Every conversion checks, like nanoGPT's ``from_pretrained``, that each source
@@ -36,12 +38,14 @@ from dataclasses import dataclass, field
 
 import torch
 
-from densecl.config import RANDOM_WEIGHTS
+from densecl.config import RANDOM_WEIGHTS, is_timm_arch
 from densecl.errors import InputError
 from densecl.inputs import InputSpec
-from densecl.models.backbones import ResNetBackbone, build_backbone
+from densecl.models.backbones import Backbone, build_backbone
+from densecl.weights import timm as timm_weights
 from densecl.weights.detectron2 import detectron2_to_torchvision, torchvision_to_detectron2
 from densecl.weights.fitting import ResNetShape, fit_arch, guess_arch, in_channels_of, resnet_shape
+from densecl.weights.input_conv import STEM
 from densecl.weights.layouts import convert, detect_layout, fill_num_batches_tracked
 from densecl.weights.messages import first_line
 from densecl.weights.reading import read_checkpoint, unwrap
@@ -61,14 +65,15 @@ __all__ = [
 
 @dataclass(frozen=True)
 class BackboneWeights:
-    """The query backbone of some checkpoint, under torchvision ResNet names.
+    """The query backbone of some checkpoint, under torchvision ResNet names (timm's for a timm model).
 
     Attributes:
         state_dict: torchvision ResNet names (``conv1.weight``,
             ``layer1.0.bn1.running_mean``, ...), no ``fc.*``; loads strictly into
-            ``build_backbone(arch)``.
-        arch: registry name (:data:`densecl.models.backbones.BACKBONES`) whose
-            keys and shapes these tensors match exactly. ``load_backbone_weights``
+            ``build_backbone(arch)`` (``load_library_state_dict``). For
+            ``timm/<name>``: timm's names, without the head the backbone prunes.
+        arch: registry name (:data:`densecl.models.backbones.BACKBONES`), or
+            ``timm/<name>``, whose keys and shapes these tensors match exactly. ``load_backbone_weights``
             always sets it (it refuses tensors that fit no registered backbone);
             ``None`` only where a caller builds the object without knowing.
         source_format: the layout the tensors came from (:mod:`densecl.weights.layouts`).
@@ -77,6 +82,7 @@ class BackboneWeights:
         input: what the backbone takes (channels, bands, mean and std), where the
             file says (a densecl checkpoint, densecl's OpenMMLab export); else
             only the channels, read off the first convolution.
+        stem: the first convolution's weight key (``conv1.weight`` for a ResNet).
     """
 
     state_dict: dict[str, torch.Tensor]
@@ -84,11 +90,12 @@ class BackboneWeights:
     source_format: str
     dropped: tuple[str, ...] = field(default=())
     input: InputSpec | None = None
+    stem: str = STEM
 
     @property
     def in_channels(self) -> int:
         """Input channels of the first convolution (3 for RGB)."""
-        return in_channels_of(self.state_dict)
+        return in_channels_of(self.state_dict, self.stem)
 
     @property
     def input_spec(self) -> InputSpec:
@@ -96,24 +103,33 @@ class BackboneWeights:
         return self.input or unknown_input(self.in_channels)
 
 
-def load_backbone_weights(source: str | os.PathLike | Mapping) -> BackboneWeights:
+def load_backbone_weights(source: str | os.PathLike | Mapping, arch: str | None = None) -> BackboneWeights:
     """Reads a checkpoint in any known layout and returns its query backbone.
 
     Args:
         source: a file (``.pth``/``.pt``/``.tar``/``.pkl``/``.safetensors``) or
             an already loaded checkpoint dict.
+        arch: the architecture the caller wants, where the file need not say it:
+            a timm model (``timm/<name>``) is read as that model. A ResNet is
+            recognised by its tensors, so this is not needed (nor used) for one.
 
     Raises:
         InputError: the file is unreadable or truncated, the layout is unknown,
-            some keys fit nowhere, or the tensors fit no registered backbone.
+            some keys fit nowhere, or the tensors fit no registered backbone
+            (for a timm model: not that model's).
     """
     where = _name(source)
     found = unwrap(source if isinstance(source, Mapping) else read_checkpoint(source), where)
-    layout = detect_layout(found.state, found.container, where)
-    target, dropped = convert(found.state, layout, where)
-    fill_num_batches_tracked(target)
-    arch = fit_arch(target, found.config_arch, layout.name, where)
-    channels = in_channels_of(target)
+    if is_timm_arch(found.config_arch) or (found.config_arch is None and is_timm_arch(arch)):
+        arch = found.config_arch or arch
+        target, dropped, layout_name, stem = timm_weights.read(found.state, arch, where)
+    else:
+        layout = detect_layout(found.state, found.container, where)
+        target, dropped = convert(found.state, layout, where)
+        fill_num_batches_tracked(target)
+        arch = fit_arch(target, found.config_arch, layout.name, where)
+        layout_name, stem = layout.name, STEM
+    channels = in_channels_of(target, stem)
     described = None
     if found.input is not None:
         try:
@@ -122,7 +138,7 @@ def load_backbone_weights(source: str | os.PathLike | Mapping) -> BackboneWeight
             raise InputError(f"{where} describes its input inconsistently ({e}); the file is damaged") from None
     if described is not None and described.channels != channels:
         described = None  # a config whose in_channels the weights contradict: the weights win
-    return BackboneWeights(state_dict=target, arch=arch, source_format=layout.name, dropped=dropped, input=described)
+    return BackboneWeights(target, arch, layout_name, dropped, described, stem)
 
 
 def unknown_input(channels: int) -> InputSpec:
@@ -135,7 +151,7 @@ def unknown_input(channels: int) -> InputSpec:
 
 def load_backbone(
     source: str | os.PathLike | Mapping | BackboneWeights, arch: str | None = None, in_channels: int = 3
-) -> ResNetBackbone:
+) -> Backbone:
     """Builds a backbone and loads ``source`` into it strictly.
 
     Args:
@@ -143,7 +159,8 @@ def load_backbone(
             caller that also wants ``source_format`` reads the file once), or
             ``"random"`` for a randomly initialised backbone (then ``arch`` is
             required).
-        arch: registry name; if given it must agree with the weights.
+        arch: registry name or ``timm/<name>``; if given it must agree with the weights
+            (a timm model's weights are read as this model where the file does not name one).
         in_channels: input channels of a ``random`` backbone (weights say their own).
 
     The backbone's ``input_spec`` says what it takes (:attr:`BackboneWeights.input_spec`).
@@ -154,7 +171,7 @@ def load_backbone(
         backbone = _build(arch, in_channels)
         backbone.input_spec = unknown_input(in_channels)
         return backbone
-    weights = source if isinstance(source, BackboneWeights) else load_backbone_weights(source)
+    weights = source if isinstance(source, BackboneWeights) else load_backbone_weights(source, arch)
     where = "the given weights" if isinstance(source, BackboneWeights) else _name(source)
     if arch is not None and weights.arch is not None and arch != weights.arch:
         raise InputError(
@@ -165,14 +182,14 @@ def load_backbone(
         raise InputError(f"{where} do not say which architecture they are; name one (e.g. resnet50)")
     backbone = _build(arch, weights.in_channels)
     try:
-        backbone.load_state_dict(weights.state_dict, strict=True)
+        backbone.load_library_state_dict(weights.state_dict)
     except RuntimeError as e:  # only for hand-built BackboneWeights: the loader checked its own fit
         raise InputError(f"{where} do not fit {arch} ({first_line(e)}); name the right architecture") from None
     backbone.input_spec = weights.input_spec
     return backbone
 
 
-def _build(arch: str, in_channels: int = 3) -> ResNetBackbone:
+def _build(arch: str, in_channels: int = 3) -> Backbone:
     try:
         return build_backbone(arch, in_channels)
     except ValueError as e:

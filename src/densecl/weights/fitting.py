@@ -81,9 +81,9 @@ def _reference_shapes(arch: str) -> dict[str, tuple[int, ...]]:
         return _shapes(BACKBONES[arch]().state_dict())
 
 
-def in_channels_of(state_dict: Mapping[str, torch.Tensor]) -> int:
-    """Input channels of the first convolution (3 for RGB)."""
-    weight = state_dict.get("conv1.weight")
+def in_channels_of(state_dict: Mapping[str, torch.Tensor], stem: str = "conv1.weight") -> int:
+    """Input channels of the first convolution, the weight ``stem`` (3 for RGB)."""
+    weight = state_dict.get(stem)
     return int(weight.shape[1]) if weight is not None and weight.ndim == 4 else 3
 
 

@@ -1,8 +1,9 @@
 """RGB weights for another number of input channels: the first convolution adapted as timm adapts it.
 
 ``--init`` with ImageNet or DenseCL RGB weights on 1-channel (X-ray, CT) or
-N-channel (multispectral) data keeps every pretrained layer; only
-``conv1.weight`` (``64 x 3 x 7 x 7``) must take another number of channels.
+N-channel (multispectral) data keeps every pretrained layer; only the first
+convolution (a ResNet's ``conv1.weight``, ``64 x 3 x 7 x 7``; a timm model's
+``pretrained_cfg['first_conv']``) must take another number of channels.
 The rule is timm's ``adapt_input_conv``, so the numbers agree with a timm
 model created with ``in_chans``:
 
@@ -47,20 +48,22 @@ def adapt_input_conv(weight: torch.Tensor, in_channels: int) -> torch.Tensor:
 
 
 def fit_input_channels(
-    state_dict: dict[str, torch.Tensor], in_channels: int, where: str
+    state_dict: dict[str, torch.Tensor], in_channels: int, where: str, stem: str = STEM
 ) -> tuple[dict[str, torch.Tensor], str | None]:
-    """The state dict with its stem adapted to ``in_channels``, and the one line that says so (None: unchanged)."""
-    weight = state_dict[STEM]
+    """The state dict with its first convolution (key ``stem``) adapted to ``in_channels``, and the one line that
+    says so (None: unchanged)."""
+    weight = state_dict[stem]
     if weight.shape[1] == in_channels:
         return state_dict, None
-    adapted = {**state_dict, STEM: adapt_input_conv(weight, in_channels)}
+    adapted = {**state_dict, stem: adapt_input_conv(weight, in_channels)}
     rule = (
         "the sum of its filters"
         if in_channels == 1
         else f"its filters repeated and scaled by {weight.shape[1]}/{in_channels}"
     )
     note = (
-        f"{where}: the first convolution takes {weight.shape[1]} channels, this model {in_channels}: adapted as timm's "
-        f"adapt_input_conv does ({rule}); every other layer is loaded as it is"
+        f"{where}: the first convolution{'' if stem == STEM else f' ({stem})'} takes {weight.shape[1]} channels, "
+        f"this model {in_channels}: "
+        f"adapted as timm's adapt_input_conv does ({rule}); every other layer is loaded as it is"
     )
     return adapted, note

@@ -129,7 +129,7 @@ def detect_layout(state: Mapping[str, torch.Tensor], container: str, where: str)
     """The first row of :data:`LAYOUTS` whose marker key is present and whose test passes."""
     keys = list(state)
     if keys and all(k.startswith(DDP_PREFIX) for k in keys):
-        return _with_prefix(_detect(frozenset(k[len(DDP_PREFIX) :] for k in keys), keys, container, where), DDP_PREFIX)
+        return with_prefix(_detect(frozenset(k[len(DDP_PREFIX) :] for k in keys), keys, container, where), DDP_PREFIX)
     return _detect(frozenset(keys), keys, container, where)
 
 
@@ -141,11 +141,11 @@ def _detect(keys: frozenset[str], ordered_keys: list[str], container: str, where
     raise InputError(
         f"{where} is no ResNet checkpoint this reader knows: it has none of {markers} "
         f"(first keys: {few(ordered_keys)}); pass a DenseCL, MoCo, OpenMMLab, detectron2 or torchvision ResNet "
-        "checkpoint"
+        "checkpoint, or for a timm model name it (--arch timm/<name>)"
     )
 
 
-def _with_prefix(layout: Layout, prefix: str) -> Layout:
+def with_prefix(layout: Layout, prefix: str) -> Layout:
     return replace(
         layout,
         backbone=prefix + layout.backbone,

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from densecl import checkpoint as training_checkpoint
+from densecl.config import is_timm_arch
 from densecl.errors import InputError
 from densecl.weights.messages import few, first_line
 
@@ -55,11 +56,15 @@ def read_checkpoint(path: str | os.PathLike) -> Any:
 
 
 class DescribedTensors(dict):
-    """A flat state dict whose file also describes its input (a safetensors header's ``input`` entry)."""
+    """A flat state dict whose file also describes its input (a safetensors header's ``input`` entry) and, for a
+    timm model, names it (the header's ``arch``: timm models cannot be told apart by their tensors)."""
 
-    def __init__(self, tensors: Mapping[str, torch.Tensor], input: Mapping[str, Any] | None) -> None:
+    def __init__(
+        self, tensors: Mapping[str, torch.Tensor], input: Mapping[str, Any] | None, arch: str | None = None
+    ) -> None:
         super().__init__(tensors)
         self.input = input
+        self.arch = arch
 
 
 def _read_safetensors(path: Path) -> DescribedTensors:
@@ -80,7 +85,10 @@ def _read_safetensors(path: Path) -> DescribedTensors:
         described = json.loads(metadata["input"]) if "input" in metadata else None
     except ValueError:
         raise InputError(f"'{path}' describes its input with damaged JSON; re-export it") from None
-    return DescribedTensors(tensors, described if isinstance(described, Mapping) else None)
+    arch = metadata.get("arch")  # densecl's export names its model; a ResNet is recognised by its tensors instead
+    return DescribedTensors(
+        tensors, described if isinstance(described, Mapping) else None, arch if is_timm_arch(arch) else None
+    )
 
 
 def _read_torch(path: Path) -> Any:
@@ -160,7 +168,7 @@ class Unwrapped(NamedTuple):
 
     state: dict[str, torch.Tensor]  # numpy arrays turned into tensors
     container: str  # "densecl", "meta" (OpenMMLab), "timm", "state_dict", "model" or "flat"
-    config_arch: str | None  # the arch a densecl training checkpoint's config names
+    config_arch: str | None  # the arch a densecl checkpoint's config (or a safetensors export's header) names
     input: Mapping[str, Any] | None = None  # what the input is: a densecl config, or an export's "input" entry
 
 
@@ -191,6 +199,7 @@ def unwrap(obj: Any, where: str) -> Unwrapped:
     else:
         state, kind = obj, "flat"
         described = getattr(obj, "input", None)  # a safetensors header's description (DescribedTensors)
+        config_arch = getattr(obj, "arch", None)  # ... and its timm model
     if not isinstance(state, Mapping) or not state:
         raise InputError(f"{where} has no state dict (top-level keys: {few(obj)}); pass a model checkpoint")
     tensors, odd = {}, []
