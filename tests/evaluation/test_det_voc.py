@@ -11,7 +11,7 @@ from densecl.cli import main
 from densecl.cli.eval import default_out
 from densecl.evaluation import backbone as eval_backbone
 from densecl.evaluation.det import DetConfig, voc_metric
-from densecl.formats.voc import read_voc_detection
+from densecl.formats.voc_boxes import read_voc_detection
 from densecl.scenes import CLASSES
 
 TINY = ["--detector", "c4", "--iters", "2", "--batch-size", "2", "--min-size", "64", "--max-size", "64",

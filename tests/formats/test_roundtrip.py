@@ -20,7 +20,8 @@ from densecl.formats import FORMATS, open_writer
 from densecl.formats.coco import coco_image_paths, read_coco
 from densecl.formats.imagefolder import read_image_folder
 from densecl.formats.labels import read_class_names
-from densecl.formats.voc import palette, read_segmentation, read_voc_classification, read_voc_detection
+from densecl.formats.voc import palette, read_segmentation, read_voc_classification
+from densecl.formats.voc_boxes import read_voc_detection
 from densecl.scenes.compose import Scene
 
 CLASSES = ("background", "cat", "dog")

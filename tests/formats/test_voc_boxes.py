@@ -11,7 +11,8 @@ import pytest
 from PIL import Image
 
 from densecl.errors import InputError
-from densecl.formats.voc import VOC_CLASSES, read_annotation, read_voc_detection
+from densecl.formats.voc import VOC_CLASSES
+from densecl.formats.voc_boxes import read_annotation, read_voc_detection
 
 DOG_AND_DIFFICULT_PERSON = """<annotation>
   <folder>VOC2007</folder>

@@ -17,7 +17,7 @@ Segmentation (``seg-probe``, ``seg-finetune``): the VOC layout
 Detection (``det``): COCO (:func:`~densecl.formats.coco.read_coco`; sparse
 category ids map to contiguous labels 1..K in id order and back when results
 are written), or VOC boxes over one or more roots
-(:func:`~densecl.formats.voc.read_voc_detection`: ``Annotations/*.xml``,
+(:func:`~densecl.formats.voc_boxes.read_voc_detection`: ``Annotations/*.xml``,
 ``ImageSets/Main/<split>.txt``, the "difficult" flag kept for scoring).
 
 Every reader raises :class:`~densecl.errors.InputError` naming the file for
@@ -43,12 +43,11 @@ from densecl.formats.voc import (
     IGNORE_INDEX,
     VOC_CLASSES,
     SegmentationSplit,
-    VocDetectionSplit,
     read_label,
     read_segmentation,
     read_voc_classification,
-    read_voc_detection,
 )
+from densecl.formats.voc_boxes import VocDetectionSplit, read_voc_detection
 from densecl.images import open_rgb
 from densecl.inputs import InputSpec
 from densecl.pixels import Pixels

@@ -30,7 +30,7 @@ Data (``data``): a COCO root (``annotations/instances_<split>.json``, scored
 by pycocotools' COCOeval: box AP, AP50, AP75, APs/m/l, and mask AP with
 ``task="mask"``), or VOC roots, comma-separated (``VOCdevkit/VOC2007,VOCdevkit/VOC2012``:
 ``ImageSets/Main/<split>.txt``, ``Annotations/*.xml``, ``JPEGImages/``;
-:func:`densecl.formats.voc.read_voc_detection`). With VOC, training reads
+:func:`densecl.formats.voc_boxes.read_voc_detection`). With VOC, training reads
 ``train_split`` of every root and evaluation ``val_split`` of the first, and
 the score is detectron2's ``PascalVOCDetectionEvaluator``'s
 (:mod:`densecl.evaluation.voc_ap`): AP (IoU 0.50:0.95), AP50, AP75 and each
