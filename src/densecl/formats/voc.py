@@ -16,8 +16,10 @@ Under ``root``:
   ``<name>`` (a class), ``<difficult>`` (0 or 1; absent = 0) and ``<bndbox>``
   ``xmin ymin xmax ymax``: 1-based pixel indices, both ends inclusive, so a box
   covering a whole W-pixel-wide image runs from 1 to W;
-- ``classes.txt``: class names in index order, background first (else the 21
-  VOC classes).
+- ``classes.txt``: the class names, one a line, read by the one rule of
+  :mod:`densecl.formats.labels` (a first line ``background`` is the background,
+  label value 0; the others are object classes); without the file, VOC's
+  background and 20 object classes.
 
 The boxes (``Annotations/``, detection) are read and written by
 :mod:`densecl.formats.voc_boxes`; :mod:`densecl.formats.voc_writer` writes
@@ -35,7 +37,7 @@ import numpy as np
 from PIL import Image
 
 from densecl.errors import InputError
-from densecl.formats.labels import ClassificationSplit, read_class_names
+from densecl.formats.labels import ClassificationSplit, ClassList, read_class_list
 from densecl.images import open_rgb
 from densecl.pixels import Pixels, image_size, probe
 
@@ -71,6 +73,14 @@ VOC_CLASSES: tuple[str, ...] = (
     "train",
     "tvmonitor",
 )
+
+
+def voc_class_list(root: Path) -> ClassList:
+    """``root/classes.txt`` read by the one rule (:func:`~densecl.formats.labels.read_class_list`), else VOC's."""
+    path = Path(root) / "classes.txt"
+    if path.is_file():
+        return read_class_list(path)
+    return ClassList(VOC_CLASSES[1:], VOC_CLASSES[0], str(path), default="VOC's 20 object classes and the background")
 
 
 def palette() -> list[int]:
@@ -144,6 +154,7 @@ class SegmentationSplit:
     classes: tuple[str, ...]
     images: list[Path] = field(repr=False)
     labels: list[Path] = field(repr=False)
+    values: str = ""  # which label value is which class, and why (for messages)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -156,7 +167,7 @@ class SegmentationSplit:
         """The image (an RGB photo, or bands as ``inputs`` reads them) and its label map, checked: same size,
         values < K or 255."""
         image = inputs.read(self.images[index]) if inputs is not None else open_rgb(self.images[index])
-        label = read_label(self.labels[index], self.num_classes)
+        label = read_label(self.labels[index], self.num_classes, self.values)
         width, height = image_size(image)
         if label.shape != (height, width):
             raise InputError(
@@ -171,7 +182,7 @@ class SegmentationSplit:
             list(pool.map(self._check_one, range(len(self))))
 
     def _check_one(self, index: int) -> None:
-        label = read_label(self.labels[index], self.num_classes)
+        label = read_label(self.labels[index], self.num_classes, self.values)
         # Only the size is needed, and the header has it (load() decodes later).
         info = probe(self.images[index])
         size = (info.width, info.height)
@@ -182,8 +193,12 @@ class SegmentationSplit:
             )
 
 
-def read_label(path: Path, num_classes: int) -> np.ndarray:
-    """A label PNG -> ``H x W`` uint8 class indices, 255 = ignore; anything else is an error."""
+def read_label(path: Path, num_classes: int, values: str = "") -> np.ndarray:
+    """A label PNG -> ``H x W`` uint8 class indices, 255 = ignore; anything else is an error.
+
+    Args:
+        values: which value is which class and why, for the message (:attr:`SegmentationSplit.values`).
+    """
     # Not densecl.images.open_rgb: a label holds class indices, which a conversion to RGB would turn into colours.
     try:
         with Image.open(path) as png:
@@ -199,7 +214,8 @@ def read_label(path: Path, num_classes: int) -> np.ndarray:
     if bad.size:
         raise InputError(
             f"label {path} has value(s) {', '.join(map(str, bad[:5].tolist()))} but there are only {num_classes} "
-            f"classes (0..{num_classes - 1}, 255 = ignore); fix the mask, classes.txt or --num-classes"
+            f"classes (0..{num_classes - 1}, 255 = ignore{'; ' + values if values else ''}); fix the mask, "
+            "classes.txt or --num-classes"
         )
     return label
 
@@ -207,7 +223,10 @@ def read_label(path: Path, num_classes: int) -> np.ndarray:
 def read_segmentation(
     root: Path, split: str, num_classes: int | None = None, label_dir: str = "SegmentationClass"
 ) -> SegmentationSplit:
-    """Reads a VOC-layout segmentation split; the class count from classes.txt, VOC, or ``num_classes``.
+    """Reads a VOC-layout segmentation split; the classes by value from classes.txt, VOC, or ``num_classes``.
+
+    Label value ``k`` is line ``k`` of ``classes.txt`` counted from 0, its
+    background line included when it has one (:mod:`densecl.formats.labels`).
 
     ``label_dir`` names the folder of label PNGs (``SegmentationClassAug`` for
     the SBD-augmented VOC 2012 ``train_aug`` split).
@@ -219,11 +238,10 @@ def read_segmentation(
     ids = [line.split()[0] for line in listing.read_text().splitlines() if line.strip()]
     if not ids:
         raise InputError(f"split {split!r} is empty: {listing} lists no image")
-    if (root / "classes.txt").is_file():
-        classes = read_class_names(root / "classes.txt")
-    else:
-        classes = VOC_CLASSES
+    listed = voc_class_list(root)
+    classes, values = listed.by_value, f"{listed.values()}: {listed.rule()}"
     if num_classes is not None and num_classes != len(classes):
+        values = f"--num-classes {num_classes}"
         classes = (
             classes[:num_classes]
             if num_classes < len(classes)
@@ -234,4 +252,4 @@ def read_segmentation(
     for path in labels:
         if not path.is_file():
             raise InputError(f"label {path} does not exist (listed in {listing})")
-    return SegmentationSplit(root, split, ids, tuple(classes), images, labels)
+    return SegmentationSplit(root, split, ids, tuple(classes), images, labels, values)

@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from densecl.errors import InputError
-from densecl.formats.labels import read_class_names
-from densecl.formats.voc import VOC_CLASSES, voc_image
+from densecl.formats.labels import ClassList
+from densecl.formats.voc import voc_class_list, voc_image
 from densecl.images import open_rgb
 from densecl.pixels import Pixels
 
@@ -72,11 +72,11 @@ class VocObjects:
     difficult: np.ndarray
 
 
-def read_annotation(path: Path, classes: Sequence[str]) -> VocObjects:
+def read_annotation(path: Path, classes: ClassList) -> VocObjects:
     """Parses one annotation file; anything unreadable is an :class:`InputError` naming ``path``.
 
     Args:
-        classes: the object class names (no background); class id = index + 1.
+        classes: the root's class list; object class id = index in ``classes.objects`` + 1.
     """
     if not path.is_file():
         raise InputError(f"annotation {path} does not exist; every listed image needs Annotations/<id>.xml")
@@ -87,9 +87,8 @@ def read_annotation(path: Path, classes: Sequence[str]) -> VocObjects:
     boxes, labels, difficult = [], [], []
     for obj in root.findall("object"):
         name = (obj.findtext("name") or "").strip()
-        if name not in classes:
-            known = "the 20 VOC classes" if tuple(classes) == VOC_CLASSES[1:] else "those of classes.txt"
-            raise InputError(f"annotation {path} has an object of unknown class {name!r}; the classes are {known}")
+        if name not in classes.objects:
+            raise InputError(f"annotation {path} has an object of unknown class {name!r}; {classes.rule()}")
         try:
             corners = [float(obj.find("bndbox").findtext(tag)) for tag in ("xmin", "ymin", "xmax", "ymax")]
             flag = int((obj.findtext("difficult") or "0").strip())
@@ -102,7 +101,7 @@ def read_annotation(path: Path, classes: Sequence[str]) -> VocObjects:
         if xmax < xmin or ymax < ymin:
             raise InputError(f"annotation {path}: the {name} box {corners} ends before it starts (xmax < xmin)")
         boxes.append([xmin - 1, ymin - 1, xmax, ymax])
-        labels.append(classes.index(name) + 1)
+        labels.append(classes.objects.index(name) + 1)
         difficult.append(bool(flag))
     return VocObjects(
         boxes=np.array(boxes, dtype=np.float32).reshape(-1, 4),
@@ -169,12 +168,6 @@ class VocDetectionSplit:
         )
 
 
-def detection_classes(root: Path) -> tuple[str, ...]:
-    """The object classes of a VOC root: ``classes.txt`` without its background line, else the 20 VOC classes."""
-    names = read_class_names(root / "classes.txt") if (root / "classes.txt").is_file() else VOC_CLASSES
-    return tuple(names[1:])
-
-
 def read_voc_detection(roots: Sequence[Path], split: str, drop_empty: bool = False) -> VocDetectionSplit:
     """Reads ``ImageSets/Main/<split>.txt`` of every root, with each listed image's file and annotation.
 
@@ -198,11 +191,13 @@ def read_voc_detection(roots: Sequence[Path], split: str, drop_empty: bool = Fal
         listing = root / "ImageSets" / "Main" / f"{split}.txt"
         if not listing.is_file():
             raise InputError(f"{listing} does not exist; is {split!r} a detection split of {root}?")
-    classes = detection_classes(roots[0])
+    classes = voc_class_list(roots[0])
     for root in roots[1:]:
-        if detection_classes(root) != classes:
+        other = voc_class_list(root)
+        if other.objects != classes.objects:
             raise InputError(
-                f"VOC roots {roots[0]} and {root} have different classes (classes.txt); use one class list"
+                f"VOC roots {roots[0]} and {root} have different object classes ({classes.rule()}; {other.rule()}); "
+                "use one class list"
             )
     image_ids, images, objects = [], [], []
     for root in roots:
@@ -217,4 +212,4 @@ def read_voc_detection(roots: Sequence[Path], split: str, drop_empty: bool = Fal
     if not image_ids:
         where = ", ".join(str(r / "ImageSets" / "Main" / f"{split}.txt") for r in roots)
         raise InputError(f"split {split!r} is empty: {where} list no image" + (" with a box" if drop_empty else ""))
-    return VocDetectionSplit(roots, split, classes, image_ids, images, objects)
+    return VocDetectionSplit(roots, split, classes.objects, image_ids, images, objects)

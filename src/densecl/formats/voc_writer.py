@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image
 
-from densecl.formats.labels import write_class_names
+from densecl.formats.labels import BACKGROUND_NAMES, ClassList, write_class_list
 from densecl.formats.voc import palette
 from densecl.formats.voc_boxes import write_annotation
 from densecl.pixels import save_image
@@ -21,6 +21,11 @@ class VocWriter:
     """Writes scenes in the VOC layout: JPEG images, palette label PNGs, box XML, image sets, ``classes.txt``."""
 
     def __init__(self, out: Path, classes: tuple[str, ...], splits: tuple[str, ...]) -> None:
+        """``classes``: the background first (``classes.txt``'s first line), then the object classes by id."""
+        if classes[0] not in BACKGROUND_NAMES:
+            raise ValueError(
+                f"the first class must be the background ({' or '.join(BACKGROUND_NAMES)}), got {classes[0]!r}"
+            )
         self.out, self.classes, self.splits = out, classes, splits
         for d in ("JPEGImages", "SegmentationClass", "Annotations", "ImageSets/Segmentation", "ImageSets/Main"):
             (out / d).mkdir(parents=True, exist_ok=True)
@@ -39,7 +44,7 @@ class VocWriter:
         self.present[split].append(set(np.unique(scene.semantic).tolist()) - {0})
 
     def finish(self) -> None:
-        write_class_names(self.out / "classes.txt", self.classes)
+        write_class_list(self.out / "classes.txt", ClassList(self.classes[1:], self.classes[0], "classes.txt"))
         for split in self.splits:
             (self.out / "ImageSets/Segmentation" / f"{split}.txt").write_text(
                 "".join(f"{i}\n" for i in self.ids[split])
