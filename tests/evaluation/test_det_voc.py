@@ -10,7 +10,9 @@ import pytest
 from densecl.cli import main
 from densecl.cli.eval import default_out
 from densecl.evaluation import backbone as eval_backbone
-from densecl.evaluation.det import DetConfig, voc_metric
+from densecl.evaluation.det_config import DetConfig
+from densecl.evaluation.det_data import load_data
+from densecl.evaluation.det_score import voc_metric
 from densecl.formats.voc_boxes import read_voc_detection
 from densecl.scenes import CLASSES
 
@@ -71,8 +73,6 @@ def test_the_11_point_metric_is_chosen_for_a_root_named_like_voc2007(scenes, tmp
 
 
 def test_several_roots_train_on_each_and_evaluate_on_the_first(scenes, tmp_path):
-    from densecl.evaluation.det import load_data
-
     first, second = tmp_path / "VOC2007", tmp_path / "VOC2012"
     shutil.copytree(scenes["voc"], first)
     shutil.copytree(scenes["voc"], second)
@@ -151,11 +151,12 @@ def test_precise_bn_on_a_frozen_model_says_there_is_nothing_to_recompute(scenes,
     import torch
 
     from densecl.evaluation import det
+    from densecl.evaluation.det_model import build_detector
     from densecl.models.backbones import build_backbone
 
     config = DetConfig(data=str(scenes["voc"]), detector="c4", norm="frozen", precise_bn_iters=5, workers=0)
-    train, _ = det.load_data(config)
-    model = det.build_detector(build_backbone("resnet18"), "resnet18", train.num_classes, config)
+    train, _ = load_data(config)
+    model = build_detector(build_backbone("resnet18"), "resnet18", train.num_classes, config)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     det._precise_bn(model, train, config, seed=0)
     assert "no trained BatchNorm (--norm frozen), nothing to recompute" in capsys.readouterr().err

@@ -58,7 +58,10 @@ def test_c4_on_voc_under_torchrun_each_rank_scores_a_share_of_rank_0s_model(
 ):
     import torch
 
-    from densecl.evaluation import det
+    from densecl.evaluation.det_config import DetConfig
+    from densecl.evaluation.det_data import load_data
+    from densecl.evaluation.det_model import build_detector
+    from densecl.evaluation.det_score import Detections, predict, voc_scores
 
     out = tmp_path / "det.json"
     cmd = [
@@ -76,21 +79,21 @@ def test_c4_on_voc_under_torchrun_each_rank_scores_a_share_of_rank_0s_model(
     assert record["data"]["world_size"] == 2 and record["data"]["n_val"] == 6
     # the same scores from rank 0's final weights (the checkpoint), each share predicted here as its rank did:
     # the ranks evaluated one model (BatchNorm statistics are rank-local with --norm bn) and rank 0 scored all 6
-    config = det.DetConfig(**{**record["config"], "min_size": (64,), "lr_steps": tuple(record["config"]["lr_steps"])})
-    train, val = det.load_data(config)
+    config = DetConfig(**{**record["config"], "min_size": (64,), "lr_steps": tuple(record["config"]["lr_steps"])})
+    train, val = load_data(config)
     from densecl.evaluation.backbone import load_weights
 
     backbone, _ = load_weights(str(weights_file), None)
-    model = det.build_detector(backbone, "resnet18", train.num_classes, config)
+    model = build_detector(backbone, "resnet18", train.num_classes, config)
     state = torch.load(tmp_path / "det-checkpoints" / "seed0.pt", weights_only=True)["model"]
     model.load_state_dict(state)
     shares = []
     for rank in (0, 1):
         monkeypatch.setattr(distributed, "rank", lambda rank=rank: rank)
         monkeypatch.setattr(distributed, "world_size", lambda: 2)
-        shares += det._predict(model, val, config)
+        shares += predict(model, val, config)
     found = dict(shares)
-    detections = [det.Detections(*(found[i][k].numpy() for k in ("boxes", "labels", "scores"))) for i in range(6)]
-    metrics, details = det._voc_scores(val, detections, config)
+    detections = [Detections(*(found[i][k].numpy() for k in ("boxes", "labels", "scores"))) for i in range(6)]
+    metrics, details = voc_scores(val, detections, config)
     assert {k: v["mean"] for k, v in record["metrics"].items()} == metrics
     assert record["details"] == [details]
