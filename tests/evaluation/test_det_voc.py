@@ -61,6 +61,13 @@ def test_c4_on_voc_scenes_writes_ap_ap50_ap75_and_per_class_ap50(scenes, weights
     assert details["absent_in_val"] == absent and (not absent or "difficult ones do not count" in printed.err)
     assert record["data"]["layout"] == "voc" and record["data"]["n_train"] == 12 and record["data"]["n_val"] == 6
     assert record["config"]["detector"] == "c4" and record["config"]["precise_bn_iters"] == 2
+    # the recipe, printed in one line at the start and kept in the result; ResNet-18 is not the paper's row
+    (line,) = [
+        x for x in printed.out.splitlines() if x.startswith("det recipe c4 (MoCo's pascal_voc_R_50_C4_24k_moco)")
+    ]
+    assert "given instead: iters 2 (recipe 24000)" in line and record["recipe"]["line"] == line
+    assert record["recipe"]["changed"]["iters"] == {"given": 2, "recipe": 24000}
+    assert "the c4 recipe is the paper's ResNet-50 row; this backbone is resnet18" in printed.err
 
 
 def test_the_11_point_metric_is_chosen_for_a_root_named_like_voc2007(scenes, tmp_path):
@@ -121,10 +128,11 @@ def test_bad_voc_files_stop_before_any_model_naming_the_file(scenes, weights_fil
 
 
 def test_the_documented_voc_command_is_the_recipe():
+    import dataclasses
     from pathlib import Path
 
     from densecl.cli.eval import protocol_parser
-    from densecl.schedules import warmup_step_lr
+    from densecl.evaluation.det_config import lr_drops
 
     text = (Path(__file__).resolve().parents[2] / "docs" / "evaluate.md").read_text()
     start = text.index("torchrun --nproc_per_node 8 -m densecl eval det --weights ckpt.pth --detector c4")
@@ -135,16 +143,14 @@ def test_the_documented_voc_command_is_the_recipe():
             break
     argv = " ".join(lines).split()[lines[0].split().index("det") + 1 :]
     args = protocol_parser("det").parse_args(argv)
-    assert args.detector == "c4" and args.norm == "syncbn" and args.data == "VOCdevkit/VOC2007,VOCdevkit/VOC2012"
-    assert (args.train_split, args.val_split, args.seeds, args.resume) == ("trainval", "test", 5, True)
-    assert args.min_size == tuple(range(480, 801, 32)) and args.max_size == 1333
-    assert (args.batch_size, args.lr, args.iters, args.warmup_iters) == (16, 0.02, 24000, 100)
-    assert (args.weight_decay, args.norm_weight_decay, args.precise_bn_iters) == (1e-4, 0.0, 200)
-    lr = [
-        warmup_step_lr(s, args.iters, args.lr, args.warmup_iters, args.lr_steps) for s in (17999, 18000, 21999, 22000)
-    ]
-    assert lr == pytest.approx([0.02, 0.002, 0.002, 0.0002])  # the drops land on iterations 18000 and 22000
-    assert warmup_step_lr(0, args.iters, args.lr, args.warmup_iters, args.lr_steps) == pytest.approx(0.02 * 0.001)
+    assert (args.seeds, args.resume) == (5, True)
+    c = DetConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(DetConfig)})
+    assert c.detector == "c4" and c.norm == "syncbn" and c.data == "VOCdevkit/VOC2007,VOCdevkit/VOC2012"
+    assert (c.train_split, c.val_split) == ("trainval", "test")
+    assert c.min_size == tuple(range(480, 801, 32)) and c.max_size == 1333
+    assert (c.batch_size, c.lr, c.iters, c.warmup_iters) == (16, 0.02, 24000, 100)
+    assert (c.weight_decay, c.norm_weight_decay, c.precise_bn_iters) == (1e-4, 0.0, 200)
+    assert lr_drops(c) == [18000, 22000]
 
 
 def test_precise_bn_on_a_frozen_model_says_there_is_nothing_to_recompute(scenes, capsys):

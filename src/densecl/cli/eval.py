@@ -35,10 +35,17 @@ def register(subparsers) -> None:
     )
     protocols = parser.add_subparsers(dest="protocol", required=True, metavar="PROTOCOL", action=_LazyProtocols)
     for name, entry in registry.PROTOCOLS.items():  # empty until chosen: see _LazyProtocols
-        protocols.add_parser(name, help=entry.help, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        protocols.add_parser(name, help=entry.help, formatter_class=HelpWithDefaults)
     s = protocols.add_parser("summary", help="print one row per weights from result JSON files")
     s.add_argument("results", nargs="+", type=Path, help="result files written by densecl eval")
     s.set_defaults(func=run_summary)
+
+
+class HelpWithDefaults(argparse.ArgumentDefaultsHelpFormatter):
+    """Each option's help ends with its default, except a None default: that option's help says what fills it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        return action.help if action.default is None else super()._get_help_string(action)
 
 
 class _LazyProtocols(argparse._SubParsersAction):
@@ -63,7 +70,7 @@ class _LazyProtocols(argparse._SubParsersAction):
 def protocol_parser(name: str) -> argparse.ArgumentParser:
     """The parser of ``densecl eval NAME`` on its own (imports that protocol's module)."""
     parser = argparse.ArgumentParser(
-        prog=f"densecl eval {name}", formatter_class=argparse.ArgumentDefaultsHelpFormatter
+        prog=f"densecl eval {name}", formatter_class=HelpWithDefaults
     )
     add_protocol_options(parser, registry.load(name))
     return parser

@@ -38,14 +38,26 @@ class's AP50, difficult boxes counting neither way; ``voc_ap`` picks VOC07's
 11-point metric or the area under the curve (``auto``: 11-point when the
 evaluated root's folder name contains 2007, as detectron2 decides).
 
+Schedule: each detector brings its paper recipe (:mod:`densecl.evaluation.det_config`),
+and a flag given always wins. ``c4``: MoCo's ``pascal_voc_R_50_C4_24k_moco``
+(24000 iterations, batch 16, lr 0.02, warm-up 100, x0.1 at 18000 and 22000,
+training sizes 480..800 step 32, test 800, longer side at most 1333, Precise BN
+over 200 batches, weight decay 1e-4 and none on normalisation layers). ``fpn``:
+the COCO 1x (90000 iterations, batch 16, lr 0.02, warm-up 1000, x0.1 at
+fractions 0.6667 and 0.8889, size 800, max 1333, weight decay 1e-4 on every
+parameter). The run prints the resolved recipe in one line at the start and
+writes it to the result (``recipe``); a backbone other than ResNet-50 (the
+paper's rows) gets one warning line.
+
 Training: SGD, momentum 0.9, weight decay ``weight_decay`` (and
-``norm_weight_decay`` on normalisation weights and biases: detectron2's
-WEIGHT_DECAY_NORM is 0), ``lr`` for ``batch_size`` images over all processes
-(0.02 for 16), linear warm-up from 0.001x over ``warmup_iters``, x0.1 at the
-``lr_steps`` fractions of ``iters``. Images are resized by torchvision
-(shorter side a random choice of ``min_size`` in training, the last value in
-evaluation; longer side at most ``max_size``), normalised with ImageNet's RGB
-mean and std, and flipped at random. Training drops images without a box.
+``norm_weight_decay`` on normalisation weights and biases), ``lr`` for
+``batch_size`` images over all processes, linear warm-up from 0.001x over
+``warmup_iters``, x0.1 at the ``lr_steps`` fractions of ``iters``. Images are
+resized by torchvision (shorter side a random choice of ``min_size`` in
+training, the last value in evaluation; longer side at most ``max_size``),
+normalised with the backbone's own mean and std (stored with the weights;
+ImageNet's for RGB weights on photos), and flipped at random. Training drops
+images without a box.
 ``train_fraction`` < 1 keeps a fixed-seed (``subset_seed``) random subset of
 the training images, recorded in the result: 0.1 is the semi-supervised
 setting of supplementary Table 2. ``precise_bn_iters`` > 0 recomputes every
@@ -56,16 +68,12 @@ its share of the val images; rank 0 scores them all.
 COCO Mask R-CNN R50-FPN 1x (supplementary Table 2 adds ``--train-fraction 0.1``)::
 
     torchrun --nproc_per_node 8 -m densecl eval det --weights ckpt.pt --data coco \
-        --train-split train2017 --val-split val2017 --task mask \
-        --iters 90000 --batch-size 16 --lr 0.02 --min-size 640,672,704,736,768,800 --workers 8
+        --train-split train2017 --val-split val2017 --task mask --min-size 640,672,704,736,768,800 --workers 8
 
-VOC07+12 Faster R-CNN R50-C4 (MoCo's ``pascal_voc_R_50_C4_24k_moco``; 5 trials)::
+VOC07+12 Faster R-CNN R50-C4 (MoCo's ``pascal_voc_R_50_C4_24k_moco``, the recipe of ``c4``; 5 trials)::
 
     torchrun --nproc_per_node 8 -m densecl eval det --weights ckpt.pt --detector c4 \
-        --data VOCdevkit/VOC2007,VOCdevkit/VOC2012 --train-split trainval --val-split test \
-        --iters 24000 --batch-size 16 --lr 0.02 --lr-steps 0.75,0.916667 --warmup-iters 100 \
-        --norm-weight-decay 0 --precise-bn-iters 200 --seeds 5 --workers 8 \
-        --min-size 480,512,544,576,608,640,672,704,736,768,800 --max-size 1333
+        --data VOCdevkit/VOC2007,VOCdevkit/VOC2012 --train-split trainval --val-split test --seeds 5 --workers 8
 """
 
 from __future__ import annotations
@@ -79,7 +87,7 @@ from torch import nn
 
 from densecl import distributed
 from densecl.evaluation.datasets import VocDetectionSplit
-from densecl.evaluation.det_config import DetConfig
+from densecl.evaluation.det_config import PAPER_ARCH, DetConfig, recipe_line, recipe_record
 from densecl.evaluation.det_data import Split, load_data, sample_loader, to_device
 from densecl.evaluation.det_model import build_detector, param_groups
 from densecl.evaluation.det_score import validate
@@ -96,6 +104,13 @@ from densecl.seeding import seed_everything
 def evaluate(backbone: ResNetBackbone, data: tuple[Split, Split], config: DetConfig, seeds: list[int]) -> Evaluation:
     train, val = data
     arch = _arch_of(backbone)
+    if distributed.rank() == 0:
+        print(recipe_line(config), flush=True)
+        if arch != PAPER_ARCH:
+            warn(
+                f"the {config.detector} recipe is the paper's ResNet-50 row; this backbone is {arch}, so its numbers "
+                "do not compare with the paper's"
+            )
     per_seed, details, resumed_from = [], [], {}
     for seed in seeds:
         seed_everything(seed)
@@ -132,7 +147,14 @@ def evaluate(backbone: ResNetBackbone, data: tuple[Split, Split], config: DetCon
         "train_image_ids": train.image_ids if config.train_fraction < 1 else "all with annotations",
         "world_size": distributed.world_size(),
     }
-    return Evaluation(headline=headline, per_seed=per_seed, details=details, data=data_info, resumed_from=resumed_from)
+    return Evaluation(
+        headline=headline,
+        per_seed=per_seed,
+        details=details,
+        data=data_info,
+        resumed_from=resumed_from,
+        recipe=recipe_record(config),
+    )
 
 
 def _arch_of(backbone: ResNetBackbone) -> str:

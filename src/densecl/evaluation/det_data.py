@@ -12,7 +12,7 @@ from torchvision.transforms import v2
 
 from densecl.errors import InputError
 from densecl.evaluation.datasets import CocoSplit, VocDetectionSplit, read_coco, read_voc_detection, subset
-from densecl.evaluation.det_config import DETECTORS, NORMS, TASKS
+from densecl.evaluation.det_config import NORMS, TASKS
 from densecl.evaluation.finetune import BatchStream
 from densecl.inputs import InputSpec
 
@@ -26,8 +26,6 @@ def load_data(config: DetConfig) -> tuple[Split, Split]:
     for name, value, allowed in (("task", config.task, TASKS), ("norm", config.norm, NORMS)):
         if value not in allowed:
             raise InputError(f"--{name} must be one of {', '.join(allowed)}, got {value!r}")
-    if config.detector not in DETECTORS:
-        raise InputError(f"--detector must be one of {', '.join(DETECTORS)}, got {config.detector!r}")
     if config.detector == "c4" and config.task == "mask":
         raise InputError("--detector c4 has no mask head: use --task box, or --detector fpn for masks")
     if config.precise_bn_iters < 0:
