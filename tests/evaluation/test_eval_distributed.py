@@ -30,6 +30,34 @@ def test_batch_stream_gives_each_rank_its_slice_of_the_same_global_batches(monke
     assert [a + b for a, b in zip(*halves)] == whole  # rank 0 the first two samples, rank 1 the next two
 
 
+def test_each_rank_draws_its_own_training_sizes_and_rank_0_draws_as_before(monkeypatch):
+    import torch
+
+    from densecl.evaluation import det
+    from densecl.evaluation.det_config import DetConfig
+    from densecl.evaluation.det_model import build_detector
+    from densecl.models.backbones import build_backbone
+    from densecl.seeding import seed_everything
+
+    transform = build_detector(build_backbone("resnet18"), "resnet18", 3, DetConfig(data="-", detector="c4")).transform
+    transform.train()
+
+    def sizes() -> list[int]:  # the shorter sides torchvision's transform picks for 8 training images
+        return [transform.torch_choice(transform.min_size) for _ in range(8)]
+
+    draws = {}
+    for rank in (0, 1):
+        monkeypatch.setattr(distributed, "rank", lambda rank=rank: rank)
+        det.seed_training(seed=3)
+        draws[rank] = (sizes(), torch.randperm(100).tolist())  # sizes, and what the RPN / RoI samplers draw from
+    assert draws[0][0] != draws[1][0] and draws[0][1] != draws[1][1]
+    seed_everything(3)  # what every rank drew before: rank 0 still does
+    assert draws[0] == (sizes(), torch.randperm(100).tolist())
+    monkeypatch.setattr(distributed, "rank", lambda: 1)
+    det.seed_training(seed=2)  # seed + rank: rank 1 of seed 2 draws as rank 0 of seed 3
+    assert (sizes(), torch.randperm(100).tolist()) == draws[0]
+
+
 @pytest.mark.slow
 def test_det_under_torchrun_two_processes(scenes, weights_file, tmp_path):
     out = tmp_path / "det.json"

@@ -57,7 +57,9 @@ resized by torchvision (shorter side a random choice of ``min_size`` in
 training, the last value in evaluation; longer side at most ``max_size``),
 normalised with the backbone's own mean and std (stored with the weights;
 ImageNet's for RGB weights on photos), and flipped at random. Training drops
-images without a box.
+images without a box. Every rank builds the model with the seed, then draws
+its training sizes and RPN / RoI samples with seed + rank (detectron2 seeds
+ranks apart too); flips follow each sample's own seed.
 ``train_fraction`` < 1 keeps a fixed-seed (``subset_seed``) random subset of
 the training images, recorded in the result: 0.1 is the semi-supervised
 setting of supplementary Table 2. ``precise_bn_iters`` > 0 recomputes every
@@ -98,7 +100,7 @@ from densecl.evaluation.results import Evaluation, warn
 from densecl.inputs import input_of
 from densecl.models.backbones import ResNetBackbone
 from densecl.schedules import warmup_step_lr
-from densecl.seeding import seed_everything
+from densecl.seeding import rank_seed, seed_everything
 
 
 def evaluate(backbone: ResNetBackbone, data: tuple[Split, Split], config: DetConfig, seeds: list[int]) -> Evaluation:
@@ -166,6 +168,15 @@ def _arch_of(backbone: ResNetBackbone) -> str:
     return arch
 
 
+def seed_training(seed: int) -> None:
+    """Seeds this rank's training-time draws (the random image size, RPN and RoI sampling) with seed + rank.
+
+    The model was built with ``seed`` on every rank (the same initial weights);
+    from here each rank draws its own sizes and samples, as detectron2's ranks do.
+    """
+    seed_everything(rank_seed(seed, distributed.rank()))
+
+
 def _train(model: nn.Module, split: Split, config: DetConfig, seed: int) -> int | None:
     """Fine-tunes ``model`` for ``config.iters`` iterations; returns the step it resumed at (None: from the start)."""
     optimizer = torch.optim.SGD(
@@ -175,6 +186,7 @@ def _train(model: nn.Module, split: Split, config: DetConfig, seed: int) -> int 
         config.checkpoint_dir, config.save_every, "det", seed, config.iters, dataclasses.asdict(config)
     )
     first = checkpoints.restore(model, optimizer)
+    seed_training(seed)  # a resumed run then restores this rank's saved RNG state (checkpoints.batches)
     loader = sample_loader(
         split,
         config,
