@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import pytest
 
 from densecl.cli import main
 from densecl.cli.eval import default_out
+from densecl.errors import InputError
 from densecl.evaluation import backbone as eval_backbone
 from densecl.evaluation.det_config import DetConfig
-from densecl.evaluation.det_data import load_data
-from densecl.evaluation.det_score import voc_metric
+from densecl.evaluation.det_data import load_data, voc_metric
 from densecl.formats.voc_boxes import read_voc_detection
 from densecl.scenes import CLASSES
 
@@ -53,7 +54,8 @@ def test_c4_on_voc_scenes_writes_ap_ap50_ap75_and_per_class_ap50(scenes, weights
     assert set(m) == {"bbox_AP", "bbox_AP50", "bbox_AP75"}
     assert 0 <= m["bbox_AP"] <= m["bbox_AP50"] <= 100 and m["bbox_AP75"] <= m["bbox_AP50"]
     (details,) = record["details"]
-    assert details["ap_metric"] == "area"  # the scenes' root is not named like VOC2007
+    assert details["ap_metric"] == "area"  # the scenes' annotations name no year, nor does their root's name
+    assert details["ap_metric_reason"].endswith("name no year (<folder>), nor does the root folder voc")
     assert list(details["AP50_per_class"]) == list(CLASSES[1:])
     present = [v for v in details["AP50_per_class"].values() if v is not None]
     assert m["bbox_AP50"] == pytest.approx(sum(present) / len(present))
@@ -70,13 +72,46 @@ def test_c4_on_voc_scenes_writes_ap_ap50_ap75_and_per_class_ap50(scenes, weights
     assert "the c4 recipe is the paper's ResNet-50 row; this backbone is resnet18" in printed.err
 
 
-def test_the_11_point_metric_is_chosen_for_a_root_named_like_voc2007(scenes, tmp_path):
-    voc07 = tmp_path / "VOC2007"
-    shutil.copytree(scenes["voc"], voc07)
-    split = read_voc_detection([voc07], "val")
-    assert voc_metric(DetConfig(data=str(voc07)), split) == "11point"
-    assert voc_metric(DetConfig(data=str(voc07), voc_ap="area"), split) == "area"
-    assert voc_metric(DetConfig(data=str(scenes["voc"])), read_voc_detection([scenes["voc"]], "val")) == "area"
+def _copy_saying(src, dst, folder: str):
+    """A copy of the VOC root ``src`` at ``dst`` whose every annotation's ``<folder>`` reads ``folder``."""
+    shutil.copytree(src, dst)
+    for xml in (dst / "Annotations").glob("*.xml"):
+        xml.write_text(re.sub(r"<folder>[^<]*</folder>", f"<folder>{folder}</folder>", xml.read_text()))
+    return dst
+
+
+def test_the_11_point_metric_follows_the_year_the_annotations_name(scenes, tmp_path):
+    mine = _copy_saying(scenes["voc"], tmp_path / "my_boxes", "VOC2007")  # not named 2007, VOC2007's files
+    assert voc_metric(DetConfig(data=str(mine)), read_voc_detection([mine], "val")) == (
+        "11point",
+        f"the val annotations of {mine} say VOC2007 (<folder>)",
+    )
+    voc07 = _copy_saying(scenes["voc"], tmp_path / "VOC2007", "VOC2012")  # named 2007, VOC2012's files
+    assert voc_metric(DetConfig(data=str(voc07)), read_voc_detection([voc07], "val")) == (
+        "area",
+        f"the val annotations of {voc07} say VOC2012 (<folder>)",
+    )
+    assert voc_metric(DetConfig(data=str(voc07), voc_ap="11point"), read_voc_detection([voc07], "val")) == (
+        "11point",
+        "--voc-ap 11point",
+    )
+
+
+def test_the_root_folder_name_decides_only_when_the_annotations_name_no_year(scenes, tmp_path):
+    named = _copy_saying(scenes["voc"], tmp_path / "VOC2007", "scenes")
+    metric, reason = voc_metric(DetConfig(data=str(named)), read_voc_detection([named], "val"))
+    assert metric == "11point" and reason.endswith("name no year (<folder>); the root folder VOC2007 contains 2007")
+    metric, reason = voc_metric(DetConfig(data=str(scenes["voc"])), read_voc_detection([scenes["voc"]], "val"))
+    assert metric == "area" and reason.endswith("name no year (<folder>), nor does the root folder voc")
+
+
+def test_annotations_of_several_years_stop_before_any_model(scenes, tmp_path):
+    mixed = _copy_saying(scenes["voc"], tmp_path / "mixed", "VOC2007")
+    xml = mixed / "Annotations" / "scene_000012.xml"  # the first val image
+    xml.write_text(xml.read_text().replace("<folder>VOC2007</folder>", "<folder>VOC2012</folder>"))
+    with pytest.raises(InputError, match=r"name several years in <folder>: VOC2007 \(5 images\), VOC2012 \(1 image\)"):
+        load_data(DetConfig(data=str(mixed), detector="c4"))
+    assert len(load_data(DetConfig(data=str(mixed), detector="c4", voc_ap="area"))[1]) == 6
 
 
 def test_several_roots_train_on_each_and_evaluate_on_the_first(scenes, tmp_path):

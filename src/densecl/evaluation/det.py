@@ -35,8 +35,10 @@ by pycocotools' COCOeval: box AP, AP50, AP75, APs/m/l, and mask AP with
 the score is detectron2's ``PascalVOCDetectionEvaluator``'s
 (:mod:`densecl.evaluation.voc_ap`): AP (IoU 0.50:0.95), AP50, AP75 and each
 class's AP50, difficult boxes counting neither way; ``voc_ap`` picks VOC07's
-11-point metric or the area under the curve (``auto``: 11-point when the
-evaluated root's folder name contains 2007, as detectron2 decides).
+11-point metric or the area under the curve (``auto``: 11-point for VOC2007
+data, the year the evaluated annotations' ``<folder>`` names, or, when they
+name none, a root folder name containing 2007; the choice and its reason are
+kept in the result).
 
 Schedule: each detector brings its paper recipe (:mod:`densecl.evaluation.det_config`),
 and a flag given always wins. ``c4``: MoCo's ``pascal_voc_R_50_C4_24k_moco``

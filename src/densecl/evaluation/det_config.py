@@ -156,7 +156,8 @@ class DetConfig:
     voc_ap: str = option(
         "auto",
         "VOC data: 11point (VOC07's metric) or area (under the whole curve); auto: 11point when the evaluated "
-        "root's folder name contains 2007, as detectron2 decides",
+        "annotations say VOC2007 (<folder>), area for another year; only when they name none, 11point when the "
+        "root's folder name contains 2007",
         choices=("auto", *VOC_METRICS),
     )
     workers: int = options.workers()

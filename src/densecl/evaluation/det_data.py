@@ -1,9 +1,10 @@
-"""The data of ``densecl eval det``: COCO or VOC splits, checked before any model, and their training samples."""
+"""The data of ``densecl eval det``: COCO or VOC splits, checked before any model, and their training samples;
+and which VOC AP metric the evaluated data calls for."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 import torch
@@ -36,6 +37,7 @@ def load_data(config: DetConfig) -> tuple[Split, Split]:
             raise InputError(f"VOC data ({roots[0]}) has boxes, no instance masks: use --task box, or COCO data")
         train = read_voc_detection(roots, config.train_split, drop_empty=True)
         val = read_voc_detection(roots[:1], config.val_split)
+        voc_metric(config, val)  # annotations of several years stop here, before any model
         return train.select(subset(len(train), config.train_fraction, config.subset_seed)), val
     if len(roots) != 1:
         raise InputError(
@@ -49,6 +51,39 @@ def load_data(config: DetConfig) -> tuple[Split, Split]:
     keep = subset(len(train), config.train_fraction, config.subset_seed)
     train.image_ids = [train.image_ids[i] for i in keep]
     return train, val
+
+
+class VocMetric(NamedTuple):
+    """The metric of VOC AP50 for an evaluated split, and why it was chosen (both kept in the result)."""
+
+    metric: str  # "11point" (VOC07's) or "area"
+    reason: str
+
+
+def voc_metric(config: DetConfig, split: VocDetectionSplit) -> VocMetric:
+    """``voc_ap``, with ``auto`` decided by the evaluated data: VOC07's 11-point metric for VOC2007, else ``area``.
+
+    The year is the one the split's annotations name (``<folder>VOC2007</folder>``,
+    as VOC's files do); only when none names a year does the evaluated root's
+    folder name decide (11-point when it contains 2007, detectron2's test).
+
+    Raises:
+        InputError: the annotations name more than one year.
+    """
+    if config.voc_ap != "auto":
+        return VocMetric(config.voc_ap, f"--voc-ap {config.voc_ap}")
+    years = split.years()
+    where = f"the {split.split} annotations of {split.roots[0]}"
+    if len(years) > 1:
+        counts = ", ".join(f"VOC{y} ({n} image{'s' if n != 1 else ''})" for y, n in sorted(years.items()))
+        raise InputError(f"{where} name several years in <folder>: {counts}; choose --voc-ap 11point or area")
+    if years:
+        (year,) = years
+        return VocMetric("11point" if year == 2007 else "area", f"{where} say VOC{year} (<folder>)")
+    name = split.roots[0].name
+    if "2007" in name:
+        return VocMetric("11point", f"{where} name no year (<folder>); the root folder {name} contains 2007")
+    return VocMetric("area", f"{where} name no year (<folder>), nor does the root folder {name}")
 
 
 def is_voc(roots: list[Path]) -> bool:

@@ -12,7 +12,7 @@ from torch import nn
 from densecl import distributed
 from densecl.errors import InputError
 from densecl.evaluation.datasets import CocoSplit, VocDetectionSplit
-from densecl.evaluation.det_data import DetectionSamples, Split
+from densecl.evaluation.det_data import DetectionSamples, Split, voc_metric
 from densecl.evaluation.finetune import unwrap
 from densecl.evaluation.metrics import coco_average_precision
 from densecl.evaluation.results import warn
@@ -97,15 +97,8 @@ def coco_records(split: CocoSplit, predicted, masks: bool) -> tuple[list[dict], 
     return boxes, segms
 
 
-def voc_metric(config: DetConfig, split: VocDetectionSplit) -> str:
-    """``voc_ap``, with ``auto`` resolved: ``11point`` for a root named like VOC2007, else ``area``."""
-    if config.voc_ap != "auto":
-        return config.voc_ap
-    return "11point" if "2007" in split.roots[0].name else "area"
-
-
 def voc_scores(split: VocDetectionSplit, detections: list[Detections], config: DetConfig) -> Scored:
-    metric = voc_metric(config, split)
+    metric, reason = voc_metric(config, split)
     truth = [Truth(o.boxes, o.labels, o.difficult) for o in split.objects]
     try:
         scores = voc_detection_ap(truth, detections, split.num_classes, metric)
@@ -119,4 +112,5 @@ def voc_scores(split: VocDetectionSplit, detections: list[Detections], config: D
             f"the APs average the other {len(per_class) - len(absent)}"
         )
     metrics = {"bbox_AP": scores.AP, "bbox_AP50": scores.AP50, "bbox_AP75": scores.AP75}
-    return Scored(metrics, {"ap_metric": metric, "AP50_per_class": per_class, "absent_in_val": absent})
+    details = {"ap_metric": metric, "ap_metric_reason": reason, "AP50_per_class": per_class, "absent_in_val": absent}
+    return Scored(metrics, details)

@@ -8,6 +8,7 @@ describes the rest of the layout.
 
 from __future__ import annotations
 
+import re
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -65,11 +66,19 @@ class VocObjects:
             coordinates: ``(xmin - 1, ymin - 1, xmax, ymax)`` of the file.
         labels: ``M`` int64 class ids 1..K.
         difficult: ``M`` bool, VOC's "difficult" flag.
+        year: the VOC year the file's ``<folder>`` names (``VOC2007`` -> 2007), or None.
     """
 
     boxes: np.ndarray
     labels: np.ndarray
     difficult: np.ndarray
+    year: int | None = None
+
+
+def voc_year(folder: str) -> int | None:
+    """The year of a ``<folder>`` tag as VOC writes it (``VOC2007``, ``VOC2012``); None for anything else."""
+    found = re.fullmatch(r"VOC(\d{4})", folder.strip(), flags=re.IGNORECASE)
+    return int(found.group(1)) if found else None
 
 
 def read_annotation(path: Path, classes: ClassList) -> VocObjects:
@@ -107,6 +116,7 @@ def read_annotation(path: Path, classes: ClassList) -> VocObjects:
         boxes=np.array(boxes, dtype=np.float32).reshape(-1, 4),
         labels=np.array(labels, dtype=np.int64),
         difficult=np.array(difficult, dtype=bool),
+        year=voc_year(root.findtext("folder") or ""),
     )
 
 
@@ -154,6 +164,14 @@ class VocDetectionSplit:
         objects = self.objects[index]
         image = inputs.read(self.images[index]) if inputs is not None else open_rgb(self.images[index])
         return image, {"boxes": objects.boxes.copy(), "labels": objects.labels.copy()}
+
+    def years(self) -> dict[int, int]:
+        """``{year: images}`` over the years the annotations' ``<folder>`` tags name (none for other folders)."""
+        counts: dict[int, int] = {}
+        for objects in self.objects:
+            if objects.year is not None:
+                counts[objects.year] = counts.get(objects.year, 0) + 1
+        return counts
 
     def select(self, indices: Sequence[int]) -> VocDetectionSplit:
         """The split restricted to the images at ``indices`` (a ``--train-fraction`` subset)."""
