@@ -69,7 +69,7 @@ def test_c4_on_voc_scenes_writes_ap_ap50_ap75_and_per_class_ap50(scenes, weights
     ]
     assert "given instead: iters 2 (recipe 24000)" in line and record["recipe"]["line"] == line
     assert record["recipe"]["changed"]["iters"] == {"given": 2, "recipe": 24000}
-    assert "the c4 recipe is the paper's ResNet-50 row; this backbone is resnet18" in printed.err
+    assert "the c4 recipe is the paper's ResNet-50 VOC row; this backbone is resnet18" in printed.err
 
 
 def _copy_saying(src, dst, folder: str):

@@ -48,8 +48,8 @@ over 200 batches, weight decay 1e-4 and none on normalisation layers). ``fpn``:
 the COCO 1x (90000 iterations, batch 16, lr 0.02, warm-up 1000, x0.1 at
 fractions 0.6667 and 0.8889, size 800, max 1333, weight decay 1e-4 on every
 parameter). The run prints the resolved recipe in one line at the start and
-writes it to the result (``recipe``); a backbone other than ResNet-50 (the
-paper's rows) gets one warning line.
+writes it to the result (``recipe``); with ``c4``, a backbone other than
+ResNet-50 (the paper's VOC row) gets one warning line.
 
 Training: SGD, momentum 0.9, weight decay ``weight_decay`` (and
 ``norm_weight_decay`` on normalisation weights and biases), ``lr`` for
@@ -67,7 +67,16 @@ the training images, recorded in the result: 0.1 is the semi-supervised
 setting of supplementary Table 2. ``precise_bn_iters`` > 0 recomputes every
 BatchNorm's statistics over that many further training batches before
 evaluation (:mod:`densecl.evaluation.precise_bn`). Every process evaluates
-its share of the val images; rank 0 scores them all.
+its share of the val images; rank 0 scores them all. The first seed's
+detector is kept as a file (``save_detector``, by default
+``<out stem>.detector.pt``; :mod:`densecl.evaluation.det_file`): an ``fpn``
+one loads strictly into torchvision's ``FasterRCNN`` / ``MaskRCNN``.
+
+The parts: :mod:`~densecl.evaluation.det_config` (options and recipes),
+:mod:`~densecl.evaluation.det_data` (data and samples),
+:mod:`~densecl.evaluation.det_model` (the detectors),
+:mod:`~densecl.evaluation.det_score` (prediction and scores),
+:mod:`~densecl.evaluation.det_file` (the detector file); this module runs them.
 
 COCO Mask R-CNN R50-FPN 1x (supplementary Table 2 adds ``--train-fraction 0.1``)::
 
@@ -85,6 +94,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import time
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -93,6 +103,7 @@ from densecl import distributed
 from densecl.evaluation.datasets import VocDetectionSplit
 from densecl.evaluation.det_config import PAPER_ARCH, DetConfig, recipe_line, recipe_record
 from densecl.evaluation.det_data import Split, load_data, sample_loader, to_device
+from densecl.evaluation.det_file import save_detector
 from densecl.evaluation.det_model import build_detector, param_groups
 from densecl.evaluation.det_score import validate
 from densecl.evaluation.finetune import BatchStream, FinetuneCheckpoints, LossWatch, prepare_model, unwrap
@@ -110,10 +121,10 @@ def evaluate(backbone: ResNetBackbone, data: tuple[Split, Split], config: DetCon
     arch = _arch_of(backbone)
     if distributed.rank() == 0:
         print(recipe_line(config), flush=True)
-        if arch != PAPER_ARCH:
+        if config.detector == "c4" and arch != PAPER_ARCH:
             warn(
-                f"the {config.detector} recipe is the paper's ResNet-50 row; this backbone is {arch}, so its numbers "
-                "do not compare with the paper's"
+                f"the c4 recipe is the paper's ResNet-50 VOC row; this backbone is {arch}, so its numbers do not "
+                "compare with the paper's"
             )
     per_seed, details, resumed_from = [], [], {}
     for seed in seeds:
@@ -127,6 +138,8 @@ def evaluate(backbone: ResNetBackbone, data: tuple[Split, Split], config: DetCon
             _precise_bn(model, train, config, seed)
         # every rank evaluates a share with rank 0's model: without SyncBN the BatchNorm statistics are rank-local
         distributed.broadcast_state(unwrap(model))
+        if seed == seeds[0]:
+            _keep_detector(unwrap(model), train.classes, config, seed)
         scored = validate(unwrap(model), val, config)
         if scored is not None:  # rank 0
             per_seed.append(scored.metrics)
@@ -217,6 +230,14 @@ def _train(model: nn.Module, split: Split, config: DetConfig, seed: int) -> int 
             )
         checkpoints.maybe_save(step + 1, model, optimizer)
     return checkpoints.resumed_from
+
+
+def _keep_detector(model: nn.Module, classes: tuple[str, ...], config: DetConfig, seed: int) -> None:
+    """Writes the detector file (rank 0), unless a resumed run's first seed already wrote it."""
+    path = Path(config.save_detector) if config.save_detector else None
+    if path is not None and distributed.rank() == 0 and not path.exists():
+        save_detector(path, model, classes, seed, config.iters)
+        print(f"det: wrote the fine-tuned detector to {path}", flush=True)
 
 
 def _precise_bn(model: nn.Module, split: Split, config: DetConfig, seed: int) -> None:

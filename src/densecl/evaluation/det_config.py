@@ -167,6 +167,12 @@ class DetConfig:
     resume: bool = options.resume()
     checkpoint_dir: str = options.checkpoint_dir()
     dist_timeout: int = options.dist_timeout()
+    save_detector: str = option(
+        "",
+        "write the first seed's fine-tuned detector here (state dict, classes, sizes, mean and std: "
+        "densecl.evaluation.det_file; default: next to --out, <out stem>.detector.pt); an existing file is never "
+        "replaced (--overwrite moves it aside)",
+    )
 
     def __post_init__(self) -> None:
         """Fills every schedule option left None from the detector's recipe."""

@@ -31,6 +31,11 @@ def load_data(config: DetConfig) -> tuple[Split, Split]:
         raise InputError("--detector c4 has no mask head: use --task box, or --detector fpn for masks")
     if config.precise_bn_iters < 0:
         raise InputError(f"--precise-bn-iters must be >= 0, got {config.precise_bn_iters}")
+    if config.save_detector and Path(config.save_detector).exists() and not config.resume:
+        raise InputError(
+            f"--save-detector {config.save_detector} exists; this command never replaces a file: give another path "
+            "(or --out), or pass --overwrite to move it aside"
+        )
     roots = [Path(p.strip()) for p in config.data.split(",") if p.strip()]
     if is_voc(roots):
         if config.task == "mask":
