@@ -63,7 +63,7 @@ def test_eval_det_writes_the_detector_next_to_the_result_and_torchvision_loads_i
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and f"--save-detector {kept} exists" in err and "--overwrite" in err
     assert main([*argv, "--overwrite"]) == 0
-    assert f"wrote the fine-tuned detector to {kept}" in capsys.readouterr().out
+    assert f"det: the fine-tuned detector (seed 0) is in {kept}" in capsys.readouterr().out
     assert (tmp_path / "det.detector.old-1.pt").read_text() == "an earlier detector"  # moved aside, not lost
 
     saved = torch.load(kept, weights_only=True)

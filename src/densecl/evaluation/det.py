@@ -237,7 +237,7 @@ def _keep_detector(model: nn.Module, classes: tuple[str, ...], config: DetConfig
     path = Path(config.save_detector) if config.save_detector else None
     if path is not None and distributed.rank() == 0 and not path.exists():
         save_detector(path, model, classes, seed, config.iters)
-        print(f"det: wrote the fine-tuned detector to {path}", flush=True)
+        print(f"det: the fine-tuned detector (seed {seed}) is in {path}", flush=True)
 
 
 def _precise_bn(model: nn.Module, split: Split, config: DetConfig, seed: int) -> None:

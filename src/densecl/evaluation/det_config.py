@@ -102,6 +102,9 @@ def _show(value: object, name: str = "") -> str:
 
 @dataclass(frozen=True)
 class DetConfig:
+    """The options of ``densecl eval det``; the schedule ones (:data:`RECIPE_FIELDS`) hold the detector's recipe
+    wherever None was given, once the config is made."""
+
     data: str = option(
         help="COCO root (annotations/instances_<split>.json), or VOC roots, comma-separated "
         "(VOCdevkit/VOC2007,VOCdevkit/VOC2012): --train-split of every root is trained on, --val-split of the "
