@@ -34,7 +34,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from densecl.evaluation.det import EVAL_BATCH, DetConfig, build_detector, param_groups  # noqa: E402
+from densecl.evaluation.det_config import DetConfig  # noqa: E402
+from densecl.evaluation.det_model import build_detector, param_groups  # noqa: E402
+from densecl.evaluation.det_score import EVAL_BATCH  # noqa: E402
 from densecl.models.backbones import build_backbone  # noqa: E402
 
 VOC_MIN_SIZES = "480,512,544,576,608,640,672,704,736,768,800"

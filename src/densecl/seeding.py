@@ -2,7 +2,9 @@
 
 Pre-training and every fine-tuning protocol call :func:`seed_everything` once
 before building their model, with the same seed on every rank (identical
-initial weights; DDP also broadcasts rank 0's). Each sample's augmentation is
+initial weights; DDP also broadcasts rank 0's). Draws made during training
+from the global generators (a detector's random image size, its anchor and
+RoI sampling) then take :func:`rank_seed`, so ranks draw apart. Each sample's augmentation is
 drawn from :func:`sample_seed` of ``(seed, epoch, position)``, so a resumed
 run sees exactly the views an uninterrupted one would.
 """
@@ -33,6 +35,14 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     else:
         torch.backends.cudnn.benchmark = True
+
+
+def rank_seed(seed: int, rank: int) -> int:
+    """The seed of ``rank``'s training-time draws: ``seed + rank``, as detectron2 seeds its ranks apart.
+
+    Rank 0 keeps ``seed``, so a one-process run draws what it drew before.
+    """
+    return seed + rank
 
 
 def sample_seed(seed: int, epoch: int, position: int) -> int:

@@ -10,7 +10,8 @@ from torch import nn
 from torchvision.ops import MultiScaleRoIAlign
 
 from densecl.evaluation.c4 import AlignedRoIPool, L1RegionProposalNetwork, box_head_losses
-from densecl.evaluation.det import DetConfig, build_detector, param_groups, rpn_proposals
+from densecl.evaluation.det_config import DetConfig
+from densecl.evaluation.det_model import build_detector, param_groups, rpn_proposals
 from densecl.evaluation.precise_bn import precise_bn
 from densecl.models.backbones import build_backbone
 

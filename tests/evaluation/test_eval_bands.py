@@ -74,7 +74,8 @@ PROTOCOLS = {
     "det-c4": (  # the VOC protocol on the VOC layout's box XML
         "voc",
         ["--detector", "c4", "--train-split", "train", "--val-split", "val", "--iters", "1", "--batch-size", "2",
-         "--min-size", "64", "--max-size", "64", "--proposals", "50", "--rois-per-image", "32"],
+         "--min-size", "64", "--max-size", "64", "--proposals", "50", "--rois-per-image", "32",
+         "--precise-bn-iters", "2"],
     ),
     "det": (
         "coco",

@@ -6,7 +6,7 @@ from torch import nn
 
 import densecl.cli
 from densecl.cli import build_parser, main
-from densecl.evaluation import det, seg_finetune
+from densecl.evaluation import det, det_config, seg_finetune
 
 
 class NaNLoss(nn.Module):
@@ -94,6 +94,6 @@ def test_a_missing_subcommand_module_fails_loudly(monkeypatch):
 
 def test_det_on_a_two_core_machine_starts_one_data_worker(monkeypatch):
     monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1}, raising=False)
-    assert det.DetConfig(data="coco").workers == 1
+    assert det_config.DetConfig(data="coco").workers == 1
     args = build_parser(only="eval").parse_args(["eval", "det", "--weights", "w", "--data", "coco"])
     assert args.workers == 1

@@ -5,7 +5,8 @@ import torch
 from torch import nn
 
 from densecl.errors import InputError
-from densecl.evaluation.det import DetConfig, build_detector, freeze_batchnorm, load_trunk
+from densecl.evaluation.det_config import DetConfig
+from densecl.evaluation.det_model import build_detector, freeze_batchnorm, load_trunk
 from densecl.evaluation.features import (
     assert_unchanged,
     dense_features,

@@ -19,8 +19,9 @@ from PIL import Image
 from densecl.formats import FORMATS, open_writer
 from densecl.formats.coco import coco_image_paths, read_coco
 from densecl.formats.imagefolder import read_image_folder
-from densecl.formats.labels import read_class_names
-from densecl.formats.voc import palette, read_segmentation, read_voc_classification, read_voc_detection
+from densecl.formats.labels import read_class_list
+from densecl.formats.voc import palette, read_segmentation, read_voc_classification
+from densecl.formats.voc_boxes import read_voc_detection
 from densecl.scenes.compose import Scene
 
 CLASSES = ("background", "cat", "dog")
@@ -59,7 +60,7 @@ def written(tmp_path_factory):
 
 def test_voc_image_level_labels_and_class_list(written) -> None:
     root = written["voc"]
-    assert read_class_names(root / "classes.txt") == CLASSES
+    assert read_class_list(root / "classes.txt").by_value == CLASSES
     train = read_voc_classification(root, "train", None)
     assert train.classes == ("cat", "dog")
     assert train.paths == [root / "JPEGImages" / "a.jpg"]

@@ -11,7 +11,8 @@ import pytest
 from PIL import Image
 
 from densecl.errors import InputError
-from densecl.formats.voc import VOC_CLASSES, read_annotation, read_voc_detection
+from densecl.formats.voc import VOC_CLASSES, voc_class_list
+from densecl.formats.voc_boxes import read_annotation, read_voc_detection
 
 DOG_AND_DIFFICULT_PERSON = """<annotation>
   <folder>VOC2007</folder>
@@ -49,7 +50,7 @@ def _root(base: Path, name: str, annotations: dict[str, str], splits: dict[str, 
 def test_an_annotation_in_voc_conventions(tmp_path):
     path = tmp_path / "000001.xml"
     path.write_text(DOG_AND_DIFFICULT_PERSON)
-    objects = read_annotation(path, VOC_CLASSES[1:])
+    objects = read_annotation(path, voc_class_list(tmp_path))
     # 1-based inclusive (1, 1, 10, 8) on a 10 x 8 image is the whole image: (0, 0, 10, 8) continuous
     # (3.5, 2, 5, 6) -> (2.5, 1, 5, 6); names are stripped; dog is class 12, person 15 of the 20
     assert objects.boxes.tolist() == [[0, 0, 10, 8], [2.5, 1, 5, 6]]
@@ -57,10 +58,10 @@ def test_an_annotation_in_voc_conventions(tmp_path):
     assert objects.difficult.tolist() == [False, True]
     no_flag = tmp_path / "no_flag.xml"
     no_flag.write_text(_object("cat"))  # <difficult> absent: not difficult
-    assert read_annotation(no_flag, VOC_CLASSES[1:]).difficult.tolist() == [False]
+    assert read_annotation(no_flag, voc_class_list(tmp_path)).difficult.tolist() == [False]
     empty = tmp_path / "empty.xml"
     empty.write_text("<annotation><filename>x.jpg</filename></annotation>")
-    assert read_annotation(empty, VOC_CLASSES[1:]).boxes.shape == (0, 4)
+    assert read_annotation(empty, voc_class_list(tmp_path)).boxes.shape == (0, 4)
 
 
 def test_two_roots_one_split_each_ids_named_by_root(tmp_path):
@@ -84,7 +85,7 @@ def test_two_roots_one_split_each_ids_named_by_root(tmp_path):
     "xml, message",
     [
         ("<annotation><object><name>dog</name>", "is not valid XML"),
-        (_object("unicorn"), "unknown class 'unicorn'; the classes are the 20 VOC classes"),
+        (_object("unicorn"), "unknown class 'unicorn'; there is no .*classes.txt, so the classes are VOC's 20 object"),
         (_object("dog", "<xmin>1</xmin><ymin>1</ymin><xmax>4</xmax>"), "lacks a numeric <bndbox>"),
         (_object("dog", "<xmin>a</xmin><ymin>1</ymin><xmax>4</xmax><ymax>4</ymax>"), "lacks a numeric <bndbox>"),
         (_object("dog", "<xmin>5</xmin><ymin>1</ymin><xmax>4</xmax><ymax>4</ymax>"), "ends before it starts"),
@@ -118,10 +119,10 @@ def test_roots_must_agree_on_their_classes(tmp_path):
     a = _root(tmp_path, "a", {"1": _object("cat")}, {"train": ["1"]})
     b = _root(tmp_path, "b", {"2": _object("cat")}, {"train": ["2"]})
     (b / "classes.txt").write_text("background\ncat\nhat\n")
-    with pytest.raises(InputError, match="have different classes"):
+    with pytest.raises(InputError, match="have different object classes"):
         read_voc_detection([a, b], "train")
     (a / "classes.txt").write_text("background\ncat\nhat\n")
     assert read_voc_detection([a, b], "train").classes == ("cat", "hat")
     (b / "Annotations" / "2.xml").write_text(_object("dog"))
-    with pytest.raises(InputError, match="unknown class 'dog'; the classes are those of classes.txt"):
+    with pytest.raises(InputError, match=r"unknown class 'dog'; .*classes.txt lists 2 object classes \(its first line"):
         read_voc_detection([a, b], "train")

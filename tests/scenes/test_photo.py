@@ -367,6 +367,12 @@ def _empty_category(root: Path) -> tuple[Path, Path]:
     return objects, backgrounds
 
 
+def _background_category(root: Path) -> tuple[Path, Path]:
+    objects, backgrounds = _assets(root)
+    (objects / "square").rename(objects / "__background__")  # classes.txt's background line, not an object class
+    return objects, backgrounds
+
+
 def _two_backgrounds(root: Path) -> tuple[Path, Path]:
     return _assets(root, n_backgrounds=2)
 
@@ -405,6 +411,7 @@ def _missing_objects(root: Path) -> tuple[Path, Path]:
         (_rgb_category, "category 'photo'"),
         (_two_cutouts, "category 'square'"),
         (_empty_category, "category 'empty'"),
+        (_background_category, "'__background__' names the background, class 0 (no object); rename that category"),
         (_two_backgrounds, "has 2 image(s)"),
         (_no_backgrounds, "no readable image"),
         (_missing_test_split, "test/"),

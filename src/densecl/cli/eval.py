@@ -35,10 +35,17 @@ def register(subparsers) -> None:
     )
     protocols = parser.add_subparsers(dest="protocol", required=True, metavar="PROTOCOL", action=_LazyProtocols)
     for name, entry in registry.PROTOCOLS.items():  # empty until chosen: see _LazyProtocols
-        protocols.add_parser(name, help=entry.help, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        protocols.add_parser(name, help=entry.help, formatter_class=HelpWithDefaults)
     s = protocols.add_parser("summary", help="print one row per weights from result JSON files")
     s.add_argument("results", nargs="+", type=Path, help="result files written by densecl eval")
     s.set_defaults(func=run_summary)
+
+
+class HelpWithDefaults(argparse.ArgumentDefaultsHelpFormatter):
+    """Each option's help ends with its default, except a None default: that option's help says what fills it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        return action.help if action.default is None else super()._get_help_string(action)
 
 
 class _LazyProtocols(argparse._SubParsersAction):
@@ -62,9 +69,7 @@ class _LazyProtocols(argparse._SubParsersAction):
 
 def protocol_parser(name: str) -> argparse.ArgumentParser:
     """The parser of ``densecl eval NAME`` on its own (imports that protocol's module)."""
-    parser = argparse.ArgumentParser(
-        prog=f"densecl eval {name}", formatter_class=argparse.ArgumentDefaultsHelpFormatter
-    )
+    parser = argparse.ArgumentParser(prog=f"densecl eval {name}", formatter_class=HelpWithDefaults)
     add_protocol_options(parser, registry.load(name))
     return parser
 
@@ -176,10 +181,17 @@ def checkpoint_dir_for(out: Path) -> Path:
     return out.with_name(f"{out.stem}-checkpoints")
 
 
-def _claim_outputs(out: Path, checkpoint_dir: str, resume: bool, overwrite: bool, dist) -> None:
+def detector_file_for(out: Path) -> Path:
+    """Where ``det`` writes its fine-tuned detector by default: ``eval/det_coco.json`` -> ``det_coco.detector.pt``."""
+    return out.with_name(f"{out.stem}.detector.pt")
+
+
+def _claim_outputs(out: Path, checkpoint_dir: str, resume: bool, overwrite: bool, dist, also: str = "") -> None:
     """Stops before any work when the result or a fine-tuning run is already there; ``--overwrite`` moves them aside.
 
-    Every rank decides from the same files; rank 0 alone moves them.
+    ``also``: one more file the run writes (``det``'s detector), moved aside with the others; without
+    ``--overwrite`` the protocol's ``load_data`` refuses it. Every rank decides from the same files; rank 0
+    alone moves them.
     """
     from densecl import distributed, run_dir
     from densecl.evaluation.finetune import checkpoint_step, found_checkpoints
@@ -194,7 +206,7 @@ def _claim_outputs(out: Path, checkpoint_dir: str, resume: bool, overwrite: bool
         if found:
             run_dir.start_mode(found[0], checkpoint_step(found[0]), resume, overwrite, "--out")
     elif dist.is_main:
-        for path in (Path(out), Path(checkpoint_dir) if checkpoint_dir else None):
+        for path in (Path(out), Path(checkpoint_dir) if checkpoint_dir else None, Path(also) if also else None):
             moved = path and run_dir.move_aside(path)
             if moved:
                 print(f"densecl eval: moved {path} to {moved}")
@@ -226,9 +238,16 @@ def run(args: argparse.Namespace) -> int:
         values["device"] = str(resolve_device(args.device, dist.local_rank))
         if "checkpoint_dir" in values and not values["checkpoint_dir"]:
             values["checkpoint_dir"] = str(checkpoint_dir_for(out))
+        if "save_detector" in values and not values["save_detector"]:
+            values["save_detector"] = str(detector_file_for(out))
         config = protocol.config(**values)
         _claim_outputs(
-            out, getattr(config, "checkpoint_dir", ""), getattr(config, "resume", False), args.overwrite, dist
+            out,
+            getattr(config, "checkpoint_dir", ""),
+            getattr(config, "resume", False),
+            args.overwrite,
+            dist,
+            also=getattr(config, "save_detector", ""),
         )
         start = time.perf_counter()
         data = protocol.load_data(config)  # bad data fails here, before any model is built

@@ -17,8 +17,13 @@ Segmentation (``seg-probe``, ``seg-finetune``): the VOC layout
 Detection (``det``): COCO (:func:`~densecl.formats.coco.read_coco`; sparse
 category ids map to contiguous labels 1..K in id order and back when results
 are written), or VOC boxes over one or more roots
-(:func:`~densecl.formats.voc.read_voc_detection`: ``Annotations/*.xml``,
+(:func:`~densecl.formats.voc_boxes.read_voc_detection`: ``Annotations/*.xml``,
 ``ImageSets/Main/<split>.txt``, the "difficult" flag kept for scoring).
+
+``classes.txt`` means one thing in every layout and protocol
+(:mod:`~densecl.formats.labels`): a first line ``background`` (or
+``__background__``) is the background, label value 0 of a mask and never an
+object class; the other lines are the object classes.
 
 Every reader raises :class:`~densecl.errors.InputError` naming the file for
 what the user can fix: a missing file or directory, an empty split, a label
@@ -38,17 +43,16 @@ from torchvision.transforms import v2
 from densecl.errors import InputError
 from densecl.formats.coco import CocoSplit, read_coco
 from densecl.formats.imagefolder import read_image_folder
-from densecl.formats.labels import ClassificationSplit, read_class_names, read_label_list
+from densecl.formats.labels import ClassificationSplit, ClassList, read_class_list, read_label_list
 from densecl.formats.voc import (
     IGNORE_INDEX,
     VOC_CLASSES,
     SegmentationSplit,
-    VocDetectionSplit,
     read_label,
     read_segmentation,
     read_voc_classification,
-    read_voc_detection,
 )
+from densecl.formats.voc_boxes import VocDetectionSplit, read_voc_detection
 from densecl.inputs import InputSpec
 from densecl.inputs.files import Pixels
 from densecl.inputs.files.photo import open_rgb
@@ -57,6 +61,7 @@ from densecl.inputs.files.photo import open_rgb
 __all__ = [
     "IGNORE_INDEX",
     "VOC_CLASSES",
+    "ClassList",
     "ClassificationSplit",
     "CocoSplit",
     "ImageTensors",
@@ -66,7 +71,7 @@ __all__ = [
     "check_same_classes",
     "describe_splits",
     "open_rgb",
-    "read_class_names",
+    "read_class_list",
     "read_classification",
     "read_classification_splits",
     "read_coco",

@@ -113,7 +113,7 @@ FORMAT = "densecl-finetune"
 VERSION = 1
 # config fields a resumed run may change: where and how it runs, not what it computes
 RUN_ONLY_FIELDS = frozenset(
-    {"save_every", "resume", "checkpoint_dir", "workers", "log_every", "device", "dist_timeout"}
+    {"save_every", "resume", "checkpoint_dir", "workers", "log_every", "device", "dist_timeout", "save_detector"}
 )
 
 

@@ -119,7 +119,11 @@ def log_every(default: int) -> Any:
 
 
 def num_classes() -> Any:
-    return option(None, "classes including background (default: classes.txt, else the 21 VOC classes)")
+    return option(
+        None,
+        "label values 0..N-1, the background included (default: the lines of classes.txt, its background line "
+        "included, else VOC's 21)",
+    )
 
 
 def label_dir() -> Any:

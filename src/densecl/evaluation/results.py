@@ -9,6 +9,9 @@ One JSON file per protocol run::
      "seeds": [0, 1], "data": {"root", "train_split", "val_split", "n_train", "n_val", ...},
      "wall_time_s": 12.3, "resumed_from": {"0": 4000}, "versions": {...}}
 
+A protocol that follows a published recipe (``det``) also writes ``"recipe"``:
+its name and what was given instead of its values.
+
 ``resumed_from`` maps each fine-tuning seed that continued from a checkpoint
 to the step it continued at (empty when every seed ran in one go).
 
@@ -40,6 +43,7 @@ class Evaluation:
     details: list[dict[str, Any]] = field(default_factory=list)  # per seed: per-class scores etc.
     data: dict[str, Any] = field(default_factory=dict)
     resumed_from: dict[int, int] = field(default_factory=dict)  # seed -> the step a fine-tuning resumed at
+    recipe: dict[str, Any] = field(default_factory=dict)  # the published recipe followed, if any
 
 
 def warn(message: str) -> None:
@@ -84,7 +88,7 @@ def build_record(
 
     import densecl
 
-    return {
+    record = {
         "protocol": protocol,
         "headline": evaluation.headline,
         "metrics": summarise(evaluation.per_seed),
@@ -102,6 +106,9 @@ def build_record(
             "python": platform.python_version(),
         },
     }
+    if evaluation.recipe:
+        record["recipe"] = evaluation.recipe
+    return record
 
 
 def write_record(path: Path, record: dict[str, Any]) -> None:

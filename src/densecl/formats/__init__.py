@@ -1,7 +1,8 @@
-"""Data set layouts on disk, one module each, the writer next to its readers.
+"""Data set layouts on disk, one module each (VOC: three), the writer next to its readers.
 
 - :mod:`~densecl.formats.voc`: ``JPEGImages``, ``SegmentationClass``, ``ImageSets``
-  (image-level and segmentation labels);
+  (image-level and segmentation labels); :mod:`~densecl.formats.voc_boxes`: ``Annotations``
+  (boxes); :mod:`~densecl.formats.voc_writer`: the writer of the whole layout;
 - :mod:`~densecl.formats.coco`: ``<split>/`` images and ``annotations/instances_<split>.json``
   (boxes and instance masks);
 - :mod:`~densecl.formats.imagefolder`: ``<split>/<class>/<image>`` (one label per image);
@@ -21,7 +22,7 @@ from pathlib import Path
 from densecl.errors import InputError
 from densecl.formats.coco import CocoWriter
 from densecl.formats.imagefolder import ImageFolderWriter
-from densecl.formats.voc import VocWriter
+from densecl.formats.voc_writer import VocWriter
 
 WRITERS = {"voc": VocWriter, "coco": CocoWriter, "imagefolder": ImageFolderWriter}
 FORMATS = tuple(WRITERS)

@@ -59,6 +59,7 @@ import numpy as np
 from PIL import Image, ImageFilter, ImageOps
 
 from densecl.errors import InputError
+from densecl.formats.labels import BACKGROUND_NAMES
 from densecl.inputs.files import PHOTO_EXTENSIONS
 from densecl.inputs.files.photo import open_rgb
 from densecl.scenes.compose import Placed, Scene, check_arguments, draw_visible, labelled_scene
@@ -220,8 +221,8 @@ def _load_cutouts(root: Path, skip: Callable[[str], None]) -> tuple[tuple[str, .
             f"objects folder {root} has no category subfolder; put the cut-outs in {root}/<category>/ (one folder "
             "per class)"
         )
-    if "background" in categories:
-        raise InputError(f"{root}/background: 'background' is class 0 (no object); rename that category")
+    for name in (c for c in categories if c in BACKGROUND_NAMES):  # classes.txt's background line (formats.labels)
+        raise InputError(f"{root}/{name}: {name!r} names the background, class 0 (no object); rename that category")
     cutouts: dict[str, list[Cutout]] = {s: [] for s in PHOTO_SPLITS}
     for label, category in enumerate(categories, start=1):
         usable: list[Cutout] = []
