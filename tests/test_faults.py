@@ -165,3 +165,19 @@ def test_a_full_disk_during_a_save_is_one_line_and_keeps_the_previous_checkpoint
     )
     assert (run / "checkpoint.pt").read_bytes() == before and not list(run.glob(".checkpoint.pt.*.tmp"))
     assert checkpoint.load(run / "checkpoint.pt").step == 2
+
+
+@pytest.mark.parametrize("groups", ["none", "2"])
+@pytest.mark.slow
+def test_a_run_stopped_mid_epoch_and_resumed_equals_an_uninterrupted_run_with_shuffled_keys(tmp_path, groups):
+    # with groups the key batch is shuffled by the global generator each step: resuming must not draw from it
+    # before the next shuffle (a DataLoader's iterator did, for its base seed)
+    torch.set_num_threads(1)
+    command = ["pretrain", *TINY, "--bn-group-size", groups]
+    straight, stopped = tmp_path / "straight", tmp_path / "stopped"
+    assert main([*command, "--output-dir", str(straight)]) == 0
+    assert main([*command, "--output-dir", str(stopped), "--max-iters", "4"]) == 0  # step 4 of 6: inside epoch 1
+    assert checkpoint.load(stopped / "checkpoint.pt").step == 4
+    assert main(["pretrain", "--resume", str(stopped / "checkpoint.pt"), "--max-iters", "none"]) == 0
+    assert_same_weights(stopped, straight)
+    assert losses(stopped) == losses(straight)

@@ -173,6 +173,9 @@ def _batches(
         prefetch_factor=4 if cfg.workers > 0 else None,
         worker_init_fn=ignore_stop_signals,
         collate_fn=gpu_data.collate if on_gpu else None,
+        # its own generator: an iterator draws its workers' base seed when an epoch starts, and from the global
+        # generator that would move the key shuffles after a resume mid-epoch (the views have their own seeds)
+        generator=torch.Generator().manual_seed(cfg.seed),
     )
     if not on_gpu:
         return sampler, loader
