@@ -65,14 +65,23 @@ def test_gather_locations_takes_the_matched_key_columns():
     assert torch.equal(out[1, :, 0], t[1, :, 1]) and torch.equal(out[1, :, 1], t[1, :, 1])
 
 
+def _two_locations():
+    """N=1, S=T=2, D=2. Backbone features swap the locations (query 0 matches key 1); one negative, (1,0).
+
+    Returns ``f_q, f_k, r, t, queue2, tau``: r_0 = (1,0), r_1 = (0,1); t_0 = (0.6,0.8), t_1 = (0.8,0.6).
+    """
+    return (
+        torch.tensor([[[1.0, 0.0], [0.0, 1.0]]]),
+        torch.tensor([[[0.0, 1.0], [1.0, 0.0]]]),
+        torch.tensor([[[1.0, 0.0], [0.0, 1.0]]]),
+        torch.tensor([[[0.6, 0.8], [0.8, 0.6]]]),
+        torch.tensor([[1.0], [0.0]]),
+        0.2,
+    )
+
+
 def test_dense_loss_by_hand_on_two_locations():
-    # N=1, S=T=2, D=2. Backbone features swap the locations: query 0 matches key 1.
-    f_q = torch.tensor([[[1.0, 0.0], [0.0, 1.0]]])
-    f_k = torch.tensor([[[0.0, 1.0], [1.0, 0.0]]])
-    r = torch.tensor([[[1.0, 0.0], [0.0, 1.0]]])  # r_0 = (1,0), r_1 = (0,1)
-    t = torch.tensor([[[0.6, 0.8], [0.8, 0.6]]])  # t_0 = (0.6,0.8), t_1 = (0.8,0.6)
-    queue2 = torch.tensor([[1.0], [0.0]])  # one negative, (1,0)
-    tau = 0.2
+    f_q, f_k, r, t, queue2, tau = _two_locations()
     # r_0 positive t_1: 0.8, negative 1.0; r_1 positive t_0: 0.8, negative 0.0
     l0 = -math.log(math.exp(0.8 / tau) / (math.exp(0.8 / tau) + math.exp(1.0 / tau)))
     l1 = -math.log(math.exp(0.8 / tau) / (math.exp(0.8 / tau) + math.exp(0.0)))
@@ -83,12 +92,7 @@ def test_dense_loss_by_hand_on_two_locations():
 
 def test_a_geometric_match_replaces_the_feature_argmax_where_known():
     # the same numbers as above, but geometry says query 0 is key 0; query 1 is unknown (-1): argmax (key 0)
-    f_q = torch.tensor([[[1.0, 0.0], [0.0, 1.0]]])
-    f_k = torch.tensor([[[0.0, 1.0], [1.0, 0.0]]])
-    r = torch.tensor([[[1.0, 0.0], [0.0, 1.0]]])
-    t = torch.tensor([[[0.6, 0.8], [0.8, 0.6]]])
-    queue2 = torch.tensor([[1.0], [0.0]])
-    tau = 0.2
+    f_q, f_k, r, t, queue2, tau = _two_locations()
     # r_0 positive t_0: 0.6, negative 1.0; r_1 positive t_0: 0.8, negative 0.0
     l0 = -math.log(math.exp(0.6 / tau) / (math.exp(0.6 / tau) + math.exp(1.0 / tau)))
     l1 = -math.log(math.exp(0.8 / tau) / (math.exp(0.8 / tau) + math.exp(0.0)))
@@ -101,12 +105,7 @@ def test_a_geometric_match_replaces_the_feature_argmax_where_known():
 
 def test_both_is_the_mean_of_the_papers_loss_and_the_geometric_loss_over_shown_locations():
     # the same numbers; geometry knows query 0 (key 0) only
-    f_q = torch.tensor([[[1.0, 0.0], [0.0, 1.0]]])
-    f_k = torch.tensor([[[0.0, 1.0], [1.0, 0.0]]])
-    r = torch.tensor([[[1.0, 0.0], [0.0, 1.0]]])
-    t = torch.tensor([[[0.6, 0.8], [0.8, 0.6]]])
-    queue2 = torch.tensor([[1.0], [0.0]])
-    tau = 0.2
+    f_q, f_k, r, t, queue2, tau = _two_locations()
 
     def ce(pos, neg):
         return -math.log(math.exp(pos / tau) / (math.exp(pos / tau) + math.exp(neg / tau)))

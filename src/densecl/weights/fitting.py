@@ -10,7 +10,7 @@ import torch
 
 from densecl.errors import InputError
 from densecl.models.backbones import BACKBONES
-from densecl.weights.messages import few
+from densecl.weights.messages import shape_difference
 
 
 def guess_arch(state_dict: Mapping[str, torch.Tensor]) -> str | None:
@@ -101,13 +101,4 @@ def _overlap(reference: Mapping[str, tuple], shapes: Mapping[str, tuple]) -> int
 
 
 def _difference(arch: str, shapes: Mapping[str, tuple[int, ...]]) -> str:
-    reference = _reference_shapes(arch)
-    missing = [k for k in reference if k not in shapes]
-    extra = [k for k in shapes if k not in reference]
-    wrong = [f"{k} {shapes[k]} vs {reference[k]}" for k in reference if k in shapes and shapes[k] != reference[k]]
-    parts = [
-        f"{len(missing)} keys missing ({few(missing)})" if missing else "",
-        f"{len(extra)} unexpected ({few(extra)})" if extra else "",
-        f"{len(wrong)} of other shape ({few(wrong, 2)})" if wrong else "",
-    ]
-    return ", ".join(p for p in parts if p)
+    return shape_difference(_reference_shapes(arch), shapes)

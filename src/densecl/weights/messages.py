@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 
@@ -17,3 +18,17 @@ def first_line(error: BaseException) -> str:
     text = str(error).strip().splitlines()
     line = f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
     return line if len(line) <= 120 else line[:117] + "..."
+
+
+def shape_difference(want: Mapping[str, tuple], have: Mapping[str, tuple]) -> str:
+    """How a file's tensors (``have``: name -> shape) differ from a model's (``want``), in a few words:
+    ``2 keys missing (a, b), 1 unexpected (c), 1 of other shape (d (3,) vs (4,))``."""
+    missing = [k for k in want if k not in have]
+    extra = [k for k in have if k not in want]
+    wrong = [f"{k} {have[k]} vs {want[k]}" for k in want if k in have and have[k] != want[k]]
+    parts = [
+        f"{len(missing)} keys missing ({few(missing)})" if missing else "",
+        f"{len(extra)} unexpected ({few(extra)})" if extra else "",
+        f"{len(wrong)} of other shape ({few(wrong, 2)})" if wrong else "",
+    ]
+    return ", ".join(p for p in parts if p)

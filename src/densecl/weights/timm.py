@@ -32,7 +32,7 @@ from densecl.config import TIMM_PREFIX
 from densecl.errors import InputError
 from densecl.models import timm_backbone
 from densecl.weights.layouts import DDP_PREFIX, DENSECL, Layout, convert, fill_num_batches_tracked, with_prefix
-from densecl.weights.messages import few
+from densecl.weights.messages import shape_difference
 
 #: the query backbone's timm model in a densecl checkpoint
 DENSECL_TIMM = replace(DENSECL, backbone=DENSECL.backbone + timm_backbone.PREFIX)
@@ -70,16 +70,8 @@ def _fit(target: Mapping[str, torch.Tensor], arch: str, reference, where: str) -
         have[reference.stem] = (stem[0], want[reference.stem][1], *stem[2:])
     if have == want:
         return
-    missing = [k for k in want if k not in have]
-    extra = [k for k in have if k not in want]
-    wrong = [f"{k} {have[k]} vs {want[k]}" for k in want if k in have and have[k] != want[k]]
-    parts = [
-        f"{len(missing)} keys missing ({few(missing)})" if missing else "",
-        f"{len(extra)} unexpected ({few(extra)})" if extra else "",
-        f"{len(wrong)} of other shape ({few(wrong, 2)})" if wrong else "",
-    ]
     name = arch.removeprefix(TIMM_PREFIX)
     raise InputError(
-        f"{where} does not fit {arch}: {', '.join(p for p in parts if p)}; pass weights of timm's {name}, or name "
+        f"{where} does not fit {arch}: {shape_difference(want, have)}; pass weights of timm's {name}, or name "
         "the model they are for (--arch timm/<name>)"
     )
