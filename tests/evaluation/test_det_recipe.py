@@ -35,7 +35,9 @@ def test_c4_without_schedule_flags_is_mocos_voc_recipe():
 def test_fpn_keeps_the_coco_defaults():
     c = config_of()
     assert (c.detector, c.iters, c.batch_size, c.lr, c.warmup_iters) == ("fpn", 90000, 16, 0.02, 1000)
-    assert (c.lr_steps, c.min_size, c.max_size, c.precise_bn_iters) == ((0.6667, 0.8889), (800,), 1333, 0)
+    assert (c.min_size, c.max_size, c.precise_bn_iters) == ((800,), 1333, 0)
+    lr = [warmup_step_lr(s, c.iters, c.lr, c.warmup_iters, c.lr_steps) for s in (59999, 60000, 79999, 80000)]
+    assert lr == pytest.approx([0.02, 0.002, 0.002, 0.0002])  # detectron2's 1x drops, not at 60003 and 80001
     assert c.weight_decay == c.norm_weight_decay == 1e-4  # one decay for every parameter
     assert config_of("--weight-decay", "5e-4").norm_weight_decay == 5e-4  # and it follows --weight-decay
 

@@ -46,7 +46,7 @@ and a flag given always wins. ``c4``: MoCo's ``pascal_voc_R_50_C4_24k_moco``
 training sizes 480..800 step 32, test 800, longer side at most 1333, Precise BN
 over 200 batches, weight decay 1e-4 and none on normalisation layers). ``fpn``:
 the COCO 1x (90000 iterations, batch 16, lr 0.02, warm-up 1000, x0.1 at
-fractions 0.6667 and 0.8889, size 800, max 1333, weight decay 1e-4 on every
+iterations 60000 and 80000, size 800, max 1333, weight decay 1e-4 on every
 parameter). The run prints the resolved recipe in one line at the start and
 writes it to the result (``recipe``); with ``c4``, a backbone other than
 ResNet-50 (the paper's VOC row) gets one warning line.
