@@ -93,6 +93,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import time
 from pathlib import Path
 
@@ -225,18 +226,14 @@ def _train(model: nn.Module, split: Split, config: DetConfig, seed: int) -> int 
         images, targets = to_device(batch, config.device)
         losses = model(images, targets)  # dict of scalar losses
         loss = sum(losses.values())
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        if watch.after(loss, step) and distributed.rank() == 0:
-            parts = " ".join(f"{k} {v.item():.3f}" for k, v in losses.items())
-            print(
-                f"det iter {step + 1}/{config.iters} loss {loss.item():.3f} ({parts}) "
-                f"lr {optimizer.param_groups[0]['lr']:.5f} ({time.perf_counter() - start:.0f} s)",
-                flush=True,
-            )
+        watch.optimise(loss, optimizer, step, config.iters, start, functools.partial(_parts, losses))
         checkpoints.maybe_save(step + 1, model, optimizer)
     return checkpoints.resumed_from
+
+
+def _parts(losses: dict[str, torch.Tensor]) -> str:
+    """`` (loss_classifier 0.123 ...)``: the loss's parts, for a progress line (reads them from the device)."""
+    return " (" + " ".join(f"{k} {v.item():.3f}" for k, v in losses.items()) + ")"
 
 
 def _keep_detector(model: nn.Module, classes: tuple[str, ...], config: DetConfig, seed: int) -> None:

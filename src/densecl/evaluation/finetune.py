@@ -9,7 +9,8 @@ on which data-loader worker draws it.
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -101,6 +102,27 @@ class LossWatch:
         if log or self.checkpoints.due(done):
             self.watch.check(self.protocol, self.advice)
         return log
+
+    def optimise(
+        self,
+        loss: torch.Tensor,
+        optimizer: torch.optim.Optimizer,
+        step: int,
+        iters: int,
+        start: float,
+        details: Callable[[], str] = lambda: "",
+    ) -> None:
+        """One optimizer step on ``loss``, then :meth:`after`; at a log step rank 0 prints one progress line
+        (``details()``, e.g. the loss's parts, is read only then: no device sync at other steps)."""
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if self.after(loss, step) and distributed.rank() == 0:
+            print(
+                f"{self.protocol} iter {step + 1}/{iters} loss {loss.item():.4f}{details()} "
+                f"lr {optimizer.param_groups[0]['lr']:.5f} ({time.perf_counter() - start:.0f} s)",
+                flush=True,
+            )
 
 
 def unwrap(model: nn.Module) -> nn.Module:

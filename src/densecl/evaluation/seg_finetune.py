@@ -262,15 +262,7 @@ def _train(model: nn.Module, split: SegmentationSplit, config: SegFinetuneConfig
             group["lr"] = poly_lr(step, config.iters, config.lr, config.poly_power, config.min_lr)
         x, y = x.to(config.device, non_blocking=True), y.to(config.device, non_blocking=True)
         loss = F.cross_entropy(model(x), y, ignore_index=IGNORE_INDEX)  # B x K x H x W vs B x H x W
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        if watch.after(loss, step) and distributed.rank() == 0:
-            print(
-                f"seg-finetune iter {step + 1}/{config.iters} loss {loss.item():.4f} "
-                f"lr {optimizer.param_groups[0]['lr']:.5f} ({time.perf_counter() - start:.0f} s)",
-                flush=True,
-            )
+        watch.optimise(loss, optimizer, step, config.iters, start)
         checkpoints.maybe_save(step + 1, model, optimizer)
     return checkpoints.resumed_from
 
