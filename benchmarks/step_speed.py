@@ -3,6 +3,7 @@
     python benchmarks/step_speed.py --arch resnet18 --batch 32 --crop 96
     python benchmarks/step_speed.py --arch resnet50 --batch 128 --crop 224 --device cuda \\
         --settings tf32+cl,bf16+cl,fp16+cl,bf16+cl+compile,bf16+cl+bn32 --queue-len 65536
+    python benchmarks/step_speed.py --arch resnet18 --batch 32 --crop 96 --settings fp32+cl+g8,fp32+cl+compile+g8
     python benchmarks/step_speed.py --arch resnet18 --batch 2 --crop 64 --rounds 1 --hidden-dim 64   # does it run
 
 A setting is a precision with options joined by ``+``:
@@ -10,7 +11,8 @@ A setting is a precision with options joined by ``+``:
   tf32     autocast off, TF32 for convolutions and matmuls (CUDA)
   bf16     bf16 autocast;  fp16  fp16 autocast with a grad scaler (CUDA), as training runs them
   +cl      channels_last
-  +compile torch.compile of both encoders (DenseCL, MoCo-v2) and of the backbone
+  +compile torch.compile of both encoders (DenseCL, MoCo-v2) and of the backbone; with +gN, the
+           compiled grouped step (``--compile true`` with a recipe's ``--bn-group-size``)
   +bn32    every BatchNorm computed in fp32 (input cast up, output cast back): PyTorch does not
            use cuDNN's batch norm for bf16 input; this row measures the alternative
   +gN      batch norm over groups of N images in both encoders, keys shuffled across the groups
@@ -45,7 +47,7 @@ from densecl import DenseCL
 from densecl.engine import make_sgd
 from densecl.models.backbones import build_backbone
 from densecl.models.batchnorm import group_batch_norms
-from densecl.precision import DTYPES
+from densecl.precision import DTYPES, failure_line
 
 PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
 OPTIONS = ("cl", "compile", "bn32")  # and gN, splitN
@@ -215,7 +217,7 @@ def main() -> None:
                 if device.type == "cuda":
                     torch.cuda.synchronize()
             except Exception as e:  # a setting that cannot run (say, no compiler) is reported and left out
-                failed[s] = f"{r}: {type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:160]}"
+                failed[s] = f"{r}: {failure_line(e)}"
                 continue
             if i >= warmup:
                 times[(s, r)].append(time.perf_counter() - t)

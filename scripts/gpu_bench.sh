@@ -16,15 +16,17 @@
 #    BatchNorm in fp32 (+bn32: cuDNN's batch norm instead of PyTorch's own bf16 kernel); bf16 with batch norm
 #    over groups of 32 (+g32: --bn-group-size 32, one GPU trained as the authors' 8 x 32) and its reshape
 #    alternative (+split32).
-# 2. the same with torch.compile at batch 256, DenseCL and the backbone (bf16, then fp16, then TF32, while time
-#    is left: compiling ResNet-50 takes about a minute per precision, so the later ones may be cut).
+# 2. the same with torch.compile at batch 256, DenseCL and the backbone: first bf16 with groups of 32, compiled
+#    and eager side by side (+compile+g32: the recipes' setting under --compile true), then bf16, fp16 and TF32
+#    without groups while time is left (compiling ResNet-50 takes about a minute per precision, so the later ones
+#    may be cut; part 1 leaves COMPILE_S seconds (100) for the first).
 # 3. end to end (benchmarks/end_to_end.py) with each data backend:
 #    --device cuda --data-backend cpu|gpu --arch resnet50 --crop 224 --batch 128, plus E2E_ARGS (sizes).
 # 4. the detection fine-tuning step (benchmarks/det_step.py): densecl eval det --detector c4, the VOC recipe's
 #    Faster R-CNN R50-C4, at one GPU's share of the 8-GPU recipe (batch 2, VOC-sized images, shorter side
 #    480..800): iterations per second, and the wall time of 24k iterations plus Precise BN and the VOC07 test.
 # Every command runs under `timeout`, within a deadline of BUDGET_S seconds (480) for the whole script,
-# keeping E2E_S seconds (200) for part 3 and DET_S (100) for part 4.
+# keeping E2E_S seconds (200) for part 3 and DET_S (100) for part 4, and part 1 keeping COMPILE_S (100) for part 2.
 # Nothing is installed: the GPU image's python3 has torch.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -33,7 +35,9 @@ PY=${PY:-python3}
 DEVICE=${DEVICE:-cuda} ARCH=${ARCH:-resnet50} CROP=${CROP:-224} BATCHES=${BATCHES:-128 256}
 ROUNDS=${ROUNDS:-6} HIDDEN_DIM=${HIDDEN_DIM:-2048} QUEUE_LEN=${QUEUE_LEN:-65536}
 EAGER_SETTINGS=${EAGER_SETTINGS-tf32+cl,bf16+cl,fp16+cl,bf16+cl+bn32,bf16+cl+g32,bf16+cl+split32}
-COMPILE_SETTINGS=${COMPILE_SETTINGS-bf16+cl+compile fp16+cl+compile tf32+cl+compile}  # one process each, in order; empty: none
+# one process each, in order; empty: none
+COMPILE_SETTINGS=${COMPILE_SETTINGS-bf16+cl+g32,bf16+cl+compile+g32 bf16+cl+compile fp16+cl+compile tf32+cl+compile}
+COMPILE_S=${COMPILE_S:-100}  # kept by part 1 for part 2's first process
 COMPILE_BATCH=${COMPILE_BATCH:-256} COMPILE_ROWS=${COMPILE_ROWS:-densecl,backbone} E2E_BATCH=${E2E_BATCH:-128}
 # end_to_end.py writes batch x iterations JPEGs by default (over a minute at batch 128): fewer, and every core loading
 E2E_ARGS=${E2E_ARGS---workers $(nproc) --iters 20 --images 1024}
@@ -83,9 +87,11 @@ main() {
   local common=(--arch "$ARCH" --crop "$CROP" --device "$DEVICE" --rounds "$ROUNDS" --hidden-dim "$HIDDEN_DIM" --queue-len "$QUEUE_LEN")
 
   echo "== 1. step only, eager"
+  local keep_compile=0  # part 2's first process (the compiled grouped step) runs whatever part 1 takes
+  [ -n "$COMPILE_SETTINGS" ] && keep_compile=$COMPILE_S
   for batch in $BATCHES; do
     [ -n "$EAGER_SETTINGS" ] || break
-    run "$STEP_CAP_S" $((E2E_S + DET_S)) $PY benchmarks/step_speed.py "${common[@]}" --batch "$batch" \
+    run "$STEP_CAP_S" $((E2E_S + DET_S + keep_compile)) $PY benchmarks/step_speed.py "${common[@]}" --batch "$batch" \
       --settings "$EAGER_SETTINGS"
   done
 

@@ -40,10 +40,11 @@ def dry_run(tmp_path: Path, **env: str) -> list[str]:
 def test_gpu_bench_plans_step_only_eager_and_compiled_then_end_to_end(tmp_path):
     lines = dry_run(tmp_path)
     steps = [line for line in lines if "step_speed.py" in line]
-    assert len(steps) == 5 and all("--arch resnet50 --crop 224 --device cuda" in line for line in steps)
+    assert len(steps) == 6 and all("--arch resnet50 --crop 224 --device cuda" in line for line in steps)
     eager = "--settings tf32+cl,bf16+cl,fp16+cl,bf16+cl+bn32,bf16+cl+g32,bf16+cl+split32"
     assert f"--batch 128 {eager}" in steps[0] and f"--batch 256 {eager}" in steps[1]
     assert [line.split("--settings ")[1].split()[0] for line in steps[2:]] == [
+        "bf16+cl+g32,bf16+cl+compile+g32",  # the recipes' grouped step, eager and compiled side by side, first
         "bf16+cl+compile",
         "fp16+cl+compile",
         "tf32+cl+compile",
@@ -56,7 +57,10 @@ def test_gpu_bench_plans_step_only_eager_and_compiled_then_end_to_end(tmp_path):
     assert len(det) == 1 and "--device cuda --detector c4 --arch resnet50 --batch 2 --steps 20 --warmup 5" in det[0]
     assert lines.index(det[0]) == len(lines) - 2  # part 4, last, with its own share of the time budget
     assert dry_run(tmp_path, OUT_DIR="/x")[-1].endswith("log /x/gpu-bench-dry-run.log")
-    assert not [line for line in dry_run(tmp_path, COMPILE_SETTINGS="") if "compile" in line and "step_speed" in line]
+    timeouts = [int(line.split("timeout ")[1].split()[0]) for line in steps]
+    assert timeouts[:3] == [480 - 200 - 100 - 100] * 2 + [150]  # part 1 leaves COMPILE_S for the compiled groups
+    no_compile = [line for line in dry_run(tmp_path, COMPILE_SETTINGS="") if "step_speed" in line]
+    assert len(no_compile) == 2 and all("compile" not in line and "timeout 150 " in line for line in no_compile)
 
 
 def test_step_speed_settings_parse_and_refuse():
@@ -65,6 +69,8 @@ def test_step_speed_settings_parse_and_refuse():
     assert (s.precision, s.channels_last, s.compile, s.bn32) == ("bf16", True, False, True)
     g = step_speed.Setting.parse("bf16+cl+g8", cpu)
     assert (g.bn_group, g.split_group, g.bn32) == (8, None, False)
+    compiled = step_speed.Setting.parse("bf16+cl+compile+g32", cpu)  # the compiled grouped step
+    assert (compiled.compile, compiled.bn_group, compiled.channels_last) == (True, 32, True)
     assert step_speed.Setting.parse("fp32+split4", cpu).split_group == 4
     for bad in ("fp64", "bf16+nhwc", "tf32", "fp16+cl", "bf16+g8+bn32", "bf16+g8+split8", "bf16+gx"):
         with pytest.raises(SystemExit):  # unknown, unknown option, CUDA only, two batch-norm replacements

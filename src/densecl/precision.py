@@ -20,6 +20,7 @@ import functools
 import json
 import os
 import platform
+import re
 import tempfile
 import time
 from collections.abc import Callable
@@ -300,14 +301,21 @@ def encoders_step(
 
 
 def compile_encoders(
-    model: nn.Module, batch: int, crop: int, channels_last: bool, precision: Precision, say, backend: str = "inductor"
+    model: nn.Module,
+    batch: int,
+    crop: int,
+    channels_last: bool,
+    precision: Precision,
+    say: Callable[[str], Any],
+    backend: str | Callable = "inductor",
 ) -> bool:
     """``torch.compile`` of both encoders in place (state-dict keys unchanged); False and eager where it fails.
 
     torch compiles at the first call, so one trial step of the encoders (the
     run's batch, crop, precision and layout) is run here: a missing compiler
-    or an unsupported operator then costs one line, not the run. The trial's
-    BN statistics and gradients are put back afterwards.
+    or an unsupported operator then costs one line naming the cause
+    (:func:`failure_line`), not the run. The trial's BN statistics and
+    gradients are put back afterwards.
     """
     encoders = (model.encoder, model.momentum_encoder)
     saved = copy.deepcopy(model.state_dict())
@@ -320,9 +328,38 @@ def compile_encoders(
     except Exception as e:  # any failure to compile means: train eagerly
         for encoder in encoders:
             encoder._compiled_call_impl = None  # what Module.compile set: back to the eager __call__
-        message = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        say(f"densecl pretrain: --compile failed ({type(e).__name__}: {message[:200]}); training eagerly")
+        say(f"densecl pretrain: --compile failed ({failure_line(e)}); training eagerly")
         ok = False
     model.load_state_dict(saved)
     model.zero_grad(set_to_none=True)
     return ok
+
+
+# an exception quoted at the start of a line: ``AssertionError: ...``, ``torch._dynamo.exc.Unsupported: ...``
+_QUOTED_EXCEPTION = re.compile(r"[A-Za-z_][\w.]*(Error|Exception|Failed|Unsupported)\b\s*:")
+FAILURE_LINE_CHARS = 400
+
+
+def failure_line(e: BaseException, limit: int = FAILURE_LINE_CHARS) -> str:
+    """One line saying why ``e`` happened: its type, then the cause's type and most informative line.
+
+    torch.compile reports a backend's failure as ``BackendCompilerFailed``
+    (message: ``backend='inductor' raised:`` and the original's text), with
+    the original exception in ``inner_exception``; other errors chain theirs in
+    ``__cause__``. The innermost is the cause. Of its message the last line that
+    quotes an exception (``AssertionError: ...``, often the root of a traceback
+    or a compiler's report) is taken, else its first line. A line over
+    ``limit`` characters keeps its start, where the error or operator is named.
+    """
+    root, seen = e, {id(e)}
+    while (inner := getattr(root, "inner_exception", None) or root.__cause__) is not None and id(inner) not in seen:
+        root = inner
+        seen.add(id(root))
+    lines = [line.strip() for line in str(root).splitlines() if line.strip()]
+    quoted = [line for line in lines if _QUOTED_EXCEPTION.match(line)]
+    line = quoted[-1] if quoted else lines[0] if lines else ""
+    name = type(root).__name__
+    text = line if line.startswith(f"{name}:") else f"{name}: {line}" if line else name
+    if root is not e:
+        text = f"{type(e).__name__}: {text}"
+    return text if len(text) <= limit else text[: limit - 3].rstrip() + "..."

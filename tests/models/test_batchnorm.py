@@ -31,8 +31,16 @@ def layer(channels=3, group_size=2, seed=0):
     return bn
 
 
+@pytest.fixture(params=["eager", "traceable"])
+def path(request, monkeypatch):
+    """Both formulations: the eager slabs, and the one ``torch.compile`` traces (forced here without compiling)."""
+    if request.param == "traceable":
+        monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    return request.param
+
+
 @pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
-def test_output_and_gradients_are_each_group_normalised_alone(memory_format):
+def test_output_and_gradients_are_each_group_normalised_alone(memory_format, path):
     bn = layer()
     g = torch.Generator().manual_seed(1)
     x = (torch.randn(6, 3, 4, 5, generator=g, dtype=torch.float64) * 3 + 1).contiguous(memory_format=memory_format)
@@ -54,7 +62,7 @@ def test_output_and_gradients_are_each_group_normalised_alone(memory_format):
     assert not torch.allclose(y, by_hand(x.detach(), bn.weight, bn.bias, groups=1), atol=1e-3)
 
 
-def test_running_statistics_are_the_mean_of_each_groups_update():
+def test_running_statistics_are_the_mean_of_each_groups_update(path):
     bn = layer()
     before_mean, before_var = bn.running_mean.clone(), bn.running_var.clone()
     x = torch.randn(4, 3, 2, 3, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
@@ -68,6 +76,27 @@ def test_running_statistics_are_the_mean_of_each_groups_update():
     assert int(bn.num_batches_tracked) == 1
 
 
+@pytest.mark.parametrize("momentum", [MOMENTUM, None])  # None: cumulative moving average, as BatchNorm2d
+def test_running_statistics_are_the_mean_of_what_batch_norm_2d_does_on_each_group(momentum, path):
+    bn = layer()
+    bn.momentum = momentum
+    g = torch.Generator().manual_seed(5)
+    for _ in range(3):
+        x = torch.randn(6, 3, 2, 3, generator=g, dtype=torch.float64) * 2 + 1
+        plains = []
+        for xs in x.chunk(3):  # each group: a BatchNorm2d starting from the layer's statistics
+            plain = nn.BatchNorm2d(3, eps=EPS, momentum=momentum).double()
+            plain.load_state_dict(bn.state_dict())
+            plain(xs)
+            plains.append(plain)
+        bn(x)
+        for key in ("running_mean", "running_var"):
+            want = torch.stack([getattr(p, key) for p in plains]).mean(0)
+            assert torch.allclose(getattr(bn, key), want, rtol=0, atol=1e-12), key
+        assert torch.equal(bn.num_batches_tracked, plains[0].num_batches_tracked)
+    assert int(bn.num_batches_tracked) == 3
+
+
 def test_eval_mode_and_a_single_group_are_plain_batch_norm():
     bn, plain = layer(), nn.BatchNorm2d(3, eps=EPS, momentum=MOMENTUM).double()
     plain.load_state_dict(bn.state_dict())  # the same keys
@@ -79,7 +108,7 @@ def test_eval_mode_and_a_single_group_are_plain_batch_norm():
     assert torch.equal(bn(x8), plain(x8))
 
 
-def test_half_precision_input_keeps_its_dtype_and_statistics_in_float32():
+def test_half_precision_input_keeps_its_dtype_and_statistics_in_float32(path):
     bn = GroupedBatchNorm2d(4, 2)
     x = torch.randn(4, 4, 3, 3).to(torch.bfloat16).contiguous(memory_format=torch.channels_last).requires_grad_(True)
     y = bn(x)
@@ -109,7 +138,7 @@ def test_group_batch_norms_replaces_every_batch_norm_and_keeps_the_state_dict():
 # --------------------------------------------------------------------------- timm's batch norms
 
 
-def test_timm_batch_norm_act_keeps_its_dropout_and_activation_after_the_grouped_statistics():
+def test_timm_batch_norm_act_keeps_its_dropout_and_activation_after_the_grouped_statistics(path):
     timm_layers = pytest.importorskip("timm.layers")
 
     class Halve(nn.Module):  # a drop layer whose effect is visible and deterministic

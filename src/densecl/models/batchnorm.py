@@ -32,6 +32,14 @@ index next to the channels, so it costs two transposing copies per layer
 (``benchmarks/step_speed.py`` times both: settings ``+gN`` and ``+splitN``). Here each group is a contiguous
 slab of the batch in either layout, normalised in place into a slab of the
 output: no copies, ``G`` calls of torch's own kernel forward and backward.
+
+Under ``torch.compile`` the same computation is written without those writes
+(:func:`_batch_norm_by_group`): inductor cannot functionalise a kernel writing
+into views of the running statistics' copies, but it traces ``F.batch_norm``
+on each group, fuses it with its neighbours and writes the concatenation's
+parts straight into the output. Eagerly that form would pay two copies per
+layer (the concatenation, and the gradient of the split), 5-30 % more time in
+a grouped layer on a 2-core Xeon; so the eager step keeps the slabs.
 """
 
 from __future__ import annotations
@@ -39,6 +47,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from densecl.errors import InputError
@@ -70,9 +79,10 @@ class GroupedBatchNorm2d(nn.BatchNorm2d):
         groups = x.shape[0] // self.group_size
         self.num_batches_tracked.add_(1)
         factor = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
-        return _GroupedBatchNorm.apply(
-            x, self.weight, self.bias, self.running_mean, self.running_var, groups, factor, self.eps
-        )
+        args = (x, self.weight, self.bias, self.running_mean, self.running_var, groups, factor, self.eps)
+        if torch.compiler.is_compiling():  # the eager path's writes into slabs cannot be functionalised
+            return _batch_norm_by_group(*args)
+        return _GroupedBatchNorm.apply(*args)
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, group_size={self.group_size}"
@@ -153,6 +163,35 @@ class _GroupedBatchNorm(torch.autograd.Function):
                 out2=d_bias[g],
             )
         return dx, d_weight.sum(0), d_bias.sum(0), None, None, None, None, None
+
+
+def _batch_norm_by_group(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor,
+    running_mean: torch.Tensor,
+    running_var: torch.Tensor,
+    groups: int,
+    momentum: float,
+    eps: float,
+) -> torch.Tensor:
+    """:class:`_GroupedBatchNorm`'s result in operations ``torch.compile`` can trace: ``B x C x H x W`` -> the same.
+
+    Each group's ``F.batch_norm`` updates a copy of its own (a fresh tensor, no
+    view), the mean of the copies is copied into the buffers once, and the
+    groups' outputs are concatenated along the batch.
+    """
+    running = [(running_mean.clone(), running_var.clone()) for _ in range(groups)]  # C each, per group
+    y = torch.cat(
+        [
+            F.batch_norm(xs, mean, var, weight, bias, True, momentum, eps)
+            for xs, (mean, var) in zip(x.chunk(groups), running)
+        ]
+    )
+    with torch.no_grad():
+        running_mean.copy_(torch.stack([mean for mean, _ in running]).mean(0))  # G x C -> C
+        running_var.copy_(torch.stack([var for _, var in running]).mean(0))
+    return y
 
 
 def _grouped(bn: nn.BatchNorm2d, group_size: int) -> GroupedBatchNorm2d:
