@@ -199,6 +199,7 @@ def _picture_ok(path, rows):
     assert width > 400 and height > 150 * rows
 
 
+@pytest.mark.slow
 def test_two_views_of_an_image_two_weights(files, tmp_path, capsys):
     pytest.importorskip("matplotlib")
     out = tmp_path / "pic" / "cat.png"

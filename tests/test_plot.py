@@ -72,6 +72,7 @@ def test_labels_are_dir_names_unless_they_repeat(tmp_path):
     assert run_labels([a, b]) == [str(a), str(b)]
 
 
+@pytest.mark.slow
 def test_plot_one_run_to_its_default_file_and_two_overlaid(tmp_path, capsys):
     pytest.importorskip("matplotlib")
     dense = _write_run(tmp_path / "densecl", _run_records())

@@ -267,6 +267,7 @@ def test_sigint_saves_at_the_next_iteration_and_resume_finishes(tmp_path):
     assert checkpoint.load(run / "checkpoint.pt").step == step + 2
 
 
+@pytest.mark.slow
 def test_init_starts_both_backbones_from_given_weights(tmp_path, capsys):
     from densecl.models.backbones import build_backbone
     from densecl.models.densecl import DenseCL
@@ -486,6 +487,7 @@ def test_resume_auto_is_one_command_for_the_first_start_and_every_restart(tmp_pa
     assert checkpoint.load(run / "checkpoint.pt").step == 3 and metrics(run) == first
 
 
+@pytest.mark.slow
 def test_logs_of_a_run_that_never_saved_are_moved_aside_not_mixed_in(tmp_path, capsys):
     run = tmp_path / "run"
     run.mkdir()
@@ -552,6 +554,7 @@ def test_an_explicit_precision_is_never_timed(tmp_path, monkeypatch, capsys):
     assert "precision auto" not in capsys.readouterr().out and not (tmp_path / "precision.json").exists()
 
 
+@pytest.mark.slow
 def test_the_precision_probe_leaves_the_run_untouched():
     from densecl.models.densecl import DenseCL
     from densecl.precision import cpu_probe
@@ -646,6 +649,7 @@ def test_compile_encoders_keeps_the_state_dict_keys_and_the_state():
     model(torch.randn(2, 3, 64, 64), torch.randn(2, 3, 64, 64)).loss.backward()
 
 
+@pytest.mark.slow
 def test_a_training_step_reads_nothing_back_to_the_host(monkeypatch):
     # on a GPU each read (.item(), int(), bool(), float()) makes the host wait for the device: none per step
     from densecl.engine import NonFiniteWatch, make_sgd

@@ -373,6 +373,7 @@ def test_pickled_objects_become_inert_placeholders(backbone, tmp_path):
     assert weights.source_format == "mmlab" and weights.arch == ARCH
 
 
+@pytest.mark.slow
 def test_load_backbone_is_strict_and_equal(backbone, tmp_path):
     torch.save(densecl_checkpoint(backbone)[0], tmp_path / "ck.pth")
     model = load_backbone(tmp_path / "ck.pth")

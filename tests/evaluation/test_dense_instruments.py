@@ -103,6 +103,7 @@ def _cluster(maps, labels, k, seed=0):
     return overcluster.cluster_iou(overcluster.split_maps(assignment, maps), labels, k, K).mean
 
 
+@pytest.mark.slow
 def test_overcluster_oracle_features_score_100():
     labels = _block_labels(10, seed=0)
     maps = [m + 0.01 * n[:K] for m, n in zip(_oracle_maps(labels), _noise_maps(10, 1))]  # K tight blobs

@@ -26,6 +26,8 @@ TINY = ["--iters", "1", "--batch-size", "2", "--min-size", "64", "--max-size", "
         "--proposals", "50", "--rois-per-image", "32", "--detections-per-image", "10", "--norm", "bn",
         "--warmup-iters", "1", "--lr", "0.01", "--log-every", "0"]  # fmt: skip
 
+pytestmark = pytest.mark.slow  # detectors built and trained: seconds each
+
 
 def documented_snippet() -> str:
     """The Python block of docs/evaluate.md that loads a detector file with torchvision alone."""

@@ -23,6 +23,7 @@ def _record(path):
     return json.loads(path.read_text())
 
 
+@pytest.mark.slow
 def test_svm_on_voc_multilabel_is_deterministic(scenes, weights_file, tmp_path, capsys):
     args = [
         "eval",
@@ -109,6 +110,7 @@ def test_image_protocols_score_100_when_the_features_are_the_classes(tmp_path, c
     assert svm["data"]["n_train"] == 18 and svm["data"]["n_val"] == 9
 
 
+@pytest.mark.slow
 def test_svm_knn_linear_on_imagefolder_with_seeds(scenes, tmp_path, capsys):
     common = [
         "--weights",

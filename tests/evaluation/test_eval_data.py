@@ -178,6 +178,7 @@ def test_single_label_protocols_refuse_multilabel_data(scenes, weights_file, cap
     assert "multi-label" in err and "svm" in err
 
 
+@pytest.mark.slow
 def test_weights_that_do_not_fit_list_missing_and_unexpected_keys(scenes, weights_file, tmp_path, capsys):
     import torch
 

@@ -202,6 +202,7 @@ def test_per_step_lambda_and_momentum_override_the_defaults():
     assert torch.allclose(out.loss, ref["loss"], atol=1e-10)
 
 
+@pytest.mark.slow
 def test_ema_update_covers_parameters_of_backbone_and_both_heads():
     model = make_model(momentum=0.9).train()
     with torch.no_grad():
@@ -214,6 +215,7 @@ def test_ema_update_covers_parameters_of_backbone_and_both_heads():
         assert torch.allclose(p, 0.9 * k_before[n] + 0.1 * q_before[n]), n
 
 
+@pytest.mark.slow
 def test_keys_come_from_the_momentum_encoder():
     """Perturbing the online weights must not change the keys (m = 1: no EMA)."""
     a = make_model(momentum=1.0).train()
@@ -235,6 +237,7 @@ def test_keys_come_from_the_momentum_encoder():
     assert not torch.allclose(a.global_queue.keys, c.global_queue.keys)
 
 
+@pytest.mark.slow
 def test_dense_negatives_come_from_the_dense_queue():
     model = make_model().train()
     im_q, im_k = views()
@@ -274,6 +277,7 @@ def test_head_shapes_and_grid_pooling(grid, size, cells):
     assert torch.isfinite(out.loss)
 
 
+@pytest.mark.slow
 def test_authors_layout_round_trip_keeps_the_momentum_encoder():
     sd = authors_state_dict(5)
     model = make_model()
