@@ -70,13 +70,7 @@ def load_data(config: DenseNNConfig) -> tuple[SegmentationSplit, SegmentationSpl
         )
     train, val = read_segmentation_splits(config, config.train_split, config.val_split)
     check_val_classes(val)
-    available = patch_count(train, stages[0], config.image_size)
-    if max(sizes) > available:
-        raise InputError(
-            f"memory size {max(sizes)} is more than the {available} patches of the {len(train)} "
-            f"{config.train_split} images "
-            f"in {config.data} at {config.stages}; use --memory-sizes up to {available} (0 = all)"
-        )
+    available = check_patches(max(sizes), "memory size", "--memory-sizes", train, config.train_split, stages[0], config)
     if config.masks_out and Path(config.masks_out).exists():
         raise InputError(f"--masks-out {config.masks_out} exists; this command never replaces a file: give a new path")
     if config.k > min((s or available) for s in sizes):
@@ -184,6 +178,17 @@ def check_val_classes(val: SegmentationSplit) -> None:
             f"class(es) {', '.join(missing)} of {val.root} have no pixel in the {val.split} split; "
             "use a val split that has every class, or drop them from classes.txt"
         )
+
+
+def check_patches(wanted: int, what: str, flag: str, split: SegmentationSplit, name: str, stage: int, config) -> int:
+    """The patches of ``split`` at ``stage``; raises :class:`InputError` (one line) when ``wanted`` exceeds them."""
+    patches = patch_count(split, stage, config.image_size)
+    if wanted > patches:
+        raise InputError(
+            f"{what} {wanted} is more than the {patches} patches of the {len(split)} {name} images in "
+            f"{config.data} at {config.stages}; use {flag} up to {patches}"
+        )
+    return patches
 
 
 def patch_count(split: SegmentationSplit, stage: int, image_size: int) -> int:

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from densecl.errors import InputError
 from densecl.evaluation import options
 from densecl.evaluation.datasets import IGNORE_INDEX, SegmentationSplit, read_segmentation_splits
-from densecl.evaluation.dense_nn import check_val_classes, patch_count
+from densecl.evaluation.dense_nn import check_patches, check_val_classes
 from densecl.evaluation.features import frozen_segmentation_maps, parse_stages
 from densecl.evaluation.metrics import confusion_matrix, iou_from_confusion
 from densecl.evaluation.options import option
@@ -57,13 +57,7 @@ def load_data(config: OverclusterConfig) -> SegmentationSplit:
     (val,) = read_segmentation_splits(config, config.val_split)
     check_val_classes(val)
     ks = cluster_counts(config.ks, val.num_classes)
-    patches = patch_count(val, stages[0], config.image_size)
-    if max(ks) > patches:
-        raise InputError(
-            f"K {max(ks)} is more than the {patches} patches of the {len(val)} {config.val_split} images in "
-            f"{config.data}; "
-            f"use --ks up to {patches}"
-        )
+    check_patches(max(ks), "K", "--ks", val, config.val_split, stages[0], config)
     return val
 
 
