@@ -74,19 +74,19 @@ def test_the_curves_advance_every_method_a_stretch_at_a_time_and_read_each_stret
     run, data = tmp_path / "run", tmp_path / "data"
     data.mkdir()
     (data / "README.md").write_text("made")
-    state = checkpoint.TrainingState({"epochs": 4}, {}, {}, None, 10, 1, 10, {})
+    state = checkpoint.TrainingState({"epochs": 2}, {}, {}, None, 10, 1, 10, {})
     checkpoint.save(run / "densecl-s0" / "checkpoint.pt", state)  # the first stretch of DenseCL is done
-    env = {"N_IMAGES": "100", "BATCH": "6", "EPOCHS": "4", "STRETCH": "10", "SWITCH": "15", "STEPS": "data curves"}
-    lines = _dry_run(run, data, **env)  # 10 iterations an epoch (60 train images / 6): 40 in all, 4 stretches
+    env = {"N_IMAGES": "100", "BATCH": "6", "EPOCHS": "2", "STRETCH": "10", "SWITCH": "15", "STEPS": "data curves"}
+    lines = _dry_run(run, data, **env)  # 10 iterations an epoch (60 train images / 6): 20 in all, 2 stretches
     steps = [line.split(":")[1].strip() for line in lines]
     assert steps[:2] == ["correspondence-random", "seg-probe-random"]
     pretrain = [s for s in steps if s.startswith(("pretrain-", "skip pretrain-"))]
     assert pretrain[:5] == ["skip pretrain-densecl-s0 (at iteration 10)"] + [
         f"pretrain-{m}-s0" for m in ("mocov2", "hybrid", "geometry", "both")
     ]
-    assert len(pretrain) == 4 * 5
+    assert len(pretrain) == 2 * 5
     text = "\n".join(lines)
-    assert f"--resume {run}/densecl-s0/checkpoint.pt --epochs 4 --max-iters 20" in text
+    assert f"--resume {run}/densecl-s0/checkpoint.pt --epochs 2 --max-iters 20" in text
     hybrid = next(line for line in lines if "pretrain-hybrid-s0:" in line)
     assert (
         "--max-iters 10 --keep-every 10 --loss-lambda 0.5 --dense-matching hybrid --dense-matching-switch 15" in hybrid
@@ -94,8 +94,8 @@ def test_the_curves_advance_every_method_a_stretch_at_a_time_and_read_each_stret
     assert "--crop-size 96" in hybrid and "--precision fp32" in hybrid
     mocov2 = next(line for line in lines if "pretrain-mocov2-s0:" in line)
     assert "--loss-lambda 0 " in mocov2 and "--dense-matching" not in mocov2
-    assert f"--weights {run}/both-s0/checkpoint_0000040.pt" in text  # the last point
-    assert "--crop 160" in next(line for line in lines if "correspondence-both-s0-at40:" in line)
+    assert f"--weights {run}/both-s0/checkpoint_0000020.pt" in text  # the last point
+    assert "--crop 160" in next(line for line in lines if "correspondence-both-s0-at20:" in line)
     assert not (run / "eval").exists()  # nothing written
 
 
