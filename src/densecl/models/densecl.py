@@ -152,21 +152,22 @@ class DenseCL(nn.Module):
             q, k = _unit(_fp32(q)), _unit(_fp32(k))  # along channels
             # the queues as they were before this step's enqueue (cloned: enqueue writes in place)
             global_ = losses.info_nce(q, k, self.global_queue.keys.clone(), self.temperature)
-            if self.dense_queue is None:  # MoCo-v2
-                if self.training:
-                    self.global_queue.enqueue(distributed.concat_all_gather(k))
-                return DenseCLOutput(global_.loss, global_.loss, None, global_.accuracy, None)
-            r, f_q, t, f_k = (_fp32(x) for x in (r, f_q, t, f_k))
-            k_pooled = _unit(t.mean(dim=2))  # N x D: mean of the UNnormalised dense keys
-            r, f_q, t, f_k = (_unit(x) for x in (r, f_q, t, f_k))
-            dense = losses.dense_info_nce(
-                r, t, f_q, f_k, self.dense_queue.keys.clone(), self.temperature, match, positives
-            )
-            loss = (1 - lam) * global_.loss + lam * dense.loss
+            loss, dense = global_.loss, None  # MoCo-v2 has no dense head: the global loss alone
+            if self.dense_queue is not None:
+                r, f_q, t, f_k = (_fp32(x) for x in (r, f_q, t, f_k))
+                k_pooled = _unit(t.mean(dim=2))  # N x D: mean of the UNnormalised dense keys
+                r, f_q, t, f_k = (_unit(x) for x in (r, f_q, t, f_k))
+                dense = losses.dense_info_nce(
+                    r, t, f_q, f_k, self.dense_queue.keys.clone(), self.temperature, match, positives
+                )
+                loss = (1 - lam) * global_.loss + lam * dense.loss
 
         if self.training:
             self.global_queue.enqueue(distributed.concat_all_gather(k))
-            self.dense_queue.enqueue(distributed.concat_all_gather(k_pooled))
+            if dense is not None:
+                self.dense_queue.enqueue(distributed.concat_all_gather(k_pooled))
+        if dense is None:
+            return DenseCLOutput(loss, global_.loss, None, global_.accuracy, None)
         return DenseCLOutput(loss, global_.loss, dense.loss, global_.accuracy, dense.accuracy)
 
     @torch.no_grad()
