@@ -33,13 +33,15 @@ index next to the channels, so it costs two transposing copies per layer
 slab of the batch in either layout, normalised in place into a slab of the
 output: no copies, ``G`` calls of torch's own kernel forward and backward.
 
-Under ``torch.compile`` the same computation is written without those writes
+Under ``torch.compile`` the batch is instead viewed as ``G x N x C x H x W``
+(a view in either layout) and batch norm is written out per group
 (:func:`_batch_norm_by_group`): inductor cannot functionalise a kernel writing
-into views of the running statistics' copies, but it traces ``F.batch_norm``
-on each group, fuses it with its neighbours and writes the concatenation's
-parts straight into the output. Eagerly that form would pay two copies per
-layer (the concatenation, and the gradient of the split), 5-30 % more time in
-a grouped layer on a 2-core Xeon; so the eager step keeps the slabs.
+into views of the running statistics' copies, and it fuses the written-out
+form into one reduction and one elementwise pass per layer. On a 2-core Xeon
+the compiled grouped ResNet-18 step measured within 5 % of the compiled plain
+one, where one ``F.batch_norm`` per group and a concatenation cost 9-18 %.
+Eagerly the written-out form would run each step as a kernel of its own and
+keep its intermediates for the backward, so the eager step keeps the slabs.
 """
 
 from __future__ import annotations
@@ -47,7 +49,6 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from densecl.errors import InputError
@@ -175,23 +176,23 @@ def _batch_norm_by_group(
     momentum: float,
     eps: float,
 ) -> torch.Tensor:
-    """:class:`_GroupedBatchNorm`'s result in operations ``torch.compile`` can trace: ``B x C x H x W`` -> the same.
+    """:class:`_GroupedBatchNorm`'s result written out for ``torch.compile``: ``B x C x H x W`` -> the same.
 
-    Each group's ``F.batch_norm`` updates a copy of its own (a fresh tensor, no
-    view), the mean of the copies is copied into the buffers once, and the
-    groups' outputs are concatenated along the batch.
+    Each group's biased mean and variance over its images and positions
+    normalise it; the running statistics move by the mean over groups of what
+    each group's ``BatchNorm2d`` would add (the unbiased variance), which is the
+    mean of the groups' updated copies. Half inputs are normalised in float32
+    and returned in their dtype, as torch's kernels do.
     """
-    running = [(running_mean.clone(), running_var.clone()) for _ in range(groups)]  # C each, per group
-    y = torch.cat(
-        [
-            F.batch_norm(xs, mean, var, weight, bias, True, momentum, eps)
-            for xs, (mean, var) in zip(x.chunk(groups), running)
-        ]
-    )
+    n = x.shape[0] // groups
+    count = n * x.shape[2] * x.shape[3]  # values per channel in a group
+    xg = x.unflatten(0, (groups, n)).to(torch.promote_types(x.dtype, torch.float32))  # G x N x C x H x W, a view
+    var, mean = torch.var_mean(xg, dim=(1, 3, 4), correction=0, keepdim=True)  # G x 1 x C x 1 x 1 each
+    y = (xg - mean) * torch.rsqrt(var + eps) * weight[:, None, None] + bias[:, None, None]
     with torch.no_grad():
-        running_mean.copy_(torch.stack([mean for mean, _ in running]).mean(0))  # G x C -> C
-        running_var.copy_(torch.stack([var for _, var in running]).mean(0))
-    return y
+        running_mean.copy_((1 - momentum) * running_mean + momentum * mean.mean(0).flatten())  # G x 1 x C x 1 x 1 -> C
+        running_var.copy_((1 - momentum) * running_var + momentum * var.mean(0).flatten() * (count / (count - 1)))
+    return y.flatten(0, 1).to(x.dtype)
 
 
 def _grouped(bn: nn.BatchNorm2d, group_size: int) -> GroupedBatchNorm2d:
