@@ -258,10 +258,9 @@ class PretrainConfig:
         )
 
     def check_schedule(self, iters_per_epoch: int) -> None:
-        """Raises :class:`InputError` (one line) for a schedule point past the run's end, once the data is counted."""
+        """Raises :class:`InputError` (one line) for a schedule point past the schedule's end, once the data is
+        counted. ``max_iters`` does not move the end: a run it stops goes on when resumed, as the schedule does."""
         end = self.epochs * iters_per_epoch
-        if self.max_iters is not None:
-            end = min(end, self.max_iters)
         for name, at in (
             ("dense_matching_switch", self.dense_matching_switch),
             ("lambda_warmup_iters", self.lambda_warmup_iters),
@@ -269,8 +268,7 @@ class PretrainConfig:
             _require(
                 at < end,
                 f"{name} {at} is not before the run's end at iteration {end} ({self.epochs} epochs of "
-                f"{iters_per_epoch} iterations{'' if self.max_iters is None else f', max_iters {self.max_iters}'}): "
-                f"choose a point below {end}",
+                f"{iters_per_epoch} iterations): choose a point below {end}",
             )
 
     def with_queues_for(self, n_images: int) -> PretrainConfig:
