@@ -27,12 +27,13 @@ install-test: $(VENV)/.installed-test
 demo: install
 	bash scripts/demo.sh
 
+# the tests run in one process per core (pytest-xdist): most are single-threaded, or wait on the subprocesses they start
 test: install-test
-	$(BIN)/python -m pytest --durations=15
+	$(BIN)/python -m pytest -n auto --durations=15
 
 # the edit loop: everything but the tests marked slow (torchrun, SIGKILL, training loops), under a minute
 test-fast: install-test
-	$(BIN)/python -m pytest -m "not slow"
+	$(BIN)/python -m pytest -n auto -m "not slow"
 
 lint: install-test
 	$(BIN)/ruff check .
