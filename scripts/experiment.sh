@@ -130,29 +130,14 @@ if wants ablations; then
 fi
 
 # ---------------------------------------------------------------- 4. the supervised backbones
-# supervised NAME TRAIN_SPLIT: seg-finetune from random init on TRAIN_SPLIT's labels, backbone to RUN/NAME/backbone.pth
-supervised() {
-  local name=$1 split=$2
-  if evaluated "$name"; then say "skip $name (evaluated)"; return 0; fi
-  run_step "$name" "$RUN/$name/backbone.pth" "$BIN/densecl" eval seg-finetune --weights random --arch "$ARCH" \
-    --data "$DATA/voc" --train-split "$split" --val-split $SPLIT --crop "$REF_CROP" --batch-size 8 --iters "$REF_ITERS" \
-    --lr 0.02 --output-stride 32 --workers "$WORKERS" --device "$DEVICE" --seed 0 \
-    --save-backbone "$RUN/$name/backbone.pth" --out "$RUN/$name/seg-finetune.json" --save-every 100 --resume
-}
 wants reference && supervised reference train
-if wants oracle; then
-  splits=$DATA/voc/ImageSets/Segmentation
-  if [ -z "$DRY_RUN" ] && [ ! -e "$splits/train+test.txt" ]; then
-    cat "$splits/train.txt" "$splits/test.txt" > "$splits/train+test.txt.tmp" && mv "$splits/train+test.txt.tmp" "$splits/train+test.txt"
-  fi
-  supervised oracle train+test
-fi
+wants oracle && train_and $SPLIT && supervised oracle "train+$SPLIT"
 
 # ---------------------------------------------------------------- 5. evaluation
 if wants eval; then
   backbones=()
   for name in "${MAIN[@]}" "${GROUPED[@]}" "${ABLATIONS[@]}"; do
-    if "$BIN/densecl" checkpoint finished "$RUN/$name/checkpoint.pt" --epochs "$EPOCHS" > /dev/null 2>&1; then
+    if finished "$RUN/$name/checkpoint.pt"; then
       backbones+=("$name=$RUN/$name/checkpoint.pt")
     elif evaluated "$name"; then
       say "skip eval of $name (evaluated)"

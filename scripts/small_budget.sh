@@ -5,7 +5,8 @@
 #   bash scripts/small_budget.sh                           resumable: run it again after a stop
 #   DRY_RUN=1 bash scripts/small_budget.sh                 print what would run, run nothing
 #   RECORD=results/small-budget bash scripts/small_budget.sh   keep the small outputs in the repository
-#   STEPS=curves ...                                       only some phases: data, curves, report
+#   STEPS=curves ...                                       only some phases: data, curves, seeds, supervised,
+#                                                          eval, report
 #   DATASET=bands4 bash scripts/small_budget.sh            the same on 4-band 16-bit scenes (below)
 #
 # Phase curves, the budget search: one run of each method on seed SEED, with the schedule of EPOCHS epochs,
@@ -20,7 +21,18 @@
 #     geometry  positives from the views' known geometry (--dense-matching geometry)
 #     hybrid    geometry for the first SWITCH iterations, then the argmax (--dense-matching hybrid)
 #     both      the mean of the paper's loss and the geometric one (--dense-matching both)
-# Random init is read by the same instruments once: the floor. Report: scripts/small_budget_report.py.
+# Random init is read by the same instruments once: the floor.
+#
+# Phase seeds: STUDY_METHODS (DenseCL, MoCo-v2 and the rules the one-seed curves put first) on the pre-training
+#   seeds STUDY_SEEDS, advanced and read the same way up to BUDGET, so that every curve up to the budget has
+#   a band over 1 + len(STUDY_SEEDS) seeds (the curves' seed SEED is the first seed of every method).
+# Phase supervised: two supervised backbones, seg-finetune from random init: the reference learns the train
+#   split's labels, the oracle the train and the evaluated split's (it has seen the objects it is scored on:
+#   the top of the label instruments' range, not a competitor).
+# Phase eval: every instrument (correspondence, dense-nn, over-clustering, seg-probe, SVM) on each study run's
+#   checkpoint at BUDGET, on random init and on the two supervised backbones.
+# Report (scripts/small_budget_report.py): the curves, the budget that learns, and the study at BUDGET with
+#   paired 95 % intervals of each method against MoCo-v2 and the recipe decision.
 #
 # DATASET=bands4: the embedded procedural scenes as 4-band (RGB and near-infrared) 16-bit TIFFs
 # (`densecl data export-scenes --bands 4 --bit-depth 16`), 2400 train and 800 val images at 128 px, in COCO and VOC
@@ -36,7 +48,7 @@ cd "$(dirname "$0")/.."
 STUDY=small-budget
 BIN=${BIN:-.venv/bin}
 DRY_RUN=${DRY_RUN:-}
-STEPS=${STEPS:-data curves report}
+STEPS=${STEPS:-data curves seeds supervised eval report}
 
 DATASET=${DATASET:-photo}
 case $DATASET in
@@ -71,6 +83,11 @@ EPOCHS=${EPOCHS:-60}            # 4500 iterations of 75 (2400 images / 32)
 STRETCH=${STRETCH:-750}         # 10 epochs between curve points
 SWITCH=${SWITCH:-1500}          # hybrid: geometric positives for the first third of the schedule
 METHODS=${METHODS:-densecl mocov2 hybrid geometry both}
+STUDY_METHODS=${STUDY_METHODS:-densecl mocov2 hybrid both}
+STUDY_SEEDS=${STUDY_SEEDS:-1 2}
+BUDGET=${BUDGET:-$((EPOCHS * (TRAIN_N / BATCH)))}  # the iteration the study is read at (a curve point)
+REF_ITERS=${REF_ITERS:-4500}    # supervised backbones: seg-finetune iterations at batch 8, crop REF_CROP
+REF_CROP=${REF_CROP:-96}
 PAIRS=${PAIRS:-200}
 PROBE_EPOCHS=${PROBE_EPOCHS:-5}
 DENSE_STAGE=c4 MEMORY=1000
@@ -86,7 +103,7 @@ if [ -z "$DRY_RUN" ] && [ ! -e "$RUN/MACHINE" ]; then  # where the study ran, fo
 print(f"{cpu_model()}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads")' > "$RUN/MACHINE"
 fi
 CURVE_INSTRUMENTS=(correspondence seg-probe)
-INSTRUMENTS=("${CURVE_INSTRUMENTS[@]}")
+INSTRUMENTS=(correspondence dense-nn overcluster seg-probe svm)  # the study's, at BUDGET
 [ -z "$RECORD" ] || [ ! -d "$RECORD" ] || record "$RECORD" "$RUN"
 
 # flags METHOD: FLAGS=(the pre-training flags of a method)
@@ -115,26 +132,73 @@ if wants data && [ "$DATASET" = bands4 ]; then
   done
 fi
 
+# advance TOTAL SEEDS METHODS...: every (seed, method) run a STRETCH of iterations at a time in turn up to TOTAL,
+# each stretch's checkpoint read by the curve instruments (a stop leaves every run at the same iteration)
+advance() {
+  local total=$1 seeds=$2 seed method name point protocol; shift 2
+  for ((UNTIL = STRETCH; UNTIL <= total; UNTIL += STRETCH)); do
+    for seed in $seeds; do
+      for method in "$@"; do
+        name=$method-s$seed
+        flags "$method"
+        pretrain "$name" "$seed" --keep-every "$STRETCH" "${FLAGS[@]}"  # UNTIL: stop at this stretch's end
+        point=$RUN/$name/$(printf "checkpoint_%07d.pt" "$UNTIL")  # checkpoint.NUMBERED_NAME
+        if [ -n "$DRY_RUN" ] || [ -e "$point" ]; then
+          for protocol in "${CURVE_INSTRUMENTS[@]}"; do
+            instrument "$protocol" "$name-at$UNTIL" --weights "$point" --arch "$ARCH"
+          done
+        fi
+      done
+    done
+  done
+  unset UNTIL
+}
+
+# what the weights without a stored input description read (random init, the supervised backbones): on the photo
+# scenes RGB photos with ImageNet's statistics; on bands4 the 4 bands with the mean and std measured as the runs do
+INPUT=() RANDOM_INPUT=()
+if [ "$DATASET" = bands4 ] && { wants curves || wants supervised || wants eval; }; then
+  INPUT=("--mean" "M" "--std" "S")
+  [ -n "$DRY_RUN" ] || read -r -a INPUT <<< "$("$BIN/densecl" data stats "$TRAIN_IMAGES" | grep -o -- '--mean [^ ]* --std [^ ]*')"
+  RANDOM_INPUT=(--in-channels 4 "${INPUT[@]}")
+fi
+FLOOR=(--weights random --arch "$ARCH" "${RANDOM_INPUT[@]}")
+
 # ---------------------------------------------------------------- curves
 if wants curves; then
-  floor=(--weights random --arch "$ARCH")
-  if [ "$DATASET" = bands4 ]; then  # random weights read the bands as the runs do: 4 channels, the measured mean and std
-    measured=("--mean" "M" "--std" "S")
-    [ -n "$DRY_RUN" ] || read -r -a measured <<< "$("$BIN/densecl" data stats "$TRAIN_IMAGES" | grep -o -- '--mean [^ ]* --std [^ ]*')"
-    floor+=(--in-channels 4 "${measured[@]}")
-  fi
-  for protocol in "${CURVE_INSTRUMENTS[@]}"; do instrument "$protocol" random "${floor[@]}"; done
-  total=$((EPOCHS * (TRAIN_N / BATCH)))
-  for ((UNTIL = STRETCH; UNTIL <= total; UNTIL += STRETCH)); do
-    for method in $METHODS; do
-      name=$method-s$SEED
-      flags "$method"
-      pretrain "$name" "$SEED" --keep-every "$STRETCH" "${FLAGS[@]}"  # UNTIL: stop at this stretch's end
-      point=$RUN/$name/$(printf "checkpoint_%07d.pt" "$UNTIL")  # checkpoint.NUMBERED_NAME
-      if [ -n "$DRY_RUN" ] || [ -e "$point" ]; then
-        for protocol in "${CURVE_INSTRUMENTS[@]}"; do
-          instrument "$protocol" "$name-at$UNTIL" --weights "$point" --arch "$ARCH"
-        done
+  for protocol in "${CURVE_INSTRUMENTS[@]}"; do instrument "$protocol" random "${FLOOR[@]}"; done
+  read -r -a methods <<< "$METHODS"
+  advance "$((EPOCHS * (TRAIN_N / BATCH)))" "$SEED" "${methods[@]}"
+fi
+
+# ---------------------------------------------------------------- seeds
+read -r -a study_methods <<< "$STUDY_METHODS"
+wants seeds && advance "$BUDGET" "$STUDY_SEEDS" "${study_methods[@]}"
+
+# ---------------------------------------------------------------- supervised
+if wants supervised; then
+  supervised reference train "${RANDOM_INPUT[@]}"
+  train_and "$SPLIT"
+  supervised oracle "train+$SPLIT" "${RANDOM_INPUT[@]}"
+fi
+
+# ---------------------------------------------------------------- eval
+if wants eval; then
+  for protocol in "${INSTRUMENTS[@]}"; do
+    for seed in $SEED $STUDY_SEEDS; do
+      for method in "${study_methods[@]}"; do
+        point=$RUN/$method-s$seed/$(printf "checkpoint_%07d.pt" "$BUDGET")
+        if [ -n "$DRY_RUN" ] || [ -e "$point" ] || [ -e "$RUN/eval/$method-s$seed-at${BUDGET}_$protocol.json" ]; then
+          instrument "$protocol" "$method-s$seed-at$BUDGET" --weights "$point" --arch "$ARCH"
+        else
+          say "skip $protocol of $method-s$seed at $BUDGET (no checkpoint there yet)"
+        fi
+      done
+    done
+    instrument "$protocol" random "${FLOOR[@]}"
+    for name in reference oracle; do
+      if [ -n "$DRY_RUN" ] || [ -e "$RUN/$name/backbone.pth" ]; then
+        instrument "$protocol" "$name" --weights "$RUN/$name/backbone.pth" --arch "$ARCH" "${INPUT[@]}"
       fi
     done
   done
@@ -142,5 +206,6 @@ fi
 
 # ---------------------------------------------------------------- report
 if wants report; then
-  run_step report "" "$BIN/python" scripts/small_budget_report.py --run "$RUN" --out "$REPORT" --figures "$FIGURES"
+  run_step report "" "$BIN/python" scripts/small_budget_report.py --run "$RUN" --out "$REPORT" --figures "$FIGURES" \
+    --budget "$BUDGET"
 fi

@@ -4,10 +4,16 @@
         --figures docs/figures
 
 Reads ``RUN/eval/<method>-s<seed>-at<iteration>_<protocol>.json`` (each kept checkpoint read by the curve
-instruments), ``RUN/eval/random_<protocol>.json`` (the floor), ``RUN/timing.tsv`` (the wall time of every
-stretch of pre-training) and ``RUN/MACHINE``. A method's cell is the mean over its seeds (± the standard
-deviation when there are several). The budget that learns is the first iteration at which a method is above
-random init by both margins (:data:`MARGINS`) on every seed it has there.
+instruments, and at the study's budget by every instrument), ``RUN/eval/<random|reference|oracle>_<protocol>.json``
+(random init, the floor; the two supervised backbones), ``RUN/timing.tsv`` (the wall time of every stretch of
+pre-training) and ``RUN/MACHINE``. A method's cell is the mean over its seeds (± the standard deviation when there
+are several). The budget that learns is the first iteration at which a method is above random init by both
+margins (:data:`MARGINS`) on every seed it has there.
+
+The study at the budget: every instrument on the seeds at which every study method has been read, each method
+against MoCo-v2 paired by seed (same initial weights and data order) with a 95 % t-interval, and the recipe
+decision: a rule becomes a recipe when its interval against MoCo-v2 excludes zero, upwards, on at least
+:data:`RECIPE_WINS` of the dense instruments (:data:`DENSE`).
 """
 
 from __future__ import annotations
@@ -17,8 +23,12 @@ import json
 import os
 import re
 import statistics
+import sys
 from collections import defaultdict
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import experiment_report as study  # noqa: E402  the statistics and cells of make experiment's report
 
 MISSING = "—"
 METHODS = {
@@ -36,6 +46,15 @@ CURVES = (
 )
 #: the floor must be beaten by this much (percentage points) for a budget to count as learning
 MARGINS = {("correspondence", "c4_accuracy"): 10.0, ("seg-probe", "mIoU"): 2.0}
+#: the dense instruments of the recipe decision, and on how many of them a rule must beat MoCo-v2
+DENSE = (
+    ("correspondence", "c4_accuracy"),
+    ("correspondence", "c5_accuracy"),
+    ("dense-nn", "mIoU"),
+    ("seg-probe", "mIoU"),
+)
+RECIPE_WINS = 2
+PAPER = ("densecl", "mocov2")  # the methods that are not rules
 POINT = re.compile(r"^(?P<method>[a-z0-9]+)-s(?P<seed>\d+)-at(?P<step>\d+)_(?P<protocol>[a-z-]+)\.json$")
 
 
@@ -95,7 +114,104 @@ def learning_budget(points, floor, method: str) -> int | None:
     return None
 
 
-def report(run: Path, figures: Path | None, out_path: Path) -> str:
+def read_study(run: Path, budget: int) -> study.Study:
+    """The records at ``budget`` as a :class:`experiment_report.Study`: ``<method>-s<seed>`` for each run's
+    checkpoint there, ``random``, ``reference``, ``oracle``; its seeds are those at which every method read there
+    has every instrument's result (a paired comparison needs the same seeds on both sides)."""
+    found = study.Study()
+    for path in sorted((run / "eval").glob("*.json")):
+        match = POINT.match(path.name)
+        if match is not None and int(match["step"]) == budget:
+            name, protocol = f"{match['method']}-s{match['seed']}", match["protocol"]
+        elif (single := re.match(r"^(random|reference|oracle)_([a-z-]+)\.json$", path.name)) is not None:
+            name, protocol = single[1], single[2]
+        else:
+            continue
+        found.records[(name, protocol)] = json.loads(path.read_text())
+    protocols = {p for p, *_ in study.HEADLINE}
+    complete: dict[str, set[int]] = defaultdict(set)  # method -> seeds read by every instrument
+    for name in {n for n, _ in found.records}:
+        if (m := re.fullmatch(r"([a-z0-9]+)-s(\d+)", name)) and all((name, p) in found.records for p in protocols):
+            complete[m[1]].add(int(m[2]))
+    found.seeds = sorted(set.intersection(*complete.values())) if complete else []
+    return found
+
+
+def study_methods(found: study.Study) -> list[str]:
+    return [m for m in METHODS if all(f"{m}-s{s}" in {n for n, _ in found.records} for s in found.seeds)]
+
+
+def recipe_wins(found: study.Study, method: str) -> list[str]:
+    """The dense instruments on which ``method`` beats MoCo-v2 with a 95 % interval above zero."""
+    wins = []
+    for protocol, metric in DENSE:
+        a = study._per_seed(found, method, protocol, metric)
+        b = study._per_seed(found, "mocov2", protocol, metric)
+        if a is None or b is None or len(a) < 2:
+            continue
+        mean, half = study.paired_interval(a, b)
+        if half is not None and mean - half > 0:
+            wins.append(f"{protocol} {metric}")
+    return wins
+
+
+def study_section(run: Path, budget: int) -> list[str]:
+    from densecl.tables import markdown_table
+
+    found = read_study(run, budget)
+    methods = study_methods(found) if found.seeds else []
+    out = [f"## The study at {budget} iterations", ""]
+    if not methods:
+        return out + [f"{MISSING} (no seed has every method read by every instrument at {budget} yet)", ""]
+    n = len(found.seeds)
+    seeds = ", ".join(map(str, found.seeds))
+    out += [
+        f"Every instrument on each run's checkpoint at iteration {budget} ({n} pre-training seeds: {seeds}), "
+        "random init, and the two supervised backbones. Method rows: mean ± std over the seeds; "
+        "method − MoCo-v2: paired by seed, mean and 95 % t-interval.",
+        "",
+    ]
+    headline = study.HEADLINE
+    rows = [
+        [f"{METHODS[m]} ({n} seeds)", *(study.method_cell(found, m, p, k, s) for p, k, _, s in headline)]
+        for m in methods
+    ]
+    for m in methods:
+        if m != "mocov2" and "mocov2" in methods:
+            rows.append(
+                [
+                    f"{METHODS[m]} − MoCo-v2",
+                    *(study.difference_cell(found, p, k, s, m, "mocov2") for p, k, _, s in headline),
+                ]
+            )
+    rows += [
+        [label, *(study.single_cell(found, name, p, k, s) for p, k, _, s in headline)] for name, label in study.SINGLES
+    ]
+    out += [markdown_table(["backbone", *(title for _, _, title, _ in headline)], rows, padded=False), ""]
+    rules = [m for m in methods if m not in PAPER]
+    if "mocov2" not in methods or n < 2:
+        out += ["Recipe: not decided (MoCo-v2 and at least two seeds are needed).", ""]
+        return out
+    winners = {m: recipe_wins(found, m) for m in rules}
+    lines = [f"- {METHODS[m]}: {', '.join(w) if w else 'none'}" for m, w in winners.items()]
+    chosen = [m for m, w in winners.items() if len(w) >= RECIPE_WINS]
+    out += [
+        f"Dense instruments on which a rule beats MoCo-v2 with a 95 % interval above zero ({RECIPE_WINS} make a "
+        "recipe):",
+        "",
+        *lines,
+        "",
+        (
+            f"Recipe: {', '.join(METHODS[m] for m in chosen)}."
+            if chosen
+            else f"Recipe: none; no rule beats MoCo-v2 on {RECIPE_WINS} dense instruments at {budget} iterations."
+        ),
+        "",
+    ]
+    return out
+
+
+def report(run: Path, figures: Path | None, out_path: Path, budget: int | None = None) -> str:
     points, floor, wall = read_points(run), read_floor(run), read_wall_time(run)
     methods = [m for m in METHODS if any(key[0] == m for key in points)]
     steps = sorted({step for series in points.values() for step in series})
@@ -126,13 +242,15 @@ def report(run: Path, figures: Path | None, out_path: Path) -> str:
     out += ["## The budget that learns", "", "| method | first iteration above the floor by both margins | "
             "pre-training wall time so far |", "| --- | --- | --- |"]  # fmt: skip
     for m in methods:
-        budget = learning_budget(points, floor, m)
+        learns = learning_budget(points, floor, m)
         hours = f"{wall[m] / 3600:.1f} h" if m in wall else MISSING
-        out.append(f"| {METHODS[m]} | {MISSING if budget is None else budget} | {hours} |")
+        out.append(f"| {METHODS[m]} | {MISSING if learns is None else learns} | {hours} |")
     out.append("")
     if figures is not None and steps:
         figure = draw(points, floor, methods, figures)
         out += [f"![learning curves]({os.path.relpath(figure, out_path.parent)})", ""]
+    if budget is not None:
+        out += study_section(run, budget)
     return "\n".join(out)
 
 
@@ -175,8 +293,9 @@ def main() -> None:
     p.add_argument("--run", type=Path, required=True, help="the study's RUN folder or its record")
     p.add_argument("--out", type=Path, required=True, help="the markdown report to write")
     p.add_argument("--figures", type=Path, default=None, help="folder for the curves figure (none: no figure)")
+    p.add_argument("--budget", type=int, default=None, help="the iteration the study is read at (none: no study)")
     args = p.parse_args()
-    text = report(args.run, args.figures, args.out)
+    text = report(args.run, args.figures, args.out, args.budget)
     tmp = args.out.with_suffix(".tmp")
     tmp.write_text(text + "\n")
     tmp.replace(args.out)

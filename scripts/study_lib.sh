@@ -19,8 +19,7 @@ record() {
     name=$(basename "$dir")
     case $name in eval|figures) continue ;; esac
     [ "$to" = "$RUN" ] && ! evaluated "$name" && continue  # a run not fully evaluated is trained again
-    if [ "$to" = "$RECORD" ] && [ ! -e "$dir/checkpoint-info.json" ] && [ -e "$dir/checkpoint.pt" ] \
-      && "$BIN/densecl" checkpoint finished "$dir/checkpoint.pt" --epochs "$EPOCHS" > /dev/null 2>&1; then
+    if [ "$to" = "$RECORD" ] && [ ! -e "$dir/checkpoint-info.json" ] && finished "$dir/checkpoint.pt"; then
       "$BIN/densecl" checkpoint info "$dir/checkpoint.pt" --epochs "$EPOCHS" > "$dir/checkpoint-info.json.tmp" \
         && mv "$dir/checkpoint-info.json.tmp" "$dir/checkpoint-info.json"
     fi
@@ -81,6 +80,11 @@ same_code() {
   fi
 }
 
+# finished PATH: PATH is a checkpoint that has all EPOCHS epochs (a missing file is checked without starting Python)
+finished() {
+  [ -e "$1" ] && "$BIN/densecl" checkpoint finished "$1" --epochs "$EPOCHS" > /dev/null 2>&1
+}
+
 # checkpoint_step PATH: the iteration a checkpoint was written at (0 when there is none)
 checkpoint_step() {
   [ -e "$1" ] || { echo 0; return 0; }
@@ -94,7 +98,7 @@ pretrain() {
   local name=$1 seed=$2; shift 2
   local ckpt=$RUN/$name/checkpoint.pt until=()
   if evaluated "$name"; then say "skip pretrain-$name (evaluated)"; return 0; fi
-  if [ -e "$ckpt" ] && "$BIN/densecl" checkpoint finished "$ckpt" --epochs "$EPOCHS" > /dev/null; then
+  if finished "$ckpt"; then
     say "skip pretrain-$name ($ckpt has all $EPOCHS epochs)"
     return 0
   fi
@@ -113,6 +117,25 @@ pretrain() {
       --queue-len "$QUEUE" --momentum "$EMA" --lr "$LR" --batch-size "$BATCH" --crop-size "$CROP" --epochs "$EPOCHS" \
       --workers "$WORKERS" --precision "$PRECISION" --device "$DEVICE" --save-every 50 --log-every 10 \
       --data "${TRAIN_IMAGES:-$DATA/unlabeled/train}" --seed "$seed" --output-dir "$RUN/$name" --bn-group-size none "${until[@]}" "$@"  # flags after win
+  fi
+}
+
+# supervised NAME TRAIN_SPLIT INPUT_FLAGS...: seg-finetune from random init on TRAIN_SPLIT's labels (REF_ITERS
+# iterations at batch 8, crop REF_CROP), the backbone to RUN/NAME/backbone.pth; evaluated on SPLIT
+supervised() {
+  local name=$1 split=$2; shift 2
+  if evaluated "$name"; then say "skip $name (evaluated)"; return 0; fi
+  run_step "$name" "$RUN/$name/backbone.pth" "$BIN/densecl" eval seg-finetune --weights random --arch "$ARCH" "$@" \
+    --data "$DATA/voc" --train-split "$split" --val-split "$SPLIT" --crop "$REF_CROP" --batch-size 8 --iters "$REF_ITERS" \
+    --lr 0.02 --output-stride 32 --workers "$WORKERS" --device "$DEVICE" --seed 0 \
+    --save-backbone "$RUN/$name/backbone.pth" --out "$RUN/$name/seg-finetune.json" --save-every 100 --resume
+}
+
+# train_and SPLIT: the segmentation split list train+SPLIT (the oracle's labels), written once
+train_and() {
+  local lists=$DATA/voc/ImageSets/Segmentation
+  if [ -z "$DRY_RUN" ] && [ ! -e "$lists/train+$1.txt" ]; then
+    cat "$lists/train.txt" "$lists/$1.txt" > "$lists/train+$1.txt.tmp" && mv "$lists/train+$1.txt.tmp" "$lists/train+$1.txt"
   fi
 }
 

@@ -53,6 +53,48 @@ def test_the_budget_that_learns_is_the_first_point_where_every_seed_clears_both_
     assert "Random init: 10.00." in text
 
 
+def _all_instruments(run: Path, name: str, c4: float, miou: float, dense_nn: float) -> None:
+    _write(run, name, "correspondence", {"c4_accuracy": c4, "c5_accuracy": c4, "c5_within_32": c4})
+    _write(run, name, "dense-nn", {"mIoU": dense_nn})
+    _write(run, name, "overcluster", {"mIoU": 10.0})
+    _write(run, name, "seg-probe", {"mIoU": miou})
+    _write(run, name, "svm", {"mAP": 20.0})
+
+
+def test_the_study_pairs_each_method_with_moco_v2_by_seed_and_a_rule_with_two_dense_wins_is_the_recipe(tmp_path):
+    run = tmp_path / "run"
+    #           seed:      0     1     2
+    mocov2 = {"c4": (0.20, 0.22, 0.24), "seg": (10.0, 11.0, 12.0), "nn": (15.0, 16.0, 17.0)}
+    hybrid = {"c4": (0.25, 0.26, 0.30), "seg": (10.5, 11.4, 12.6), "nn": (16.0, 15.0, 17.0)}
+    densecl = {"c4": (0.19, 0.20, 0.20), "seg": (10.0, 11.0, 12.0), "nn": (15.0, 16.0, 17.0)}
+    for method, values in (("mocov2", mocov2), ("hybrid", hybrid), ("densecl", densecl)):
+        for seed in range(3):
+            c4, seg, nn = (values[k][seed] for k in ("c4", "seg", "nn"))
+            _all_instruments(run, f"{method}-s{seed}-at1500", c4, seg, nn)
+    _all_instruments(run, "densecl-s0-at750", 0.9, 90.0, 90.0)  # another iteration: not the study's
+    _all_instruments(run, "random", 0.10, 9.0, 12.0)
+    _all_instruments(run, "oracle", 0.11, 30.0, 25.0)
+    _point(run, "both-s0-at1500", 0.9, 0.9, 90.0)  # a rule with the curve instruments only: not in the study
+    found = report.read_study(run, 1500)
+    assert found.seeds == [0, 1, 2] and report.study_methods(found) == ["densecl", "mocov2", "hybrid"]
+    # hybrid - MoCo-v2 in C4 points: 5, 4, 6 -> mean 5, sd 1, t(0.975, 2) = 4.3027 -> half-width 2.484
+    # seg-probe: 0.5, 0.4, 0.6 -> 0.5 +- 0.248; dense-nn: 1, -1, 0 -> 0 +- 2.48, no win
+    assert report.recipe_wins(found, "hybrid") == [
+        "correspondence c4_accuracy",
+        "correspondence c5_accuracy",
+        "seg-probe mIoU",
+    ]
+    assert report.recipe_wins(found, "densecl") == []
+    text = "\n".join(report.study_section(run, 1500))
+    assert "| hybrid − MoCo-v2 | +5.00 [+2.52, +7.48] |" in text  # the C5 column comes first
+    assert "| MoCo-v2 (3 seeds) | 22.00 ± 2.00 |" in text
+    assert "| random init | 10.00 |" in text and "| supervised reference | — |" in text
+    assert "Recipe: hybrid." in text
+    # two seeds of MoCo-v2 only: the third seed is not compared
+    (run / "eval" / "mocov2-s2-at1500_svm.json").unlink()
+    assert report.read_study(run, 1500).seeds == [0, 1]
+
+
 def _dry_run(run: Path, data: Path, **env: str) -> list[str]:
     environment = {
         **os.environ,
@@ -130,3 +172,42 @@ def test_the_4_band_study_makes_its_scenes_trains_on_their_train_images_and_read
     corr = next(line for line in lines if "correspondence-both-s0-at2:" in line)
     assert f"--data {data}/coco/val" in corr and "--crop 112" in corr
     assert f"--data {data}/voc --val-split val" in next(line for line in lines if "seg-probe-both-s0-at4:" in line)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="bash script")
+def test_the_study_adds_seeds_up_to_the_budget_trains_the_supervised_backbones_and_reads_everything_there(tmp_path):
+    run, data = tmp_path / "run", tmp_path / "data"
+    env = {"N_IMAGES": "100", "BATCH": "6", "EPOCHS": "2", "STRETCH": "5", "BUDGET": "10"}
+    lines = _dry_run(run, data, STEPS="seeds supervised eval", STUDY_METHODS="mocov2 hybrid", **env)
+    steps = [line.split(":")[1].strip() for line in lines]
+    pretrain = [s for s in steps if s.startswith("pretrain-")]
+    # two stretches of 5 up to the budget of 10 (not the schedule's 20), each seed and method in turn
+    assert pretrain == ["pretrain-mocov2-s1", "pretrain-hybrid-s1", "pretrain-mocov2-s2", "pretrain-hybrid-s2"] * 2
+    text = "\n".join(lines)
+    assert "--epochs 2 " in text and "--max-iters 10 --keep-every 5" in text
+    reference = next(line for line in lines if "reference:" in line)
+    assert "seg-finetune --weights random --arch resnet18 --data" in reference and "--train-split train " in reference
+    assert "--train-split train+test --val-split test" in next(line for line in lines if "oracle:" in line)
+    study = [s for s in steps if s.startswith("svm-")]
+    assert study == [f"svm-{m}-s{seed}-at10" for seed in (0, 1, 2) for m in ("mocov2", "hybrid")] + [
+        "svm-random",
+        "svm-reference",
+        "svm-oracle",
+    ]
+    assert f"--weights {run}/hybrid-s0/checkpoint_0000010.pt" in text
+    assert steps.index("dense-nn-random") < steps.index("svm-mocov2-s0-at10")  # whole columns first
+    assert not run.exists() or not (run / "eval").exists()
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="bash script")
+def test_on_four_bands_the_supervised_backbones_and_their_readings_take_the_measured_statistics(tmp_path):
+    lines = _dry_run(
+        tmp_path / "run", tmp_path / "bands", DATASET="bands4", TRAIN_N="64", BATCH="32", EPOCHS="2", STRETCH="2",
+        STEPS="supervised eval", STUDY_METHODS="mocov2", STUDY_SEEDS="",
+    )  # fmt: skip
+    oracle = next(line for line in lines if "oracle:" in line)
+    assert "--weights random --arch resnet18 --in-channels 4 --mean M --std S" in oracle
+    assert "--train-split train+val --val-split val" in oracle
+    reading = next(line for line in lines if "seg-probe-reference:" in line)
+    assert "reference/backbone.pth --arch resnet18 --mean M --std S" in reading
+    assert "--in-channels 4 --mean M --std S" in next(line for line in lines if "svm-random:" in line)
