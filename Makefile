@@ -47,10 +47,12 @@ format: install-test
 assets: install
 	bash scripts/fetch-assets.sh
 
-# DenseCL against MoCo-v2 on the photo scenes, pre-trained and evaluated on the CPU (hours;
-# resumable: rerun after an interruption). Writes docs/results.md. DRY_RUN=1 prints the steps.
+# how long to pre-train on a small data set, and which dense positives: DenseCL, MoCo-v2 and the rules on the photo
+# scenes, then on 4-band 16-bit scenes, pre-trained and evaluated on the CPU (many hours; resumable: rerun after an
+# interruption). Writes docs/results.md. DRY_RUN=1 prints the steps.
 experiment: install
-	bash scripts/experiment.sh
+	bash scripts/small_budget.sh
+	DATASET=bands4 bash scripts/small_budget.sh
 
 clean:
 	rm -rf runs/demo .pytest_cache

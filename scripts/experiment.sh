@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
-# make experiment: does DenseCL give better dense features than MoCo-v2? Measured over pre-training seeds.
+# The 1050-step study: does DenseCL give better dense features than MoCo-v2? Measured over pre-training seeds.
+# (make experiment runs the small-budget study, scripts/small_budget.sh, which took over from this one.)
 #
-#   bash scripts/experiment.sh             (or: make experiment)   resumable: run it again after a stop
+#   bash scripts/experiment.sh             resumable: run it again after a stop
 #   DRY_RUN=1 bash scripts/experiment.sh   print what would run, run nothing
 #   STEPS=pretrain bash scripts/experiment.sh   only some phases: data, pretrain, grouped, ablations, reference, oracle, eval, report
 #   RECORD=results/cpu-study bash scripts/experiment.sh   keep the small outputs in the repository (see RECORD below)
 #   bash scripts/experiment_gpu.sh         the same study at GPU scale, in one call on one GPU
 #
-# The study (docs/results.md):
+# The study (docs/results-1050-steps.md):
 #   1. photo scenes from Debian's tuxpaint stamps and wallpapers (make assets): N_IMAGES at SIZE px,
 #      60/20/20 % train/val/test with disjoint cut-outs and backgrounds (docs/photo-scenes.md).
 #   2. pre-training on the train images: DenseCL (lambda 0.5) and MoCo-v2 (lambda 0), everything else
@@ -28,7 +29,7 @@
 #   5. evaluation on the test split, the same for every backbone: correspondence against ground-truth
 #      geometry (C4, C5), dense-nn (in-context nearest-neighbour segmentation), over-clustering,
 #      seg-probe, VOC07-style SVM.
-#   6. report: scripts/experiment_report.py writes docs/results.md (means ± std over seeds, paired
+#   6. report: scripts/experiment_report.py writes docs/results-1050-steps.md (means ± std over seeds, paired
 #      DenseCL - MoCo-v2 differences with 95 % intervals) and docs/figures/.
 #
 # Every step is skipped when its output exists; an unfinished pre-training or reference fine-tuning resumes from its checkpoint.
@@ -74,7 +75,7 @@ WARMUP=${WARMUP:-$((EPOCHS * (N_IMAGES * 6 / 10 / BATCH) / 2))}  # ablation: lam
 DENSE_QUEUE=${DENSE_QUEUE:-256} # ablation: a shorter dense queue
 REF_ITERS=${REF_ITERS:-4500}    # supervised backbones: seg-finetune iterations (reference: 15 epochs of the train split at batch 8);
 REF_CROP=${REF_CROP:-96}        # 600 at crop 160 stayed at the all-background floor, 1500 at 96 reached 13.3 val mIoU,
-                                # 4500 at 96 10.9 test mIoU: the train labels do not teach the held-out objects (docs/results.md)
+                                # 4500 at 96 10.9 test mIoU: the train labels do not teach the held-out objects (docs/results-1050-steps.md)
 PAIRS=${PAIRS:-200}             # correspondence: view pairs of test images
 MEMORY=${MEMORY:-1000,10000,30000}  # dense-nn memory sizes in patches (of the 345,600 C4 patches of the train split): 150 s a backbone here
 PROBE_EPOCHS=${PROBE_EPOCHS:-5}  # seg-probe epochs: 115 s a backbone here (its default 30 took 802 s); all instruments about 7 min
@@ -85,7 +86,7 @@ DEADLINE=${DEADLINE:-}          # epoch seconds by which every step but the repo
 MIN_STEP_S=${MIN_STEP_S:-20}    # with DEADLINE: a step with less time left is skipped
 KEEP_GOING=${KEEP_GOING:-}      # 1: a failed step is reported and the rest still run (one-call GPU runs)
 RECORD=${RECORD:-}
-REPORT=${REPORT:-docs/results.md}
+REPORT=${REPORT:-docs/results-1050-steps.md}
 FIGURES=${FIGURES:-docs/figures}
 
 # the study's steps: record, run_step, same_code, pretrain, instrument (scripts/study_lib.sh)
@@ -95,6 +96,7 @@ TIMING=$RUN/timing.tsv
 # the instruments, cheapest and most dense-specific first: a stopped evaluation leaves whole columns
 INSTRUMENTS=(correspondence dense-nn overcluster seg-probe svm)
 [ -z "$RECORD" ] || [ ! -d "$RECORD" ] || record "$RECORD" "$RUN"
+note_machine
 
 MAIN=() GROUPED=()
 for seed in $SEEDS; do MAIN+=("densecl-s$seed" "mocov2-s$seed"); GROUPED+=("densecl-bn$BN_GROUP-s$seed" "mocov2-bn$BN_GROUP-s$seed"); done

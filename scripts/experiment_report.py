@@ -1,6 +1,6 @@
-"""docs/results.md for ``make experiment`` (scripts/experiment.sh): DenseCL against MoCo-v2 over seeds.
+"""docs/results-1050-steps.md for scripts/experiment.sh: DenseCL against MoCo-v2 over seeds at 1050 steps.
 
-    python scripts/experiment_report.py --run runs/study --data .cache/study-scenes --out docs/results.md \\
+    python scripts/experiment_report.py --run runs/study --data .cache/study-scenes --out docs/results-1050-steps.md \\
         --figures docs/figures
 
 Reads what the run left: ``RUN/eval/<backbone>_<protocol>.json`` (``densecl-s0``,
@@ -97,12 +97,12 @@ class Study:
     seeds: list[int] = field(default_factory=list)  # seeds with both a DenseCL and a MoCo-v2 run evaluated
     configs: dict[str, dict[str, Any]] = field(default_factory=dict)  # run name -> stored pre-training config
     timings: list[tuple[str, float]] = field(default_factory=list)
-    machine: dict[str, str] = field(default_factory=dict)
+    machine: str = MISSING  # where the study ran: RUN/MACHINE
     figures: list[tuple[str, str]] = field(default_factory=list)  # (link relative to the report, caption)
 
 
 def collect(run: Path) -> Study:
-    study = Study(machine=machine_info())
+    study = Study(machine=recorded_machine(run) or f"not recorded ({machine_info()} wrote this report)")
     for path in sorted((run / "eval").glob("*_*.json")):
         name, protocol = path.stem.split("_", 1)
         record = _read_json(path)
@@ -159,7 +159,15 @@ def read_timings(path: Path) -> list[tuple[str, float]]:
     return out
 
 
-def machine_info() -> dict[str, str]:
+def recorded_machine(run: Path) -> str | None:
+    """The machines ``RUN/MACHINE`` lists (each that ran a step of the study), or None."""
+    path = run / "MACHINE"
+    lines = [line.strip() for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+    return "; ".join(lines) or None
+
+
+def machine_info() -> str:
+    """This machine, as a study's ``RUN/MACHINE`` describes one (a report written elsewhere must not claim it)."""
     import torch
 
     cpu = None
@@ -174,11 +182,7 @@ def machine_info() -> dict[str, str]:
         )
     except OSError:
         pass
-    return {
-        "cpu": cpu or platform.processor() or platform.machine(),
-        "cores": str(os.cpu_count()),
-        "torch": torch.__version__,
-    }
+    return f"cpu {cpu or platform.processor() or platform.machine()}, cores {os.cpu_count()}, torch {torch.__version__}"
 
 
 # ------------------------------------------------------------------ tables
@@ -577,14 +581,14 @@ def shrink_copy(src: Path, dst: Path, max_side: int = FIGURE_MAX_SIDE) -> None:
 
 
 def render(study: Study, data: str, run: Path) -> str:
-    machine = ", ".join(f"{k} {v}" for k, v in study.machine.items()) or MISSING
+    machine = study.machine
     figures = "\n\n".join(f"![{caption}]({link})\n\n*{caption}.*" for link, caption in study.figures)
     seeds = ", ".join(map(str, study.seeds)) or MISSING
     return "\n".join(
         [
             "# Does DenseCL give better dense features than MoCo-v2? The study",
             "",
-            "Written by `make experiment` (`scripts/experiment.sh`; this report by `scripts/experiment_report.py`).",
+            "Written by `scripts/experiment.sh` (this report by `scripts/experiment_report.py`).",
             "DenseCL (lambda 0.5) and MoCo-v2 (lambda 0) are pre-trained with everything else identical, once per",
             f"pre-training seed (seeds {seeds}), on the train images of the photo scenes in `{data}`",
             "(docs/photo-scenes.md); every number is on the test split. Random init is the floor of each",
@@ -598,8 +602,8 @@ def render(study: Study, data: str, run: Path) -> str:
             "(`--bn-group-size`), ablations of DenseCL on the first seed (each a flag whose default is the paper's),",
             "and the instruments run on every backbone alike, instrument by instrument: `correspondence` (view",
             "pairs of test images, C4 and C5), `dense-nn` (in-context nearest-neighbour segmentation from memories",
-            "of C4 patches), `overcluster`, `seg-probe` and `svm`. `make experiment` resumes where it stopped (every",
-            "step whose output exists is skipped, an unfinished pre-training resumes from its checkpoint);",
+            "of C4 patches), `overcluster`, `seg-probe` and `svm`. `scripts/experiment.sh` resumes where it stopped",
+            "(every step whose output exists is skipped, an unfinished pre-training resumes from its checkpoint);",
             "`DRY_RUN=1` prints the plan and `STEPS=...` runs some phases; every setting is an environment override.",
             "All pre-trainings of one study run the same code: the first records its commit in `RUN/PRETRAIN_COMMIT`",
             "and a later one with other code stops, naming the `git worktree` to use.",
@@ -724,7 +728,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--run", type=Path, default=Path("runs/study"))
     p.add_argument("--data", default=".cache/study-scenes")
-    p.add_argument("--out", type=Path, default=Path("docs/results.md"))
+    p.add_argument("--out", type=Path, default=Path("docs/results-1050-steps.md"))
     p.add_argument("--figures", type=Path, default=Path("docs/figures"))
     args = p.parse_args()
     print(f"wrote {write_report(args.run, args.data, args.out, args.figures)}")

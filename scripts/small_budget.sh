@@ -48,22 +48,23 @@ cd "$(dirname "$0")/.."
 STUDY=small-budget
 BIN=${BIN:-.venv/bin}
 DRY_RUN=${DRY_RUN:-}
-STEPS=${STEPS:-data curves seeds supervised eval report}
+REPORT=${REPORT:-docs/results.md}  # both data sets' sections, from the runs (or records) that exist
+RUN_PHOTO=${RUN_PHOTO:-runs/small-budget} RUN_BANDS4=${RUN_BANDS4:-runs/small-budget-bands4}
 
 DATASET=${DATASET:-photo}
 case $DATASET in
   photo)
-    RUN=${RUN:-runs/small-budget}
+    RUN=${RUN:-$RUN_PHOTO} RUN_PHOTO=${RUN:-$RUN_PHOTO}
+    STEPS=${STEPS:-data curves seeds supervised eval report}
     DATA=${DATA:-.cache/study-scenes}   # the photo scenes of scripts/experiment.sh: the same 2400 train images
     N_IMAGES=${N_IMAGES:-4000} SIZE=${SIZE:-192} SPLIT=test EVAL_CROP=${EVAL_CROP:-160}
-    TRAIN_N=$((N_IMAGES * 6 / 10))
-    REPORT=${REPORT:-docs/results-small-budget.md} ;;
-  bands4)
-    RUN=${RUN:-runs/small-budget-bands4}
+    TRAIN_N=$((N_IMAGES * 6 / 10)) ;;
+  bands4)  # the methods the photo curves chose, on three seeds: no curves of every rule first
+    RUN=${RUN:-$RUN_BANDS4} RUN_BANDS4=${RUN:-$RUN_BANDS4}
+    STEPS=${STEPS:-data seeds supervised eval report} STUDY_SEEDS=${STUDY_SEEDS:-0 1 2}
     DATA=${DATA:-.cache/study-bands4}
     TRAIN_N=${TRAIN_N:-2400} VAL_N=${VAL_N:-800} SIZE=${SIZE:-128} SPLIT=val EVAL_CROP=${EVAL_CROP:-112}
-    TRAIN_IMAGES=$DATA/coco/train
-    REPORT=${REPORT:-docs/results-small-budget-bands4.md} ;;
+    TRAIN_IMAGES=$DATA/coco/train ;;
   *) echo "small-budget: DATASET must be photo or bands4, got $DATASET"; exit 2 ;;
 esac
 ASSETS=${ASSETS:-.cache/assets}
@@ -98,13 +99,10 @@ FIGURES=${FIGURES:-docs/figures}
 source "$(dirname "$0")/study_lib.sh"
 [ -n "$DRY_RUN" ] || mkdir -p "$RUN/eval" "$RUN/figures"
 TIMING=$RUN/timing.tsv
-if [ -z "$DRY_RUN" ] && [ ! -e "$RUN/MACHINE" ]; then  # where the study ran, for the report
-  "$BIN/python" -c 'import os, torch; from densecl.precision import cpu_model
-print(f"{cpu_model()}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads")' > "$RUN/MACHINE"
-fi
 CURVE_INSTRUMENTS=(correspondence seg-probe)
 INSTRUMENTS=(correspondence dense-nn overcluster seg-probe svm)  # the study's, at BUDGET
 [ -z "$RECORD" ] || [ ! -d "$RECORD" ] || record "$RECORD" "$RUN"
+note_machine
 
 # flags METHOD: FLAGS=(the pre-training flags of a method)
 flags() {
@@ -185,7 +183,7 @@ fi
 # ---------------------------------------------------------------- eval
 if wants eval; then
   for protocol in "${INSTRUMENTS[@]}"; do
-    for seed in $SEED $STUDY_SEEDS; do
+    for seed in $(printf '%s\n' $SEED $STUDY_SEEDS | awk '!seen[$0]++'); do
       for method in "${study_methods[@]}"; do
         point=$RUN/$method-s$seed/$(printf "checkpoint_%07d.pt" "$BUDGET")
         if [ -n "$DRY_RUN" ] || [ -e "$point" ] || [ -e "$RUN/eval/$method-s$seed-at${BUDGET}_$protocol.json" ]; then
@@ -206,6 +204,10 @@ fi
 
 # ---------------------------------------------------------------- report
 if wants report; then
-  run_step report "" "$BIN/python" scripts/small_budget_report.py --run "$RUN" --out "$REPORT" --figures "$FIGURES" \
+  sections=()
+  [ -e "$RUN_PHOTO/eval" ] && sections+=(--run "photo scenes=$RUN_PHOTO")
+  [ -e "$RUN_BANDS4/eval" ] && sections+=(--run "4-band 16-bit scenes=$RUN_BANDS4")
+  [ -n "$DRY_RUN" ] && [ ${#sections[@]} = 0 ] && sections=(--run "photo scenes=$RUN")
+  run_step report "" "$BIN/python" scripts/small_budget_report.py "${sections[@]}" --out "$REPORT" --figures "$FIGURES" \
     --budget "$BUDGET"
 fi

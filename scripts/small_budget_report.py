@@ -1,7 +1,8 @@
 """The small-budget study's learning curves (scripts/small_budget.sh) as a table and a figure.
 
-    python scripts/small_budget_report.py --run results/small-budget --out docs/results-small-budget.md \\
-        --figures docs/figures
+    python scripts/small_budget_report.py --run "photo scenes=results/small-budget" \\
+        --run "4-band 16-bit scenes=results/small-budget-bands4" --out docs/results.md --figures docs/figures \\
+        --budget 4500
 
 Reads ``RUN/eval/<method>-s<seed>-at<iteration>_<protocol>.json`` (each kept checkpoint read by the curve
 instruments, and at the study's budget by every instrument), ``RUN/eval/<random|reference|oracle>_<protocol>.json``
@@ -82,15 +83,16 @@ def read_floor(run: Path) -> dict[tuple[str, str], float]:
     return floor
 
 
-def read_wall_time(run: Path) -> dict[str, float]:
-    """Seconds of pre-training per method (all seeds' stretches), from ``timing.tsv``."""
+def read_wall_time(run: Path, per: str = "method") -> dict[str, float]:
+    """Seconds of pre-training per method (all seeds' stretches), or per run (``per="run"``: ``<method>-s<seed>``),
+    from ``timing.tsv``."""
     seconds: dict[str, float] = defaultdict(float)
     timing = run / "timing.tsv"
     if timing.exists():
         for line in timing.read_text().splitlines():
             name, wall, *_ = line.split("\t")
-            if match := re.match(r"^pretrain-([a-z0-9]+)-s\d+$", name):
-                seconds[match[1]] += float(wall)
+            if match := re.match(r"^pretrain-(([a-z0-9]+)-s\d+)$", name):
+                seconds[match[1] if per == "run" else match[2]] += float(wall)
     return seconds
 
 
@@ -155,12 +157,12 @@ def recipe_wins(found: study.Study, method: str) -> list[str]:
     return wins
 
 
-def study_section(run: Path, budget: int) -> list[str]:
+def study_section(run: Path, budget: int, level: int = 2) -> list[str]:
     from densecl.tables import markdown_table
 
     found = read_study(run, budget)
     methods = study_methods(found) if found.seeds else []
-    out = [f"## The study at {budget} iterations", ""]
+    out = [f"{'#' * level} The study at {budget} iterations", ""]
     if not methods:
         return out + [f"{MISSING} (no seed has every method read by every instrument at {budget} yet)", ""]
     n = len(found.seeds)
@@ -188,6 +190,24 @@ def study_section(run: Path, budget: int) -> list[str]:
         [label, *(study.single_cell(found, name, p, k, s) for p, k, _, s in headline)] for name, label in study.SINGLES
     ]
     out += [markdown_table(["backbone", *(title for _, _, title, _ in headline)], rows, padded=False), ""]
+    runs = read_wall_time(run, per="run")
+    out += [
+        "Pre-training wall time of each run, all its stretches (the curve runs of the first seed go on past "
+        f"{budget}; the other seeds stop there), in hours on the record's machine:",
+        "",
+        markdown_table(
+            ["method", *(f"seed {s}" for s in found.seeds)],
+            [
+                [
+                    METHODS[m],
+                    *(f"{runs[f'{m}-s{s}'] / 3600:.2f}" if f"{m}-s{s}" in runs else MISSING for s in found.seeds),
+                ]
+                for m in methods
+            ],
+            padded=False,
+        ),
+        "",
+    ]
     rules = [m for m in methods if m not in PAPER]
     if "mocov2" not in methods or n < 2:
         out += ["Recipe: not decided (MoCo-v2 and at least two seeds are needed).", ""]
@@ -211,26 +231,28 @@ def study_section(run: Path, budget: int) -> list[str]:
     return out
 
 
-def report(run: Path, figures: Path | None, out_path: Path, budget: int | None = None) -> str:
+TITLE = "# Results: how long to pre-train on a small data set, and which dense positives"
+INTRO = (
+    "Written by `make experiment` (`scripts/small_budget.sh` on each data set; this report by "
+    "`scripts/small_budget_report.py` from the records in `results/`). Each curve point is a checkpoint of a run "
+    "read on the held-out split; the runs follow one long cosine schedule, so a point is the run's state at that "
+    "iteration, not the end of a shorter run (which would have annealed its learning rate by then). Random init is "
+    "the floor; a budget learns when C4 correspondence is at least "
+    f"{MARGINS[('correspondence', 'c4_accuracy')]:g} points and the seg-probe "
+    f"{MARGINS[('seg-probe', 'mIoU')]:g} mIoU above it on every seed."
+)
+
+
+def report(run: Path, figures: Path | None, out_path: Path, budget: int | None = None, level: int = 2) -> str:
+    """One data set's section: the curves, the budget that learns, the study at ``budget``; headings at ``level``."""
+    h = "#" * level
     points, floor, wall = read_points(run), read_floor(run), read_wall_time(run)
     methods = [m for m in METHODS if any(key[0] == m for key in points)]
     steps = sorted({step for series in points.values() for step in series})
-    machine = (run / "MACHINE").read_text().strip() if (run / "MACHINE").exists() else "not recorded"
-    out = [
-        "# The small-budget study: learning curves",
-        "",
-        "Written by `scripts/small_budget_report.py` from what `scripts/small_budget.sh` measured in "
-        f"`{run.name}`. Each point is a checkpoint of a run read by the curve instruments on the test split; "
-        "the runs follow one long cosine schedule, so a point is the run's state at that iteration, not the "
-        "end of a shorter run. Random init is the floor; a budget learns when C4 correspondence is at least "
-        f"{MARGINS[('correspondence', 'c4_accuracy')]:g} points and the seg-probe "
-        f"{MARGINS[('seg-probe', 'mIoU')]:g} mIoU above it.",
-        "",
-        f"Machine: {machine}.",
-        "",
-    ]
+    machine = study.recorded_machine(run) or "not recorded"
+    out = [f"Record: `{run}`. Machine: {machine}.", ""]
     for protocol, metric, title, _ in CURVES:
-        out += [f"## {title}", ""]
+        out += [f"{h} {title}", ""]
         base = floor.get((protocol, metric))
         out += [f"Random init: {MISSING if base is None else f'{base:.2f}'}.", ""]
         header = ["iteration", *(METHODS[m] for m in methods)]
@@ -239,7 +261,7 @@ def report(run: Path, figures: Path | None, out_path: Path, budget: int | None =
             row = [str(step), *(cell(points.get((m, protocol, metric), {}).get(step, {})) for m in methods)]
             out.append("| " + " | ".join(row) + " |")
         out.append("")
-    out += ["## The budget that learns", "", "| method | first iteration above the floor by both margins | "
+    out += [f"{h} The budget that learns", "", "| method | first iteration above the floor by both margins | "
             "pre-training wall time so far |", "| --- | --- | --- |"]  # fmt: skip
     for m in methods:
         learns = learning_budget(points, floor, m)
@@ -247,14 +269,23 @@ def report(run: Path, figures: Path | None, out_path: Path, budget: int | None =
         out.append(f"| {METHODS[m]} | {MISSING if learns is None else learns} | {hours} |")
     out.append("")
     if figures is not None and steps:
-        figure = draw(points, floor, methods, figures)
+        figure = draw(points, floor, methods, figures / f"{run.name}-curves.png")
         out += [f"![learning curves]({os.path.relpath(figure, out_path.parent)})", ""]
     if budget is not None:
-        out += study_section(run, budget)
+        out += study_section(run, budget, level)
     return "\n".join(out)
 
 
-def draw(points, floor, methods, figures: Path) -> Path:
+def document(runs: list[tuple[str, Path]], figures: Path | None, out_path: Path, budget: int | None) -> str:
+    """The whole report: a section per data set (``(title, record)``), the hand-written analysis kept."""
+    out = [TITLE, "", INTRO, ""]
+    for title, run in runs:
+        out += [f"## {title}", "", report(run, figures, out_path, budget, level=3), ""]
+    previous = out_path.read_text() if out_path.exists() else None
+    return study.keep_analysis("\n".join(out), previous)
+
+
+def draw(points, floor, methods, path: Path) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -279,8 +310,7 @@ def draw(points, floor, methods, figures: Path) -> Path:
         ax.set_xlabel("iteration")
     axes[0].legend(fontsize=8)
     fig.tight_layout()
-    figures.mkdir(parents=True, exist_ok=True)
-    path = figures / "small-budget-curves.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.png")
     fig.savefig(tmp, dpi=110)
     plt.close(fig)
@@ -290,14 +320,26 @@ def draw(points, floor, methods, figures: Path) -> Path:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--run", type=Path, required=True, help="the study's RUN folder or its record")
+    p.add_argument(
+        "--run",
+        action="append",
+        required=True,
+        metavar="TITLE=RECORD",
+        help="a data set's section title and its study's RUN folder or record; repeat for each data set",
+    )
     p.add_argument("--out", type=Path, required=True, help="the markdown report to write")
-    p.add_argument("--figures", type=Path, default=None, help="folder for the curves figure (none: no figure)")
+    p.add_argument("--figures", type=Path, default=None, help="folder for the curves figures (none: no figures)")
     p.add_argument("--budget", type=int, default=None, help="the iteration the study is read at (none: no study)")
     args = p.parse_args()
-    text = report(args.run, args.figures, args.out, args.budget)
+    runs = []
+    for given in args.run:
+        title, sep, folder = given.rpartition("=")
+        if not sep or not Path(folder).is_dir():
+            p.error(f"--run {given}: give TITLE=FOLDER with an existing folder")
+        runs.append((title, Path(folder)))
+    text = document(runs, args.figures, args.out, args.budget)
     tmp = args.out.with_suffix(".tmp")
-    tmp.write_text(text + "\n")
+    tmp.write_text(text)
     tmp.replace(args.out)
     print(f"small-budget report: {args.out}")
 

@@ -80,6 +80,17 @@ same_code() {
   fi
 }
 
+# note_machine: RUN/MACHINE lists every machine that has run a step of the study (a record goes from one machine
+# to the next), one line each, for the report
+note_machine() {
+  [ -z "$DRY_RUN" ] || return 0
+  local here
+  here=$("$BIN/python" -c 'import os, torch; from densecl.precision import cpu_model
+print(f"{cpu_model()}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads")' \
+    2> /dev/null) || return 0  # no description is no reason to stop a study
+  grep -qxF "$here" "$RUN/MACHINE" 2> /dev/null || echo "$here" >> "$RUN/MACHINE"
+}
+
 # finished PATH: PATH is a checkpoint that has all EPOCHS epochs (a missing file is checked without starting Python)
 finished() {
   [ -e "$1" ] && "$BIN/densecl" checkpoint finished "$1" --epochs "$EPOCHS" > /dev/null 2>&1

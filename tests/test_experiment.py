@@ -230,6 +230,16 @@ def test_rewriting_the_report_keeps_the_analysis_and_draws_the_radius_figure(tmp
     assert text.endswith(report.ANALYSIS_MARKER + "\n\n" + analysis) and text.count(report.ANALYSIS_MARKER) == 1
 
 
+def test_the_report_names_the_machines_the_record_ran_on_not_the_one_writing_it(tmp_path):
+    run = tmp_path / "run"
+    _write(run, "densecl-s0", "svm", {"mAP": 55.0})
+    assert report.collect(run).machine.startswith("not recorded (cpu ")  # which machine wrote it, marked as such
+    (run / "MACHINE").write_text("cpu Intel(R) Xeon(R) Processor, cores 2\n\nAMD EPYC, 2 cores\n")
+    study = report.collect(run)
+    assert study.machine == "cpu Intel(R) Xeon(R) Processor, cores 2; AMD EPYC, 2 cores"
+    assert "Machine: cpu Intel(R) Xeon(R) Processor, cores 2; AMD EPYC, 2 cores." in report.render(study, "d", run)
+
+
 # ------------------------------------------------------------------ the script
 
 

@@ -47,6 +47,7 @@ def test_the_budget_that_learns_is_the_first_point_where_every_seed_clears_both_
     assert report.learning_budget(points, floor, "mocov2") is None
     assert report.learning_budget(points, floor, "both") is None
     text = report.report(run, None, tmp_path / "out.md")
+    assert "### C4 correspondence" in report.document([("photo scenes", run)], None, tmp_path / "out.md", None)
     assert "| 750 | 15.00 | — | — |" in text  # C4: DenseCL, MoCo-v2, both
     assert "| 1500 | 21.00 | 25.00 | 24.50 ± 7.78 (2) |" in text
     assert "| DenseCL (paper) | 1500 | 1.5 h |" in text and "| MoCo-v2 | — | — |" in text
@@ -75,6 +76,7 @@ def test_the_study_pairs_each_method_with_moco_v2_by_seed_and_a_rule_with_two_de
     _all_instruments(run, "random", 0.10, 9.0, 12.0)
     _all_instruments(run, "oracle", 0.11, 30.0, 25.0)
     _point(run, "both-s0-at1500", 0.9, 0.9, 90.0)  # a rule with the curve instruments only: not in the study
+    (run / "timing.tsv").write_text("pretrain-hybrid-s0\t3600\tT\npretrain-hybrid-s0\t1800\tT\nseg-probe-x\t9\tT\n")
     found = report.read_study(run, 1500)
     assert found.seeds == [0, 1, 2] and report.study_methods(found) == ["densecl", "mocov2", "hybrid"]
     # hybrid - MoCo-v2 in C4 points: 5, 4, 6 -> mean 5, sd 1, t(0.975, 2) = 4.3027 -> half-width 2.484
@@ -90,6 +92,7 @@ def test_the_study_pairs_each_method_with_moco_v2_by_seed_and_a_rule_with_two_de
     assert "| MoCo-v2 (3 seeds) | 22.00 ± 2.00 |" in text
     assert "| random init | 10.00 |" in text and "| supervised reference | — |" in text
     assert "Recipe: hybrid." in text
+    assert "| hybrid | 1.50 | — | — |" in text  # wall time of each run, hours
     # two seeds of MoCo-v2 only: the third seed is not compared
     (run / "eval" / "mocov2-s2-at1500_svm.json").unlink()
     assert report.read_study(run, 1500).seeds == [0, 1]
