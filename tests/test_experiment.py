@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from _study import dry_run
 
 from densecl import checkpoint
 
@@ -244,18 +245,7 @@ def test_the_report_names_the_machines_the_record_ran_on_not_the_one_writing_it(
 
 
 def _dry_run(run: Path, data: Path, **env: str) -> list[str]:
-    environment = {
-        **os.environ,
-        "DRY_RUN": "1",
-        "RUN": str(run),
-        "DATA": str(data),
-        "ASSETS": str(run.parent),
-        "BIN": str(Path(sys.executable).parent),
-        **env,
-    }
-    result = subprocess.run(["bash", str(SCRIPT)], env=environment, capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr
-    return result.stdout.splitlines()
+    return dry_run("experiment.sh", run, data, **env)
 
 
 def _step(line: str) -> str:

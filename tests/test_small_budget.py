@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from _study import dry_run
 
 from densecl import checkpoint
 
@@ -99,18 +100,7 @@ def test_the_study_pairs_each_method_with_moco_v2_by_seed_and_a_rule_with_two_de
 
 
 def _dry_run(run: Path, data: Path, **env: str) -> list[str]:
-    environment = {
-        **os.environ,
-        "DRY_RUN": "1",
-        "RUN": str(run),
-        "DATA": str(data),
-        "BIN": str(Path(sys.executable).parent),
-        **env,
-    }
-    script = ROOT / "scripts" / "small_budget.sh"
-    result = subprocess.run(["bash", str(script)], env=environment, capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr
-    return result.stdout.splitlines()
+    return dry_run("small_budget.sh", run, data, **env)
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="bash script")
