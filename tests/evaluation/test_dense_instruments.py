@@ -91,6 +91,17 @@ def test_chunking_does_not_change_the_answer():
     assert torch.allclose(one, rows_of_one)
 
 
+def test_a_memory_beyond_the_labelled_patches_is_all_of_them_and_named_by_what_it_used(capsys):
+    assert dense_nn.memory_sizes([10, 1000, 0], 5000) == [10, 1000, 5000]
+    assert capsys.readouterr().err == ""
+    # 4,000 asked of 3,000 labelled patches (the header estimate counts patches without labels): all 3,000, once
+    assert dense_nn.memory_sizes([1000, 4000, 0], 3000) == [1000, 3000]
+    assert capsys.readouterr().err == (
+        "densecl eval: warning: memory size 4000 is more than the 3000 patches with a labelled pixel; "
+        "using all of them\n"
+    )
+
+
 def test_parse_sizes():
     assert dense_nn.parse_sizes("0,1000,10") == [10, 1000, 0]
     with pytest.raises(InputError, match="memory-sizes"):

@@ -39,7 +39,7 @@ from densecl.evaluation.features import frozen_segmentation_maps, parse_stages
 from densecl.evaluation.metrics import confusion_matrix, iou_from_confusion
 from densecl.evaluation.options import option
 from densecl.evaluation.registry import Protocol
-from densecl.evaluation.results import Evaluation
+from densecl.evaluation.results import Evaluation, warn
 from densecl.inputs import InputSpec, input_of
 from densecl.inputs.files import preview, probe
 from densecl.models.backbones import ResNetBackbone
@@ -87,7 +87,7 @@ def evaluate(
     (train_maps, train_labels), (val_maps, val_labels) = frozen_segmentation_maps(backbone, data, config)
     k_classes = train.num_classes
     keys, values = build_memory(train_maps, train_labels, k_classes)
-    sizes = [s or len(keys) for s in parse_sizes(config.memory_sizes)]
+    sizes = memory_sizes(parse_sizes(config.memory_sizes), len(keys))
     per_seed, details = [], []
     for seed in seeds:
         scores, per_class = {}, {}
@@ -163,6 +163,20 @@ def parse_sizes(text: str) -> list[int]:
     if not sizes or any(s < 0 for s in sizes):
         raise InputError(f"--memory-sizes must be integers >= 0 (0 = all patches), got {text!r}")
     return sorted(set(sizes), key=lambda s: (s == 0, s))
+
+
+def memory_sizes(asked: list[int], labelled: int) -> list[int]:
+    """The memory sizes to use: 0 is every labelled patch, and so is a size beyond them, with a warning (the
+    header count of :func:`check_patches` includes patches without a labelled pixel, and a backbone whose maps
+    are smaller than a ResNet's); each result is named by the size it used, never by the one asked."""
+    sizes = []
+    for size in asked:
+        if size > labelled:
+            warn(f"memory size {size} is more than the {labelled} patches with a labelled pixel; using all of them")
+        size = min(size or labelled, labelled)
+        if size not in sizes:
+            sizes.append(size)
+    return sizes
 
 
 def check_val_classes(val: SegmentationSplit) -> None:
