@@ -10,11 +10,12 @@
 #   DATASET=bands4 bash scripts/small_budget.sh            the same on 4-band 16-bit scenes (below)
 #
 # Phase curves, the budget search: one run of each method on seed SEED, with the schedule of EPOCHS epochs,
-#   all advanced STRETCH iterations at a time in turn (round robin, --max-iters), and each stretch's checkpoint
-#   read by the curve instruments (correspondence C4 and C5 against the views' true geometry, seg-probe). A stop
-#   leaves every method measured at the same iterations. A point is the run's state at that iteration of the
-#   long cosine schedule (a higher learning rate than a run that ends there), so it tells how fast each method
-#   learns and where quality saturates; the chosen budget is then trained to its own end, over seeds.
+#   advanced STRETCH iterations at a time (--max-iters), each stretch's checkpoint read by the curve instruments
+#   (correspondence C4 and C5 against the views' true geometry, seg-probe). One run goes to its end before the
+#   next starts: the record keeps results, not checkpoints, so a run whose directory is lost (a new machine)
+#   starts again at iteration 0, and finishing runs one at a time loses at most one. A point is the run's
+#   state at that iteration of the long cosine schedule (a higher learning rate than a run that ends there), so
+#   it tells how fast each method learns and where quality saturates; the chosen budget is then read over seeds.
 #   The methods (the pre-training flags that differ; everything else is the same):
 #     densecl   lambda 0.5, positives by the backbone-feature argmax (the paper)
 #     mocov2    lambda 0: no dense head, no dense queue
@@ -25,7 +26,8 @@
 #
 # Phase seeds: STUDY_METHODS (DenseCL, MoCo-v2 and the rules the one-seed curves put first) on the pre-training
 #   seeds STUDY_SEEDS, advanced and read the same way up to BUDGET, so that every curve up to the budget has
-#   a band over 1 + len(STUDY_SEEDS) seeds (the curves' seed SEED is the first seed of every method).
+#   a band over 1 + len(STUDY_SEEDS) seeds (the curves' seed SEED is the first seed of every method). With
+#   phase eval, a run that reaches BUDGET is read by every instrument at once, before the next run starts.
 # Phase supervised: two supervised backbones, seg-finetune from random init: the reference learns the train
 #   split's labels, the oracle the train and the evaluated split's (it has seen the objects it is scored on:
 #   the top of the label instruments' range, not a competitor).
@@ -87,6 +89,10 @@ METHODS=${METHODS:-densecl mocov2 hybrid geometry both}
 STUDY_METHODS=${STUDY_METHODS:-densecl mocov2 hybrid both}
 STUDY_SEEDS=${STUDY_SEEDS:-1 2}
 BUDGET=${BUDGET:-$((EPOCHS * (TRAIN_N / BATCH)))}  # the iteration the study is read at (a curve point)
+if [ $((BUDGET % STRETCH)) != 0 ]; then
+  echo "small-budget: BUDGET ($BUDGET) must be a multiple of STRETCH ($STRETCH): only those iterations keep a checkpoint"
+  exit 2
+fi
 REF_ITERS=${REF_ITERS:-4500}    # supervised backbones: seg-finetune iterations at batch 8, crop REF_CROP
 REF_CROP=${REF_CROP:-96}
 PAIRS=${PAIRS:-200}
@@ -130,26 +136,43 @@ if wants data && [ "$DATASET" = bands4 ]; then
   done
 fi
 
-# advance TOTAL SEEDS METHODS...: every (seed, method) run a STRETCH of iterations at a time in turn up to TOTAL,
-# each stretch's checkpoint read by the curve instruments (a stop leaves every run at the same iteration)
+# advance TOTAL SEEDS METHODS...: every (seed, method) run in turn, each a STRETCH of iterations at a time up to
+# TOTAL, each stretch's checkpoint read by the curve instruments, and at BUDGET by every instrument (phase eval)
 advance() {
-  local total=$1 seeds=$2 seed method name point protocol; shift 2
-  for ((UNTIL = STRETCH; UNTIL <= total; UNTIL += STRETCH)); do
-    for seed in $seeds; do
-      for method in "$@"; do
-        name=$method-s$seed
-        flags "$method"
+  local total=$1 seeds=$2 seed method name; shift 2
+  for seed in $seeds; do
+    for method in "$@"; do
+      name=$method-s$seed
+      flags "$method"
+      for ((UNTIL = STRETCH; UNTIL <= total; UNTIL += STRETCH)); do
+        if all_read "$name" "$UNTIL" "$total"; then say "skip $name from $UNTIL (every point read)"; break; fi
         pretrain "$name" "$seed" --keep-every "$STRETCH" "${FLAGS[@]}"  # UNTIL: stop at this stretch's end
-        point=$RUN/$name/$(printf "checkpoint_%07d.pt" "$UNTIL")  # checkpoint.NUMBERED_NAME
-        if [ -n "$DRY_RUN" ] || [ -e "$point" ]; then
-          for protocol in "${CURVE_INSTRUMENTS[@]}"; do
-            instrument "$protocol" "$name-at$UNTIL" --weights "$point" --arch "$ARCH"
-          done
-        fi
+        read_point "$name" "$UNTIL" "${CURVE_INSTRUMENTS[@]}"
+        if [ "$UNTIL" = "$BUDGET" ] && wants eval; then read_point "$name" "$UNTIL" "${INSTRUMENTS[@]}"; fi
       done
     done
   done
   unset UNTIL
+}
+
+# all_read NAME FROM TOTAL: every point of run NAME from iteration FROM to TOTAL has been read (by the curve
+# instruments, and at BUDGET by every instrument with phase eval): nothing left to pre-train it for
+all_read() {
+  local name=$1 at protocol protocols
+  for ((at = $2; at <= $3; at += STRETCH)); do
+    protocols=("${CURVE_INSTRUMENTS[@]}")
+    if [ "$at" = "$BUDGET" ] && wants eval; then protocols+=("${INSTRUMENTS[@]}"); fi
+    for protocol in "${protocols[@]}"; do [ -e "$RUN/eval/$name-at${at}_$protocol.json" ] || return 1; done
+  done
+}
+
+# read_point NAME ITERATION PROTOCOLS...: the instruments on run NAME's checkpoint at ITERATION, if it exists
+read_point() {
+  local name=$1 at=$2 protocol point; shift 2
+  point=$RUN/$name/$(printf "checkpoint_%07d.pt" "$at")  # checkpoint.NUMBERED_NAME
+  if [ -n "$DRY_RUN" ] || [ -e "$point" ]; then
+    for protocol in "$@"; do instrument "$protocol" "$name-at$at" --weights "$point" --arch "$ARCH"; done
+  fi
 }
 
 # what the weights without a stored input description read (random init, the supervised backbones): on the photo

@@ -44,6 +44,10 @@ evaluated() {
 run_step() {
   local name=$1 out=$2; shift 2
   if [ -n "$out" ] && [ -e "$out" ]; then say "skip $name ($out exists)"; return 0; fi
+  if [ -n "$DRY_RUN" ] && [ -n "$out" ]; then  # a dry run plans each output once, as a real run makes it once
+    [[ " ${PLANNED:-} " == *" $out "* ]] && { say "skip $name (planned above)"; return 0; }
+    PLANNED="${PLANNED:-} $out"
+  fi
   local limit=() left
   if [ -n "$DEADLINE" ] && [ "$name" != report ]; then
     left=$((DEADLINE - $(date +%s)))

@@ -105,7 +105,7 @@ def _dry_run(run: Path, data: Path, **env: str) -> list[str]:
 
 @pytest.mark.skipif(sys.platform == "win32", reason="bash script")
 @pytest.mark.slow
-def test_the_curves_advance_every_method_a_stretch_at_a_time_and_read_each_stretchs_checkpoint(tmp_path):
+def test_the_curves_take_each_run_to_its_end_a_stretch_at_a_time_and_read_each_stretchs_checkpoint(tmp_path):
     run, data = tmp_path / "run", tmp_path / "data"
     data.mkdir()
     (data / "README.md").write_text("made")
@@ -116,10 +116,9 @@ def test_the_curves_advance_every_method_a_stretch_at_a_time_and_read_each_stret
     steps = [line.split(":")[1].strip() for line in lines]
     assert steps[:2] == ["correspondence-random", "seg-probe-random"]
     pretrain = [s for s in steps if s.startswith(("pretrain-", "skip pretrain-"))]
-    assert pretrain[:5] == ["skip pretrain-densecl-s0 (at iteration 10)"] + [
-        f"pretrain-{m}-s0" for m in ("mocov2", "hybrid", "geometry", "both")
-    ]
-    assert len(pretrain) == 2 * 5
+    # one run to its end before the next (a lost run directory costs one run), the first stretch of DenseCL kept
+    runs = [f"pretrain-{m}-s0" for m in ("densecl", "mocov2", "mocov2", "hybrid", "hybrid", "geometry", "geometry")]
+    assert pretrain == ["skip pretrain-densecl-s0 (at iteration 10)", *runs, "pretrain-both-s0", "pretrain-both-s0"]
     text = "\n".join(lines)
     assert f"--resume {run}/densecl-s0/checkpoint.pt --epochs 2 --max-iters 20" in text
     hybrid = next(line for line in lines if "pretrain-hybrid-s0:" in line)
@@ -174,19 +173,22 @@ def test_the_study_adds_seeds_up_to_the_budget_trains_the_supervised_backbones_a
     lines = _dry_run(run, data, STEPS="seeds supervised eval", STUDY_METHODS="mocov2 hybrid", **env)
     steps = [line.split(":")[1].strip() for line in lines]
     pretrain = [s for s in steps if s.startswith("pretrain-")]
-    # two stretches of 5 up to the budget of 10 (not the schedule's 20), each seed and method in turn
-    assert pretrain == ["pretrain-mocov2-s1", "pretrain-hybrid-s1", "pretrain-mocov2-s2", "pretrain-hybrid-s2"] * 2
+    # two stretches of 5 up to the budget of 10 (not the schedule's 20), one run after the other
+    assert pretrain == [f"pretrain-{m}-s{seed}" for seed in (1, 2) for m in ("mocov2", "hybrid") for _ in (1, 2)]
     text = "\n".join(lines)
     assert "--epochs 2 " in text and "--max-iters 10 --keep-every 5" in text
     reference = next(line for line in lines if "reference:" in line)
     assert "seg-finetune --weights random --arch resnet18 --data" in reference and "--train-split train " in reference
     assert "--train-split train+test --val-split test" in next(line for line in lines if "oracle:" in line)
     study = [s for s in steps if s.startswith("svm-")]
-    assert study == [f"svm-{m}-s{seed}-at10" for seed in (0, 1, 2) for m in ("mocov2", "hybrid")] + [
+    # each seed's run read by every instrument as it reaches the budget; then the curves' seed 0, random init
+    # and the supervised backbones
+    assert study == [f"svm-{m}-s{seed}-at10" for seed in (1, 2, 0) for m in ("mocov2", "hybrid")] + [
         "svm-random",
         "svm-reference",
         "svm-oracle",
     ]
+    assert steps.index("svm-mocov2-s1-at10") < steps.index("pretrain-hybrid-s1")  # read before the next run
     assert f"--weights {run}/hybrid-s0/checkpoint_0000010.pt" in text
     assert steps.index("dense-nn-random") < steps.index("svm-mocov2-s0-at10")  # whole columns first
     assert not run.exists() or not (run / "eval").exists()
@@ -204,3 +206,32 @@ def test_on_four_bands_the_supervised_backbones_and_their_readings_take_the_meas
     reading = next(line for line in lines if "seg-probe-reference:" in line)
     assert "reference/backbone.pth --arch resnet18 --mean M --std S" in reading
     assert "--in-channels 4 --mean M --std S" in next(line for line in lines if "svm-random:" in line)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="bash script")
+def test_a_run_whose_every_point_is_recorded_is_not_trained_again(tmp_path):
+    run, data = tmp_path / "run", tmp_path / "data"
+    (run / "eval").mkdir(parents=True)
+    curve, study = ("correspondence", "seg-probe"), ("correspondence", "dense-nn", "overcluster", "seg-probe", "svm")
+    protocols = {5: curve, 10: study}
+    for at, names in protocols.items():  # mocov2-s1 read at both points, its run directory gone (a new machine)
+        for protocol in names:
+            (run / "eval" / f"mocov2-s1-at{at}_{protocol}.json").write_text("{}")
+    (run / "eval" / "hybrid-s1-at5_correspondence.json").write_text("{}")  # hybrid-s1 read at 5 only
+    env = {"N_IMAGES": "100", "BATCH": "6", "EPOCHS": "2", "STRETCH": "5", "BUDGET": "10", "STUDY_SEEDS": "1"}
+    lines = _dry_run(run, data, STEPS="seeds eval", STUDY_METHODS="mocov2 hybrid", **env)
+    steps = [line.split(":")[1].strip() for line in lines]
+    assert "skip mocov2-s1 from 5 (every point read)" in steps
+    assert not any(s.startswith("pretrain-mocov2") for s in steps)
+    assert [s for s in steps if s.startswith("pretrain-")] == ["pretrain-hybrid-s1"] * 2  # a point left: again
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="bash script")
+def test_a_budget_between_kept_checkpoints_stops_with_one_line(tmp_path):
+    environment = {**os.environ, "DRY_RUN": "1", "RUN": str(tmp_path / "run"), "BUDGET": "1000", "STRETCH": "750"}
+    script = ROOT / "scripts" / "small_budget.sh"
+    result = subprocess.run(["bash", str(script)], env=environment, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert result.stdout.strip() == (
+        "small-budget: BUDGET (1000) must be a multiple of STRETCH (750): only those iterations keep a checkpoint"
+    )
