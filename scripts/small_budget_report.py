@@ -84,16 +84,40 @@ def read_floor(run: Path) -> dict[tuple[str, str], float]:
 
 
 def read_wall_time(run: Path, per: str = "method") -> dict[str, float]:
-    """Seconds of pre-training per method (all seeds' stretches), or per run (``per="run"``: ``<method>-s<seed>``),
-    from ``timing.tsv``."""
-    seconds: dict[str, float] = defaultdict(float)
+    """Seconds of pre-training per method (all seeds' runs), or per run (``per="run"``: ``<method>-s<seed>``), from
+    ``timing.tsv``. A run whose directory was lost (a new machine) started again from iteration 0: only the
+    stretches since its last start count. A pre-training line says the iteration its checkpoint reached (its
+    fourth column; in older records, the curve point read right after it)."""
     timing = run / "timing.tsv"
-    if timing.exists():
-        for line in timing.read_text().splitlines():
-            name, wall, *_ = line.split("\t")
-            if match := re.match(r"^pretrain-(([a-z0-9]+)-s\d+)$", name):
-                seconds[match[1] if per == "run" else match[2]] += float(wall)
-    return seconds
+    lines = [line.split("\t") for line in timing.read_text().splitlines()] if timing.exists() else []
+    seconds: dict[str, float] = {}
+    reached: dict[str, int] = {}
+    for i, (name, wall, *rest) in enumerate(lines):
+        if not (match := re.match(r"^pretrain-([a-z0-9]+-s\d+)$", name)):
+            continue
+        key = match[1]
+        at = int(rest[1]) if len(rest) > 1 and rest[1].isdigit() else _point_read_next(lines[i + 1 :], key)
+        if at is not None:
+            if at <= reached.get(key, -1):
+                seconds[key] = 0.0  # started again
+            reached[key] = at
+        seconds[key] = seconds.get(key, 0.0) + float(wall)
+    if per == "run":
+        return seconds
+    methods: dict[str, float] = defaultdict(float)
+    for key, value in seconds.items():
+        methods[key.rsplit("-s", 1)[0]] += value
+    return methods
+
+
+def _point_read_next(lines: list[list[str]], key: str) -> int | None:
+    """The iteration of the curve point of run ``key`` read next, if that comes before its next pre-training."""
+    for name, *_ in lines:
+        if name == f"pretrain-{key}":
+            return None
+        if match := re.match(rf"^[a-z-]+-{re.escape(key)}-at(\d+)$", name):
+            return int(match[1])
+    return None
 
 
 def cell(values: dict[int, float]) -> str:

@@ -58,7 +58,9 @@ run_step() {
   [ -n "$DRY_RUN" ] && return 0
   local t0=$SECONDS status=0
   "${limit[@]}" "$@" || status=$?
-  printf '%s\t%s\t%s\n' "$name" $((SECONDS - t0)) "$(date -u +%FT%TZ)" >> "$TIMING"
+  local reached=""  # a pre-training's line also says the iteration its checkpoint reached (a restart from 0 shows)
+  [ -z "${REACHED:-}" ] || reached=$'\t'$(checkpoint_step "$REACHED" || echo unknown)
+  printf '%s\t%s\t%s%s\n' "$name" $((SECONDS - t0)) "$(date -u +%FT%TZ)" "$reached" >> "$TIMING"
   record "$RUN" "$RECORD"
   if [ ${#limit[@]} -gt 0 ] && [ "$status" = 124 ]; then say "$name stopped at the deadline"; return 0; fi
   if [ "$status" != 0 ] && [ -n "$KEEP_GOING" ]; then say "$name failed (exit status $status); going on"; return 0; fi
@@ -126,9 +128,9 @@ pretrain() {
   fi
   same_code
   if [ -e "$ckpt" ]; then
-    run_step "pretrain-$name" "" "$BIN/densecl" pretrain --resume "$ckpt" --epochs "$EPOCHS" "${until[@]}"
+    REACHED=$ckpt run_step "pretrain-$name" "" "$BIN/densecl" pretrain --resume "$ckpt" --epochs "$EPOCHS" "${until[@]}"
   else
-    run_step "pretrain-$name" "" "$BIN/densecl" pretrain --config demo_cpu --arch "$ARCH" --hidden-dim "$HIDDEN" \
+    REACHED=$ckpt run_step "pretrain-$name" "" "$BIN/densecl" pretrain --config demo_cpu --arch "$ARCH" --hidden-dim "$HIDDEN" \
       --queue-len "$QUEUE" --momentum "$EMA" --lr "$LR" --batch-size "$BATCH" --crop-size "$CROP" --epochs "$EPOCHS" \
       --workers "$WORKERS" --precision "$PRECISION" --device "$DEVICE" --save-every 50 --log-every 10 \
       --data "${TRAIN_IMAGES:-$DATA/unlabeled/train}" --seed "$seed" --output-dir "$RUN/$name" --bn-group-size none "${until[@]}" "$@"  # flags after win

@@ -235,3 +235,23 @@ def test_a_budget_between_kept_checkpoints_stops_with_one_line(tmp_path):
     assert result.stdout.strip() == (
         "small-budget: BUDGET (1000) must be a multiple of STRETCH (750): only those iterations keep a checkpoint"
     )
+
+
+def test_the_wall_time_of_a_run_counts_its_stretches_since_it_last_started_from_zero(tmp_path):
+    lines = [
+        ("pretrain-hybrid-s0", 600),  # an older record: no iteration column, the point read next says 750
+        ("correspondence-hybrid-s0-at750", 10),
+        ("pretrain-mocov2-s0", 700),
+        ("correspondence-mocov2-s0-at750", 10),
+        ("pretrain-hybrid-s0", 610),
+        ("seg-probe-hybrid-s0-at1500", 100),
+        ("pretrain-hybrid-s0", 500, 750),  # a new machine: hybrid again from 0
+        ("pretrain-hybrid-s0", 200, 1000),  # stopped at a deadline inside a stretch, then resumed
+        ("pretrain-hybrid-s0", 300, 1500),
+    ]
+    tsv = "".join(
+        "\t".join([name, str(wall), "2026-12-07T00:00:00Z", *map(str, at)]) + "\n" for name, wall, *at in lines
+    )
+    (tmp_path / "timing.tsv").write_text(tsv)
+    assert report.read_wall_time(tmp_path, per="run") == {"hybrid-s0": 1000.0, "mocov2-s0": 700.0}
+    assert report.read_wall_time(tmp_path) == {"hybrid": 1000.0, "mocov2": 700.0}
