@@ -191,15 +191,16 @@ def study_section(run: Path, budget: int, level: int = 2) -> list[str]:
         return out + [f"{MISSING} (no seed has every method read by every instrument at {budget} yet)", ""]
     n = len(found.seeds)
     seeds = ", ".join(map(str, found.seeds))
+    n_seeds = f"{n} seed" + ("s" if n != 1 else "")
     out += [
-        f"Every instrument on each run's checkpoint at iteration {budget} ({n} pre-training seeds: {seeds}), "
+        f"Every instrument on each run's checkpoint at iteration {budget} ({n_seeds} of pre-training: {seeds}), "
         "random init, and the two supervised backbones. Method rows: mean ± std over the seeds; "
         "method − MoCo-v2: paired by seed, mean and 95 % t-interval.",
         "",
     ]
     headline = study.HEADLINE
     rows = [
-        [f"{METHODS[m]} ({n} seeds)", *(study.method_cell(found, m, p, k, s) for p, k, _, s in headline)]
+        [f"{METHODS[m]} ({n_seeds})", *(study.method_cell(found, m, p, k, s) for p, k, _, s in headline)]
         for m in methods
     ]
     for m in methods:
@@ -216,8 +217,8 @@ def study_section(run: Path, budget: int, level: int = 2) -> list[str]:
     out += [markdown_table(["backbone", *(title for _, _, title, _ in headline)], rows, padded=False), ""]
     runs = read_wall_time(run, per="run")
     out += [
-        "Pre-training wall time of each run, all its stretches (the curve runs of the first seed go on past "
-        f"{budget}; the other seeds stop there), in hours on the record's machine:",
+        "Pre-training wall time of each run, its stretches since it last started from iteration 0 (the curve runs "
+        f"of the first seed go on past {budget}; the other seeds stop there), in hours on the machines of the record:",
         "",
         markdown_table(
             ["method", *(f"seed {s}" for s in found.seeds)],
