@@ -30,7 +30,8 @@
 #   phase eval, a run that reaches BUDGET is read by every instrument at once, before the next run starts.
 # Phase supervised: two supervised backbones, seg-finetune from random init: the reference learns the train
 #   split's labels, the oracle the train and the evaluated split's (it has seen the objects it is scored on:
-#   the top of the label instruments' range, not a competitor).
+#   the top of the label instruments' range, not a competitor). With phase eval, each is read by every
+#   instrument as soon as it is trained.
 # Phase eval: every instrument (correspondence, dense-nn, over-clustering, seg-probe, SVM) on each study run's
 #   checkpoint at BUDGET, on random init and on the two supervised backbones.
 # Report (scripts/small_budget_report.py): the curves, the budget that learns, and the study at BUDGET with
@@ -197,10 +198,22 @@ read -r -a study_methods <<< "$STUDY_METHODS"
 wants seeds && advance "$BUDGET" "$STUDY_SEEDS" "${study_methods[@]}"
 
 # ---------------------------------------------------------------- supervised
-if wants supervised; then
+# read_supervised NAME PROTOCOLS...: the instruments on a supervised backbone, if it exists
+read_supervised() {
+  local name=$1 protocol; shift
+  if [ -n "$DRY_RUN" ] || [ -e "$RUN/$name/backbone.pth" ]; then
+    for protocol in "$@"; do
+      instrument "$protocol" "$name" --weights "$RUN/$name/backbone.pth" --arch "$ARCH" "${INPUT[@]}"
+    done
+  fi
+}
+
+if wants supervised; then  # with phase eval, each backbone read by every instrument as soon as it is trained
   supervised reference train "${RANDOM_INPUT[@]}"
+  if wants eval; then read_supervised reference "${INSTRUMENTS[@]}"; fi
   train_and "$SPLIT"
   supervised oracle "train+$SPLIT" "${RANDOM_INPUT[@]}"
+  if wants eval; then read_supervised oracle "${INSTRUMENTS[@]}"; fi
 fi
 
 # ---------------------------------------------------------------- eval
@@ -217,11 +230,7 @@ if wants eval; then
       done
     done
     instrument "$protocol" random "${FLOOR[@]}"
-    for name in reference oracle; do
-      if [ -n "$DRY_RUN" ] || [ -e "$RUN/$name/backbone.pth" ]; then
-        instrument "$protocol" "$name" --weights "$RUN/$name/backbone.pth" --arch "$ARCH" "${INPUT[@]}"
-      fi
-    done
+    for name in reference oracle; do read_supervised "$name" "$protocol"; done
   done
 fi
 

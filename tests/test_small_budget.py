@@ -181,13 +181,16 @@ def test_the_study_adds_seeds_up_to_the_budget_trains_the_supervised_backbones_a
     assert "seg-finetune --weights random --arch resnet18 --data" in reference and "--train-split train " in reference
     assert "--train-split train+test --val-split test" in next(line for line in lines if "oracle:" in line)
     study = [s for s in steps if s.startswith("svm-")]
-    # each seed's run read by every instrument as it reaches the budget; then the curves' seed 0, random init
-    # and the supervised backbones
-    assert study == [f"svm-{m}-s{seed}-at10" for seed in (1, 2, 0) for m in ("mocov2", "hybrid")] + [
-        "svm-random",
+    # each seed's run and each supervised backbone read by every instrument as soon as it is there; then the
+    # curves' seed 0 and random init
+    assert study == [f"svm-{m}-s{seed}-at10" for seed in (1, 2) for m in ("mocov2", "hybrid")] + [
         "svm-reference",
         "svm-oracle",
+        "svm-mocov2-s0-at10",
+        "svm-hybrid-s0-at10",
+        "svm-random",
     ]
+    assert steps.index("svm-reference") < steps.index("oracle")
     assert steps.index("svm-mocov2-s1-at10") < steps.index("pretrain-hybrid-s1")  # read before the next run
     assert f"--weights {run}/hybrid-s0/checkpoint_0000010.pt" in text
     assert steps.index("dense-nn-random") < steps.index("svm-mocov2-s0-at10")  # whole columns first
