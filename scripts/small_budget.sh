@@ -148,22 +148,28 @@ advance() {
       for ((UNTIL = STRETCH; UNTIL <= total; UNTIL += STRETCH)); do
         if all_read "$name" "$UNTIL" "$total"; then say "skip $name from $UNTIL (every point read)"; break; fi
         pretrain "$name" "$seed" --keep-every "$STRETCH" "${FLAGS[@]}"  # UNTIL: stop at this stretch's end
-        read_point "$name" "$UNTIL" "${CURVE_INSTRUMENTS[@]}"
-        if [ "$UNTIL" = "$BUDGET" ] && wants eval; then read_point "$name" "$UNTIL" "${INSTRUMENTS[@]}"; fi
+        point_protocols "$UNTIL"
+        read_point "$name" "$UNTIL" "${PROTOCOLS[@]}"
       done
     done
   done
   unset UNTIL
 }
 
-# all_read NAME FROM TOTAL: every point of run NAME from iteration FROM to TOTAL has been read (by the curve
-# instruments, and at BUDGET by every instrument with phase eval): nothing left to pre-train it for
+# point_protocols ITERATION: PROTOCOLS=(what reads a run's checkpoint there): the curve instruments, and at BUDGET
+# with phase eval every instrument (the curve instruments among them)
+point_protocols() {
+  PROTOCOLS=("${CURVE_INSTRUMENTS[@]}")
+  if [ "$1" = "$BUDGET" ] && wants eval; then PROTOCOLS=("${INSTRUMENTS[@]}"); fi
+}
+
+# all_read NAME FROM TOTAL: every point of run NAME from iteration FROM to TOTAL has been read: nothing left to
+# pre-train it for
 all_read() {
-  local name=$1 at protocol protocols
+  local name=$1 at protocol
   for ((at = $2; at <= $3; at += STRETCH)); do
-    protocols=("${CURVE_INSTRUMENTS[@]}")
-    if [ "$at" = "$BUDGET" ] && wants eval; then protocols+=("${INSTRUMENTS[@]}"); fi
-    for protocol in "${protocols[@]}"; do [ -e "$RUN/eval/$name-at${at}_$protocol.json" ] || return 1; done
+    point_protocols "$at"
+    for protocol in "${PROTOCOLS[@]}"; do [ -e "$RUN/eval/$name-at${at}_$protocol.json" ] || return 1; done
   done
 }
 
