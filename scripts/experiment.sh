@@ -75,7 +75,9 @@ WARMUP=${WARMUP:-$((EPOCHS * (N_IMAGES * 6 / 10 / BATCH) / 2))}  # ablation: lam
 DENSE_QUEUE=${DENSE_QUEUE:-256} # ablation: a shorter dense queue
 REF_ITERS=${REF_ITERS:-4500}    # supervised backbones: seg-finetune iterations (reference: 15 epochs of the train split at batch 8);
 REF_CROP=${REF_CROP:-96}        # 600 at crop 160 stayed at the all-background floor, 1500 at 96 reached 13.3 val mIoU,
-                                # 4500 at 96 10.9 test mIoU: the train labels do not teach the held-out objects (docs/results-1050-steps.md)
+                                # 4500 at 96 10.9 test mIoU: the train labels do not teach the held-out objects (docs/results-1050-steps.md);
+REF_OS=${REF_OS:-8}             # all of those at output stride 32 (a 3 x 3 grid at crop 96); 8 is the protocol's FCN-D8
+REF_LR=${REF_LR:-0.02}
 PAIRS=${PAIRS:-200}             # correspondence: view pairs of test images
 MEMORY=${MEMORY:-1000,10000,30000}  # dense-nn memory sizes in patches (of the 345,600 C4 patches of the train split): 150 s a backbone here
 PROBE_EPOCHS=${PROBE_EPOCHS:-5}  # seg-probe epochs: 115 s a backbone here (its default 30 took 802 s); all instruments about 7 min

@@ -138,14 +138,33 @@ pretrain() {
 }
 
 # supervised NAME TRAIN_SPLIT INPUT_FLAGS...: seg-finetune from random init on TRAIN_SPLIT's labels (REF_ITERS
-# iterations at batch 8, crop REF_CROP), the backbone to RUN/NAME/backbone.pth; evaluated on SPLIT
+# iterations at batch 8, crop REF_CROP, output stride REF_OS, learning rate REF_LR), the backbone to
+# RUN/NAME/backbone.pth; evaluated on SPLIT. A backbone already there that was trained with other settings stops
+# the study (its readings would be recorded as this schedule's): move it and its readings away to train it again.
 supervised() {
   local name=$1 split=$2; shift 2
+  local settings=(--crop "$REF_CROP" --batch-size 8 --iters "$REF_ITERS" --lr "$REF_LR" --output-stride "$REF_OS")
+  if [ -e "$RUN/$name/seg-finetune.json" ]; then
+    local other
+    other=$("$BIN/python" - "$RUN/$name/seg-finetune.json" "${settings[@]}" <<'PY'
+import json, sys
+path, asked = sys.argv[1], dict(zip(sys.argv[2::2], sys.argv[3::2]))
+config = json.load(open(path))["config"]
+other = [f"{flag} {config[flag[2:].replace('-', '_')]} (asked {value})" for flag, value in asked.items()
+         if float(config[flag[2:].replace("-", "_")]) != float(value)]
+print(", ".join(other))
+PY
+) || exit 1
+    if [ -n "$other" ]; then
+      say "stop: $RUN/$name was trained with $other; move it and its readings ($RUN/eval/${name}_*) away to train it again"
+      exit 1
+    fi
+  fi
   if evaluated "$name"; then say "skip $name (evaluated)"; return 0; fi
   run_step "$name" "$RUN/$name/backbone.pth" "$BIN/densecl" eval seg-finetune --weights random --arch "$ARCH" "$@" \
-    --data "$DATA/voc" --train-split "$split" --val-split "$SPLIT" --crop "$REF_CROP" --batch-size 8 --iters "$REF_ITERS" \
-    --lr 0.02 --output-stride 32 --workers "$WORKERS" --device "$DEVICE" --seed 0 \
-    --save-backbone "$RUN/$name/backbone.pth" --out "$RUN/$name/seg-finetune.json" --save-every 100 --resume
+    --data "$DATA/voc" --train-split "$split" --val-split "$SPLIT" "${settings[@]}" --workers "$WORKERS" \
+    --device "$DEVICE" --seed 0 --save-backbone "$RUN/$name/backbone.pth" --out "$RUN/$name/seg-finetune.json" \
+    --save-every 100 --resume
 }
 
 # train_and SPLIT: the segmentation split list train+SPLIT (the oracle's labels), written once
