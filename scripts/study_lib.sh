@@ -150,9 +150,8 @@ supervised() {
 import json, sys
 path, asked = sys.argv[1], dict(zip(sys.argv[2::2], sys.argv[3::2]))
 config = json.load(open(path))["config"]
-other = [f"{flag} {config[flag[2:].replace('-', '_')]} (asked {value})" for flag, value in asked.items()
-         if float(config[flag[2:].replace("-", "_")]) != float(value)]
-print(", ".join(other))
+trained = {flag: config[flag[2:].replace("-", "_")] for flag in asked}
+print(", ".join(f"{flag} {trained[flag]} (asked {v})" for flag, v in asked.items() if float(trained[flag]) != float(v)))
 PY
 ) || exit 1
     if [ -n "$other" ]; then
