@@ -96,7 +96,7 @@ if [ $((BUDGET % STRETCH)) != 0 ]; then
 fi
 REF_ITERS=${REF_ITERS:-4500}    # supervised backbones: seg-finetune iterations at batch 8, crop REF_CROP
 REF_CROP=${REF_CROP:-96}
-REF_OS=${REF_OS:-8}             # output stride 8 (the protocol's FCN-D8): 32 gave a 3 x 3 grid at crop 96 and learned nothing
+REF_OS=${REF_OS:-8}             # output stride 8, the protocol's FCN-D8 (32 is a 3 x 3 grid at crop 96)
 REF_LR=${REF_LR:-0.02}
 PAIRS=${PAIRS:-200}
 PROBE_EPOCHS=${PROBE_EPOCHS:-5}

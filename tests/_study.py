@@ -10,8 +10,8 @@ from pathlib import Path
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 
 
-def dry_run(script: str, run: Path, data: Path, **env: str) -> list[str]:
-    """``DRY_RUN=1 bash scripts/<script>`` with RUN, DATA, ASSETS and this interpreter's BIN: its printed lines."""
+def plan(script: str, run: Path, data: Path, **env: str) -> subprocess.CompletedProcess:
+    """``DRY_RUN=1 bash scripts/<script>`` with RUN, DATA, ASSETS and this interpreter's BIN, whatever its exit."""
     environment = {
         **os.environ,
         "DRY_RUN": "1",
@@ -21,8 +21,11 @@ def dry_run(script: str, run: Path, data: Path, **env: str) -> list[str]:
         "BIN": str(Path(sys.executable).parent),
         **env,
     }
-    result = subprocess.run(
-        ["bash", str(SCRIPTS / script)], env=environment, capture_output=True, text=True, timeout=120
-    )
+    return subprocess.run(["bash", str(SCRIPTS / script)], env=environment, capture_output=True, text=True, timeout=120)
+
+
+def dry_run(script: str, run: Path, data: Path, **env: str) -> list[str]:
+    """The printed lines of a plan that must succeed."""
+    result = plan(script, run, data, **env)
     assert result.returncode == 0, result.stderr
     return result.stdout.splitlines()

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from _study import dry_run
+from _study import dry_run, plan
 
 from densecl import checkpoint
 
@@ -260,26 +260,21 @@ def test_the_wall_time_of_a_run_counts_its_stretches_since_it_last_started_from_
     assert report.read_wall_time(tmp_path) == {"hybrid": 1000.0, "mocov2": 700.0}
 
 
-def _supervised_plan(run: Path, data: Path, **env: str) -> subprocess.CompletedProcess:
-    environment = {**os.environ, "DRY_RUN": "1", "RUN": str(run), "DATA": str(data), "ASSETS": str(run.parent)}
-    environment |= {"BIN": str(Path(sys.executable).parent), "STEPS": "supervised", **env}
-    script = ROOT / "scripts" / "small_budget.sh"
-    return subprocess.run(["bash", str(script)], env=environment, capture_output=True, text=True, timeout=120)
-
-
 @pytest.mark.skipif(sys.platform == "win32", reason="bash script")
 def test_a_supervised_backbone_trained_with_other_settings_stops_the_study_instead_of_standing_for_these(tmp_path):
     run, data = tmp_path / "run", tmp_path / "data"
     (run / "reference").mkdir(parents=True)
     trained = {"crop": 96, "batch_size": 8, "iters": 4500, "lr": 0.02, "output_stride": 32}
     (run / "reference" / "seg-finetune.json").write_text(json.dumps({"config": trained}))
-    result = _supervised_plan(run, data)  # the default schedule is output stride 8
+    result = plan("small_budget.sh", run, data, STEPS="supervised")  # the default schedule is output stride 8
     assert result.returncode == 1
     assert result.stdout.splitlines()[-1] == (
         f"small-budget: stop: {run}/reference was trained with --output-stride 32 (asked 8); move it and its "
         f"readings ({run}/eval/reference_*) away to train it again"
     )
-    result = _supervised_plan(run, data, REF_OS="32")  # the settings it was trained with: planned as before
+    result = plan(
+        "small_budget.sh", run, data, STEPS="supervised", REF_OS="32"
+    )  # the settings it was trained with: planned as before
     assert result.returncode == 0, result.stdout + result.stderr
     reference = next(line for line in result.stdout.splitlines() if "reference:" in line)
     assert "--crop 96 --batch-size 8 --iters 4500 --lr 0.02 --output-stride 32 " in reference
