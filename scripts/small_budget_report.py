@@ -11,8 +11,9 @@ pre-training) and ``RUN/MACHINE``. A method's cell is the mean over its seeds (�
 are several). The budget that learns is the first iteration at which a method is above random init by both
 margins (:data:`MARGINS`) on every seed it has there.
 
-The study at the budget: every instrument on the seeds at which every study method has been read, each method
-against MoCo-v2 paired by seed (same initial weights and data order) with a 95 % t-interval, and the recipe
+The study at the budget: every instrument on each method's seeds read by every instrument there, each method
+against MoCo-v2 paired over the seeds the two share (same initial weights and data order) with a 95 % t-interval,
+so a study still under way shows what its seeds say so far, and the recipe
 decision: a rule becomes a recipe when its interval against MoCo-v2 excludes zero, upwards, on at least
 :data:`RECIPE_WINS` of the dense instruments (:data:`DENSE`).
 """
@@ -20,6 +21,7 @@ decision: a rule becomes a recipe when its interval against MoCo-v2 excludes zer
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import re
@@ -142,8 +144,8 @@ def learning_budget(points, floor, method: str) -> int | None:
 
 def read_study(run: Path, budget: int) -> study.Study:
     """The records at ``budget`` as a :class:`experiment_report.Study`: ``<method>-s<seed>`` for each run's
-    checkpoint there, ``random``, ``reference``, ``oracle``; its seeds are those at which every method read there
-    has every instrument's result (a paired comparison needs the same seeds on both sides)."""
+    checkpoint there, ``random``, ``reference``, ``oracle``. Which seeds a table reads is chosen per row
+    (:func:`on_seeds`)."""
     found = study.Study()
     for path in sorted((run / "eval").glob("*.json")):
         match = POINT.match(path.name)
@@ -154,26 +156,43 @@ def read_study(run: Path, budget: int) -> study.Study:
         else:
             continue
         found.records[(name, protocol)] = json.loads(path.read_text())
-    protocols = {p for p, *_ in study.HEADLINE}
-    complete: dict[str, set[int]] = defaultdict(set)  # method -> seeds read by every instrument
-    for name in {n for n, _ in found.records}:
-        if (m := re.fullmatch(r"([a-z0-9]+)-s(\d+)", name)) and all((name, p) in found.records for p in protocols):
-            complete[m[1]].add(int(m[2]))
-    found.seeds = sorted(set.intersection(*complete.values())) if complete else []
     return found
 
 
+def complete_seeds(found: study.Study) -> dict[str, list[int]]:
+    """Each method's seeds whose checkpoint every instrument has read."""
+    protocols = {p for p, *_ in study.HEADLINE}
+    complete: dict[str, set[int]] = defaultdict(set)
+    for name in {n for n, _ in found.records}:
+        if (m := re.fullmatch(r"([a-z0-9]+)-s(\d+)", name)) and all((name, p) in found.records for p in protocols):
+            complete[m[1]].add(int(m[2]))
+    return {m: sorted(seeds) for m, seeds in complete.items()}
+
+
+def on_seeds(found: study.Study, *methods: str) -> study.Study:
+    """``found`` read on the seeds that every one of ``methods`` has complete: a paired comparison needs the same
+    seeds on both sides, and a method's row needs every instrument on each of its seeds."""
+    complete = complete_seeds(found)
+    shared = set.intersection(*(set(complete.get(m, ())) for m in methods))
+    return dataclasses.replace(found, seeds=sorted(shared))
+
+
 def study_methods(found: study.Study) -> list[str]:
-    return [m for m in METHODS if all(f"{m}-s{s}" in {n for n, _ in found.records} for s in found.seeds)]
+    complete = complete_seeds(found)
+    return [m for m in METHODS if complete.get(m)]
 
 
-def recipe_wins(found: study.Study, method: str) -> list[str]:
-    """The dense instruments on which ``method`` beats MoCo-v2 with a 95 % interval above zero."""
+def recipe_wins(found: study.Study, method: str) -> list[str] | None:
+    """The dense instruments on which ``method`` beats MoCo-v2 with a 95 % interval above zero, over the seeds
+    the two share; None while they share fewer than two (no interval yet)."""
+    paired = on_seeds(found, method, "mocov2")
+    if len(paired.seeds) < 2:
+        return None
     wins = []
     for protocol, metric in DENSE:
-        a = study._per_seed(found, method, protocol, metric)
-        b = study._per_seed(found, "mocov2", protocol, metric)
-        if a is None or b is None or len(a) < 2:
+        a = study._per_seed(paired, method, protocol, metric)
+        b = study._per_seed(paired, "mocov2", protocol, metric)
+        if a is None or b is None:
             continue
         mean, half = study.paired_interval(a, b)
         if half is not None and mean - half > 0:
@@ -181,51 +200,62 @@ def recipe_wins(found: study.Study, method: str) -> list[str]:
     return wins
 
 
+def _n_seeds(n: int) -> str:
+    return f"{n} seed" + ("s" if n != 1 else "")
+
+
 def study_section(run: Path, budget: int, level: int = 2) -> list[str]:
     from densecl.tables import markdown_table
 
     found = read_study(run, budget)
-    methods = study_methods(found) if found.seeds else []
+    methods = study_methods(found)
     out = [f"{'#' * level} The study at {budget} iterations", ""]
     if not methods:
-        return out + [f"{MISSING} (no seed has every method read by every instrument at {budget} yet)", ""]
-    n = len(found.seeds)
-    seeds = ", ".join(map(str, found.seeds))
-    n_seeds = f"{n} seed" + ("s" if n != 1 else "")
+        return out + [f"{MISSING} (no run has been read by every instrument at {budget} yet)", ""]
     out += [
-        f"Every instrument on each run's checkpoint at iteration {budget} ({n_seeds} of pre-training: {seeds}), "
-        "random init, and the two supervised backbones. Method rows: mean ± std over the seeds; "
-        "method − MoCo-v2: paired by seed, mean and 95 % t-interval.",
+        f"Every instrument on each run's checkpoint at iteration {budget}, random init, and the two supervised "
+        "backbones. Method rows: mean ± std over the method's seeds (how many in brackets); method − MoCo-v2: "
+        "paired over the seeds the two share (same initial weights and data order), mean and 95 % t-interval.",
         "",
     ]
     headline = study.HEADLINE
-    rows = [
-        [f"{METHODS[m]} ({n_seeds})", *(study.method_cell(found, m, p, k, s) for p, k, _, s in headline)]
-        for m in methods
-    ]
+    rows = []
+    for m in methods:
+        own = on_seeds(found, m)
+        rows.append(
+            [
+                f"{METHODS[m]} ({_n_seeds(len(own.seeds))})",
+                *(study.method_cell(own, m, p, k, s) for p, k, _, s in headline),
+            ]
+        )
     for m in methods:
         if m != "mocov2" and "mocov2" in methods:
+            paired = on_seeds(found, m, "mocov2")
             rows.append(
                 [
-                    f"{METHODS[m]} − MoCo-v2",
-                    *(study.difference_cell(found, p, k, s, m, "mocov2") for p, k, _, s in headline),
+                    f"{METHODS[m]} − MoCo-v2 ({_n_seeds(len(paired.seeds))})",
+                    *(study.difference_cell(paired, p, k, s, m, "mocov2") for p, k, _, s in headline),
                 ]
             )
     rows += [
         [label, *(study.single_cell(found, name, p, k, s) for p, k, _, s in headline)] for name, label in study.SINGLES
     ]
     out += [markdown_table(["backbone", *(title for _, _, title, _ in headline)], rows, padded=False), ""]
-    runs = read_wall_time(run, per="run")
+    runs, complete = read_wall_time(run, per="run"), complete_seeds(found)
+    seeds = sorted({s for m in methods for s in complete[m]})
     out += [
         "Pre-training wall time of each run, its stretches since it last started from iteration 0 (the curve runs "
         f"of the first seed go on past {budget}; the other seeds stop there), in hours on the machines of the record:",
         "",
         markdown_table(
-            ["method", *(f"seed {s}" for s in found.seeds)],
+            ["method", *(f"seed {s}" for s in seeds)],
             [
                 [
                     METHODS[m],
-                    *(f"{runs[f'{m}-s{s}'] / 3600:.2f}" if f"{m}-s{s}" in runs else MISSING for s in found.seeds),
+                    *(
+                        f"{runs[f'{m}-s{s}'] / 3600:.2f}" if s in complete[m] and f"{m}-s{s}" in runs else MISSING
+                        for s in seeds
+                    ),
                 ]
                 for m in methods
             ],
@@ -233,24 +263,28 @@ def study_section(run: Path, budget: int, level: int = 2) -> list[str]:
         ),
         "",
     ]
-    rules = [m for m in methods if m not in PAPER]
-    if "mocov2" not in methods or n < 2:
-        out += ["Recipe: not decided (MoCo-v2 and at least two seeds are needed).", ""]
-        return out
-    winners = {m: recipe_wins(found, m) for m in rules}
-    lines = [f"- {METHODS[m]}: {', '.join(w) if w else 'none'}" for m, w in winners.items()]
-    chosen = [m for m, w in winners.items() if len(w) >= RECIPE_WINS]
+    if "mocov2" not in methods:
+        return out + ["Recipe: not decided (MoCo-v2 has not been read by every instrument yet).", ""]
+    winners = {m: recipe_wins(found, m) for m in methods if m not in PAPER}
+    lines = [
+        f"- {METHODS[m]}: "
+        + ("not compared yet (fewer than two seeds shared with MoCo-v2)" if w is None else ", ".join(w) or "none")
+        for m, w in winners.items()
+    ]
+    chosen = [m for m, w in winners.items() if w is not None and len(w) >= RECIPE_WINS]
+    if chosen:
+        verdict = f"Recipe: {', '.join(METHODS[m] for m in chosen)}."
+    elif any(w is None for w in winners.values()):
+        verdict = "Recipe: not decided (a rule has fewer than two seeds shared with MoCo-v2)."
+    else:
+        verdict = f"Recipe: none; no rule beats MoCo-v2 on {RECIPE_WINS} dense instruments at {budget} iterations."
     out += [
         f"Dense instruments on which a rule beats MoCo-v2 with a 95 % interval above zero ({RECIPE_WINS} make a "
         "recipe):",
         "",
         *lines,
         "",
-        (
-            f"Recipe: {', '.join(METHODS[m] for m in chosen)}."
-            if chosen
-            else f"Recipe: none; no rule beats MoCo-v2 on {RECIPE_WINS} dense instruments at {budget} iterations."
-        ),
+        verdict,
         "",
     ]
     return out

@@ -77,9 +77,16 @@ def test_the_study_pairs_each_method_with_moco_v2_by_seed_and_a_rule_with_two_de
     _all_instruments(run, "random", 0.10, 9.0, 12.0)
     _all_instruments(run, "oracle", 0.11, 30.0, 25.0)
     _point(run, "both-s0-at1500", 0.9, 0.9, 90.0)  # a rule with the curve instruments only: not in the study
+    _all_instruments(run, "geometry-s0-at1500", 0.9, 90.0, 90.0)  # a rule on one seed: no interval yet
     (run / "timing.tsv").write_text("pretrain-hybrid-s0\t3600\tT\npretrain-hybrid-s0\t1800\tT\nseg-probe-x\t9\tT\n")
     found = report.read_study(run, 1500)
-    assert found.seeds == [0, 1, 2] and report.study_methods(found) == ["densecl", "mocov2", "hybrid"]
+    assert report.complete_seeds(found) == {
+        "densecl": [0, 1, 2],
+        "mocov2": [0, 1, 2],
+        "hybrid": [0, 1, 2],
+        "geometry": [0],
+    }
+    assert report.study_methods(found) == ["densecl", "mocov2", "geometry", "hybrid"]
     # hybrid - MoCo-v2 in C4 points: 5, 4, 6 -> mean 5, sd 1, t(0.975, 2) = 4.3027 -> half-width 2.484
     # seg-probe: 0.5, 0.4, 0.6 -> 0.5 +- 0.248; dense-nn: 1, -1, 0 -> 0 +- 2.48, no win
     assert report.recipe_wins(found, "hybrid") == [
@@ -88,15 +95,26 @@ def test_the_study_pairs_each_method_with_moco_v2_by_seed_and_a_rule_with_two_de
         "seg-probe mIoU",
     ]
     assert report.recipe_wins(found, "densecl") == []
+    assert report.recipe_wins(found, "geometry") is None
     text = "\n".join(report.study_section(run, 1500))
-    assert "| hybrid − MoCo-v2 | +5.00 [+2.52, +7.48] |" in text  # the C5 column comes first
-    assert "| MoCo-v2 (3 seeds) | 22.00 ± 2.00 |" in text
+    assert "| hybrid − MoCo-v2 (3 seeds) | +5.00 [+2.52, +7.48] |" in text  # the C5 column comes first
+    assert "| MoCo-v2 (3 seeds) | 22.00 ± 2.00 |" in text and "| geometry (1 seed) | 90.00 |" in text
+    assert "| geometry − MoCo-v2 (1 seed) | +70.00 (one seed) |" in text
     assert "| random init | 10.00 |" in text and "| supervised reference | — |" in text
-    assert "Recipe: hybrid." in text
+    assert "- geometry: not compared yet" in text and "Recipe: hybrid." in text
     assert "| hybrid | 1.50 | — | — |" in text  # wall time of each run, hours
-    # two seeds of MoCo-v2 only: the third seed is not compared
+    # MoCo-v2's third seed misses an instrument: its row reads two seeds, each comparison the two it shares
     (run / "eval" / "mocov2-s2-at1500_svm.json").unlink()
-    assert report.read_study(run, 1500).seeds == [0, 1]
+    text = "\n".join(report.study_section(run, 1500))
+    assert "| MoCo-v2 (2 seeds) | 21.00 ± 1.41 |" in text and "| hybrid (3 seeds) | 27.00 ± 2.65 |" in text
+    # C5 differences 5, 4: mean 4.5, sd 0.7071, t(0.975, 1) = 12.706 -> half-width 6.353
+    assert "| hybrid − MoCo-v2 (2 seeds) | +4.50 [-1.85, +10.85] |" in text
+    assert report.recipe_wins(report.read_study(run, 1500), "hybrid") == []
+    assert "Recipe: not decided (a rule has fewer than two seeds shared with MoCo-v2)." in text
+    _all_instruments(run, "geometry-s1-at1500", 0.22, 11.0, 16.0)
+    assert "Recipe: none; no rule beats MoCo-v2 on 2 dense instruments at 1500 iterations." in "\n".join(
+        report.study_section(run, 1500)
+    )
 
 
 def _dry_run(run: Path, data: Path, **env: str) -> list[str]:
@@ -272,9 +290,8 @@ def test_a_supervised_backbone_trained_with_other_settings_stops_the_study_inste
         f"small-budget: stop: {run}/reference was trained with --output-stride 32 (asked 8); move it and its "
         f"readings ({run}/eval/reference_*) away to train it again"
     )
-    result = plan(
-        "small_budget.sh", run, data, STEPS="supervised", REF_OS="32"
-    )  # the settings it was trained with: planned as before
+    # the settings it was trained with: planned as before
+    result = plan("small_budget.sh", run, data, STEPS="supervised", REF_OS="32")
     assert result.returncode == 0, result.stdout + result.stderr
     reference = next(line for line in result.stdout.splitlines() if "reference:" in line)
     assert "--crop 96 --batch-size 8 --iters 4500 --lr 0.02 --output-stride 32 " in reference
